@@ -1,0 +1,449 @@
+"""Every message that travels between actors: small, immutable, slotted dataclasses.
+
+This module owns the vocabulary of the engine. Nothing here holds behaviour beyond trivial
+derived properties; actors never hand each other mutable objects.
+
+Conventions:
+- times are POSIX epoch seconds as floats (UTC based, timezone-free); they are shown in IST;
+- prices are rupees as floats; quantities are ints (positive; the side is in ``action``);
+- symbols are OpenAlgo symbols (``NIFTY30JAN2524000CE``) with an exchange (``NFO``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+frozen = dataclass(frozen=True, slots=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Enumerations
+# ---------------------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Action:
+        return Action.SELL if self is Action.BUY else Action.BUY
+
+
+class PriceType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL-M"
+
+
+class Product(StrEnum):
+    MIS = "MIS"
+    CNC = "CNC"
+    NRML = "NRML"
+
+
+class OrderStatus(StrEnum):
+    """Engine-side order states (execution-and-risk.md). Broker strings map onto these."""
+
+    SUBMITTING = "submitting"
+    OPEN = "open"
+    TRIGGER_PENDING = "trigger_pending"
+    PARTIALLY_FILLED = "partially_filled"
+    COMPLETE = "complete"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CANCEL_PENDING = "cancel_pending"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {OrderStatus.COMPLETE, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+)
+
+
+class OrderPurpose(StrEnum):
+    ENTRY = "entry"
+    STOP = "stop"
+    EXIT = "exit"
+
+
+class SwingKind(StrEnum):
+    LOW = "LOW"
+    HIGH = "HIGH"
+
+
+class RiskState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+# ---------------------------------------------------------------------------------------------
+# Market data
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class Tick:
+    """One market-data update for one symbol.
+
+    ``volume`` is the day's cumulative traded volume (None in LTP mode); ``exchange_ts`` is the
+    last-trade time from the exchange (``ltt``) when the feed gives it, else None; ``recv_ts`` is
+    when the engine received it (engine clock).
+    """
+
+    symbol: str
+    exchange: str
+    ltp: float
+    recv_ts: float
+    exchange_ts: float | None = None
+    volume: int | None = None
+    bid: float = 0.0
+    ask: float = 0.0
+    oi: int | None = None
+
+    @property
+    def ts(self) -> float:
+        """The time a bar builder buckets this tick by: exchange time, else receive time."""
+        return self.exchange_ts if self.exchange_ts is not None else self.recv_ts
+
+
+@frozen
+class Bar:
+    """A completed one-minute bar. ``start`` is the minute's first second (epoch)."""
+
+    symbol: str
+    start: float
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    ticks: int
+    vwap: float
+    source: str = "live"  # "live" | "history"
+
+
+@frozen
+class BarUpdate:
+    """The bar in progress: emitted (rate-limited) while a minute is still open."""
+
+    symbol: str
+    start: float
+    high: float
+    low: float
+    last: float
+    ts: float
+
+
+@frozen
+class BarGap:
+    """A minute with no valid tick for a symbol that was otherwise live."""
+
+    symbol: str
+    start: float
+
+
+@frozen
+class SubscriptionChange:
+    """Ask the feed to add and/or remove symbols (``(symbol, exchange)`` pairs) in a mode."""
+
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[tuple[str, str], ...] = ()
+    mode: int = 2
+    requester: str = ""
+
+
+@frozen
+class FeedStatus:
+    """The feed's connection state changed (connected, reconnecting, frozen, ...)."""
+
+    state: str
+    ts: float
+    reason: str = ""
+    reconnects: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Swings and strategy
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class Swing:
+    symbol: str
+    kind: SwingKind
+    price: float
+    bar_start: float
+    index: int
+    vwap: float
+    updated: bool = False
+    tradable: bool = True
+
+
+@frozen
+class SwingBroken:
+    symbol: str
+    kind: SwingKind
+    price: float
+    bar_start: float
+    broken_ts: float
+    by: str  # "tick" | "bar"
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders and fills
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class OrderIntent:
+    """A strategy's (or risk manager's) wish to place an order; ``client_id`` is engine-side."""
+
+    client_id: str
+    strategy: str
+    account: str
+    symbol: str
+    exchange: str
+    action: Action
+    quantity: int
+    pricetype: PriceType
+    product: Product = Product.MIS
+    price: float = 0.0
+    trigger_price: float = 0.0
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+    created_ts: float = 0.0
+    parent_id: str | None = None
+    reason: str = ""
+
+
+@frozen
+class CancelIntent:
+    client_id: str
+    reason: str = ""
+    replace_with: OrderIntent | None = None
+
+
+@frozen
+class OrderEvent:
+    """An order's state changed (as the order manager tracks it)."""
+
+    client_id: str
+    status: OrderStatus
+    ts: float
+    strategy: str = ""
+    account: str = ""
+    symbol: str = ""
+    broker_order_id: str | None = None
+    filled_quantity: int = 0
+    average_price: float = 0.0
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+    reason: str = ""
+
+
+@frozen
+class Fill:
+    """Quantity newly filled on an order; applied exactly once (keyed by order and cumulative)."""
+
+    client_id: str
+    broker_order_id: str
+    strategy: str
+    account: str
+    symbol: str
+    exchange: str
+    action: Action
+    quantity: int
+    price: float
+    cumulative_quantity: int
+    ts: float
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.broker_order_id, self.cumulative_quantity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions and risk
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class PositionMark:
+    """Mark-to-market of one position; ``quantity`` is signed (short < 0)."""
+
+    strategy: str
+    account: str
+    symbol: str
+    quantity: int
+    average_price: float
+    ltp: float
+    unrealized: float
+    realized: float
+    r_multiple: float
+    ts: float
+    fresh: bool = True
+
+
+@frozen
+class RiskEvent:
+    strategy: str
+    kind: str  # max_loss | max_profit | trailing_stop | daily_r | eod | operator
+    threshold: float
+    value: float
+    action: str
+    ts: float
+    order_ids: tuple[str, ...] = ()
+    account: str = ""
+
+
+@frozen
+class ExitAll:
+    strategy: str
+    reason: str
+    ts: float
+    account: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class Command:
+    """An operator command: status, pause, resume, kill, flatten, unhalt."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+    ts: float = 0.0
+
+
+@frozen
+class Heartbeat:
+    ts: float
+    positions: int
+    data_live: int
+    data_total: int
+    stale: int
+    restarts: int
+    state: str
+
+    @property
+    def coverage(self) -> float:
+        return 100.0 * self.data_live / self.data_total if self.data_total else 0.0
+
+    def line(self) -> str:
+        return (
+            f"[HEARTBEAT] Positions: {self.positions} | Data: {self.data_live}/{self.data_total}"
+            f" | Coverage: {self.coverage:.1f}% | Stale: {self.stale}"
+            f" | Restarts: {self.restarts} | State: {self.state}"
+        )
+
+
+@frozen
+class Alert:
+    kind: str
+    message: str
+    ts: float
+    severity: Severity = Severity.WARNING
+
+
+@frozen
+class TimerFired:
+    """Delivered to an actor when a timer it scheduled on the engine clock is due."""
+
+    name: str
+    due: float
+    payload: Any = None
+
+
+@frozen
+class FlushToken:
+    """Travels behind a replay step through every actor it reached (determinism barrier)."""
+
+    step: int
+    hops: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervision (internal to engine.supervisor, kept here so every message lives in one place)
+# ---------------------------------------------------------------------------------------------
+
+
+@frozen
+class Ping:
+    seq: int
+
+
+@frozen
+class Pong:
+    seq: int
+    name: str
+
+
+@frozen
+class ChildExited:
+    """A supervised child stopped: ``normal`` is False for a crash or a detected hang."""
+
+    name: str
+    generation: int
+    normal: bool
+    reason: str = ""
+
+
+@frozen
+class RestartChild:
+    name: str
+    generation: int
+
+
+@frozen
+class LivenessCheck:
+    seq: int
+
+
+@frozen
+class RestartRecord:
+    """One restart, as recorded in the store and shown in status."""
+
+    name: str
+    supervisor: str
+    reason: str
+    ts: float
+    attempt: int
+    delay: float
+
+
+@frozen
+class DeadLetter:
+    name: str
+    message_type: str
+    reason: str
+    ts: float
+
+
+# Store-bound records that are not otherwise messages.
+@frozen
+class StoreRecord:
+    """A generic row for the store writer: ``table`` and column values."""
+
+    table: str
+    values: tuple[tuple[str, Any], ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
