@@ -1,0 +1,116 @@
+"""The command line: argument parsing, configuration loading, logging set-up, dispatch.
+
+Owns the user-facing surface of ``run.py`` (also installed as the ``nifty-engine`` script). Each
+subcommand is a function ``(args, cfg) -> exit code`` registered in ``COMMANDS``; the work itself
+lives in the engine modules they call. Exit codes: 0 success, 1 runtime failure, 2 bad
+configuration or usage (one line, no traceback), 3 a feature not built yet, 4 the engine stopped
+itself safely (supervisor escalation), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import Config, ConfigError, default_config_path, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_NOT_BUILT = 3
+EXIT_SAFE_STOP = 4
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Handler | None  # None: not built yet
+    built_by: str = ""
+
+
+def _no_args(_: argparse.ArgumentParser) -> None:
+    """A subcommand without options of its own."""
+
+
+def _not_built(spec: CommandSpec) -> Handler:
+    def run(_: argparse.Namespace, __: Config) -> int:
+        print(f"{spec.name}: not available yet — {spec.built_by}.", file=sys.stderr)
+        return EXIT_NOT_BUILT
+
+    return run
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml, "
+                        "else the shipped defaults)")
+    common.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one setting (repeatable)")
+    common.add_argument("--log-level", metavar="LEVEL", help="override logging.level")
+    common.add_argument("--state-dir", metavar="DIR", help="override engine.state_dir")
+    return common
+
+
+def build_parser(commands: Sequence[CommandSpec]) -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="run.py", parents=[common],
+        description="Actor-model NIFTY options trading engine over OpenAlgo.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for spec in commands:
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, parents=[common])
+        spec.configure(p)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}",
+                              source="command line")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    if args.log_level:
+        out["logging.level"] = args.log_level.upper()
+    if args.state_dir:
+        out["engine.state_dir"] = args.state_dir
+    return out
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else default_config_path()
+    return load_config(path, overrides=_overrides(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.commands import COMMANDS  # the registry of subcommands
+
+    parser = build_parser(COMMANDS)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_CONFIG
+    spec = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = spec.handler or _not_built(spec)
+    try:
+        return handler(args, cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

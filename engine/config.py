@@ -1,0 +1,447 @@
+"""The one configuration loader: ``config.toml`` + environment + command-line overrides.
+
+Owns how configuration is read and validated. Each component declares its tunables as a frozen
+settings dataclass beside its code (``engine.settings.setting``); ``Config`` below gathers them,
+one ``[section]`` each. Validation is driven by those declarations: the type comes from the
+annotation, ranges and choices from the field metadata.
+
+Precedence, lowest first: the dataclass defaults, the TOML file, environment variables
+``NIFTY_ENGINE__<SECTION>__<KEY>`` (nested sections joined by ``__``), then ``--set
+section.key=value`` flags and the CLI's own flags. Secrets (API keys, the Fernet key) never come
+from a file: ``Secrets`` reads them from the environment only.
+
+Every problem raises ``ConfigError`` with one line naming the key and the file; the CLI prints it
+and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from engine.settings import setting
+
+ENV_PREFIX = "NIFTY_ENGINE__"
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line naming the key and the file."""
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        self.key = key
+        self.source = source
+        parts = [p for p in (source, key) if p]
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections owned by the runtime itself (components declare theirs in their own modules)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    state_dir: str = setting("var", "directory for the database, logs and the control socket")
+    strategy: str = setting("baseline_v1", "the strategy the engine runs")
+    on_signal: str = setting("keep_stops", "SIGTERM/SIGINT policy: keep stops in place, or "
+                             "flatten every position", choices=("keep_stops", "flatten"))
+    shutdown_timeout_s: float = setting(30.0, "how long a graceful stop may take", min=1,
+                                        max=600)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = setting("INFO", "console and file log level",
+                         choices=("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"))
+    file: str = setting("engine.log", "log file name inside state_dir ('' for no file)")
+    rotation: str = setting("50 MB", "rotate the log file at this size")
+    retention: int = setting(10, "rotated log files kept", min=1, max=1000)
+    console: bool = setting(True, "also log to the console (stderr)")
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSettings:
+    lot_size: int = setting(65, "NIFTY lot size (changes over the years)", min=1, max=10_000)
+    tick_size: float = setting(0.05, "price tick in rupees", min=0.01, max=1.0)
+    freeze_quantity: int = setting(1800, "largest order quantity the exchange accepts",
+                                   min=1, max=1_000_000)
+    strike_step: int = setting(50, "distance between listed strikes", min=1, max=1000)
+    expiry_weekday: int = setting(1, "weekday of the weekly expiry (Monday=0)", min=0, max=4)
+    session_open: str = setting("09:15", "market open, IST (HH:MM)")
+    session_close: str = setting("15:30", "market close, IST (HH:MM)")
+    holidays: tuple[str, ...] = setting((), "exchange holidays, YYYY-MM-DD")
+
+    def spec(self) -> Any:
+        from engine.instruments import InstrumentSpec
+
+        return InstrumentSpec(
+            lot_size=self.lot_size, tick_size=self.tick_size,
+            freeze_quantity=self.freeze_quantity, strike_step=self.strike_step,
+            expiry_weekday=self.expiry_weekday, session_open=_parse_hhmm(self.session_open),
+            session_close=_parse_hhmm(self.session_close),
+            holidays=frozenset(date.fromisoformat(d) for d in self.holidays))
+
+
+def _parse_hhmm(text: str) -> time:
+    return time.fromisoformat(text)
+
+
+# Checks beyond a single field's type and range: (section, key, predicate, message).
+def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    ins = cfg.instrument
+    for key in ("session_open", "session_close"):
+        try:
+            _parse_hhmm(getattr(ins, key))
+        except ValueError:
+            problems.append((f"instrument.{key}", f"expected HH:MM, got {getattr(ins, key)!r}"))
+    for day in ins.holidays:
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            problems.append(("instrument.holidays", f"expected YYYY-MM-DD, got {day!r}"))
+    if not problems and _parse_hhmm(ins.session_open) >= _parse_hhmm(ins.session_close):
+        problems.append(("instrument.session_close", "must be after session_open"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: environment only
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """Secrets read from the environment. ``repr`` never shows their values."""
+
+    openalgo_api_key: str | None = None
+    fernet_key: str | None = None
+
+    ENV_NAMES: typing.ClassVar[dict[str, str]] = {
+        "openalgo_api_key": "OPENALGO_API_KEY",
+        "fernet_key": "NIFTY_ENGINE_FERNET_KEY",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Secrets:
+        return cls(**{f: (env.get(var) or None) for f, var in cls.ENV_NAMES.items()})
+
+    def values(self) -> list[str]:
+        return [v for v in (self.openalgo_api_key, self.fernet_key) if v]
+
+    def require(self, field_name: str, why: str) -> str:
+        value = getattr(self, field_name)
+        if not value:
+            raise ConfigError(f"missing secret: set the environment variable "
+                              f"{self.ENV_NAMES[field_name]} ({why})", key=field_name,
+                              source="environment")
+        return value
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={'set' if getattr(self, f) else 'unset'}" for f in self.ENV_NAMES)
+        return f"Secrets({shown})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _sections() -> dict[str, type]:
+    """Section name → settings class; components register theirs in ``engine.config_sections``."""
+    from engine.config_sections import SECTIONS
+
+    return SECTIONS
+
+
+class Config:
+    """The validated configuration: one attribute per section, plus where it came from."""
+
+    def __init__(self, sections: dict[str, Any], source: str, secrets: Secrets) -> None:
+        self._sections = sections
+        self.source = source
+        self.secrets = secrets
+        for name, value in sections.items():
+            setattr(self, name, value)
+
+    def section(self, name: str) -> Any:
+        return self._sections[name]
+
+    def section_names(self) -> list[str]:
+        return list(self._sections)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with whole sections replaced (used by tests and by CLI flags)."""
+        merged = dict(self._sections)
+        merged.update(changes)
+        return Config(merged, self.source, self.secrets)
+
+    # typed accessors for the runtime's own sections (others are reached as attributes)
+    engine: EngineSettings
+    logging: LoggingSettings
+    instrument: InstrumentSettings
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate. ``path`` None means built-in defaults only."""
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(Path(path))
+    sections = _sections()
+    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    _merge_file(raw, sections, values, source)
+    _merge_env(env, sections, values)
+    _merge_overrides(overrides or {}, sections, values)
+    built = {name: _build(cls, values[name], name, source) for name, cls in sections.items()}
+    cfg = Config(built, source, Secrets.from_env(env))
+    problems = _cross_checks(cfg)
+    for check in _extra_checks():
+        problems.extend(check(cfg))
+    if problems:
+        key, message = problems[0]
+        raise ConfigError(message, key=key, source=source)
+    return cfg
+
+
+def _extra_checks() -> list[typing.Callable[[Config], list[tuple[str, str]]]]:
+    from engine.config_sections import CROSS_CHECKS
+
+    return CROSS_CHECKS
+
+
+def default_config_path(cwd: Path | None = None) -> Path | None:
+    """``./config.toml`` if present, else the one shipped beside the package, else None."""
+    here = (cwd or Path.cwd()) / DEFAULT_CONFIG_NAME
+    if here.is_file():
+        return here
+    shipped = Path(__file__).resolve().parent.parent / DEFAULT_CONFIG_NAME
+    return shipped if shipped.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a TOML file", source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}", source=str(path)) from None
+
+
+def _merge_file(raw: dict[str, Any], sections: dict[str, type],
+                values: dict[str, dict[str, Any]], source: str) -> None:
+    for name, table in raw.items():
+        if name not in sections:
+            raise ConfigError(f"unknown section [{name}]; known: {', '.join(sorted(sections))}",
+                              key=name, source=source)
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table ([section])", key=name, source=source)
+        _merge_table(table, sections[name], values[name], name, source)
+
+
+def _merge_table(table: dict[str, Any], cls: type, out: dict[str, Any], prefix: str,
+                 source: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in table.items():
+        dotted = f"{prefix}.{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key; known keys: {', '.join(sorted(fields))}",
+                              key=dotted, source=source)
+        if fields[key].metadata.get("secret"):
+            raise ConfigError("is a secret and must come from the environment, not a file",
+                              key=dotted, source=source)
+        sub = hints[key]
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise ConfigError("must be a table", key=dotted, source=source)
+            nested = out.setdefault(key, {})
+            _merge_table(value, typing.cast(type, sub), nested, dotted, source)
+        else:
+            out[key] = value
+
+
+def _merge_env(env: Mapping[str, str], sections: dict[str, type],
+               values: dict[str, dict[str, Any]]) -> None:
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in var[len(ENV_PREFIX):].split("__") if p]
+        _set_path(path, text, sections, values, f"environment ${var}")
+
+
+def _merge_overrides(overrides: Mapping[str, str], sections: dict[str, type],
+                     values: dict[str, dict[str, Any]]) -> None:
+    for dotted, text in overrides.items():
+        _set_path(dotted.split("."), text, sections, values, "command line")
+
+
+def _set_path(path: list[str], text: Any, sections: dict[str, type],
+              values: dict[str, dict[str, Any]], source: str) -> None:
+    dotted = ".".join(path)
+    if len(path) < 2 or path[0] not in sections:
+        raise ConfigError("unknown setting", key=dotted, source=source)
+    cls: type = sections[path[0]]
+    out = values[path[0]]
+    for part in path[1:-1]:
+        hints = typing.get_type_hints(cls)
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            raise ConfigError("unknown setting", key=dotted, source=source)
+        cls = typing.cast(type, hints[part])
+        out = out.setdefault(part, {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    key = path[-1]
+    if key not in fields:
+        raise ConfigError("unknown setting", key=dotted, source=source)
+    hint = typing.get_type_hints(cls)[key]
+    out[key] = _from_text(text, hint, dotted, source) if isinstance(text, str) else text
+
+
+def _from_text(text: str, hint: Any, key: str, source: str) -> Any:
+    """Text from the environment or the command line, read as the field's type."""
+    base = _unwrap_optional(hint)
+    if base is str:
+        return text
+    if get_origin(base) is tuple:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"cannot read {text!r} as {_type_name(base)}", key=key,
+                          source=source) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and validating
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, given: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}"
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[f.name] = _build(typing.cast(type, hint), given.get(f.name, {}), dotted,
+                                    source)
+            continue
+        if f.name not in given:
+            continue
+        value = _coerce(given[f.name], hint, dotted, source)
+        _check_range(value, f.metadata, dotted, source)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is tuple:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false",
+            str: "a string"}.get(hint, str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    optional = hint is not _unwrap_optional(hint)
+    base = _unwrap_optional(hint)
+    if value is None and optional:
+        return None
+
+    def bad() -> ConfigError:
+        return ConfigError(f"expected {_type_name(base)}, got {type(value).__name__} "
+                           f"{value!r}", key=key, source=source)
+
+    if base is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"must be a finite number, got {value!r}", key=key, source=source)
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if get_origin(base) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        item = get_args(base)[0]
+        return tuple(_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
+    raise ConfigError(f"unsupported setting type {base!r}", key=key, source=source)
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str, source: str) -> None:
+    if value is None:
+        return
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    measured = len(value) if isinstance(value, tuple) else value
+    if isinstance(measured, (int, float)) and not isinstance(measured, bool):
+        if lo is not None and measured < lo:
+            raise ConfigError(f"{value!r} is below the minimum {lo}", key=key, source=source)
+        if hi is not None and measured > hi:
+            raise ConfigError(f"{value!r} is above the maximum {hi}", key=key, source=source)
+    if choices is not None:
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if item not in choices:
+                raise ConfigError(f"{item!r} is not one of {', '.join(map(repr, choices))}",
+                                  key=key, source=source)
+
+
+def describe_defaults() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting: used to check config.toml is complete."""
+    rows: list[tuple[str, str, Any, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(typing.cast(type, hints[f.name]), f"{prefix}.{f.name}")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            rows.append((prefix, f.name, default, f.metadata.get("help", "")))
+
+    for name, cls in _sections().items():
+        walk(cls, name)
+    return rows

@@ -1,0 +1,74 @@
+"""Renders ``config.toml`` from the settings declarations: every key, its default, its help line.
+
+Owns the documented form of the configuration. ``config.toml`` at the repository root is this
+module's output (``python run.py config --write-defaults config.toml``); a test checks the two are
+identical, so a tunable cannot exist without its default and one-line comment in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from engine.config_sections import SECTIONS
+
+HEADER = """\
+# nifty-engine configuration: every tunable with its default and a one-line comment.
+# Generated from the settings declarations (python run.py config --write-defaults config.toml);
+# edit values freely. Secrets never go here: OPENALGO_API_KEY and NIFTY_ENGINE_FERNET_KEY come
+# from the environment. Any key can be overridden by NIFTY_ENGINE__<SECTION>__<KEY>=value or by
+# --set section.key=value on the command line.
+"""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        raise ValueError("None has no TOML form; give the setting a concrete default")
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _render_table(cls: type, name: str, out: list[str]) -> None:
+    hints = typing.get_type_hints(cls)
+    nested: list[tuple[str, type]] = []
+    out.append(f"[{name}]")
+    doc = (cls.__doc__ or "").strip().splitlines()
+    if doc and not doc[0].startswith(cls.__name__ + "("):
+        out.insert(len(out) - 1, f"# {doc[0]}")
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            nested.append((f.name, typing.cast(type, hints[f.name])))
+            continue
+        if f.metadata.get("secret"):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("min") is not None or f.metadata.get("max") is not None:
+            help_text += f" [{_fmt(f.metadata.get('min'))}..{_fmt(f.metadata.get('max'))}]"
+        if f.metadata.get("choices"):
+            help_text += " (" + " | ".join(map(str, f.metadata["choices"])) + ")"
+        out.append(f"# {help_text}".rstrip())
+        out.append(f"{f.name} = {_toml_value(default)}")
+    out.append("")
+    for sub_name, sub_cls in nested:
+        _render_table(sub_cls, f"{name}.{sub_name}", out)
+
+
+def _fmt(bound: Any) -> str:
+    return "" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def render_config_toml() -> str:
+    lines: list[str] = [HEADER]
+    for name, cls in SECTIONS.items():
+        _render_table(cls, name, lines)
+    return "\n".join(lines).rstrip("\n") + "\n"
