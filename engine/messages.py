@@ -356,6 +356,26 @@ class Heartbeat:
 
 
 @frozen
+class FeedHealth:
+    """The feed's periodic report to health: per-symbol last tick time and connection facts."""
+
+    ts: float
+    connected: bool
+    subscribed: tuple[str, ...]
+    last_tick: tuple[tuple[str, float], ...]
+    reconnects: int = 0
+    invalid: int = 0
+    state: str = ""
+
+
+@frozen
+class StatusRequest:
+    """Ask an actor for its status section (answered with a dict via ``ask``)."""
+
+    section: str = ""
+
+
+@frozen
 class Alert:
     kind: str
     message: str
@@ -374,10 +394,14 @@ class TimerFired:
 
 @frozen
 class FlushToken:
-    """Travels behind a replay step through every actor it reached (determinism barrier)."""
+    """Travels behind a replay step through every actor it reached (determinism barrier).
+
+    ``barrier`` is the replay driver's ``engine.barrier.StepBarrier``: each actor that receives a
+    token forwards it to every name it told since its previous token, then counts itself done.
+    """
 
     step: int
-    hops: tuple[str, ...] = ()
+    barrier: Any
 
 
 # ---------------------------------------------------------------------------------------------
