@@ -1,0 +1,267 @@
+"""The store writer: the only code that writes the engine database at run time.
+
+Every actor sends its store-bound messages here (see ``engine.store.STORED_TYPES``). Two paths:
+
+- **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events and
+  ``StoreRecord`` rows such as risk state): committed before the handler returns, so a sender that
+  ``ask``-s knows the row is on disk (the order manager asks before sending a request). Anything
+  buffered is written in the same transaction first, so order is preserved.
+- **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
+  buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
+  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
+  key (a symbol's last price) are coalesced in the buffer.
+
+A locked database is retried (``Database.run_write``). If it stays unavailable, one clear error is
+logged, buffered rows stay in memory and are retried on the next timer; an immediate message is
+kept too (it will be written in order) and the sender gets ``StoreUnavailable``. Bad input
+(``StoreRejected``) is raised to the sender and recorded as a dead letter; a fill reported twice
+is not an error: the receipt says ``duplicate``.
+
+Immediate writes are meant to be asked: a ``tell`` whose write fails stops the actor (Pykka's
+rule); it then makes one last attempt to write what it holds before it exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+from pykka import ActorDeadError
+
+from engine.actor import EngineActor, Supervision, handles
+from engine.messages import (
+    DeadLetter,
+    Fill,
+    OrderEvent,
+    OrderIntent,
+    RiskEvent,
+    StoreRecord,
+    TimerFired,
+)
+from engine.store import (
+    STORED_TYPES,
+    Applied,
+    Database,
+    Op,
+    RowWrite,
+    StoreRejected,
+    StoreUnavailable,
+    WriteTx,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from engine.clock import Clock, TimerHandle
+    from engine.registry import Registry
+
+IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
+                                              StoreRecord})
+FLUSH_TIMER = "store.flush"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReceipt:
+    """The writer's answer to an ``ask``: committed already (``durable``) or buffered."""
+
+    durable: bool
+    duplicate: bool = False
+
+
+class _Buffer:
+    """Batched rows awaiting a flush, grouped by statement shape; upserts coalesced by key."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[Any, ...], dict[Any, RowWrite]] = {}
+        self._seq = 0
+        self.size = 0
+
+    def add(self, write: RowWrite) -> None:
+        group = self._groups.setdefault(write.shape, {})
+        if write.op is Op.UPSERT:
+            ident: Any = tuple(write.values[k] for k in write.key)
+        else:
+            ident = self._seq
+            self._seq += 1
+        if ident not in group:
+            self.size += 1
+        group[ident] = write
+
+    def groups(self) -> list[list[RowWrite]]:
+        return [list(group.values()) for group in self._groups.values()]
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self.size = 0
+
+
+class StoreWriter(EngineActor):
+    """Single writer of ``db``; start with ``StoreWriter.start(db, name="store", clock=...)``."""
+
+    def __init__(self, db: Database, supervision: Supervision | None = None, *,
+                 name: str | None = None, registry: Registry | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(supervision, name=name or (None if supervision else "store"),
+                         registry=registry, clock=clock)
+        if self.clock is None:
+            raise ValueError("StoreWriter needs an engine clock for its flush timer")
+        self.db = db
+        self.settings = db.settings
+        self._buffer = _Buffer()
+        # Immediate messages whose write failed (database unavailable), oldest first.
+        self._held: list[tuple[str, tuple[RowWrite, ...]]] = []
+        self._outage = False
+        self._timer: TimerHandle | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def on_start(self) -> None:
+        assert self.clock is not None
+        self._timer = self.clock.call_every(self.settings.flush_interval_s, self._on_timer,
+                                            name=f"{self.name}.flush")
+
+    def on_stop(self) -> None:
+        self._last_flush("stopping")
+        super().on_stop()
+
+    def on_failure(self, exception_type: type[BaseException] | None,
+                   exception_value: BaseException | None,
+                   traceback: TracebackType | None) -> None:
+        self._last_flush("failing")
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _on_timer(self) -> None:
+        """Runs on the clock's thread: only hands the actor a TimerFired."""
+        assert self.clock is not None
+        try:
+            self.actor_ref.tell(TimerFired(FLUSH_TIMER, self.clock.time()))
+        except ActorDeadError:
+            pass  # stopped between the timer firing and its cancellation
+
+    def _last_flush(self, why: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._flush()
+        if self.pending:
+            logger.critical("store: {} with {} row(s) not written to {}: they are lost", why,
+                            self.pending, self.db.path)
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written (buffered, plus held immediate messages)."""
+        return self._buffer.size + sum(len(writes) for _, writes in self._held)
+
+    # -- messages ------------------------------------------------------------------------------
+    @handles(*STORED_TYPES)
+    def _store(self, message: Any) -> WriteReceipt:
+        what = type(message).__name__
+        try:
+            writes = self.db.writes_for(message)
+        except StoreRejected as exc:
+            self._reject(what, exc)
+            raise
+        if type(message) in IMMEDIATE_TYPES:
+            return self._commit(what, writes)
+        for write in writes:
+            self._buffer.add(write)
+        if self._buffer.size >= self.settings.batch_size and not self._outage:
+            self._flush()
+        return WriteReceipt(durable=False)
+
+    @handles(TimerFired)
+    def _timer_fired(self, message: TimerFired) -> None:
+        if message.name == FLUSH_TIMER:
+            self._flush()
+
+    # -- writing -------------------------------------------------------------------------------
+    def _commit(self, what: str, writes: tuple[RowWrite, ...]) -> WriteReceipt:
+        def work(tx: WriteTx) -> tuple[list[tuple[str, str]], Applied | None,
+                                       StoreRejected | None]:
+            problems = self._write_pending(tx)
+            try:
+                applied = tx.apply(writes)
+            except StoreRejected as exc:
+                rejected: StoreRejected | None = exc
+            else:
+                rejected = None if applied is not Applied.MISSING else StoreRejected(
+                    f"{what}: {_missing(writes[0])}")
+            if rejected is not None:
+                tx.apply(self._dead_letter_rows(what, str(rejected)))
+                return problems, None, rejected
+            return problems, applied, None
+
+        try:
+            problems, applied, rejected = self.db.run_write(work)
+        except StoreUnavailable as exc:
+            self._held.append((what, writes))
+            self._unavailable(exc)
+            raise
+        self._written(problems)
+        if rejected is not None:
+            logger.error("store: rejected {}: {}", what, rejected)
+            raise rejected
+        if applied is Applied.DUPLICATE:
+            logger.warning("store: duplicate {} ignored ({} already stored)", what,
+                           writes[0].table)
+            return WriteReceipt(durable=True, duplicate=True)
+        return WriteReceipt(durable=True)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            problems = self.db.run_write(self._write_pending)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            return
+        self._written(problems)
+
+    def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
+        """Write held immediate messages, then the buffer.
+
+        Returns what could not be written as (what, why); each is recorded as a dead letter.
+        """
+        problems: list[tuple[str, str]] = []
+        for what, writes in self._held:
+            try:
+                applied = tx.apply(writes)
+            except StoreRejected as exc:
+                problems.append((what, str(exc)))
+                continue
+            if applied is Applied.MISSING:
+                problems.append((what, _missing(writes[0])))
+        for group in self._buffer.groups():
+            problems.extend((write.table, reason) for write, reason in tx.write_rows(group))
+        for what, why in problems:
+            tx.apply(self._dead_letter_rows(what, why))
+        return problems
+
+    def _dead_letter_rows(self, what: str, reason: str) -> tuple[RowWrite, ...]:
+        assert self.clock is not None
+        return self.db.writes_for(DeadLetter(self.name, what, reason, self.clock.time()))
+
+    def _reject(self, what: str, exc: StoreRejected) -> None:
+        """Bad input never reaches the buffer; it is logged and kept as a dead letter."""
+        logger.error("store: rejected {}: {}", what, exc)
+        self._buffer.add(self._dead_letter_rows(what, str(exc))[0])
+
+    def _unavailable(self, exc: StoreUnavailable) -> None:
+        if not self._outage:
+            logger.error("store: cannot write the database ({}); {} row(s) kept in memory, "
+                         "retrying every {}s", exc, self.pending, self.settings.flush_interval_s)
+        self._outage = True
+
+    def _written(self, problems: list[tuple[str, str]]) -> None:
+        self._held.clear()
+        self._buffer.clear()
+        if self._outage:
+            logger.info("store: database writable again; buffered rows written")
+            self._outage = False
+        for what, why in problems:
+            logger.error("store: {} not written, kept as a dead letter: {}", what, why)
+
+
+def _missing(write: RowWrite) -> str:
+    key = ", ".join(f"{k}={write.values[k]!r}" for k in write.key)
+    return f"no {write.table} row with {key}"
