@@ -1,0 +1,393 @@
+"""The simulator's REST side: OpenAlgo's ``/api/v1/<endpoint>`` API over HTTP/1.1 on loopback.
+
+Two parts:
+- ``RestApi``: transport-free request handling: JSON body → schema validation (400) → API key
+  (403) → the simulated broker → OpenAlgo's reply body. Broker errors map to 400 (rejected),
+  404 (order not found) or 500; the analyzer flag adds ``"mode": "analyze"`` to replies.
+- ``RestServer``: a threaded ``http.server`` (one thread per connection, keep-alive) that applies,
+  per request and in this order, the armed faults (stall, then 429 / HTTP error / malformed body /
+  lost reply) and the per-client-IP moving-window rate limits, then answers from ``RestApi``.
+
+A lost reply is processed, then the connection is held without an answer until the client hangs
+up, the hold time passes or the server stops, and then closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from engine.broker import BrokerError, OrderNotFound, RejectedError
+from engine.sim import wire
+from engine.sim.faults import FaultInjector, RestFault
+from engine.sim.matching import INTERVALS, SimulatedBroker
+from engine.sim.ratelimit import MovingWindowLimiter
+
+if TYPE_CHECKING:
+    from engine.sim.server import SimulatorSettings
+
+ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder"})
+_API_PREFIX = "/api/v1/"
+_MALFORMED_BODIES = (b'{"status": "success", "data": {"orders": [{"orderid": ',
+                     b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+
+Reply = tuple[int, dict[str, Any]]
+
+
+def error_body(message: str) -> dict[str, Any]:
+    return {"status": "error", "message": message}
+
+
+class RestApi:
+    """Validates, authenticates and answers one OpenAlgo REST request (no transport)."""
+
+    def __init__(self, broker: SimulatedBroker, api_key: str,
+                 settings: SimulatorSettings) -> None:
+        self._broker = broker
+        self._key = api_key.encode()
+        self._settings = settings
+        self._strings = settings.string_numbers
+        self.analyze = settings.analyze_mode
+
+    def handle(self, endpoint: str, body: bytes) -> Reply:
+        try:
+            data = json.loads(body) if body else None
+        except (ValueError, UnicodeDecodeError):
+            return 400, error_body("Invalid JSON body")
+        try:
+            fields = wire.validate(endpoint, data)
+        except wire.ValidationFailed as exc:
+            return 400, error_body(str(exc))
+        if not hmac.compare_digest(fields.pop("apikey").encode(), self._key):
+            return 403, error_body("Invalid openalgo apikey")
+        try:
+            payload = self._dispatch(endpoint, fields)
+        except OrderNotFound as exc:
+            return 404, error_body(exc.message)
+        except RejectedError as exc:
+            return 400, error_body(exc.message)
+        except BrokerError as exc:
+            return exc.status or 500, error_body(exc.message)
+        except Exception:
+            logger.exception("simulator: {} failed", endpoint)
+            return 500, error_body("An unexpected error occurred in the API endpoint")
+        if self.analyze:
+            payload["mode"] = "analyze"
+        return 200, payload
+
+    def _dispatch(self, endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
+        handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
+            self, "_on_" + endpoint.replace("/", "_"))
+        return {"status": "success", **handler(fields)}
+
+    # -- one method per endpoint: the reply body minus "status" -----------------------------------
+    def _on_ping(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": {"message": "pong", "broker": self._settings.broker_name}}
+
+    def _on_placeorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        f.pop("underlying_ltp", None)
+        return {"orderid": self._broker.place_order(**self._order_args(f))}
+
+    def _on_placesmartorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        orderid = self._broker.place_smart_order(position_size=f.pop("position_size"),
+                                                 **self._order_args(f))
+        if orderid is None:
+            return {"message": "Positions Already Matched. No Action needed."}
+        return {"orderid": orderid}
+
+    def _on_modifyorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"orderid": self._broker.modify_order(orderid=f.pop("orderid"),
+                                                     **self._order_args(f))}
+
+    def _on_cancelorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"orderid": self._broker.cancel_order(strategy=f["strategy"],
+                                                     orderid=f["orderid"])}
+
+    def _on_cancelallorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        result = self._broker.cancel_all_orders(strategy=f["strategy"])
+        return {"canceled_orders": list(result.cancelled),
+                "failed_cancellations": list(result.failed), "message": result.message}
+
+    def _on_closeposition(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"message": self._broker.close_position(strategy=f["strategy"])}
+
+    def _on_orderstatus(self, f: dict[str, Any]) -> dict[str, Any]:
+        row = self._broker.order_status(strategy=f["strategy"], orderid=f["orderid"])
+        return {"data": wire.order_status_json(row, analyze=self.analyze, strings=self._strings)}
+
+    def _on_openposition(self, f: dict[str, Any]) -> dict[str, Any]:
+        qty = self._broker.open_position(strategy=f["strategy"], symbol=f["symbol"],
+                                         exchange=f["exchange"], product=f["product"])
+        return {"quantity": str(qty) if self._strings else qty}
+
+    def _on_orderbook(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": wire.orderbook_json(self._broker.orderbook(), strings=self._strings)}
+
+    def _on_tradebook(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": [wire.trade_json(t, strings=self._strings)
+                         for t in self._broker.tradebook()]}
+
+    def _on_positionbook(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": [wire.position_json(p, strings=self._strings)
+                         for p in self._broker.positionbook()]}
+
+    def _on_funds(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": wire.funds_json(self._broker.funds())}
+
+    def _on_quotes(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": wire.quote_json(self._broker.quotes(symbol=f["symbol"],
+                                                            exchange=f["exchange"]))}
+
+    def _on_depth(self, f: dict[str, Any]) -> dict[str, Any]:
+        b, symbol, exchange = self._broker, f["symbol"], f["exchange"]
+        quote = b.quotes(symbol=symbol, exchange=exchange)
+        depth = b.depth(symbol=symbol, exchange=exchange)
+        last_quantity = b.snapshot(symbol, exchange).last_trade_quantity
+        return {"data": wire.depth_json(depth, quote, last_quantity)}
+
+    def _on_history(self, f: dict[str, Any]) -> dict[str, Any]:
+        bars = self._broker.history(symbol=f["symbol"], exchange=f["exchange"],
+                                    interval=f["interval"],
+                                    start_date=f["start_date"].isoformat(),
+                                    end_date=f["end_date"].isoformat())
+        return {"data": wire.history_json(bars)}
+
+    def _on_intervals(self, f: dict[str, Any]) -> dict[str, Any]:
+        names = list(INTERVALS)
+        return {"data": {"seconds": [], "minutes": [n for n in names if n.endswith("m")],
+                         "hours": [n for n in names if n.endswith("h")], "days": ["D"],
+                         "weeks": [], "months": []}}
+
+    def _on_analyzer(self, f: dict[str, Any]) -> dict[str, Any]:
+        return {"data": self._analyzer_data()}
+
+    def _on_analyzer_toggle(self, f: dict[str, Any]) -> dict[str, Any]:
+        self.analyze = bool(f["mode"])
+        mode = "analyze" if self.analyze else "live"
+        return {"data": {**self._analyzer_data(), "message": f"Analyzer mode switched to {mode}"}}
+
+    def _analyzer_data(self) -> dict[str, Any]:
+        return {"mode": "analyze" if self.analyze else "live", "analyze_mode": self.analyze,
+                "total_logs": 0}
+
+    @staticmethod
+    def _order_args(f: dict[str, Any]) -> dict[str, Any]:
+        return {"strategy": f["strategy"], "symbol": f["symbol"], "exchange": f["exchange"],
+                "action": f["action"].upper(), "quantity": f["quantity"],
+                "pricetype": f["pricetype"], "product": f["product"], "price": f["price"],
+                "trigger_price": f["trigger_price"],
+                "disclosed_quantity": f["disclosed_quantity"]}
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+    owner: RestServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
+    server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner.track(self.connection, add=False)
+
+    def do_POST(self) -> None:
+        self.server.owner.serve(self)
+
+    def do_GET(self) -> None:
+        self.server.owner.refuse(self, 405, "Method Not Allowed")
+
+    do_PUT = do_DELETE = do_PATCH = do_GET  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("simulator http: {}", format % args)
+
+    def send_json(self, status: int, payload: dict[str, Any] | bytes,
+                  headers: dict[str, str] | None = None) -> None:
+        body = payload if isinstance(payload, bytes) else wire.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+
+class RestServer:
+    """The HTTP transport in front of ``RestApi``: faults, rate limits, lost replies."""
+
+    def __init__(self, api: RestApi, faults: FaultInjector, settings: SimulatorSettings) -> None:
+        self.api = api
+        self._faults = faults
+        self._settings = settings
+        self._limiter = MovingWindowLimiter(settings.rate_window_s)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._calls: Counter[str] = Counter()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("REST server not started")
+        return int(self._httpd.server_address[1])
+
+    def start(self, host: str, port: int) -> int:
+        httpd = _HttpServer((host, port), _Handler)
+        httpd.owner = self
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="sim-rest", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def call_count(self, endpoint: str) -> int:
+        with self._lock:
+            return self._calls[endpoint]
+
+    def call_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._calls)
+
+    # -- one request -----------------------------------------------------------------------------
+    def refuse(self, handler: _Handler, status: int, message: str) -> None:
+        self._drain_body(handler)
+        handler.send_json(status, error_body(message))
+
+    def serve(self, handler: _Handler) -> None:
+        path = handler.path.split("?", 1)[0]
+        body = self._drain_body(handler)
+        if body is None:
+            handler.send_json(411, error_body("Content-Length required"))
+            handler.close_connection = True
+            return
+        endpoint = path[len(_API_PREFIX):].strip("/") if path.startswith(_API_PREFIX) else ""
+        if endpoint not in wire.ENDPOINTS:
+            handler.send_json(404, error_body(f"Not found: {path}"))
+            return
+        with self._lock:
+            self._calls[endpoint] += 1
+        delay, fault = self._faults.take_rest_faults(endpoint)
+        if delay > 0 and self._stopping.wait(delay):
+            handler.close_connection = True
+            return
+        if fault is not None and fault.kind != "lose_reply":
+            self._answer_fault(handler, fault)
+            return
+        client_ip = handler.client_address[0]
+        limit = self._limit_for(endpoint)
+        if limit and not self._limiter.allow((client_ip, endpoint), limit):
+            self._answer_rate_limited(handler, self._settings.retry_after_s,
+                                      f"Rate limit exceeded: {limit} per "
+                                      f"{self._settings.rate_window_s:g} second")
+            return
+        status, payload = self.api.handle(endpoint, body)
+        if fault is not None:  # lose_reply: processed, never answered
+            logger.info("simulator: {} processed ({}), reply withheld", endpoint, status)
+            self._hold(handler)
+            return
+        handler.send_json(status, payload)
+
+    def _limit_for(self, endpoint: str) -> int:
+        s = self._settings
+        if not s.rate_limits_enabled:
+            return 0
+        if endpoint in ORDER_ENDPOINTS:
+            return s.order_rate_per_s
+        if endpoint == "placesmartorder":
+            return s.smart_order_rate_per_s
+        return s.default_rate_per_s
+
+    def _answer_fault(self, handler: _Handler, fault: RestFault) -> None:
+        if fault.kind == "rate_limit":
+            self._answer_rate_limited(handler, fault.retry_after, "Rate limit exceeded")
+        elif fault.kind == "http_error":
+            handler.send_json(fault.status, error_body(f"Simulated HTTP {fault.status} error"))
+        else:
+            with self._lock:
+                variant = sum(self._calls.values()) % len(_MALFORMED_BODIES)
+            handler.send_json(200, _MALFORMED_BODIES[variant])
+
+    @staticmethod
+    def _answer_rate_limited(handler: _Handler, retry_after: float, message: str) -> None:
+        handler.send_json(429, {"status": "error", "message": message,
+                                "retry_after": retry_after},
+                          headers={"Retry-After": str(max(0, math.ceil(retry_after)))})
+
+    def _hold(self, handler: _Handler) -> None:
+        """Keep the connection open, unanswered, until the client leaves (or hold/stop)."""
+        conn = handler.connection
+        deadline = time.monotonic() + self._settings.lost_reply_hold_s
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            try:
+                readable, _, _ = select.select([conn], [], [], 0.05)
+                if readable and conn.recv(1, socket.MSG_PEEK) == b"":
+                    break
+            except (OSError, ValueError):
+                break
+        handler.close_connection = True
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _drain_body(handler: _Handler) -> bytes | None:
+        length = handler.headers.get("Content-Length")
+        if length is None:
+            return None if handler.headers.get("Transfer-Encoding") else b""
+        try:
+            size = int(length)
+        except ValueError:
+            return None
+        return handler.rfile.read(size) if size > 0 else b""

@@ -1,0 +1,444 @@
+"""The simulator's side of the OpenAlgo wire format: request schemas and reply/frame bodies.
+
+Requests are validated the way OpenAlgo's marshmallow schemas do (restx_api/schemas.py,
+data_schemas.py, account_schema.py): unknown fields are refused, required fields must be present,
+numbers may be JSON numbers or numeric strings, enumerations are checked; the error message is
+the field → messages mapping rendered as text, as OpenAlgo returns it. Replies and WebSocket frames
+are built here from the broker's typed results, with the field names of the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from engine.broker import Depth, Funds, HistoryBar, OrderRow, PositionRow, Quote, TradeRow
+from engine.sim.matching import DEPTH_LEVELS, MarketSnapshot, touch_prices
+
+EXCHANGES = ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "NCO", "NSE_INDEX",
+             "BSE_INDEX", "MCX_INDEX", "CRYPTO")
+_ACTIONS = ("BUY", "SELL", "buy", "sell")
+_PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
+_PRODUCTS = ("MIS", "NRML", "CNC")
+MODE_NAMES = {1: "LTP", 2: "Quote", 3: "Depth"}
+_MODES_BY_NAME = {"LTP": 1, "QUOTE": 2, "DEPTH": 3}
+
+
+class ValidationFailed(ValueError):
+    """A request body failed its schema; ``str()`` is OpenAlgo's message text."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__(str(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One request field: kind is str | float | int | qty | bool | date."""
+
+    kind: str
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    min_inclusive: bool = True
+    range_error: str = ""
+    nullable: bool = False
+
+
+def _req(kind: str, **kw: Any) -> Field:
+    return Field(kind, required=True, **kw)
+
+
+_API_KEY = _req("str")
+_POSITIVE_QTY = dict(min=0, min_inclusive=False, range_error="Quantity must be a positive number.")
+_PRICE = dict(min=0, range_error="Price must be a non-negative number.")
+_TRIGGER = dict(min=0, range_error="Trigger price must be a non-negative number.")
+_DISCLOSED = dict(min=0, range_error="Disclosed quantity must be a non-negative integer.")
+
+_ORDER_FIELDS: dict[str, Field] = {
+    "apikey": _API_KEY,
+    "strategy": _req("str"),
+    "exchange": _req("str", choices=EXCHANGES),
+    "symbol": _req("str"),
+    "action": _req("str", choices=_ACTIONS),
+    "quantity": _req("qty", **_POSITIVE_QTY),
+    "pricetype": Field("str", default="MARKET", choices=_PRICE_TYPES),
+    "product": Field("str", default="MIS", choices=_PRODUCTS),
+    "price": Field("float", default=0.0, **_PRICE),
+    "trigger_price": Field("float", default=0.0, **_TRIGGER),
+    "disclosed_quantity": Field("int", default=0, **_DISCLOSED),
+}
+
+SCHEMAS: dict[str, dict[str, Field]] = {
+    "ping": {"apikey": _API_KEY},
+    "placeorder": {**_ORDER_FIELDS, "underlying_ltp": Field("float", nullable=True)},
+    "placesmartorder": {
+        **_ORDER_FIELDS,
+        "quantity": _req("qty", min=0, range_error="Quantity must be a non-negative number."),
+        "position_size": _req("qty"),
+    },
+    "modifyorder": {
+        "apikey": _API_KEY,
+        "strategy": _req("str"),
+        "exchange": _req("str", choices=EXCHANGES),
+        "symbol": _req("str"),
+        "orderid": _req("str"),
+        "action": _req("str", choices=_ACTIONS),
+        "product": _req("str", choices=_PRODUCTS),
+        "pricetype": _req("str", choices=_PRICE_TYPES),
+        "price": _req("float", **_PRICE),
+        "quantity": _req("qty", **_POSITIVE_QTY),
+        "disclosed_quantity": _req("int", **_DISCLOSED),
+        "trigger_price": _req("float", **_TRIGGER),
+    },
+    "cancelorder": {"apikey": _API_KEY, "strategy": _req("str"), "orderid": _req("str")},
+    "cancelallorder": {"apikey": _API_KEY, "strategy": _req("str")},
+    "closeposition": {"apikey": _API_KEY, "strategy": _req("str")},
+    "orderstatus": {"apikey": _API_KEY, "strategy": _req("str"), "orderid": _req("str")},
+    "openposition": {"apikey": _API_KEY, "strategy": _req("str"), "symbol": _req("str"),
+                     "exchange": _req("str"), "product": _req("str", choices=_PRODUCTS)},
+    "orderbook": {"apikey": _API_KEY},
+    "tradebook": {"apikey": _API_KEY},
+    "positionbook": {"apikey": _API_KEY},
+    "funds": {"apikey": _API_KEY},
+    "quotes": {"apikey": _API_KEY, "symbol": _req("str"),
+               "exchange": _req("str", choices=EXCHANGES)},
+    "depth": {"apikey": _API_KEY, "symbol": _req("str"),
+              "exchange": _req("str", choices=EXCHANGES)},
+    "history": {"apikey": _API_KEY, "symbol": _req("str"),
+                "exchange": _req("str", choices=EXCHANGES), "interval": _req("str"),
+                "start_date": _req("date"), "end_date": _req("date"),
+                "source": Field("str", default="api", choices=("api", "db"))},
+    "intervals": {"apikey": _API_KEY},
+    "analyzer": {"apikey": _API_KEY},
+    "analyzer/toggle": {"apikey": _API_KEY, "mode": _req("bool")},
+}
+
+ENDPOINTS = frozenset(SCHEMAS)
+
+_INVALID = {
+    "str": "Not a valid string.",
+    "float": "Not a valid number.",
+    "qty": "Not a valid number.",
+    "int": "Not a valid integer.",
+    "bool": "Not a valid boolean.",
+    "date": "Not a valid date.",
+}
+_TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
+_FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
+
+
+def validate(endpoint: str, body: object) -> dict[str, Any]:
+    """The request's fields, typed and with defaults filled in; ``ValidationFailed`` otherwise."""
+    schema = SCHEMAS[endpoint]
+    if not isinstance(body, dict):
+        raise ValidationFailed({"_schema": ["Invalid input type."]})
+    errors: dict[str, list[str]] = {}
+    out: dict[str, Any] = {}
+    for name in body:
+        if name not in schema:
+            errors[str(name)] = ["Unknown field."]
+    for name, spec in schema.items():
+        if name not in body:
+            if spec.required:
+                errors[name] = ["Missing data for required field."]
+            elif spec.default is not None:
+                out[name] = spec.default
+            continue
+        value = body[name]
+        if value is None:
+            if not spec.nullable:
+                errors[name] = ["Field may not be null."]
+            else:
+                out[name] = None
+            continue
+        try:
+            out[name] = _convert(spec, value)
+        except ValueError as exc:
+            errors[name] = [str(exc)]
+    if not errors and "quantity" in out and out.get("exchange") != "CRYPTO":
+        for name in ("quantity", "position_size"):
+            if name in out:
+                qty = out[name]
+                if qty != int(qty):
+                    errors[name] = [f"Fractional quantity ({qty}) is not allowed for non-crypto "
+                                    f"exchanges."]
+                else:
+                    out[name] = int(qty)
+    if errors:
+        raise ValidationFailed(errors)
+    return out
+
+
+def _convert(spec: Field, value: object) -> Any:
+    kind = spec.kind
+    invalid = _INVALID[kind]
+    result: Any
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(invalid)
+        result = value
+    elif kind == "bool":
+        if isinstance(value, bool):
+            result = value
+        elif isinstance(value, (int, str)) and str(value).strip().lower() in _TRUE | _FALSE:
+            result = str(value).strip().lower() in _TRUE
+        else:
+            raise ValueError(invalid)
+    elif kind == "date":
+        if not isinstance(value, str):
+            raise ValueError(invalid)
+        try:
+            result = date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(invalid) from None
+        if len(value.strip()) != 10:
+            raise ValueError(invalid)
+    else:
+        result = _number(value, kind, invalid)
+    if spec.choices is not None and result not in spec.choices:
+        raise ValueError(f"Must be one of: {', '.join(spec.choices)}.")
+    if spec.min is not None:
+        below = result < spec.min if spec.min_inclusive else result <= spec.min
+        if below:
+            raise ValueError(spec.range_error or f"Must be greater than or equal to {spec.min}.")
+    return result
+
+
+def _number(value: object, kind: str, invalid: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(invalid)
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except ValueError:
+        raise ValueError(invalid) from None
+    if not math.isfinite(number):
+        raise ValueError("Special numeric values (nan or infinity) are not permitted.")
+    if kind == "int":
+        if number != int(number):
+            raise ValueError(invalid)
+        return int(number)
+    return number
+
+
+def parse_mode(raw: object) -> int:
+    """A feed mode from 1/2/3 or "LTP"/"Quote"/"Depth" (any case); ValueError otherwise."""
+    if isinstance(raw, bool):
+        raise ValueError(f"Invalid mode: {raw!r}")
+    if isinstance(raw, int) and raw in MODE_NAMES:
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.isdigit() and int(text) in MODE_NAMES:
+            return int(text)
+        mode = _MODES_BY_NAME.get(text.upper())
+        if mode is not None:
+            return mode
+    raise ValueError(f"Invalid mode: {raw!r}. Use 1/2/3 or LTP/Quote/Depth")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reply bodies
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(value: float | int, as_string: bool) -> float | int | str:
+    if not as_string:
+        return value
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def order_json(row: OrderRow, *, strings: bool = False) -> dict[str, Any]:
+    """An orderbook row (live format)."""
+    return {
+        "action": row.action, "symbol": row.symbol, "exchange": row.exchange,
+        "orderid": row.orderid, "product": row.product,
+        "quantity": _num(row.quantity, strings), "price": _num(row.price, strings),
+        "pricetype": row.pricetype, "order_status": row.status,
+        "trigger_price": _num(row.trigger_price, strings), "timestamp": row.timestamp,
+        "average_price": _num(row.average_price, strings),
+        "filled_quantity": _num(row.filled_quantity, strings),
+    }
+
+
+def order_status_json(row: OrderRow, *, analyze: bool, strings: bool = False) -> dict[str, Any]:
+    """``orderstatus`` data: live uses ``pricetype``; sandbox ``price_type`` + pending_quantity."""
+    data = order_json(row, strings=strings)
+    if analyze:
+        data["price_type"] = data.pop("pricetype")
+        data["pending_quantity"] = _num(row.quantity - row.filled_quantity, strings)
+    return data
+
+
+def orderbook_json(rows: list[OrderRow], *, strings: bool = False) -> dict[str, Any]:
+    def count(pred: Any) -> int:
+        return sum(1 for r in rows if pred(r))
+
+    return {
+        "orders": [order_json(r, strings=strings) for r in rows],
+        "statistics": {
+            "total_buy_orders": count(lambda r: r.action == "BUY"),
+            "total_sell_orders": count(lambda r: r.action == "SELL"),
+            "total_completed_orders": count(lambda r: r.status == "complete"),
+            "total_open_orders": count(lambda r: r.status in ("open", "trigger pending")),
+            "total_rejected_orders": count(lambda r: r.status == "rejected"),
+        },
+    }
+
+
+def trade_json(row: TradeRow, *, strings: bool = False) -> dict[str, Any]:
+    return {
+        "action": row.action, "symbol": row.symbol, "exchange": row.exchange,
+        "orderid": row.orderid, "product": row.product,
+        "quantity": _num(row.quantity, strings), "average_price": _num(row.average_price, strings),
+        "timestamp": row.timestamp, "trade_value": _num(row.trade_value, strings),
+    }
+
+
+def position_json(row: PositionRow, *, strings: bool = False) -> dict[str, Any]:
+    return {
+        "symbol": row.symbol, "exchange": row.exchange, "product": row.product,
+        "quantity": _num(row.quantity, strings),
+        "average_price": _num(row.average_price, strings),
+        "ltp": _num(row.ltp, strings), "pnl": _num(row.pnl, strings),
+    }
+
+
+def funds_json(funds: Funds) -> dict[str, str]:
+    """Funds as OpenAlgo sends them: two-decimal strings."""
+    return {
+        "availablecash": f"{funds.availablecash:.2f}", "collateral": f"{funds.collateral:.2f}",
+        "m2mrealized": f"{funds.m2mrealized:.2f}", "m2munrealized": f"{funds.m2munrealized:.2f}",
+        "utiliseddebits": f"{funds.utiliseddebits:.2f}",
+    }
+
+
+def quote_json(q: Quote) -> dict[str, Any]:
+    return {"open": q.open, "high": q.high, "low": q.low, "ltp": q.ltp, "ask": q.ask,
+            "bid": q.bid, "prev_close": q.prev_close, "volume": q.volume, "oi": q.oi}
+
+
+def depth_json(d: Depth, q: Quote, last_quantity: int) -> dict[str, Any]:
+    return {
+        "ltp": d.ltp, "volume": d.volume, "oi": d.oi,
+        "bids": [{"price": lv.price, "quantity": lv.quantity} for lv in d.bids],
+        "asks": [{"price": lv.price, "quantity": lv.quantity} for lv in d.asks],
+        "totalbuyqty": sum(lv.quantity for lv in d.bids),
+        "totalsellqty": sum(lv.quantity for lv in d.asks),
+        "open": q.open, "high": q.high, "low": q.low, "prev_close": q.prev_close,
+        "ltq": last_quantity,
+    }
+
+
+def history_json(bars: list[HistoryBar]) -> list[dict[str, Any]]:
+    return [{"timestamp": int(b.timestamp), "open": b.open, "high": b.high, "low": b.low,
+             "close": b.close, "volume": b.volume, "oi": b.oi} for b in bars]
+
+
+def order_update_frame(row: OrderRow, *, analyze: bool) -> dict[str, Any]:
+    return {
+        "type": "order_update", "orderid": row.orderid, "symbol": row.symbol,
+        "exchange": row.exchange, "action": row.action, "quantity": row.quantity,
+        "price": row.price, "trigger_price": row.trigger_price, "pricetype": row.pricetype,
+        "product": row.product, "order_status": row.status,
+        "filled_quantity": row.filled_quantity,
+        "pending_quantity": row.quantity - row.filled_quantity,
+        "average_price": row.average_price, "rejection_reason": row.rejection_reason,
+        "strategy": row.strategy, "timestamp": row.timestamp,
+        "mode": "analyze" if analyze else "live",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Market-data frames
+# ---------------------------------------------------------------------------------------------
+
+
+class FrameBuilder:
+    """Encodes ``market_data`` frames for one published tick, each mode at most once.
+
+    Hot path (every tick × every subscribed mode): the depth ladder is written as JSON text
+    directly (integer paise steps) instead of as thirty small dicts.
+    """
+
+    __slots__ = ("_broker", "_cache", "_level_qty", "_ltp", "_ltt", "_snap", "_tick_size")
+
+    def __init__(self, snap: MarketSnapshot, ltp: float, ltt: float, tick_size: float,
+                 level_quantity: int, broker: str) -> None:
+        self._snap = snap
+        self._ltp = ltp
+        self._tick_size = tick_size
+        self._level_qty = level_quantity
+        self._broker = broker
+        self._cache: dict[int, bytes] = {}
+        self._ltt = int(ltt * 1000)
+
+    def frame(self, mode: int) -> bytes:
+        """The UTF-8 JSON payload of the frame in ``mode``."""
+        payload = self._cache.get(mode)
+        if payload is None:
+            payload = self._cache[mode] = self._encode(mode).encode()
+        return payload
+
+    def _encode(self, mode: int) -> str:
+        s = self._snap
+        head = {"type": "market_data", "symbol": s.symbol, "exchange": s.exchange, "mode": mode,
+                "broker": self._broker}
+        if mode == 1:
+            head["data"] = {"ltp": self._ltp, "ltt": self._ltt}
+            return json.dumps(head, separators=(",", ":"))
+        best_bid, best_ask = touch_prices(s.ltp, s.bid, s.ask, self._tick_size)
+        tick, qty = self._tick_size, self._level_qty
+        head["data"] = {
+            "ltp": self._ltp, "ltt": self._ltt, "volume": s.volume, "open": s.open,
+            "high": s.high, "low": s.low, "close": s.close,
+            "last_trade_quantity": s.last_trade_quantity, "average_price": s.average_price,
+            "total_buy_quantity": _ladder_total(best_bid, -tick, qty),
+            "total_sell_quantity": _ladder_total(best_ask, tick, qty),
+        }
+        if mode == 2:
+            return json.dumps(head, separators=(",", ":"))
+        head["data"]["oi"] = s.oi
+        text = json.dumps(head, separators=(",", ":"))  # ends with the data object's "}}"
+        return (f'{text[:-2]},"depth":{{"buy":{_ladder_json(best_bid, -tick, qty)},'
+                f'"sell":{_ladder_json(best_ask, tick, qty)}}}}}}}')
+
+
+def _ladder_total(best: float, step: float, qty: int) -> int:
+    """Total quantity of the synthesized levels (as ``depth_ladder`` builds them)."""
+    if best <= 0:
+        return 0
+    if round(best + (DEPTH_LEVELS - 1) * step, 2) > 0:
+        return qty * DEPTH_LEVELS * (DEPTH_LEVELS + 1) // 2
+    return sum(qty * (i + 1) for i in range(DEPTH_LEVELS) if round(best + i * step, 2) > 0)
+
+
+def _ladder_json(best: float, step: float, qty: int) -> str:
+    """One side of the synthesized depth as JSON text (as ``depth_ladder`` builds it)."""
+    top, move = round(best * 100), round(step * 100)  # in paise: exact integer steps
+    levels = []
+    for i in range(DEPTH_LEVELS):
+        paise = top + i * move
+        if top > 0 and paise > 0:
+            levels.append(f'{{"price":{paise / 100!r},"quantity":{qty * (i + 1)},'
+                          f'"orders":{i + 1}}}')
+        else:
+            levels.append('{"price":0.0,"quantity":0,"orders":0}')
+    return "[" + ",".join(levels) + "]"
+
+
+def dumps(payload: object) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of an unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
