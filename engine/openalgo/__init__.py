@@ -1,0 +1,1 @@
+"""OpenAlgo clients: the REST ``Broker`` (``rest``) and the WebSocket feed (``feed``)."""
