@@ -3,9 +3,10 @@
 Every actor sends its store-bound messages here (see ``engine.store.STORED_TYPES``). Two paths:
 
 - **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events and
-  ``StoreRecord`` rows such as risk state): committed before the handler returns, so a sender that
-  ``ask``-s knows the row is on disk (the order manager asks before sending a request). Anything
-  buffered is written in the same transaction first, so order is preserved.
+  ``StoreRecord`` rows such as risk state, unless marked ``durable=False``): committed before
+  the handler returns, so a sender that ``ask``-s knows the row is on disk (the order manager
+  asks before sending a request). Anything buffered is written in the same transaction first,
+  so order is preserved.
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
   timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from pykka import ActorDeadError
 
 from engine.actor import EngineActor, Supervision, handles
 from engine.messages import (
@@ -53,7 +53,7 @@ from engine.store import (
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from engine.clock import Clock, TimerHandle
+    from engine.clock import Clock
     from engine.registry import Registry
 
 IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
@@ -112,13 +112,10 @@ class StoreWriter(EngineActor):
         # Immediate messages whose write failed (database unavailable), oldest first.
         self._held: list[tuple[str, tuple[RowWrite, ...]]] = []
         self._outage = False
-        self._timer: TimerHandle | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
-        assert self.clock is not None
-        self._timer = self.clock.call_every(self.settings.flush_interval_s, self._on_timer,
-                                            name=f"{self.name}.flush")
+        self.schedule_every(self.settings.flush_interval_s, FLUSH_TIMER)
 
     def on_stop(self) -> None:
         self._last_flush("stopping")
@@ -130,18 +127,8 @@ class StoreWriter(EngineActor):
         self._last_flush("failing")
         super().on_failure(exception_type, exception_value, traceback)
 
-    def _on_timer(self) -> None:
-        """Runs on the clock's thread: only hands the actor a TimerFired."""
-        assert self.clock is not None
-        try:
-            self.actor_ref.tell(TimerFired(FLUSH_TIMER, self.clock.time()))
-        except ActorDeadError:
-            pass  # stopped between the timer firing and its cancellation
-
     def _last_flush(self, why: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.cancel_timers()
         self._flush()
         if self.pending:
             logger.critical("store: {} with {} row(s) not written to {}: they are lost", why,
@@ -161,7 +148,7 @@ class StoreWriter(EngineActor):
         except StoreRejected as exc:
             self._reject(what, exc)
             raise
-        if type(message) in IMMEDIATE_TYPES:
+        if type(message) in IMMEDIATE_TYPES and getattr(message, "durable", True):
             return self._commit(what, writes)
         for write in writes:
             self._buffer.add(write)

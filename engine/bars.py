@@ -14,7 +14,8 @@ Rules, as implemented:
   a tick's own receive time also closes due minutes before the tick is judged, the outcome depends
   only on the tick stream, not on how ticks and timer calls interleave (replay determinism).
 - A minute's valid ticks are kept until it closes; the bar is then computed in exchange-time
-  order (ties: arrival order): open = first price, close = last, high/low = extremes, ticks =
+  order (ties: the lower cumulative volume first, since it is monotone in true time; then
+  arrival order): open = first price, close = last, high/low = extremes, ticks =
   count. Ticks shuffled within the grace window therefore give identical bars.
 - Volume: ``Tick.volume`` is the day's cumulative volume. Walking ticks in exchange-time order,
   each tick contributes ``volume - base`` and becomes the new base. The first tick of the day
@@ -79,7 +80,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from operator import attrgetter
 
 from loguru import logger
 
@@ -93,7 +93,10 @@ BarEvent = Bar | BarUpdate | BarGap
 _NOTHING: tuple[BarEvent, ...] = ()
 _INF = math.inf
 _MINUTE = 60.0
-_bucket_ts = attrgetter("ts")
+def _true_order(tick: Tick) -> tuple[float, int]:
+    """Exchange time, then cumulative volume (monotone in true time) for equal stamps; the sort
+    is stable, so what still ties keeps arrival order."""
+    return (tick.ts, tick.volume if tick.volume is not None else -1)
 
 
 def _minute_of(ts: float) -> float:
@@ -179,8 +182,8 @@ class BarSnapshot:
 class _Minute:
     """The ticks of one open minute plus the running extremes published in BarUpdates."""
 
-    __slots__ = ("high", "last", "last_ts", "low", "max_ts", "ordered", "partial", "start",
-                 "ticks")
+    __slots__ = ("high", "last", "last_ts", "low", "max_ts", "max_volume", "ordered", "partial",
+                 "start", "ticks")
 
     def __init__(self, start: float, partial: bool) -> None:
         self.start = start
@@ -191,6 +194,7 @@ class _Minute:
         self.last = 0.0
         self.last_ts = -_INF
         self.max_ts = -_INF
+        self.max_volume = -1
         self.ordered = True
 
 
@@ -288,10 +292,14 @@ class BarAggregator:
         if minute is None:
             minute = self._pending[start] = _Minute(start, start <= self._partial_through)
         minute.ticks.append(tick)
-        if ts < minute.max_ts:
+        volume = tick.volume if tick.volume is not None else -1
+        if ts > minute.max_ts:
+            minute.max_ts = ts
+            minute.max_volume = volume
+        elif ts < minute.max_ts or volume < minute.max_volume:
             minute.ordered = False
         else:
-            minute.max_ts = ts
+            minute.max_volume = volume
         price = float(price)
         extreme = False
         if price > minute.high:
@@ -471,7 +479,7 @@ class BarAggregator:
     def _finish(self, minute: _Minute) -> Bar:
         ticks = minute.ticks
         if not minute.ordered:
-            ticks.sort(key=_bucket_ts)
+            ticks.sort(key=_true_order)
         base = self._volume_base
         rebase = self._rebase_next
         pv_sum = self._pv_sum
@@ -505,7 +513,7 @@ class BarAggregator:
         """A partial minute makes no bar; its last cumulative volume becomes the base."""
         ticks = minute.ticks
         if not minute.ordered:
-            ticks.sort(key=_bucket_ts)
+            ticks.sort(key=_true_order)
         for tick in reversed(ticks):
             if tick.volume is not None:
                 self._volume_base = tick.volume

@@ -8,18 +8,67 @@ documented in config.toml).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from actors.feed import MarketDataSettings
+from actors.health import HealthSettings
+from engine.bars import BarSettings
 from engine.config import EngineSettings, InstrumentSettings, LoggingSettings
+from engine.openalgo.feed import FeedSettings
+from engine.openalgo.rest import RestSettings
+from engine.replay import ReplaySettings
+from engine.session_file import SessionFileSettings
+from engine.sim.matching import MatchingSettings
+from engine.sim.server import SimulatorSettings
+from engine.store import StoreSettings
+from engine.supervisor import SupervisionSettings
+from engine.swings import SwingSettings
+from engine.synth import SynthSettings, check_config
 
 if TYPE_CHECKING:
     from engine.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionGroups:
+    """Supervision settings per group of the supervisor tree."""
+
+    root: SupervisionSettings = field(default_factory=SupervisionSettings)
+    market_data: SupervisionSettings = field(default_factory=SupervisionSettings)
+    strategy: SupervisionSettings = field(default_factory=SupervisionSettings)
+    execution: SupervisionSettings = field(default_factory=SupervisionSettings)
+
 
 SECTIONS: dict[str, type[Any]] = {
     "engine": EngineSettings,
     "logging": LoggingSettings,
     "instrument": InstrumentSettings,
+    "supervision": SupervisionGroups,
+    "store": StoreSettings,
+    "openalgo": RestSettings,
+    "feed": FeedSettings,
+    "market_data": MarketDataSettings,
+    "bars": BarSettings,
+    "health": HealthSettings,
+    "swings": SwingSettings,
+    "replay": ReplaySettings,
+    "session_file": SessionFileSettings,
+    "synth": SynthSettings,
+    "simulator": SimulatorSettings,
+    "matching": MatchingSettings,
 }
 
+
+def _supervision_checks(cfg: Config) -> list[tuple[str, str]]:
+    groups: SupervisionGroups = cfg.section("supervision")
+    return [(f"supervision.{name}.{key}", problem)
+            for name in ("root", "market_data", "strategy", "execution")
+            for key, problem in getattr(groups, name).problems()]
+
+
 # Checks that span several keys: each returns (dotted key, problem) pairs.
-CROSS_CHECKS: list[Callable[[Config], list[tuple[str, str]]]] = []
+CROSS_CHECKS: list[Callable[[Config], list[tuple[str, str]]]] = [
+    _supervision_checks,
+    check_config,
+]

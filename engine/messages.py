@@ -123,6 +123,13 @@ class Tick:
 
 
 @frozen
+class TickBatch:
+    """Several ticks in arrival order (the feed batches per step and per symbol)."""
+
+    ticks: tuple[Tick, ...]
+
+
+@frozen
 class Bar:
     """A completed one-minute bar. ``start`` is the minute's first second (epoch)."""
 
@@ -369,6 +376,15 @@ class FeedHealth:
 
 
 @frozen
+class HealthUpdate:
+    """A component's contribution to the heartbeat: ``key`` is "positions" or "state"."""
+
+    key: str
+    value: Any
+    source: str = ""
+
+
+@frozen
 class StatusRequest:
     """Ask an actor for its status section (answered with a dict via ``ask``)."""
 
@@ -464,10 +480,15 @@ class DeadLetter:
 # Store-bound records that are not otherwise messages.
 @frozen
 class StoreRecord:
-    """A generic row for the store writer: ``table`` and column values."""
+    """A generic row for the store writer: ``table`` and column values.
+
+    ``durable`` rows are committed before the writer answers (risk state, trades); the others
+    ride the next batch (state snapshots that a later snapshot supersedes anyway).
+    """
 
     table: str
     values: tuple[tuple[str, Any], ...] = field(default=())
+    durable: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)

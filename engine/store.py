@@ -531,9 +531,10 @@ RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTra
     | StoredAccount
 
 
-def record(row: RecordRow) -> StoreRecord:
-    """The ``StoreRecord`` message that asks the writer to persist ``row``."""
-    return StoreRecord(row.TABLE, tuple(sql_values(row).items()))
+def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
+    """The ``StoreRecord`` message that asks the writer to persist ``row`` (``durable``: commit
+    before answering; otherwise it rides the next batch)."""
+    return StoreRecord(row.TABLE, tuple(sql_values(row).items()), durable)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Owns the lifecycle of every supervised actor (spec: shared/specs/supervision.md)
 - a crash (the child's exit report) or a hang (no answer to a liveness ping while its progress
   counter stands still) fails the child; its restart type decides whether it comes back and the
   strategy (one_for_one / one_for_all / rest_for_one) which siblings come back with it;
-- restarts wait a jittered exponential backoff on the engine clock; meanwhile the registry stashes
+- restarts wait a jittered exponential backoff on the timer clock (the engine clock, or a wall
+  clock in replay); meanwhile the registry stashes
   the names' messages, so senders never notice;
 - more than ``max_restarts`` within ``within_seconds`` and the supervisor gives up: it stops its
   children and crashes, escalating to its parent; at the root it calls the engine's
@@ -197,9 +198,11 @@ class _Tree:
     """What all supervisors of one tree share: hooks, restart history, status (thread-safe)."""
 
     def __init__(self, registry: Registry, clock: Clock, on_safe_stop: Callable[[str], None],
-                 on_restart: Callable[[RestartRecord], None] | None, rng: random.Random) -> None:
+                 on_restart: Callable[[RestartRecord], None] | None, rng: random.Random,
+                 timers: Clock | None = None) -> None:
         self.registry = registry
-        self.clock = clock
+        self.clock = clock  # the engine clock, handed to children
+        self.timers = timers or clock  # what backoff and liveness run on
         self.stopped = threading.Event()
         self._on_safe_stop = on_safe_stop
         self._on_restart = on_restart
@@ -284,7 +287,7 @@ class Supervisor(EngineActor):
         self.spec = spec
         self._tree = tree
         self._registry = tree.registry
-        self._clock = tree.clock
+        self._clock = tree.timers
         self._settings = spec.settings
         self._is_root = supervision is None
         self._children = [_Child(child, i) for i, child in enumerate(spec.children)]
@@ -355,7 +358,8 @@ class Supervisor(EngineActor):
             if child.generation:  # else a first start that waited for an earlier sibling
                 child.restarts += 1
                 self._tree.record(RestartRecord(child.name, self.name, child.reason,
-                                                self._clock.time(), child.restarts, child.delay))
+                                                self._tree.clock.time(), child.restarts,
+                                                child.delay))
             self._start(child)
 
     @handles(LivenessCheck)
@@ -378,8 +382,8 @@ class Supervisor(EngineActor):
     def _start(self, child: _Child) -> None:
         child.generation = next(_generations)
         child.probe = None
-        link = _Link(child.name, child.generation, self._registry, self._clock, self.actor_ref,
-                     self._quiet)
+        link = _Link(child.name, child.generation, self._registry, self._tree.clock,
+                     self.actor_ref, self._quiet)
         try:
             if isinstance(child.spec, SupervisorSpec):
                 ref = Supervisor.start(link, child.spec, self._tree)
@@ -639,17 +643,20 @@ class SupervisorHandle:
 def start_tree(spec: SupervisorSpec, *, registry: Registry, clock: Clock,
                on_safe_stop: Callable[[str], None],
                on_restart: Callable[[RestartRecord], None] | None = None,
-               rng: random.Random | None = None, start_timeout: float = 30.0) -> SupervisorHandle:
+               rng: random.Random | None = None, start_timeout: float = 30.0,
+               timer_clock: Clock | None = None) -> SupervisorHandle:
     """Start the tree rooted at ``spec``; returns once every child has been started.
 
     Every name of the tree is declared in ``registry`` first, so messages between children sent
-    while the tree is still starting are stashed, not lost.
+    while the tree is still starting are stashed, not lost. ``clock`` is the engine clock the
+    children get; ``timer_clock`` (default: the same) is what restart backoff and liveness pings
+    run on: replay passes a wall clock, since a hang or a crash loop is a real-time matter.
     """
     names = [spec.name] + [child.name for child in spec.descendants()]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates or not all(names):
         raise ValueError(f"supervisor tree names must be unique and non-empty: {duplicates}")
-    tree = _Tree(registry, clock, on_safe_stop, on_restart, rng or random.Random())
+    tree = _Tree(registry, clock, on_safe_stop, on_restart, rng or random.Random(), timer_clock)
     for name in names:
         registry.declare(name)
     ref = Supervisor.start(None, spec, tree)

@@ -133,6 +133,20 @@ def test_tie_in_exchange_time_keeps_arrival_order() -> None:
     assert bar.close == 102.0
 
 
+def test_equal_exchange_stamps_order_by_cumulative_volume() -> None:
+    # Two trades stamped the same millisecond arrive with their cumulative volumes reversed:
+    # volume is monotone in true time, so this is not a feed reset and nothing is lost.
+    agg = make()
+    ts = at(10, 0, 5)
+    events = feed(agg, [tick(100.0, at(10, 0, 1), 1000), tick(101.0, ts, 1300, recv=ts + 0.01),
+                        tick(100.5, ts, 1200, recv=ts + 0.02), tick(102.0, at(10, 0, 9), 1400)])
+    events = list(events) + list(agg.on_time(at(10, 1, 3)))
+    (bar,) = only_bars(events)
+    assert bar.volume == 400
+    assert agg.stats().volume_resets == 0
+    assert bar.close == 102.0
+
+
 def test_bar_closed_by_clock_without_later_tick() -> None:
     agg = make()
     feed(agg, [tick(100.0, at(9, 20, 10))])

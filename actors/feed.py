@@ -1,0 +1,204 @@
+"""The Feed actor: the one owner of market data coming in, and its router.
+
+Owns the subscription set and the routing of every tick: to its symbol's bar builder (always, by
+the registry name ``bars.<symbol>``) and to the position monitor for symbols with open positions.
+In live and paper modes it owns the WebSocket feed client (built in ``on_start`` from a factory,
+so a restarted Feed gets a fresh connection that re-subscribes everything); in replay the replay
+driver hands it ``TickBatch`` messages instead. Every ``report_interval_s`` it reports per-symbol
+last-tick times and connection facts to the health actor; connection changes are forwarded to
+health and to whoever asked to hear about reconnects (the reconciler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from loguru import logger
+
+from actors.bar_builder import builder_name
+from engine.actor import EngineActor, Supervision, handles
+from engine.messages import (
+    FeedHealth,
+    FeedStatus,
+    StatusRequest,
+    SubscriptionChange,
+    Tick,
+    TickBatch,
+    TimerFired,
+)
+from engine.settings import setting
+
+Pair = tuple[str, str]
+REPORT_TIMER = "feed.report"
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDataSettings:
+    """Section ``[market_data]``: how the feed actor routes and reports."""
+
+    report_interval_s: float = setting(5.0, "how often the feed reports per-symbol freshness to "
+                                       "health, engine seconds", min=0.1, max=600)
+    positions_actor: str = setting("positions", "registry name that gets ticks of held symbols")
+
+
+class FeedConnection(Protocol):
+    """What the Feed needs of a feed client (engine.openalgo.feed.FeedClient satisfies it)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def subscribe(self, symbols: Iterable[Pair], mode: int | None = None) -> None: ...
+
+    def unsubscribe(self, symbols: Iterable[Pair]) -> None: ...
+
+    @property
+    def state(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCallbacks:
+    """Where a feed client delivers what it receives (all of it goes to the Feed's inbox)."""
+
+    on_ticks: Callable[[list[Tick]], None]
+    on_status: Callable[[FeedStatus], None]
+
+
+ConnectionFactory = Callable[[FeedCallbacks], FeedConnection]
+
+
+class Feed(EngineActor):
+    def __init__(self, supervision: Supervision | None = None, *, symbols: Sequence[Pair],
+                 settings: MarketDataSettings, mode: int = 2,
+                 connect: ConnectionFactory | None = None, health: str | None = "health",
+                 reconnect_listeners: Sequence[str] = (), **kw: Any) -> None:
+        super().__init__(supervision, **kw)
+        self.settings = settings
+        self.mode = mode
+        self.universe: dict[str, str] = dict(symbols)
+        self.held: dict[str, str] = {}
+        self._connect = connect
+        self._conn: FeedConnection | None = None
+        self._health = health
+        self._reconnect_listeners = tuple(reconnect_listeners)
+        self._last_tick: dict[str, float] = {}
+        self._connected = connect is None  # replay: the driver is always "connected"
+        self._state = "replay" if connect is None else "starting"
+        self._reconnects = 0
+        self._unrouted = 0
+        self._ticks = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.schedule_every(self.settings.report_interval_s, REPORT_TIMER)
+        if self._connect is None:
+            return
+        me = self.name
+        registry = self.registry
+        assert registry is not None
+        callbacks = FeedCallbacks(
+            on_ticks=lambda ticks: registry.tell(me, TickBatch(tuple(ticks))),
+            on_status=lambda status: registry.tell(me, status))
+        self._conn = self._connect(callbacks)
+        self._conn.start()
+        self._conn.subscribe(self._all_pairs(), self.mode)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.stop()
+            except Exception as exc:  # a dying socket must not hide the original exit
+                logger.warning("{}: closing the feed connection failed: {}", self.name, exc)
+            self._conn = None
+
+    def _all_pairs(self) -> list[Pair]:
+        merged = dict(self.universe)
+        merged.update(self.held)
+        return sorted(merged.items())
+
+    # -- ticks -----------------------------------------------------------------------------------
+    @handles(TickBatch)
+    def on_batch(self, batch: TickBatch) -> None:
+        groups: dict[str, list[Tick]] = {}
+        last = self._last_tick
+        for tick in batch.ticks:
+            sym = tick.symbol
+            group = groups.get(sym)
+            if group is None:
+                groups[sym] = [tick]
+            else:
+                group.append(tick)
+            last[sym] = tick.recv_ts
+        self._ticks += len(batch.ticks)
+        held = self.held
+        for sym, ticks in groups.items():
+            packed = TickBatch(tuple(ticks))
+            if sym in self.universe:
+                self.tell(builder_name(sym), packed)
+            elif sym not in held:
+                self._unrouted += len(ticks)
+            if sym in held:
+                self.tell(self.settings.positions_actor, packed)
+
+    @handles(Tick)
+    def on_tick(self, tick: Tick) -> None:
+        self.on_batch(TickBatch((tick,)))
+
+    # -- subscriptions ---------------------------------------------------------------------------
+    @handles(SubscriptionChange)
+    def on_subscription(self, change: SubscriptionChange) -> None:
+        added = [(s, e) for s, e in change.add if s not in self.held]
+        for sym, exch in change.add:
+            self.held[sym] = exch
+        removed = [(s, e) for s, e in change.remove if s in self.held]
+        for sym, _ in removed:
+            del self.held[sym]
+        if self._conn is None:
+            return
+        new = [(s, e) for s, e in added if s not in self.universe]
+        if new:
+            self._conn.subscribe(new, change.mode)
+        gone = [(s, e) for s, e in removed if s not in self.universe]
+        if gone:
+            self._conn.unsubscribe(gone)
+
+    # -- connection and health -------------------------------------------------------------------
+    @handles(FeedStatus)
+    def on_status(self, status: FeedStatus) -> None:
+        was_connected = self._connected
+        self._state = status.state
+        self._connected = status.state == "connected"
+        self._reconnects = max(self._reconnects, status.reconnects)
+        if self._health:
+            self.tell(self._health, status)
+        if self._connected and not was_connected and status.reconnects > 0:
+            for name in self._reconnect_listeners:
+                self.tell(name, status)
+
+    @handles(TimerFired)
+    def on_timer(self, timer: TimerFired) -> None:
+        if timer.name == REPORT_TIMER and self._health:
+            self.tell(self._health, self._report(timer.due))
+
+    def _report(self, now: float) -> FeedHealth:
+        return FeedHealth(ts=now, connected=self._connected,
+                          subscribed=tuple(sym for sym, _ in self._all_pairs()),
+                          last_tick=tuple(sorted(self._last_tick.items())),
+                          reconnects=self._reconnects, invalid=self._unrouted,
+                          state=self._state)
+
+    @handles(StatusRequest)
+    def status(self, _: StatusRequest) -> dict[str, Any]:
+        return {"state": self._state, "connected": self._connected,
+                "subscribed": len(self._all_pairs()), "held": len(self.held),
+                "ticks": self._ticks, "unrouted": self._unrouted,
+                "reconnects": self._reconnects,
+                "last_tick_ts": max(self._last_tick.values(), default=None)}

@@ -1,0 +1,175 @@
+"""The engine runtime: builds the supervisor tree for a mode, starts it, stops it safely.
+
+Owns the assembly of the actors (which actor exists, under which supervisor, with which names and
+settings) and the engine's own lifecycle: orderly start and stop, and the safe stop the root
+supervisor triggers when it gives up (no new orders, stops left in place, a critical alert, a
+non-zero exit). What differs between modes arrives as ``EngineParts``: the clock, the broker,
+how the feed connects (or nothing: replay feeds ticks itself), the symbols and the day.
+
+The tree (start order; stop is the reverse):
+
+    engine (one_for_one)
+    ├── store                     the single SQLite writer
+    ├── health                    heartbeat, coverage, alerts
+    └── market_data (one_for_one)
+        ├── feed                  the WebSocket (or replay input) and the tick router
+        └── bars.<symbol> × N     one bar builder per symbol
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from actors.bar_builder import BarBuilder, builder_name
+from actors.feed import ConnectionFactory, Feed, MarketDataSettings
+from actors.health import Health
+from actors.store import StoreWriter
+from engine.broker import Broker, HistoryBar
+from engine.clock import Clock
+from engine.config import Config
+from engine.instruments import session_bounds
+from engine.messages import DeadLetter, RestartRecord
+from engine.registry import Registry
+from engine.store import Database
+from engine.supervisor import (
+    ChildSpec,
+    Strategy,
+    SupervisorHandle,
+    SupervisorSpec,
+    start_tree,
+)
+
+Pair = tuple[str, str]
+
+
+@dataclass
+class EngineParts:
+    """What a mode supplies to the runtime."""
+
+    mode: str  # replay | paper | live | record
+    clock: Clock
+    symbols: Sequence[Pair]
+    trading_day: date
+    broker: Broker | None = None
+    connect: ConnectionFactory | None = None
+    db_path: Path | None = None
+    bar_downstream: tuple[str, ...] = ()
+    # what restart backoff and liveness pings run on (None: the engine clock); replay passes
+    # a wall clock, since hangs and crash loops are real-time matters
+    supervision_clock: Clock | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """One running engine: the registry, the database, the supervisor tree."""
+
+    def __init__(self, cfg: Config, parts: EngineParts) -> None:
+        self.cfg = cfg
+        self.parts = parts
+        self.clock = parts.clock
+        self.spec_instrument = cfg.instrument.spec()
+        self.session = session_bounds(parts.trading_day, self.spec_instrument)
+        db_path = parts.db_path or Path(cfg.store.path)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Database(db_path, cfg.store)
+        self.registry = Registry(self.clock, stash_limit=cfg.supervision.root.stash_limit,
+                                 on_dead_letter=self._on_dead_letter)
+        self.supervisor: SupervisorHandle | None = None
+        self.safe_stop_reason: str | None = None
+        self.stopped = threading.Event()
+
+    # -- the tree --------------------------------------------------------------------------------
+    def symbols(self) -> list[str]:
+        return [s for s, _ in self.parts.symbols]
+
+    def tree(self) -> SupervisorSpec:
+        cfg = self.cfg
+        sup = cfg.supervision
+        store = ChildSpec("store", lambda s: StoreWriter.start(self.db, s))
+        health = ChildSpec("health", lambda s: Health.start(
+            s, settings=cfg.section("health"), instrument=self.spec_instrument,
+            restarts=self.restart_count))
+        market = SupervisorSpec("market_data", Strategy.ONE_FOR_ONE,
+                                [self._feed_spec(), *self._bar_specs()], sup.market_data)
+        return SupervisorSpec("engine", Strategy.ONE_FOR_ONE, [store, health, market], sup.root)
+
+    def _feed_spec(self) -> ChildSpec:
+        settings: MarketDataSettings = self.cfg.section("market_data")
+        return ChildSpec("feed", lambda s: Feed.start(
+            s, symbols=list(self.parts.symbols), settings=settings, mode=self.cfg.feed.mode,
+            connect=self.parts.connect, reconnect_listeners=()))
+
+    def _bar_specs(self) -> list[ChildSpec]:
+        history = self._history_source()
+        return [ChildSpec(builder_name(sym), _bar_factory(
+            sym, self.cfg.bars, self.session, self.parts.bar_downstream, history,
+            self.db.strategy_state)) for sym in self.symbols()]
+
+    def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
+        broker = self.parts.broker
+        if broker is None:
+            return None
+        exchanges = dict(self.parts.symbols)
+
+        def history(symbol: str, day: date) -> Sequence[HistoryBar]:
+            iso = day.isoformat()
+            return broker.history(symbol=symbol, exchange=exchanges[symbol], interval="1m",
+                                  start_date=iso, end_date=iso)
+
+        return history
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        logger.info("engine starting: mode {} with {} symbols, database {}", self.parts.mode,
+                    len(self.parts.symbols), self.db.path)
+        self.supervisor = start_tree(self.tree(), registry=self.registry, clock=self.clock,
+                                     on_safe_stop=self._safe_stop,
+                                     on_restart=self._on_restart,
+                                     timer_clock=self.parts.supervision_clock)
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop(timeout or self.cfg.engine.shutdown_timeout_s)
+            self.supervisor = None
+        if self.parts.supervision_clock is not None:
+            self.parts.supervision_clock.stop()
+        self.db.close()
+        self.stopped.set()
+
+    def restart_count(self) -> int:
+        return self.supervisor.restart_count() if self.supervisor is not None else 0
+
+    def tell(self, name: str, message: Any) -> None:
+        self.registry.tell(name, message)
+
+    def ask(self, name: str, message: Any, timeout: float = 5.0) -> Any:
+        return self.registry.ask(name, message, timeout=timeout)
+
+    # -- supervision hooks -------------------------------------------------------------------------
+    def _on_restart(self, rec: RestartRecord) -> None:
+        self.registry.tell("store", rec)
+
+    def _on_dead_letter(self, letter: DeadLetter) -> None:
+        if letter.name != "store":
+            self.registry.tell("store", letter)
+
+    def _safe_stop(self, reason: str) -> None:
+        """The root gave up: no new orders, stops stay where they are, alert, exit non-zero."""
+        self.safe_stop_reason = reason
+        logger.critical("[SAFE STOP] supervisor gave up: {}. No new orders will be placed; "
+                        "resting stop orders stay at the broker.", reason)
+        self.stopped.set()
+
+
+def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
+                 downstream: tuple[str, ...], history: Any, load: Any) -> Callable[[Any], Any]:
+    return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
+                                      downstream=downstream, history=history,
+                                      load_snapshot=load)
