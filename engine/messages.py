@@ -284,6 +284,41 @@ class Fill:
         return (self.broker_order_id, self.cumulative_quantity)
 
 
+@frozen
+class BrokerOrderUpdate:
+    """The broker reported an order's state (order-update stream, or an orderbook poll).
+
+    Fields follow OpenAlgo's ``order_update`` frame; ``filled_quantity`` is cumulative.
+    """
+
+    orderid: str
+    symbol: str
+    exchange: str
+    action: str
+    quantity: int
+    status: str  # OpenAlgo's lowercase status: open, trigger pending, complete, ...
+    filled_quantity: int
+    average_price: float
+    ts: float
+    price: float = 0.0
+    trigger_price: float = 0.0
+    pricetype: str = ""
+    rejection_reason: str = ""
+    source: str = "stream"  # "stream" | "poll" | "status"
+
+
+@frozen
+class TradingGate:
+    """What the order manager may send: ``entries`` (new exposure) and ``exits`` (reducing
+    orders, stops, cancels). Startup reconciliation opens it; pause, kill and HALTED close
+    ``entries``; a safe stop closes both."""
+
+    entries: bool
+    exits: bool = True
+    reason: str = ""
+    strategy: str = ""  # empty: every strategy
+
+
 # ---------------------------------------------------------------------------------------------
 # Positions and risk
 # ---------------------------------------------------------------------------------------------

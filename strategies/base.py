@@ -1,0 +1,159 @@
+"""The strategy API: the small base class every strategy implements, and what it may use.
+
+Owns the contract between a strategy and the engine. A strategy is plain, single-threaded Python
+driven by the ``StrategyHost`` actor: the host calls one ``on_*`` hook per message, in order, on
+the host's thread. A strategy never calls the broker and never blocks: it *emits* order intents
+and cancels through its ``StrategyContext``; the order manager executes them and the results come
+back as ``on_order_event`` / ``on_fill``. Time comes from ``ctx.now()`` (the engine clock), so
+the same strategy runs unchanged in replay, paper and live.
+
+State that must survive a restart goes in ``snapshot()`` (JSON-able) and comes back through
+``restore()``; the host persists it after every hook that changed it.
+
+Writing your own: subclass ``Strategy``, set ``name``, implement the hooks you need, and give
+your tunables a settings dataclass (``engine.settings.setting``). ``strategies/vwap_cross.py`` is
+a small complete example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.instruments import InstrumentSpec
+from engine.messages import (
+    Action,
+    Bar,
+    BarUpdate,
+    Fill,
+    OrderEvent,
+    OrderPurpose,
+    OrderStatus,
+    PositionMark,
+    PriceType,
+    Product,
+    Severity,
+    Swing,
+    SwingBroken,
+    TimerFired,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """What the strategy knows of one of its orders (kept by the host from order events)."""
+
+    client_id: str
+    symbol: str
+    action: Action
+    quantity: int
+    pricetype: PriceType
+    price: float
+    trigger_price: float
+    purpose: OrderPurpose
+    status: OrderStatus
+    filled_quantity: int = 0
+    average_price: float = 0.0
+    broker_order_id: str | None = None
+
+    @property
+    def working(self) -> bool:
+        return not self.status.is_terminal
+
+
+class StrategyContext(Protocol):
+    """What a strategy may use. Implemented by the StrategyHost actor."""
+
+    @property
+    def strategy(self) -> str: ...
+
+    @property
+    def instrument(self) -> InstrumentSpec: ...
+
+    def now(self) -> float:
+        """Engine time, epoch seconds."""
+
+    @property
+    def can_trade(self) -> bool:
+        """False until startup reconciliation succeeded, and while paused or halted: a
+        strategy must not place new entries then (the order manager also refuses them)."""
+
+    def place(self, *, symbol: str, exchange: str, action: Action, quantity: int,
+              pricetype: PriceType, price: float = 0.0, trigger_price: float = 0.0,
+              purpose: OrderPurpose = OrderPurpose.ENTRY, product: Product = Product.MIS,
+              parent_id: str | None = None, reason: str = "") -> str:
+        """Emit an order intent; returns its engine-side client id (deterministic)."""
+
+    def cancel(self, client_id: str, reason: str = "") -> None:
+        """Ask for a cancel; the outcome arrives as an order event (never assume it worked)."""
+
+    def replace(self, client_id: str, *, reason: str = "", **changes: Any) -> str:
+        """Verified cancel-then-replace: the new order (same fields plus ``changes``) is placed
+        only after the broker confirms the old one cancelled. Returns the new client id."""
+
+    def orders(self, *, working_only: bool = True) -> Mapping[str, OrderView]:
+        """This strategy's orders by client id."""
+
+    def positions(self) -> Mapping[str, int]:
+        """Signed net quantity per symbol (short < 0), from this strategy's fills."""
+
+    def schedule_at(self, when: float, name: str, payload: Any = None) -> None:
+        """``on_timer`` will get ``TimerFired(name, when, payload)`` at engine time ``when``."""
+
+    def alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
+        """Raise an operator alert (throttled by the health actor)."""
+
+    def record_trade(self, **fields: Any) -> None:
+        """Persist a closed trade (symbol, entry/exit prices and times, quantity, pnl, r)."""
+
+
+class Strategy:
+    """Subclass and implement the hooks you need; every hook has a do-nothing default."""
+
+    name: str = "strategy"
+
+    def __init__(self, ctx: StrategyContext, settings: Any = None) -> None:
+        self.ctx = ctx
+        self.settings = settings
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_start(self) -> None:
+        """Called once the host is up (after ``restore`` when there was saved state)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state to persist; restored by ``restore`` after a restart."""
+        return {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what ``snapshot`` returned."""
+
+    # -- market data -------------------------------------------------------------------------
+    def on_bar(self, bar: Bar) -> None:
+        """A completed one-minute bar (``bar.source`` is "history" during backfill)."""
+
+    def on_bar_update(self, update: BarUpdate) -> None:
+        """The bar in progress moved (new high/low immediately, else rate-limited)."""
+
+    def on_swing(self, swing: Swing) -> None:
+        """A swing was created or updated (``swing.updated``)."""
+
+    def on_swing_broken(self, broken: SwingBroken) -> None:
+        """A swing was broken (by a tick or by a completed bar)."""
+
+    # -- execution ---------------------------------------------------------------------------
+    def on_order_event(self, event: OrderEvent) -> None:
+        """One of this strategy's orders changed state."""
+
+    def on_fill(self, fill: Fill) -> None:
+        """New quantity filled on one of this strategy's orders (each fill exactly once)."""
+
+    def on_position(self, mark: PositionMark) -> None:
+        """Mark-to-market of one of this strategy's positions."""
+
+    def on_timer(self, timer: TimerFired) -> None:
+        """A timer scheduled with ``ctx.schedule_at`` is due."""
+
+    def on_command(self, name: str, args: Mapping[str, Any]) -> None:
+        """An operator command addressed to the strategy (pause/resume are handled by the
+        host; this hook is for strategy-specific ones)."""
