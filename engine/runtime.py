@@ -11,9 +11,16 @@ The tree (start order; stop is the reverse):
     engine (one_for_one)
     ├── store                     the single SQLite writer
     ├── health                    heartbeat, coverage, alerts
+    ├── execution (rest_for_one)  when trading
+    │   └── orders                the only caller of order endpoints
+    ├── strategy (one_for_one)    when trading
+    │   ├── swings                swing detector for every symbol
+    │   └── strategy.<name>       one host per strategy
     └── market_data (one_for_one)
         ├── feed                  the WebSocket (or replay input) and the tick router
         └── bars.<symbol> × N     one bar builder per symbol
+
+Consumers start before producers, so the first bar already finds its swing detector.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from engine.broker import Broker, HistoryBar
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import session_bounds
-from engine.messages import DeadLetter, RestartRecord
+from engine.messages import DeadLetter, RestartRecord, TradingGate
 from engine.registry import Registry
 from engine.store import Database
 from engine.supervisor import (
@@ -64,6 +71,11 @@ class EngineParts:
     # what restart backoff and liveness pings run on (None: the engine clock); replay passes
     # a wall clock, since hangs and crash loops are real-time matters
     supervision_clock: Clock | None = None
+    # strategies to run (names registered in strategies.registry); empty: market data only
+    strategies: tuple[str, ...] = ()
+    account: str = "default"
+    # open the trading gate at start (replay); live and paper wait for the reconciler
+    open_gate_at_start: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +110,39 @@ class Engine:
             restarts=self.restart_count))
         market = SupervisorSpec("market_data", Strategy.ONE_FOR_ONE,
                                 [self._feed_spec(), *self._bar_specs()], sup.market_data)
-        return SupervisorSpec("engine", Strategy.ONE_FOR_ONE, [store, health, market], sup.root)
+        groups: list[ChildSpec | SupervisorSpec] = [store, health]
+        if self.parts.strategies:
+            groups += [self._execution_group(), self._strategy_group()]
+        return SupervisorSpec("engine", Strategy.ONE_FOR_ONE, [*groups, market], sup.root)
+
+    def _execution_group(self) -> SupervisorSpec:
+        from actors.order_manager import OrderManager
+
+        cfg = self.cfg
+        broker = self.parts.broker
+        if broker is None:
+            raise ValueError(f"{self.parts.mode}: trading needs a broker")
+        orders = ChildSpec("orders", lambda s: OrderManager.start(
+            s, broker=broker, account=self.parts.account, settings=cfg.section("orders"),
+            instrument=self.spec_instrument, db=self.db, positions=None))
+        return SupervisorSpec("execution", Strategy.REST_FOR_ONE, [orders],
+                              cfg.supervision.execution)
+
+    def _strategy_group(self) -> SupervisorSpec:
+        from actors.swing_detector import SwingDetector
+        from strategies.registry import strategy_factory
+
+        cfg = self.cfg
+        hosts = [f"strategy.{name}" for name in self.parts.strategies]
+        swings = ChildSpec("swings", lambda s: SwingDetector.start(
+            s, settings=cfg.section("swings"), downstream=tuple(hosts)))
+        children: list[ChildSpec | SupervisorSpec] = [swings]
+        for name in self.parts.strategies:
+            factory = strategy_factory(name, cfg)
+            children.append(ChildSpec(f"strategy.{name}", _host_factory(
+                name, factory, self.parts.account, self.spec_instrument,
+                self.db.strategy_state)))
+        return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
         settings: MarketDataSettings = self.cfg.section("market_data")
@@ -108,8 +152,9 @@ class Engine:
 
     def _bar_specs(self) -> list[ChildSpec]:
         history = self._history_source()
+        downstream = self.parts.bar_downstream or (("swings",) if self.parts.strategies else ())
         return [ChildSpec(builder_name(sym), _bar_factory(
-            sym, self.cfg.bars, self.session, self.parts.bar_downstream, history,
+            sym, self.cfg.bars, self.session, downstream, history,
             self.db.strategy_state)) for sym in self.symbols()]
 
     def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
@@ -133,6 +178,11 @@ class Engine:
                                      on_safe_stop=self._safe_stop,
                                      on_restart=self._on_restart,
                                      timer_clock=self.parts.supervision_clock)
+        if self.parts.strategies and self.parts.open_gate_at_start:
+            gate = TradingGate(entries=True, reason=f"{self.parts.mode}: open at start")
+            self.registry.tell("orders", gate)
+            for name in self.parts.strategies:
+                self.registry.tell(f"strategy.{name}", gate)
 
     def stop(self, timeout: float | None = None) -> None:
         if self.supervisor is not None:
@@ -166,6 +216,14 @@ class Engine:
         logger.critical("[SAFE STOP] supervisor gave up: {}. No new orders will be placed; "
                         "resting stop orders stay at the broker.", reason)
         self.stopped.set()
+
+
+def _host_factory(name: str, factory: Any, account: str, instrument: Any,
+                  load: Any) -> Callable[[Any], Any]:
+    from actors.strategy_host import StrategyHost
+
+    return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
+                                        account=account, instrument=instrument, load_state=load)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
