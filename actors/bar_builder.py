@@ -6,13 +6,15 @@ Owns one ``engine.bars.BarAggregator`` (the rules live there) and what an actor 
 - publishing: ``Bar`` and ``BarUpdate`` to its downstream names (the swing detector, strategies),
   ``Bar`` and ``BarGap`` to the store;
 - surviving a restart. After each closed minute the aggregator's snapshot (closed minutes only)
-  is persisted as ``strategy_state`` ``bars.<symbol>``. A restarted builder restores it, so the
-  VWAP and the volume base continue; the minute that was in progress when it died, and any minute
-  until the restart, become gaps (the builder never saw them whole, so it does not invent them),
-  and bars are exact again from the next minute. When a history source is available (live and
-  paper: the broker's ``history`` endpoint) the builder instead backfills today's completed bars
-  from it, on a mid-session start and after a restart alike, and continues live with no duplicate
-  and no hole.
+  is persisted as ``strategy_state`` ``bars.<symbol>``; a restarted builder reads it back through
+  the store actor (``LoadState``, so even a snapshot still in the write buffer is found) and
+  continues the VWAP and the volume base. The minute that was in progress when it died is never
+  invented: it becomes a ``BarGap`` (the builder saw only part of it), and bars are exact again
+  from the next minute — same prices, ticks and volume as without the crash. When a history
+  source is available (the broker's ``history``), completed minutes missed while the builder was
+  down are backfilled from it; on a mid-session start (no snapshot) today's completed bars are
+  backfilled and live bars continue with no duplicate and no hole. Tested in
+  tests/actors/test_bar_builder.py.
 """
 
 from __future__ import annotations

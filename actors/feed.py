@@ -6,7 +6,8 @@ In live and paper modes it owns the WebSocket feed client (built in ``on_start``
 so a restarted Feed gets a fresh connection that re-subscribes everything); in replay the replay
 driver hands it ``TickBatch`` messages instead. Every ``report_interval_s`` it reports per-symbol
 last-tick times and connection facts to the health actor; connection changes are forwarded to
-health and to whoever asked to hear about reconnects (the reconciler).
+health and to whoever asked to hear about reconnects (the reconciler). With a ``tap`` (the
+recorder) every batch received is also handed to it, unchanged.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Feed(EngineActor):
     def __init__(self, supervision: Supervision | None = None, *, symbols: Sequence[Pair],
                  settings: MarketDataSettings, mode: int = 2,
                  connect: ConnectionFactory | None = None, health: str | None = "health",
-                 reconnect_listeners: Sequence[str] = (), **kw: Any) -> None:
+                 reconnect_listeners: Sequence[str] = (), tap: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(supervision, **kw)
         self.settings = settings
         self.mode = mode
@@ -83,6 +85,7 @@ class Feed(EngineActor):
         self._conn: FeedConnection | None = None
         self._health = health
         self._reconnect_listeners = tuple(reconnect_listeners)
+        self._tap = tap
         self._last_tick: dict[str, float] = {}
         self._connected = connect is None  # replay: the driver is always "connected"
         self._state = "replay" if connect is None else "starting"
@@ -100,7 +103,8 @@ class Feed(EngineActor):
         assert registry is not None
         callbacks = FeedCallbacks(
             on_ticks=lambda ticks: registry.tell(me, TickBatch(tuple(ticks))),
-            on_status=lambda status: registry.tell(me, status))
+            on_status=lambda status: (registry.tell(me, status)
+                                      if status.state != "stopped" else None))
         self._conn = self._connect(callbacks)
         self._conn.start()
         self._conn.subscribe(self._all_pairs(), self.mode)
@@ -138,6 +142,8 @@ class Feed(EngineActor):
                 group.append(tick)
             last[sym] = tick.recv_ts
         self._ticks += len(batch.ticks)
+        if self._tap:
+            self.tell(self._tap, batch)
         held = self.held
         for sym, ticks in groups.items():
             packed = TickBatch(tuple(ticks))

@@ -33,6 +33,7 @@ from engine.actor import EngineActor, Supervision, handles
 from engine.messages import (
     DeadLetter,
     Fill,
+    LoadState,
     OrderEvent,
     OrderIntent,
     RiskEvent,
@@ -45,6 +46,7 @@ from engine.store import (
     Database,
     Op,
     RowWrite,
+    StoredStrategyState,
     StoreRejected,
     StoreUnavailable,
     WriteTx,
@@ -155,6 +157,12 @@ class StoreWriter(EngineActor):
         if self._buffer.size >= self.settings.batch_size and not self._outage:
             self._flush()
         return WriteReceipt(durable=False)
+
+    @handles(LoadState)
+    def _load_state(self, request: LoadState) -> StoredStrategyState | None:
+        """Read-your-writes for restarting actors: flush what is buffered, then read."""
+        self._flush()
+        return self.db.strategy_state(request.name)
 
     @handles(TimerFired)
     def _timer_fired(self, message: TimerFired) -> None:

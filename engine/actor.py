@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import pykka
 from loguru import logger
 
-from engine.messages import FlushToken, Ping, Pong, TimerFired
+from engine.messages import Crash, FlushToken, Ping, Pong, TimerFired
 from engine.registry import RUNNING, SealableInbox
 
 if TYPE_CHECKING:
@@ -65,6 +65,14 @@ class Supervision(Protocol):
     def clock(self) -> Clock: ...
 
     def child_exited(self, generation: int, normal: bool, reason: str) -> None: ...
+
+
+class InjectedFault(RuntimeError):
+    """Raised by an actor told ``Crash`` (fault injection)."""
+
+
+def _crash(actor: EngineActor, message: Crash) -> None:
+    raise InjectedFault(f"{actor.name}: {message.reason}")
 
 
 def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -128,6 +136,8 @@ class EngineActor(pykka.ThreadingActor):
             self.progress += 1
             return None
         handler = self._dispatch.get(mtype)
+        if mtype is Crash:
+            handler = _crash
         try:
             if handler is not None:
                 return handler(self, message)

@@ -248,22 +248,39 @@ class WallClock(_ThreadedClock):
 
 
 class ScaledClock(_ThreadedClock):
-    """Real time sped up ``speed`` times, starting at engine time ``start``."""
+    """Real time sped up ``speed`` times, starting at engine time ``start``.
 
-    def __init__(self, start: float, speed: float) -> None:
+    Created with ``paused=True`` it stands still at ``start`` until ``resume()`` (paper mode
+    holds market time until the feed has subscribed, so no tick arrives "late").
+    """
+
+    def __init__(self, start: float, speed: float, *, paused: bool = False) -> None:
         if speed <= 0:
             raise ValueError(f"clock speed must be positive, got {speed}")
         self._start = start
         self._speed = speed
-        self._mono0 = _time.monotonic()
+        self._mono0: float | None = None if paused else _time.monotonic()
         super().__init__()
 
     @property
     def speed(self) -> float:
         return self._speed
 
+    @property
+    def paused(self) -> bool:
+        return self._mono0 is None
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._mono0 is None:
+                self._mono0 = _time.monotonic()
+                self._wake.notify_all()
+
     def time(self) -> float:
-        return self._start + (_time.monotonic() - self._mono0) * self._speed
+        mono0 = self._mono0
+        if mono0 is None:
+            return self._start
+        return self._start + (_time.monotonic() - mono0) * self._speed
 
     def _real_delay(self, engine_delay: float) -> float:
         return engine_delay / self._speed

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.feed import MarketDataSettings
 from actors.health import HealthSettings
+from actors.recorder import RecorderSettings
 from engine.bars import BarSettings
 from engine.config import EngineSettings, InstrumentSettings, LoggingSettings
 from engine.openalgo.feed import FeedSettings
@@ -53,6 +54,7 @@ SECTIONS: dict[str, type[Any]] = {
     "health": HealthSettings,
     "swings": SwingSettings,
     "replay": ReplaySettings,
+    "recorder": RecorderSettings,
     "session_file": SessionFileSettings,
     "synth": SynthSettings,
     "simulator": SimulatorSettings,

@@ -420,6 +420,22 @@ class HealthUpdate:
 
 
 @frozen
+class LoadState:
+    """Ask the store for a persisted state row (``strategy_state`` by name); it flushes its
+    buffer first, so an actor restarting right after a crash reads what it last wrote."""
+
+    name: str
+
+
+@frozen
+class Crash:
+    """Make the receiving actor fail as if its handler had raised (fault injection: tests and
+    the chaos harness). The supervisor then does what it does for any crash."""
+
+    reason: str = "injected fault"
+
+
+@frozen
 class StatusRequest:
     """Ask an actor for its status section (answered with a dict via ``ask``)."""
 

@@ -109,6 +109,7 @@ class ReplayDriver:
         self.reader = SessionReader(session)
         self.on_step = on_step
         self.parts_hook = parts_hook
+        self._last_ts = 0.0  # latest bucketing time (exchange time, else receive) seen
 
     def _parts(self) -> tuple[EngineParts, VirtualClock, SimulatedBroker]:
         span = self.reader.time_range()
@@ -141,10 +142,10 @@ class ReplayDriver:
         try:
             self._drive(engine, clock, broker, summary)
             # close the last minute that had ticks (not the rest of the session: a short
-            # recording would otherwise end in hours of gaps and heartbeats)
-            _, last = self.reader.time_range() or (0.0, 0.0)
+            # recording would otherwise end in hours of gaps and heartbeats); minutes are
+            # bucketed by exchange time, so that is what decides the last one
             _, close = session_bounds(parts.trading_day, engine.spec_instrument)
-            end = min(minute_start(last) + 60.0, close) + self.cfg.bars.grace_s + 0.001
+            end = min(minute_start(self._last_ts) + 60.0, close) + self.cfg.bars.grace_s + 0.001
             self._settle(engine, clock, end, summary)
             summary.elapsed_s = time.perf_counter() - started
             self._collect(engine, summary)
@@ -168,6 +169,8 @@ class ReplayDriver:
                     current = []
                 boundary = tick.recv_ts - (tick.recv_ts % step)
             current.append(tick)
+            if tick.ts > self._last_ts:
+                self._last_ts = tick.ts
         if current and boundary is not None:
             yield boundary, current
 

@@ -17,6 +17,7 @@ The tree (start order; stop is the reverse):
     │   ├── swings                swing detector for every symbol
     │   └── strategy.<name>       one host per strategy
     └── market_data (one_for_one)
+        ├── recorder              when recording: every received tick to a session file
         ├── feed                  the WebSocket (or replay input) and the tick router
         └── bars.<symbol> × N     one bar builder per symbol
 
@@ -42,9 +43,9 @@ from engine.broker import Broker, HistoryBar
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import session_bounds
-from engine.messages import DeadLetter, RestartRecord, TradingGate
+from engine.messages import DeadLetter, LoadState, RestartRecord, TradingGate
 from engine.registry import Registry
-from engine.store import Database
+from engine.store import Database, StoredStrategyState
 from engine.supervisor import (
     ChildSpec,
     Strategy,
@@ -76,6 +77,8 @@ class EngineParts:
     account: str = "default"
     # open the trading gate at start (replay); live and paper wait for the reconciler
     open_gate_at_start: bool = False
+    # also write every received tick to this session file (record mode, paper --record)
+    record_to: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,7 +112,8 @@ class Engine:
             s, settings=cfg.section("health"), instrument=self.spec_instrument,
             restarts=self.restart_count))
         market = SupervisorSpec("market_data", Strategy.ONE_FOR_ONE,
-                                [self._feed_spec(), *self._bar_specs()], sup.market_data)
+                                [*self._recorder_spec(), self._feed_spec(), *self._bar_specs()],
+                                sup.market_data)
         groups: list[ChildSpec | SupervisorSpec] = [store, health]
         if self.parts.strategies:
             groups += [self._execution_group(), self._strategy_group()]
@@ -140,22 +144,33 @@ class Engine:
         for name in self.parts.strategies:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
-                name, factory, self.parts.account, self.spec_instrument,
-                self.db.strategy_state)))
+                name, factory, self.parts.account, self.spec_instrument, self.load_state)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
         settings: MarketDataSettings = self.cfg.section("market_data")
+        tap = "recorder" if self.parts.record_to is not None else None
         return ChildSpec("feed", lambda s: Feed.start(
             s, symbols=list(self.parts.symbols), settings=settings, mode=self.cfg.feed.mode,
-            connect=self.parts.connect, reconnect_listeners=()))
+            connect=self.parts.connect, reconnect_listeners=(), tap=tap))
+
+    def _recorder_spec(self) -> list[ChildSpec]:
+        path = self.parts.record_to
+        if path is None:
+            return []
+        from actors.recorder import Recorder
+
+        meta = {"mode": self.parts.mode, "date": self.parts.trading_day.isoformat()}
+        return [ChildSpec("recorder", lambda s: Recorder.start(
+            s, path=path, settings=self.cfg.section("recorder"),
+            symbols=list(self.parts.symbols), meta=meta))]
 
     def _bar_specs(self) -> list[ChildSpec]:
         history = self._history_source()
         downstream = self.parts.bar_downstream or (("swings",) if self.parts.strategies else ())
         return [ChildSpec(builder_name(sym), _bar_factory(
             sym, self.cfg.bars, self.session, downstream, history,
-            self.db.strategy_state)) for sym in self.symbols()]
+            self.load_state)) for sym in self.symbols()]
 
     def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
         broker = self.parts.broker
@@ -192,6 +207,11 @@ class Engine:
             self.parts.supervision_clock.stop()
         self.db.close()
         self.stopped.set()
+
+    def load_state(self, name: str) -> StoredStrategyState | None:
+        """A persisted state row, read through the store actor (so it includes what is still
+        in its write buffer); actors call this from ``on_start`` to resume after a crash."""
+        return self.registry.ask("store", LoadState(name), timeout=30.0)
 
     def restart_count(self) -> int:
         return self.supervisor.restart_count() if self.supervisor is not None else 0

@@ -261,6 +261,10 @@ def _is_tick_multiple(price: float, tick: float) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+#: a cumulative volume below this fraction of the day's high mark is a feed restart
+RESET_FRACTION = 0.5
+
+
 class SimulatedBroker:
     """A deterministic, thread-safe simulated broker account (see the module docstring)."""
 
@@ -324,11 +328,16 @@ class SimulatedBroker:
             market.low = min(market.low, ltp)
             increment = 0
             if tick.volume is not None:
-                # the first cumulative volume seen in a day is the base; a drop (feed restart)
-                # re-bases without a negative increment
-                if market.volume_seen and tick.volume >= market.volume:
-                    increment = tick.volume - market.volume
-                market.volume = tick.volume
+                # the first cumulative volume seen in a day is the base. Cumulative volume is
+                # monotone in true time, so a small drop is an earlier report arriving late
+                # (nothing traded; the high mark stands); only a large drop is a feed restart,
+                # which re-bases without a negative increment
+                volume = tick.volume
+                if not market.volume_seen or volume < market.volume * RESET_FRACTION:
+                    market.volume = volume
+                elif volume >= market.volume:
+                    increment = volume - market.volume
+                    market.volume = volume
                 market.volume_seen = True
             market.last_quantity = increment
             market.turnover += increment * ltp

@@ -111,7 +111,9 @@ class Playback:
     def _run(self) -> None:
         try:
             for tick in self._ticks:
-                if self._stop.is_set() or not self._wait_until(tick.ts):
+                # paced by arrival time: a recorded session replays as it was received,
+                # late and out-of-order ticks included
+                if self._stop.is_set() or not self._wait_until(tick.recv_ts):
                     return
                 self._sim.publish(tick)
                 self.published += 1
@@ -246,7 +248,8 @@ class SimulatorServer:
         self._feed.submit_tick(frames, (tick.symbol, tick.exchange))
 
     def play(self, ticks: Iterable[Tick], clock: Clock | None = None) -> Playback:
-        """Publish ``ticks`` from a background thread, each once ``clock.time() >= tick.ts``."""
+        """Publish ``ticks`` from a background thread, each once ``clock.time() >= tick.recv_ts``
+        (its arrival time in the recording)."""
         playback = Playback(self, ticks, clock or self.clock,
                             name=f"sim-playback-{len(self._playbacks) + 1}")
         self._playbacks.append(playback)

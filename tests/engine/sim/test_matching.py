@@ -443,12 +443,24 @@ def test_depth_without_any_price_is_empty(clock: VirtualClock) -> None:
     assert {(lv.price, lv.quantity) for lv in d.bids + d.asks} == {(0.0, 0)}
 
 
+def test_history_rebases_on_a_feed_restart(clock: VirtualClock,
+                                           broker: SimulatedBroker) -> None:
+    # a cumulative volume far below the day's high mark is a feed restart: re-base, never
+    # negative, and the volume after it counts again
+    for sec, ltp, vol in [(10, 101.0, 1065), (20, 101.5, 1130), (30, 102.0, 40), (40, 102.5, 105)]:
+        at(clock, broker, sec, ltp, volume=vol)
+    (bar,) = broker.history(symbol=SYM, exchange="NFO", interval="1m", start_date="2025-01-30",
+                            end_date="2025-01-30")
+    assert bar.volume == 130 + 65
+
+
 def test_history_builds_minute_bars_from_ticks(clock: VirtualClock,
                                                broker: SimulatedBroker) -> None:
     # T0 = 09:20:00 with cumulative volume 1000 (the base)
     for sec, ltp, vol in [(10, 101.0, 1065), (50, 99.0, 1130), (65, 102.0, 1300),
-                          (70, 103.0, 1200),  # cumulative drop: re-based, never negative
-                          (130, 98.0, 1265), (400, 97.0, 1400)]:
+                          (70, 103.0, 1200),  # an earlier report arriving late: nothing traded
+                          (130, 98.0, 1265),  # still below the high mark: nothing traded
+                          (400, 97.0, 1400)]:
         at(clock, broker, sec, ltp, volume=vol)
     bars = broker.history(symbol=SYM, exchange="NFO", interval="1m", start_date="2025-01-30",
                           end_date="2025-01-30")
@@ -459,7 +471,7 @@ def test_history_builds_minute_bars_from_ticks(clock: VirtualClock,
     five = broker.history(symbol=SYM, exchange="NFO", interval="5m", start_date="2025-01-30",
                           end_date="2025-01-30")
     assert [b.timestamp for b in five] == [T0, T0 + 300]
-    assert (five[0].high, five[0].low, five[0].volume) == (103.0, 98.0, 130 + 170 + 65)
+    assert (five[0].high, five[0].low, five[0].volume) == (103.0, 98.0, 130 + 170)
     day = broker.history(symbol=SYM, exchange="NFO", interval="D", start_date="2025-01-30",
                          end_date="2025-01-30")
     assert len(day) == 1 and day[0].timestamp == ist_epoch(2025, 1, 30)
