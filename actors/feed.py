@@ -7,7 +7,8 @@ so a restarted Feed gets a fresh connection that re-subscribes everything); in r
 driver hands it ``TickBatch`` messages instead. Every ``report_interval_s`` it reports per-symbol
 last-tick times and connection facts to the health actor; connection changes are forwarded to
 health and to whoever asked to hear about reconnects (the reconciler). With a ``tap`` (the
-recorder) every batch received is also handed to it, unchanged.
+recorder) every batch received is also handed to it, unchanged. When trading, the connection
+also subscribes to OpenAlgo's order-update stream and its frames go to the order manager.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class FeedConnection(Protocol):
 
     def unsubscribe(self, symbols: Iterable[Pair]) -> None: ...
 
+    def subscribe_orders(self) -> None: ...
+
     @property
     def state(self) -> str: ...
 
@@ -65,6 +68,7 @@ class FeedCallbacks:
 
     on_ticks: Callable[[list[Tick]], None]
     on_status: Callable[[FeedStatus], None]
+    on_order_update: Callable[[dict[str, Any]], None] | None = None
 
 
 ConnectionFactory = Callable[[FeedCallbacks], FeedConnection]
@@ -75,7 +79,7 @@ class Feed(EngineActor):
                  settings: MarketDataSettings, mode: int = 2,
                  connect: ConnectionFactory | None = None, health: str | None = "health",
                  reconnect_listeners: Sequence[str] = (), tap: str | None = None,
-                 **kw: Any) -> None:
+                 orders: str | None = None, **kw: Any) -> None:
         super().__init__(supervision, **kw)
         self.settings = settings
         self.mode = mode
@@ -86,6 +90,7 @@ class Feed(EngineActor):
         self._health = health
         self._reconnect_listeners = tuple(reconnect_listeners)
         self._tap = tap
+        self._orders = orders
         self._last_tick: dict[str, float] = {}
         self._connected = connect is None  # replay: the driver is always "connected"
         self._state = "replay" if connect is None else "starting"
@@ -104,10 +109,25 @@ class Feed(EngineActor):
         callbacks = FeedCallbacks(
             on_ticks=lambda ticks: registry.tell(me, TickBatch(tuple(ticks))),
             on_status=lambda status: (registry.tell(me, status)
-                                      if status.state != "stopped" else None))
+                                      if status.state != "stopped" else None),
+            on_order_update=self._order_forwarder())
         self._conn = self._connect(callbacks)
         self._conn.start()
         self._conn.subscribe(self._all_pairs(), self.mode)
+        if self._orders:
+            self._conn.subscribe_orders()
+
+    def _order_forwarder(self) -> Callable[[dict[str, Any]], None] | None:
+        """Order-update frames go straight to the order manager (read on the client thread)."""
+        target, registry, clock = self._orders, self.registry, self.clock
+        if target is None or registry is None or clock is None:
+            return None
+        from engine.orders import update_from_frame
+
+        def forward(frame: dict[str, Any]) -> None:
+            registry.tell(target, update_from_frame(frame, clock.time()))
+
+        return forward
 
     def on_stop(self) -> None:
         self._close()

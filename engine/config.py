@@ -340,7 +340,9 @@ def _from_text(text: str, hint: Any, key: str, source: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(cls: type, given: dict[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, given: dict[str, Any], prefix: str, source: str,
+           base: Any = None) -> Any:
+    """An instance of ``cls`` from ``given`` values over ``base`` (or the class defaults)."""
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -348,14 +350,23 @@ def _build(cls: type, given: dict[str, Any], prefix: str, source: str) -> Any:
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _build(typing.cast(type, hint), given.get(f.name, {}), dotted,
-                                    source)
+                                    source, base=field_default(f))
             continue
         if f.name not in given:
             continue
         value = _coerce(given[f.name], hint, dotted, source)
         _check_range(value, f.metadata, dotted, source)
         kwargs[f.name] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default value (calling its factory), or None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _unwrap_optional(hint: Any) -> Any:
@@ -432,16 +443,14 @@ def describe_defaults() -> list[tuple[str, str, Any, str]]:
     """(section, key, default, help) for every setting: used to check config.toml is complete."""
     rows: list[tuple[str, str, Any, str]] = []
 
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(typing.cast(type, hints[f.name]), f"{prefix}.{f.name}")
+    def walk(instance: Any, prefix: str) -> None:
+        for f in dataclasses.fields(instance):
+            value = getattr(instance, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}.{f.name}")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            rows.append((prefix, f.name, default, f.metadata.get("help", "")))
+            rows.append((prefix, f.name, value, f.metadata.get("help", "")))
 
     for name, cls in _sections().items():
-        walk(cls, name)
+        walk(cls(), name)
     return rows

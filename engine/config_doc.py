@@ -8,7 +8,6 @@ identical, so a tunable cannot exist without its default and one-line comment in
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any
 
 from engine.config_sections import SECTIONS
@@ -37,30 +36,31 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def _render_table(cls: type, name: str, out: list[str]) -> None:
-    hints = typing.get_type_hints(cls)
-    nested: list[tuple[str, type]] = []
-    out.append(f"[{name}]")
+def _render_table(instance: Any, name: str, out: list[str]) -> None:
+    """One ``[name]`` table from a settings instance (its values are the defaults shown)."""
+    cls = type(instance)
+    nested: list[tuple[str, Any]] = []
     doc = (cls.__doc__ or "").strip().splitlines()
     if doc and not doc[0].startswith(cls.__name__ + "("):
-        out.insert(len(out) - 1, f"# {doc[0]}")
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            nested.append((f.name, typing.cast(type, hints[f.name])))
+        out.append(f"# {doc[0]}")
+    out.append(f"[{name}]")
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f.name, value))
             continue
         if f.metadata.get("secret"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         if f.metadata.get("min") is not None or f.metadata.get("max") is not None:
             help_text += f" [{_fmt(f.metadata.get('min'))}..{_fmt(f.metadata.get('max'))}]"
         if f.metadata.get("choices"):
             help_text += " (" + " | ".join(map(str, f.metadata["choices"])) + ")"
         out.append(f"# {help_text}".rstrip())
-        out.append(f"{f.name} = {_toml_value(default)}")
+        out.append(f"{f.name} = {_toml_value(value)}")
     out.append("")
-    for sub_name, sub_cls in nested:
-        _render_table(sub_cls, f"{name}.{sub_name}", out)
+    for sub_name, sub in nested:
+        _render_table(sub, f"{name}.{sub_name}", out)
 
 
 def _fmt(bound: Any) -> str:
@@ -70,5 +70,5 @@ def _fmt(bound: Any) -> str:
 def render_config_toml() -> str:
     lines: list[str] = [HEADER]
     for name, cls in SECTIONS.items():
-        _render_table(cls, name, lines)
+        _render_table(cls(), name, lines)
     return "\n".join(lines).rstrip("\n") + "\n"

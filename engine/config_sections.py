@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.feed import MarketDataSettings
 from actors.health import HealthSettings
+from actors.order_manager import OrderSettings
 from actors.recorder import RecorderSettings
 from engine.bars import BarSettings
 from engine.config import EngineSettings, InstrumentSettings, LoggingSettings
@@ -38,7 +39,10 @@ class SupervisionGroups:
     root: SupervisionSettings = field(default_factory=SupervisionSettings)
     market_data: SupervisionSettings = field(default_factory=SupervisionSettings)
     strategy: SupervisionSettings = field(default_factory=SupervisionSettings)
-    execution: SupervisionSettings = field(default_factory=SupervisionSettings)
+    # broker calls block the order manager legitimately (a 10 s timeout, retries): a hang is
+    # only a hang well past that
+    execution: SupervisionSettings = field(default_factory=lambda: SupervisionSettings(
+        liveness_timeout=60.0))
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -55,6 +59,7 @@ SECTIONS: dict[str, type[Any]] = {
     "swings": SwingSettings,
     "replay": ReplaySettings,
     "recorder": RecorderSettings,
+    "orders": OrderSettings,
     "session_file": SessionFileSettings,
     "synth": SynthSettings,
     "simulator": SimulatorSettings,

@@ -65,7 +65,8 @@ def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | Non
 
     def connect(cb: FeedCallbacks) -> FeedClient:
         return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=cb.on_ticks,
-                          on_status=cb.on_status, account=account)
+                          on_status=cb.on_status, on_order_update=cb.on_order_update,
+                          account=account)
 
     return connect
 

@@ -39,12 +39,13 @@ from actors.bar_builder import BarBuilder, builder_name
 from actors.feed import ConnectionFactory, Feed, MarketDataSettings
 from actors.health import Health
 from actors.store import StoreWriter
-from engine.broker import Broker, HistoryBar
+from engine.broker import Broker, HistoryBar, OrderRow
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import session_bounds
 from engine.messages import DeadLetter, LoadState, RestartRecord, TradingGate
 from engine.registry import Registry
+from engine.sim.matching import SimulatedBroker
 from engine.store import Database, StoredStrategyState
 from engine.supervisor import (
     ChildSpec,
@@ -150,9 +151,10 @@ class Engine:
     def _feed_spec(self) -> ChildSpec:
         settings: MarketDataSettings = self.cfg.section("market_data")
         tap = "recorder" if self.parts.record_to is not None else None
+        orders = "orders" if self.parts.strategies else None
         return ChildSpec("feed", lambda s: Feed.start(
             s, symbols=list(self.parts.symbols), settings=settings, mode=self.cfg.feed.mode,
-            connect=self.parts.connect, reconnect_listeners=(), tap=tap))
+            connect=self.parts.connect, reconnect_listeners=(), tap=tap, orders=orders))
 
     def _recorder_spec(self) -> list[ChildSpec]:
         path = self.parts.record_to
@@ -193,6 +195,9 @@ class Engine:
                                      on_safe_stop=self._safe_stop,
                                      on_restart=self._on_restart,
                                      timer_clock=self.parts.supervision_clock)
+        if self.parts.strategies and isinstance(self.parts.broker, SimulatedBroker):
+            # in-process broker (replay): its order-state changes are the update stream
+            self.parts.broker.add_order_listener(self._on_simulated_order)
         if self.parts.strategies and self.parts.open_gate_at_start:
             gate = TradingGate(entries=True, reason=f"{self.parts.mode}: open at start")
             self.registry.tell("orders", gate)
@@ -221,6 +226,11 @@ class Engine:
 
     def ask(self, name: str, message: Any, timeout: float = 5.0) -> Any:
         return self.registry.ask(name, message, timeout=timeout)
+
+    def _on_simulated_order(self, row: OrderRow) -> None:
+        from engine.orders import update_from_row
+
+        self.registry.tell("orders", update_from_row(row, self.clock.time(), "stream"))
 
     # -- supervision hooks -------------------------------------------------------------------------
     def _on_restart(self, rec: RestartRecord) -> None:

@@ -169,3 +169,16 @@ def test_cli_bad_set_override_exit_2() -> None:
     proc = run_cli("config", "--set", "instrument.lot_size")
     assert proc.returncode == 2
     assert "SECTION.KEY=VALUE" in proc.stderr
+
+
+def test_per_group_supervision_defaults_and_overrides(tmp_path: Path) -> None:
+    defaults = load_config(None, env={})
+    assert defaults.supervision.execution.liveness_timeout == 60.0  # broker calls block
+    assert defaults.supervision.market_data.liveness_timeout == 10.0
+    p = write(tmp_path, "[supervision.execution]\nmax_restarts = 9\n")
+    cfg = load_config(p, env={})
+    assert cfg.supervision.execution.max_restarts == 9
+    assert cfg.supervision.execution.liveness_timeout == 60.0  # the group default survives
+    with pytest.raises(ConfigError, match="supervision.market_data.liveness_timeout"):
+        load_config(None, env={}, overrides={"supervision.market_data.liveness_timeout": "1",
+                                             "supervision.market_data.liveness_interval": "5"})
