@@ -85,6 +85,7 @@ from loguru import logger
 
 from engine.broker import HistoryBar
 from engine.clock import fmt_ist
+from engine.logs import Throttle
 from engine.messages import Bar, BarGap, BarUpdate, Tick
 from engine.settings import setting
 
@@ -249,8 +250,7 @@ class BarAggregator:
         self._resets = 0
         self._bad_history = 0
         self._invalid: dict[str, int] = {}
-        self._logged_at: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._throttle = Throttle(settings.invalid_log_interval_s)
 
     # -- ticks and time ----------------------------------------------------------------------
     def on_tick(self, tick: Tick) -> Sequence[BarEvent]:
@@ -575,12 +575,9 @@ class BarAggregator:
     def _log_throttled(self, kind: str, message: str) -> None:
         """The first of a kind, then at most one per ``invalid_log_interval_s`` of engine time,
         with how many were suppressed in between."""
-        last = self._logged_at.get(kind)
-        if last is not None and self._now - last < self.settings.invalid_log_interval_s:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+        allowed, suppressed = self._throttle.allow(kind, self._now)
+        if not allowed:
             return
-        suppressed = self._suppressed.pop(kind, 0)
-        self._logged_at[kind] = self._now
         more = f" (+{suppressed} more since the last report)" if suppressed else ""
         logger.warning("{}: {} [{}]{}", self.symbol, message, kind, more)
 
