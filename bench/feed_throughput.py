@@ -48,6 +48,9 @@ API_KEY = "bench-key-0123456789"
 EXPIRY = date(2025, 1, 30)
 
 
+
+RESULT_JSON = Path(__file__).resolve().parent / "results" / (Path(__file__).stem + ".json")
+
 def symbols_for(count: int) -> list[str]:
     width = max(1, (count + 1) // 4 + 1)
     return universe_symbols(24000, EXPIRY, InstrumentSpec(), width=width)[:count]
@@ -267,7 +270,7 @@ def main() -> None:
     parser.add_argument("--modes", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--setups", nargs="+", default=["process", "thread", "raw"],
                         choices=["process", "thread", "raw"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    parser.add_argument("--out", type=Path, default=RESULT_JSON)
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -285,6 +288,7 @@ def main() -> None:
     result = {"benchmark": "feed_throughput", "command": " ".join(sys.argv),
               "python": platform.python_version(), "cpus": multiprocessing.cpu_count(),
               "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -45,7 +45,7 @@ from engine.sim.server import SimulatorServer, SimulatorSettings
 
 API_KEY = "bench-key-0123456789"
 EXPIRY = date(2025, 1, 30)
-DEFAULT_JSON = Path(__file__).resolve().parent / "sim_feed_throughput.json"
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "sim_feed_throughput.json"
 COLUMNS = ("mode", "ticks", "publish/s", "sent/s", "end_to_end/s", "seconds")
 
 

@@ -35,6 +35,9 @@ T0 = ist_epoch(2025, 1, 30, 9, 15)
 SYMBOLS = [f"NIFTY30JAN25{20000 + 50 * i}{'CE' if i % 2 else 'PE'}" for i in range(1000)]
 
 
+
+RESULT_JSON = Path(__file__).resolve().parent / "results" / (Path(__file__).stem + ".json")
+
 def bar(i: int) -> Bar:
     return Bar(SYMBOLS[i % len(SYMBOLS)], T0 + 60 * (i // len(SYMBOLS)), 100.0, 101.0, 99.0,
                100.5, 1000, 12, 100.2)
@@ -123,7 +126,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000, help="rows per batched case")
     parser.add_argument("--intents", type=int, default=500, help="asked intents")
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    parser.add_argument("--out", type=Path, default=RESULT_JSON)
     args = parser.parse_args()
     logger.remove()
 
@@ -143,6 +146,7 @@ def main() -> None:
     report = {"python": platform.python_version(), "machine": platform.machine(),
               "directory": str(args.dir) if args.dir else "(temporary)", "rows": args.rows,
               "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.out}")
 

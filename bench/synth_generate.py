@@ -53,6 +53,9 @@ class SwingLow:
     confirmed: int
 
 
+
+RESULT_JSON = Path(__file__).resolve().parent / "results" / (Path(__file__).stem + ".json")
+
 def build_bars(reader: SessionReader) -> dict[str, list[MinuteBar]]:
     """One-minute bars by exchange time from valid option ticks, with session VWAP."""
     state: dict[str, dict[str, Any]] = defaultdict(lambda: {"bars": [], "cur": None, "vol": None,
@@ -169,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--date", default=defaults.default_date)
     parser.add_argument("--seed", type=int, default=defaults.default_seed)
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"),
+    parser.add_argument("--json", type=Path, default=RESULT_JSON,
                         help="write the results here")
     args = parser.parse_args()
 
@@ -200,6 +203,7 @@ def main() -> None:
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")
 
