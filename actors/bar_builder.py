@@ -52,7 +52,8 @@ class BarBuilder(EngineActor):
                  settings: BarSettings, session: tuple[float, float],
                  downstream: Sequence[str] = (), store: str | None = "store",
                  history: HistorySource | None = None,
-                 load_snapshot: SnapshotLoader | None = None, **kw: Any) -> None:
+                 load_snapshot: SnapshotLoader | None = None, close_margin_s: float = 0.0,
+                 **kw: Any) -> None:
         super().__init__(supervision, **kw)
         self.symbol = symbol
         self.settings = settings
@@ -61,6 +62,7 @@ class BarBuilder(EngineActor):
         self.store = store
         self.history = history
         self.load_snapshot = load_snapshot
+        self.close_margin_s = close_margin_s
         self.agg = BarAggregator(symbol, settings, session)
         self._close_timer: TimerHandle | None = None
         self._scheduled_for: float | None = None
@@ -131,11 +133,15 @@ class BarBuilder(EngineActor):
         if timer.name != CLOSE_TIMER:
             return
         self._scheduled_for = None
-        self._publish(self.agg.on_time(self._now()))
+        self._publish(self.agg.on_time(self._now() - self.close_margin_s))
         self._arm()
 
     def _arm(self) -> None:
-        """Keep exactly one close timer, at the aggregator's next close moment."""
+        """Keep exactly one close timer, at the aggregator's next close moment plus the transit
+        margin: a tick received just before minute end + grace may still be on its way from the
+        feed thread when the clock reaches that moment; it must land in its minute, as it does
+        in a replay of the recording. (A tick received after end + grace closes the minute
+        itself before it is judged, so the margin never lets a late tick in.)"""
         due = self.agg.next_close_at
         if due == self._scheduled_for:
             return
@@ -144,7 +150,7 @@ class BarBuilder(EngineActor):
         if due >= self.session[1] + 3600:
             self._close_timer, self._scheduled_for = None, None
             return
-        self._close_timer = self.schedule_at(due, CLOSE_TIMER)
+        self._close_timer = self.schedule_at(due + self.close_margin_s, CLOSE_TIMER)
         self._scheduled_for = due
 
     # -- output ----------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class MarketDataSettings:
     report_interval_s: float = setting(5.0, "how often the feed reports per-symbol freshness to "
                                        "health, engine seconds", min=0.1, max=600)
     positions_actor: str = setting("positions", "registry name that gets ticks of held symbols")
+    close_transit_s: float = setting(0.05, "real seconds a received tick may take to reach its "
+                                     "bar builder; minute closes wait this long (scaled by the "
+                                     "clock's speed in paper)", min=0.0, max=5.0)
 
 
 class FeedConnection(Protocol):

@@ -26,6 +26,7 @@ Consumers start before producers, so the first bar already finds its swing detec
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -170,9 +171,12 @@ class Engine:
     def _bar_specs(self) -> list[ChildSpec]:
         history = self._history_source()
         downstream = self.parts.bar_downstream or (("swings",) if self.parts.strategies else ())
+        transit = self.cfg.section("market_data").close_transit_s
+        speed = self.clock.speed
+        margin = transit * speed if math.isfinite(speed) else transit
         return [ChildSpec(builder_name(sym), _bar_factory(
             sym, self.cfg.bars, self.session, downstream, history,
-            self.load_state)) for sym in self.symbols()]
+            self.load_state, margin)) for sym in self.symbols()]
 
     def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
         broker = self.parts.broker
@@ -257,7 +261,8 @@ def _host_factory(name: str, factory: Any, account: str, instrument: Any,
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
-                 downstream: tuple[str, ...], history: Any, load: Any) -> Callable[[Any], Any]:
+                 downstream: tuple[str, ...], history: Any, load: Any,
+                 margin: float) -> Callable[[Any], Any]:
     return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
                                       downstream=downstream, history=history,
-                                      load_snapshot=load)
+                                      load_snapshot=load, close_margin_s=margin)
