@@ -20,7 +20,7 @@ from engine.cli import (
     CommandSpec,
     _no_args,
 )
-from engine.config import Config
+from engine.config import Config, ConfigError
 from engine.logs import setup_logging
 
 
@@ -81,6 +81,9 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=0.0,
                    help="pace at N times real time (default: as fast as possible)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
+    p.add_argument("--no-strategy", action="store_true",
+                   help="market data only: bars and swings, no orders")
     _db_option(p)
 
 
@@ -158,7 +161,9 @@ def run_replay(args: argparse.Namespace, cfg: Config) -> int:
         session = _session_arg(cfg, args.session)
         db = Path(args.db) if args.db else _state(cfg) / f"replay-{session.stem}.db"
         driver = ReplayDriver(cfg, session, db_path=_fresh_db(db), speed=args.speed,
-                              progress=(not args.no_progress) and sys.stderr.isatty())
+                              progress=(not args.no_progress) and sys.stderr.isatty(),
+                              strategies=() if args.no_strategy else _strategies(
+                                  cfg, args.strategy))
     except (SessionArgError, SessionFileError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -213,10 +218,14 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _strategies(cfg: Config) -> tuple[str, ...]:
+def _strategies(cfg: Config, chosen: str | None = None) -> tuple[str, ...]:
     from strategies.registry import STRATEGIES
 
-    return (cfg.engine.strategy,) if cfg.engine.strategy in STRATEGIES else ()
+    name = chosen or cfg.engine.strategy
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}",
+                          key="engine.strategy", source="command line" if chosen else cfg.source)
+    return (name,)
 
 
 def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:

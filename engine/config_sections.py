@@ -26,7 +26,12 @@ from engine.sim.server import SimulatorSettings
 from engine.store import StoreSettings
 from engine.supervisor import SupervisionSettings
 from engine.swings import SwingSettings
-from engine.synth import SynthSettings, check_config
+from engine.synth import SynthSettings
+from engine.synth import check_config as check_synth
+from engine.universe import UniverseSettings
+from strategies.baseline_v1 import BaselineSettings
+from strategies.baseline_v1 import check_config as check_baseline
+from strategies.vwap_cross import VwapCrossSettings
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -60,6 +65,9 @@ SECTIONS: dict[str, type[Any]] = {
     "replay": ReplaySettings,
     "recorder": RecorderSettings,
     "orders": OrderSettings,
+    "universe": UniverseSettings,
+    "baseline_v1": BaselineSettings,
+    "vwap_cross": VwapCrossSettings,
     "session_file": SessionFileSettings,
     "synth": SynthSettings,
     "simulator": SimulatorSettings,
@@ -77,5 +85,6 @@ def _supervision_checks(cfg: Config) -> list[tuple[str, str]]:
 # Checks that span several keys: each returns (dotted key, problem) pairs.
 CROSS_CHECKS: list[Callable[[Config], list[tuple[str, str]]]] = [
     _supervision_checks,
-    check_config,
+    check_synth,
+    check_baseline,
 ]

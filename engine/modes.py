@@ -125,7 +125,8 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         published = playback.published
         if not stop.is_set():
             # let the last minute close on the engine clock (minute end + grace)
-            end = minute_start(last) + 60.0 + cfg.bars.grace_s + 0.5
+            margin = cfg.section("market_data").close_transit_s * speed
+            end = minute_start(last) + 60.0 + cfg.bars.grace_s + margin + 0.5
             while clock.time() < end and not stop.is_set():
                 time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
         else:

@@ -65,6 +65,7 @@ class ReplaySummary:
     stuck_steps: int = 0
     restarts: int = 0
     db_path: str = ""
+    trade_reports: list[str] = field(default_factory=list)
 
     @property
     def ticks_per_s(self) -> float:
@@ -81,6 +82,7 @@ class ReplaySummary:
             f"  bars hash {self.bars_hash}",
             f"  restarts {self.restarts}, stuck steps {self.stuck_steps}, database "
             f"{self.db_path}",
+            *self.trade_reports,
         ]
 
 
@@ -99,7 +101,8 @@ class ReplayDriver:
     def __init__(self, cfg: Config, session: Path, *, db_path: Path, speed: float = 0.0,
                  progress: bool | None = None,
                  on_step: Callable[[Engine, float], None] | None = None,
-                 parts_hook: Callable[[EngineParts], None] | None = None) -> None:
+                 parts_hook: Callable[[EngineParts], None] | None = None,
+                 strategies: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.settings: ReplaySettings = cfg.section("replay")
         self.session = session
@@ -109,6 +112,7 @@ class ReplayDriver:
         self.reader = SessionReader(session)
         self.on_step = on_step
         self.parts_hook = parts_hook
+        self.strategies = strategies
         self._last_ts = 0.0  # latest bucketing time (exchange time, else receive) seen
 
     def _parts(self) -> tuple[EngineParts, VirtualClock, SimulatedBroker]:
@@ -126,7 +130,8 @@ class ReplayDriver:
             broker.declare_symbol(sym, exch)
         parts = EngineParts(mode="replay", clock=clock, symbols=symbols, trading_day=day,
                             broker=broker, db_path=self.db_path,
-                            supervision_clock=WallClock())
+                            supervision_clock=WallClock(), strategies=self.strategies,
+                            account="replay", open_gate_at_start=True)
         if self.parts_hook is not None:
             self.parts_hook(parts)
         return parts, clock, broker
@@ -145,7 +150,9 @@ class ReplayDriver:
             # recording would otherwise end in hours of gaps and heartbeats); minutes are
             # bucketed by exchange time, so that is what decides the last one
             _, close = session_bounds(parts.trading_day, engine.spec_instrument)
-            end = min(minute_start(self._last_ts) + 60.0, close) + self.cfg.bars.grace_s + 0.001
+            margin = self.cfg.section("market_data").close_transit_s  # the close timers' delay
+            end = (min(minute_start(self._last_ts) + 60.0, close) + self.cfg.bars.grace_s
+                   + margin + 0.001)
             self._settle(engine, clock, end, summary)
             summary.elapsed_s = time.perf_counter() - started
             self._collect(engine, summary)
@@ -198,12 +205,26 @@ class ReplayDriver:
                 broker: SimulatedBroker | None = None) -> None:
         """Advance to ``until`` (timers), deliver ``ticks``, then wait for the step to settle."""
         registry = engine.registry
+        # timers due at different moments are settled one moment at a time, so what one timer
+        # causes is handled before a later timer's message goes out (e.g. a strategy's
+        # evaluation and the order manager's poll)
+        while True:
+            due = clock.next_due()
+            if due is None or due >= until:
+                break
+            clock.advance_to(due)
+            self._barrier(registry, summary, due)
         clock.advance_to(until)
         if ticks:
             assert broker is not None
             for tick in ticks:
                 broker.on_tick(tick)
             registry.tell("feed", TickBatch(tuple(ticks)))
+        self._barrier(registry, summary, until)
+
+    def _barrier(self, registry: Any, summary: ReplaySummary, until: float) -> None:
+        """Wait until every message told from outside actors since the last call is handled,
+        and everything those messages caused."""
         targets = registry.take_external_sends()
         if not targets:
             return
@@ -250,6 +271,15 @@ class ReplayDriver:
         summary.bars = len(bars)
         summary.gaps = gaps
         summary.bars_hash = bars_digest(bars)
+        if self.strategies:
+            from engine.trades import day_report
+
+            db = Database(self.db_path, self.cfg.store)
+            try:
+                summary.trade_reports = [day_report(db, name, day, "replay")
+                                         for name in self.strategies]
+            finally:
+                db.close()
 
 
 class _Progress:

@@ -141,7 +141,8 @@ class Engine:
         cfg = self.cfg
         hosts = [f"strategy.{name}" for name in self.parts.strategies]
         swings = ChildSpec("swings", lambda s: SwingDetector.start(
-            s, settings=cfg.section("swings"), downstream=tuple(hosts)))
+            s, settings=cfg.section("swings"), downstream=tuple(hosts),
+            load_state=self.load_state))
         children: list[ChildSpec | SupervisorSpec] = [swings]
         for name in self.parts.strategies:
             factory = strategy_factory(name, cfg)

@@ -101,6 +101,12 @@ class StrategyContext(Protocol):
     def schedule_at(self, when: float, name: str, payload: Any = None) -> None:
         """``on_timer`` will get ``TimerFired(name, when, payload)`` at engine time ``when``."""
 
+    def schedule_every(self, interval: float, name: str, *, first: float | None = None,
+                       payload: Any = None) -> None:
+        """``on_timer`` gets ``TimerFired(name, due, payload)`` every ``interval`` engine
+        seconds (first at ``first``, else one interval from now). The clock keeps the series,
+        so every firing has its exact due time even when a replay steps over several."""
+
     def alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
         """Raise an operator alert (throttled by the health actor)."""
 
@@ -127,6 +133,10 @@ class Strategy:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back what ``snapshot`` returned."""
+
+    def status(self) -> dict[str, Any]:
+        """A small summary for ``run.py status`` (state, P&L, R, limits); JSON-able."""
+        return {}
 
     # -- market data -------------------------------------------------------------------------
     def on_bar(self, bar: Bar) -> None:
@@ -155,5 +165,6 @@ class Strategy:
         """A timer scheduled with ``ctx.schedule_at`` is due."""
 
     def on_command(self, name: str, args: Mapping[str, Any]) -> None:
-        """An operator command addressed to the strategy (pause/resume are handled by the
-        host; this hook is for strategy-specific ones)."""
+        """An operator command addressed to the strategy. The host acts on pause/resume
+        itself (``can_trade``) and then passes every command here too, so a strategy can add
+        its own (kill, flatten, ...) and clear its own blocks on resume."""

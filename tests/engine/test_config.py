@@ -179,6 +179,6 @@ def test_per_group_supervision_defaults_and_overrides(tmp_path: Path) -> None:
     cfg = load_config(p, env={})
     assert cfg.supervision.execution.max_restarts == 9
     assert cfg.supervision.execution.liveness_timeout == 60.0  # the group default survives
-    with pytest.raises(ConfigError, match="supervision.market_data.liveness_timeout"):
+    with pytest.raises(ConfigError, match=r"supervision\.market_data\.liveness_timeout"):
         load_config(None, env={}, overrides={"supervision.market_data.liveness_timeout": "1",
                                              "supervision.market_data.liveness_interval": "5"})

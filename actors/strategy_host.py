@@ -1,0 +1,568 @@
+"""The StrategyHost actor (registry name ``strategy.<name>``): runs one strategy.
+
+Owns the strategy object and everything the ``StrategyContext`` promises it:
+
+- hooks are called on the host's thread, one per message, in message order (bars, updates,
+  swings, order events, fills, marks, timers, commands);
+- ``place`` builds an ``OrderIntent`` with a deterministic client id
+  ``<strategy>-<yyMMdd>-<seq:05d>`` (IST date of the engine time; ``seq`` is persisted, so a
+  restart continues it and two replays give identical ids) and tells the order manager;
+  ``cancel`` / ``replace`` tell a ``CancelIntent`` (``replace_with``: verified
+  cancel-then-replace, done by the order manager);
+- the order views (from ``OrderEvent``) and net positions (from ``Fill``, each fill applied once
+  by its key) the strategy reads;
+- ``can_trade``: False until a ``TradingGate(entries=True)`` for this strategy arrives (the
+  reconciler's after startup reconciliation; the runtime's at the start of a replay) and while
+  paused. An entry placed while it is False is not sent: it is reported back as rejected.
+  ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
+- persistence: after every hook that changed something, ``strategy.snapshot()`` and the host's
+  own state (sequence, orders, positions, fill keys, pause) are written as the
+  ``strategy_state`` row ``strategy.<name>`` (committed at once when orders or fills changed,
+  batched when only the strategy's snapshot did). The host's part is also written before each
+  intent leaves, so a hook that fails after ``place`` never leads to a reused client id. On
+  start a row of the current trading day is restored; one from an earlier day is ignored (a
+  stale "day is over" flag must never block a new day). A row that cannot be read is a
+  ``StrategyStateError``: the host refuses to start rather than trade without knowing its
+  latches and positions;
+- ``record_trade`` → the store's ``trades`` table; ``alert`` → the health actor;
+  ``schedule_at`` / ``schedule_every`` → engine-clock timers delivered to ``on_timer`` (a new
+  incarnation starts without the old one's timers: a strategy schedules what it needs in
+  ``on_start``);
+- ``StatusRequest`` → a dict for ``run.py status``.
+
+Time inside ``on_timer`` is the timer's due time, so decisions taken on timers do not depend on
+how far a replay's virtual clock has already moved on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from datetime import date
+from types import MappingProxyType
+from typing import Any
+
+from loguru import logger
+
+from engine.actor import EngineActor, Supervision, handles
+from engine.instruments import InstrumentSpec, trading_date
+from engine.messages import (
+    Action,
+    Alert,
+    Bar,
+    BarUpdate,
+    CancelIntent,
+    Command,
+    Fill,
+    OrderEvent,
+    OrderIntent,
+    OrderPurpose,
+    OrderStatus,
+    PositionMark,
+    PriceType,
+    Product,
+    Severity,
+    StatusRequest,
+    Swing,
+    SwingBroken,
+    TimerFired,
+    TradingGate,
+)
+from engine.store import StoredStrategyState, StoredTrade, record
+from strategies.base import OrderView, Strategy, StrategyContext
+
+StateLoader = Callable[[str], StoredStrategyState | None]
+
+STATE_VERSION = 1
+
+#: the OrderIntent fields ``replace`` may change
+REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype", "price",
+                         "trigger_price", "purpose", "product", "parent_id"})
+_TRADE_FIELDS = frozenset({"symbol", "action", "quantity", "entry_ts", "entry_price", "exit_ts",
+                           "exit_price", "pnl", "r_multiple", "entry_client_id",
+                           "exit_client_id", "exit_reason"})
+
+
+class StrategyStateError(RuntimeError):
+    """The persisted state of a strategy cannot be restored; the host does not start."""
+
+
+class UnknownOrder(KeyError):
+    """A strategy referred to a client id that is not one of its orders."""
+
+    def __str__(self) -> str:
+        return f"not an order of this strategy: {self.args[0]!r}"
+
+
+def client_id(strategy: str, day: date, seq: int) -> str:
+    """``<strategy>-<yyMMdd>-<seq:05d>``."""
+    return f"{strategy}-{day:%y%m%d}-{seq:05d}"
+
+
+class StrategyHost(EngineActor):
+    def __init__(self, supervision: Supervision | None = None, *,
+                 strategy_factory: Callable[[StrategyContext], Strategy], strategy_name: str,
+                 account: str, instrument: InstrumentSpec, orders: str = "orders",
+                 store: str | None = "store", health: str | None = "health",
+                 load_state: StateLoader | None = None, **kw: Any) -> None:
+        if supervision is None and "name" not in kw:
+            kw["name"] = f"strategy.{strategy_name}"
+        super().__init__(supervision, **kw)
+        self.strategy_name = strategy_name
+        self.account = account
+        self.instrument = instrument
+        self.orders_name = orders
+        self.store = store
+        self.health = health
+        self.load_state = load_state
+        self._factory = strategy_factory
+        self.strategy: Strategy | None = None
+        self.context = HostContext(self)
+        # host state (persisted)
+        self.day: date | None = None
+        self.seq = 0
+        self.intents: dict[str, OrderIntent] = {}
+        self.views: dict[str, OrderView] = {}
+        self.net: dict[str, int] = {}
+        self.fill_keys: set[tuple[str, int]] = set()
+        self.paused = False
+        # not persisted: the gate must be opened again by every incarnation (fail-closed)
+        self.gate_open = False
+        self._dirty = False
+        self._last_snapshot: dict[str, Any] | None = None
+        self._timer_now: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.strategy = self._factory(self.context)
+        now = self.now()
+        self.day = trading_date(now)
+        self._restore()
+        self._last_snapshot = copy.deepcopy(self.strategy.snapshot())
+        self._call(self.strategy.on_start)
+
+    def _restore(self) -> None:
+        assert self.strategy is not None
+        if self.load_state is None:
+            return
+        name = self.state_name
+        stored = self.load_state(name)
+        if stored is None:
+            return
+        if stored.version != STATE_VERSION:
+            raise StrategyStateError(f"{name}: state version {stored.version} is not "
+                                     f"{STATE_VERSION}; refusing to start without it")
+        state = stored.state
+        try:
+            day = date.fromisoformat(state["day"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StrategyStateError(f"{name}: state has no valid day ({exc!r})") from None
+        if day != self.day:
+            logger.info("{}: saved state is from {}, not today ({}); starting the day fresh",
+                        self.name, day, self.day)
+            return
+        try:
+            self.seq = int(state["seq"])
+            self.paused = bool(state["paused"])
+            for row in state["orders"]:
+                intent, view = _order_from_dict(row)
+                self.intents[intent.client_id] = intent
+                if view is not None:
+                    self.views[intent.client_id] = view
+            self.net = {str(k): int(v) for k, v in state["positions"].items()}
+            self.fill_keys = {(str(b), int(c)) for b, c in state["fill_keys"]}
+            self.strategy.restore(state["strategy"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StrategyStateError(f"{name}: saved state cannot be restored: {exc!r}") from None
+        logger.info("{}: restored the day's state: {} orders ({} working), positions {}, "
+                    "next id #{}", self.name, len(self.intents),
+                    sum(1 for v in self.views.values() if v.working),
+                    {s: q for s, q in self.net.items() if q}, self.seq + 1)
+
+    @property
+    def state_name(self) -> str:
+        return f"strategy.{self.strategy_name}"
+
+    # -- market data ---------------------------------------------------------------------------
+    @handles(Bar)
+    def on_bar(self, bar: Bar) -> None:
+        self._call(self._strategy.on_bar, bar)
+
+    @handles(BarUpdate)
+    def on_bar_update(self, update: BarUpdate) -> None:
+        self._call(self._strategy.on_bar_update, update)
+
+    @handles(Swing)
+    def on_swing(self, swing: Swing) -> None:
+        self._call(self._strategy.on_swing, swing)
+
+    @handles(SwingBroken)
+    def on_swing_broken(self, broken: SwingBroken) -> None:
+        self._call(self._strategy.on_swing_broken, broken)
+
+    # -- execution -------------------------------------------------------------------------------
+    @handles(OrderEvent)
+    def on_order_event(self, event: OrderEvent) -> None:
+        view = self.views.get(event.client_id)
+        intent = self.intents.get(event.client_id)
+        if view is None and intent is not None:
+            view = _view_of(intent)
+        if view is not None:
+            self.views[event.client_id] = dataclasses.replace(
+                view, status=event.status,
+                filled_quantity=max(view.filled_quantity, event.filled_quantity),
+                average_price=event.average_price or view.average_price,
+                broker_order_id=event.broker_order_id or view.broker_order_id)
+            self._dirty = True
+        else:
+            logger.warning("{}: order event for an order it does not know: {}", self.name,
+                           event)
+        self._call(self._strategy.on_order_event, event)
+
+    @handles(Fill)
+    def on_fill(self, fill: Fill) -> None:
+        if fill.key in self.fill_keys:
+            logger.debug("{}: fill {} already applied; ignored", self.name, fill.key)
+            return
+        self.fill_keys.add(fill.key)
+        signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
+        self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
+        view = self.views.get(fill.client_id)
+        if view is not None and fill.cumulative_quantity > view.filled_quantity:
+            self.views[fill.client_id] = dataclasses.replace(
+                view, filled_quantity=fill.cumulative_quantity)
+        self._dirty = True
+        self._call(self._strategy.on_fill, fill)
+
+    @handles(PositionMark)
+    def on_position(self, mark: PositionMark) -> None:
+        if mark.strategy in ("", self.strategy_name):
+            self._call(self._strategy.on_position, mark)
+
+    @handles(TimerFired)
+    def on_timer(self, timer: TimerFired) -> None:
+        self._timer_now = timer.due
+        try:
+            self._call(self._strategy.on_timer, timer)
+        finally:
+            self._timer_now = None
+
+    # -- operations ------------------------------------------------------------------------------
+    @handles(TradingGate)
+    def on_gate(self, gate: TradingGate) -> None:
+        if gate.strategy not in ("", self.strategy_name):
+            return
+        if gate.entries != self.gate_open:
+            logger.info("{}: entries {} ({})", self.name, "open" if gate.entries else "closed",
+                        gate.reason or "no reason given")
+        self.gate_open = gate.entries
+
+    @handles(Command)
+    def on_command(self, command: Command) -> None:
+        args = dict(command.args)
+        target = args.get("strategy")
+        if target not in (None, "", self.strategy_name):
+            return
+        if command.name in ("pause", "resume"):
+            paused = command.name == "pause"
+            if paused != self.paused:
+                self.paused = paused
+                self._dirty = True
+                logger.info("{}: {} by operator", self.name,
+                            "paused" if paused else "resumed")
+        self._call(self._strategy.on_command, command.name, args)
+
+    @handles(StatusRequest)
+    def status(self, _: StatusRequest) -> dict[str, Any]:
+        working = [v for v in self.views.values() if v.working]
+        return {
+            "strategy": self.strategy_name,
+            "account": self.account,
+            "can_trade": self.can_trade,
+            "gate_open": self.gate_open,
+            "paused": self.paused,
+            "day": self.day.isoformat() if self.day else None,
+            "orders_today": len(self.intents),
+            "orders_working": len(working),
+            "positions": {s: q for s, q in sorted(self.net.items()) if q},
+            "last_client_id": (client_id(self.strategy_name, self.day, self.seq)
+                               if self.day and self.seq else None),
+            "detail": self._strategy.status(),
+        }
+
+    # -- the context's implementation --------------------------------------------------------------
+    @property
+    def can_trade(self) -> bool:
+        return self.gate_open and not self.paused
+
+    def now(self) -> float:
+        if self._timer_now is not None:
+            return self._timer_now
+        if self.clock is None:
+            raise RuntimeError(f"{self.name} needs an engine clock")
+        return self.clock.time()
+
+    def place(self, *, symbol: str, exchange: str, action: Action, quantity: int,
+              pricetype: PriceType, price: float = 0.0, trigger_price: float = 0.0,
+              purpose: OrderPurpose = OrderPurpose.ENTRY, product: Product = Product.MIS,
+              parent_id: str | None = None, reason: str = "") -> str:
+        now = self.now()
+        cid = self._next_id(now)
+        intent = _checked(OrderIntent(
+            client_id=cid, strategy=self.strategy_name, account=self.account, symbol=symbol,
+            exchange=exchange, action=Action(action), quantity=quantity,
+            pricetype=PriceType(pricetype), product=Product(product), price=float(price),
+            trigger_price=float(trigger_price), purpose=OrderPurpose(purpose), created_ts=now,
+            parent_id=parent_id, reason=reason))
+        self.intents[cid] = intent
+        self.views[cid] = _view_of(intent)
+        if intent.purpose is OrderPurpose.ENTRY and not self.can_trade:
+            self._refuse(intent, now)
+        else:
+            self._persist_before_sending()
+            self.tell(self.orders_name, intent)
+        return cid
+
+    def cancel(self, cid: str, reason: str = "") -> None:
+        if cid not in self.intents:
+            raise UnknownOrder(cid)
+        self.tell(self.orders_name, CancelIntent(cid, reason))
+
+    def replace(self, cid: str, *, reason: str = "", **changes: Any) -> str:
+        old = self.intents.get(cid)
+        if old is None:
+            raise UnknownOrder(cid)
+        unknown = sorted(set(changes) - REPLACEABLE)
+        if unknown:
+            raise ValueError(f"replace cannot change {unknown}; allowed: {sorted(REPLACEABLE)}")
+        now = self.now()
+        new_id = self._next_id(now)
+        new = _checked(dataclasses.replace(
+            old, client_id=new_id, created_ts=now, reason=reason or old.reason,
+            **_typed_changes(changes)))
+        self.intents[new_id] = new
+        if new.purpose is OrderPurpose.ENTRY and not self.can_trade:
+            self.views[new_id] = _view_of(new)
+            self._refuse(new, now)
+        else:
+            # no view yet: the replacement exists once the order manager reports it
+            self._persist_before_sending()
+            self.tell(self.orders_name, CancelIntent(cid, reason, replace_with=new))
+        return new_id
+
+    def order_views(self, working_only: bool) -> Mapping[str, OrderView]:
+        if not working_only:
+            return MappingProxyType(dict(self.views))
+        return MappingProxyType({c: v for c, v in self.views.items() if v.working})
+
+    def net_positions(self) -> Mapping[str, int]:
+        return MappingProxyType({s: q for s, q in self.net.items() if q})
+
+    def raise_alert(self, kind: str, message: str, severity: Severity) -> None:
+        text = f"{self.strategy_name}: {message}"
+        log = logger.error if severity is Severity.CRITICAL else logger.warning
+        log("[ALERT {}] {}", kind, text)
+        if self.health:
+            self.tell(self.health, Alert(kind, text, self.now(), Severity(severity)))
+
+    def save_trade(self, fields: Mapping[str, Any]) -> None:
+        fields = dict(fields)
+        if "r" in fields:
+            fields["r_multiple"] = fields.pop("r")
+        unknown = sorted(set(fields) - _TRADE_FIELDS)
+        if unknown:
+            raise ValueError(f"record_trade: unknown fields {unknown}")
+        try:
+            trade = StoredTrade(strategy=self.strategy_name, account=self.account,
+                                trading_date=trading_date(float(fields["exit_ts"])),
+                                **{**fields, "action": Action(fields["action"])})
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"record_trade: incomplete trade {fields!r}: {exc}") from None
+        logger.info("{}: trade {} {} x{} {:.2f} -> {:.2f} pnl {:+.2f} ({:+.2f} R) {}", self.name,
+                    trade.symbol, trade.action.value, trade.quantity, trade.entry_price,
+                    trade.exit_price, trade.pnl, trade.r_multiple, trade.exit_reason)
+        if self.store:
+            self.tell(self.store, record(trade))
+
+    # -- internals -------------------------------------------------------------------------------
+    @property
+    def _strategy(self) -> Strategy:
+        if self.strategy is None:
+            raise RuntimeError(f"{self.name}: the strategy is not started")
+        return self.strategy
+
+    def _call(self, hook: Callable[..., None], *args: Any) -> None:
+        """Run one hook, then persist if it (or the message before it) changed anything."""
+        hook(*args)
+        snapshot = self._strategy.snapshot()
+        if self._dirty or snapshot != self._last_snapshot:
+            self._persist(snapshot, durable=self._dirty)
+            # a copy: a strategy may hand out its live state and change it in place later
+            self._last_snapshot = copy.deepcopy(snapshot)
+            self._dirty = False
+
+    def _persist_before_sending(self) -> None:
+        """Make the sequence and the new order durable before the intent leaves, so a hook
+        that fails after ``place`` cannot make a restarted host reuse a client id. The
+        strategy's part is its last saved snapshot; the full state follows after the hook."""
+        self._persist(self._last_snapshot or {}, durable=True)
+
+    def _persist(self, snapshot: dict[str, Any], durable: bool) -> None:
+        if not self.store or self.day is None:
+            return
+        orders = [_order_to_dict(intent, self.views.get(cid))
+                  for cid, intent in self.intents.items()]
+        state = {
+            "day": self.day.isoformat(),
+            "seq": self.seq,
+            "paused": self.paused,
+            "orders": orders,
+            "positions": dict(self.net),
+            "fill_keys": sorted([b, c] for b, c in self.fill_keys),
+            "strategy": snapshot,
+        }
+        self.tell(self.store, record(StoredStrategyState(
+            name=self.state_name, version=STATE_VERSION, state=state, updated_ts=self.now()),
+            durable=durable))
+
+    def _next_id(self, now: float) -> str:
+        day = trading_date(now)
+        if day != self.day:
+            self._new_day(day)
+        self.seq += 1
+        self._dirty = True
+        return client_id(self.strategy_name, day, self.seq)
+
+    def _new_day(self, day: date) -> None:
+        """The engine ran into a new trading day: ids restart, finished orders are dropped."""
+        logger.info("{}: new trading day {}", self.name, day)
+        self.day = day
+        self.seq = 0
+        self.fill_keys.clear()
+        done = [cid for cid, view in self.views.items() if not view.working]
+        for cid in done:
+            del self.views[cid]
+        self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
+
+    def _refuse(self, intent: OrderIntent, now: float) -> None:
+        why = "not reconciled yet" if not self.gate_open else "paused"
+        logger.warning("{}: entry {} on {} not sent: entries are closed ({})", self.name,
+                       intent.client_id, intent.symbol, why)
+        self.tell(self.name, OrderEvent(
+            intent.client_id, OrderStatus.REJECTED, now, self.strategy_name, self.account,
+            intent.symbol, purpose=intent.purpose, reason=f"entries closed ({why})"))
+
+
+class HostContext:
+    """The ``StrategyContext`` a strategy gets: a narrow view of its host."""
+
+    def __init__(self, host: StrategyHost) -> None:
+        self._host = host
+
+    @property
+    def strategy(self) -> str:
+        return self._host.strategy_name
+
+    @property
+    def instrument(self) -> InstrumentSpec:
+        return self._host.instrument
+
+    def now(self) -> float:
+        return self._host.now()
+
+    @property
+    def can_trade(self) -> bool:
+        return self._host.can_trade
+
+    def place(self, *, symbol: str, exchange: str, action: Action, quantity: int,
+              pricetype: PriceType, price: float = 0.0, trigger_price: float = 0.0,
+              purpose: OrderPurpose = OrderPurpose.ENTRY, product: Product = Product.MIS,
+              parent_id: str | None = None, reason: str = "") -> str:
+        return self._host.place(symbol=symbol, exchange=exchange, action=action,
+                                quantity=quantity, pricetype=pricetype, price=price,
+                                trigger_price=trigger_price, purpose=purpose, product=product,
+                                parent_id=parent_id, reason=reason)
+
+    def cancel(self, client_id: str, reason: str = "") -> None:
+        self._host.cancel(client_id, reason)
+
+    def replace(self, client_id: str, *, reason: str = "", **changes: Any) -> str:
+        return self._host.replace(client_id, reason=reason, **changes)
+
+    def orders(self, *, working_only: bool = True) -> Mapping[str, OrderView]:
+        return self._host.order_views(working_only)
+
+    def positions(self) -> Mapping[str, int]:
+        return self._host.net_positions()
+
+    def schedule_at(self, when: float, name: str, payload: Any = None) -> None:
+        self._host.schedule_at(when, name, payload)
+
+    def schedule_every(self, interval: float, name: str, *, first: float | None = None,
+                       payload: Any = None) -> None:
+        self._host.schedule_every(interval, name, first=first, payload=payload)
+
+    def alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
+        self._host.raise_alert(kind, message, severity)
+
+    def record_trade(self, **fields: Any) -> None:
+        self._host.save_trade(fields)
+
+
+# -- (de)serialization of orders ------------------------------------------------------------------
+def _view_of(intent: OrderIntent) -> OrderView:
+    return OrderView(client_id=intent.client_id, symbol=intent.symbol, action=intent.action,
+                     quantity=intent.quantity, pricetype=intent.pricetype, price=intent.price,
+                     trigger_price=intent.trigger_price, purpose=intent.purpose,
+                     status=OrderStatus.SUBMITTING)
+
+
+def _checked(intent: OrderIntent) -> OrderIntent:
+    if not isinstance(intent.quantity, int) or isinstance(intent.quantity, bool) \
+            or intent.quantity <= 0:
+        raise ValueError(f"order quantity must be a positive int, got {intent.quantity!r}")
+    for what in ("price", "trigger_price"):
+        value = getattr(intent, what)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"order {what} must be a finite non-negative number, got {value!r}")
+    if not intent.symbol or not intent.exchange:
+        raise ValueError(f"order needs a symbol and an exchange, got {intent.symbol!r} on "
+                         f"{intent.exchange!r}")
+    return intent
+
+
+def _typed_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    enums: dict[str, Callable[[Any], Any]] = {
+        "action": Action, "pricetype": PriceType, "purpose": OrderPurpose, "product": Product,
+        "price": float, "trigger_price": float}
+    return {k: enums[k](v) if k in enums else v for k, v in changes.items()}
+
+
+def _order_to_dict(intent: OrderIntent, view: OrderView | None) -> dict[str, Any]:
+    row: dict[str, Any] = {f.name: getattr(intent, f.name)
+                           for f in dataclasses.fields(OrderIntent)}
+    for key in ("action", "pricetype", "product", "purpose"):
+        row[key] = row[key].value
+    row["status"] = view.status.value if view is not None else None
+    row["filled_quantity"] = view.filled_quantity if view is not None else 0
+    row["average_price"] = view.average_price if view is not None else 0.0
+    row["broker_order_id"] = view.broker_order_id if view is not None else None
+    return row
+
+
+def _order_from_dict(row: Mapping[str, Any]) -> tuple[OrderIntent, OrderView | None]:
+    names = {f.name for f in dataclasses.fields(OrderIntent)}
+    fields = {k: v for k, v in row.items() if k in names}
+    intent = _checked(OrderIntent(**{**fields, "action": Action(fields["action"]),
+                                     "pricetype": PriceType(fields["pricetype"]),
+                                     "product": Product(fields["product"]),
+                                     "purpose": OrderPurpose(fields["purpose"])}))
+    if row["status"] is None:
+        return intent, None
+    view = dataclasses.replace(
+        _view_of(intent), status=OrderStatus(row["status"]),
+        filled_quantity=int(row["filled_quantity"]), average_price=float(row["average_price"]),
+        broker_order_id=row["broker_order_id"])
+    return intent, view
