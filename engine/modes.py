@@ -29,10 +29,10 @@ from loguru import logger
 from actors.feed import FeedCallbacks
 from engine.clock import Clock, ScaledClock, WallClock
 from engine.config import Config
-from engine.instruments import minute_start, trading_date
+from engine.instruments import trading_date
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
-from engine.runtime import Engine, EngineParts
+from engine.runtime import Engine, EngineParts, last_close_at
 from engine.session_file import SessionReader
 from engine.sim.server import SimulatorServer, serve_forever
 
@@ -125,8 +125,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         published = playback.published
         if not stop.is_set():
             # let the last minute close on the engine clock (minute end + grace)
-            margin = cfg.section("market_data").close_transit_s * speed
-            end = minute_start(last) + 60.0 + cfg.bars.grace_s + margin + 0.5
+            end = last_close_at(cfg, clock, last) + 0.5
             while clock.time() < end and not stop.is_set():
                 time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
         else:

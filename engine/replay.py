@@ -29,9 +29,9 @@ from loguru import logger
 from engine.barrier import StepBarrier
 from engine.clock import VirtualClock, WallClock, fmt_ist
 from engine.config import Config
-from engine.instruments import minute_start, session_bounds, trading_date
+from engine.instruments import session_bounds, trading_date
 from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
-from engine.runtime import Engine, EngineParts
+from engine.runtime import Engine, EngineParts, last_close_at
 from engine.session_file import SessionReader
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
@@ -150,9 +150,7 @@ class ReplayDriver:
             # recording would otherwise end in hours of gaps and heartbeats); minutes are
             # bucketed by exchange time, so that is what decides the last one
             _, close = session_bounds(parts.trading_day, engine.spec_instrument)
-            margin = self.cfg.section("market_data").close_transit_s  # the close timers' delay
-            end = (min(minute_start(self._last_ts) + 60.0, close) + self.cfg.bars.grace_s
-                   + margin + 0.001)
+            end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
             self._settle(engine, clock, end, summary)
             summary.elapsed_s = time.perf_counter() - started
             self._collect(engine, summary)

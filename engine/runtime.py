@@ -43,7 +43,7 @@ from actors.store import StoreWriter
 from engine.broker import Broker, HistoryBar, OrderRow
 from engine.clock import Clock
 from engine.config import Config
-from engine.instruments import session_bounds
+from engine.instruments import minute_start, session_bounds
 from engine.messages import DeadLetter, LoadState, RestartRecord, TradingGate
 from engine.registry import Registry
 from engine.sim.matching import SimulatedBroker
@@ -172,9 +172,7 @@ class Engine:
     def _bar_specs(self) -> list[ChildSpec]:
         history = self._history_source()
         downstream = self.parts.bar_downstream or (("swings",) if self.parts.strategies else ())
-        transit = self.cfg.section("market_data").close_transit_s
-        speed = self.clock.speed
-        margin = transit * speed if math.isfinite(speed) else transit
+        margin = close_margin(self.cfg, self.clock)
         return [ChildSpec(builder_name(sym), _bar_factory(
             sym, self.cfg.bars, self.session, downstream, history,
             self.load_state, margin)) for sym in self.symbols()]
@@ -251,6 +249,20 @@ class Engine:
         logger.critical("[SAFE STOP] supervisor gave up: {}. No new orders will be placed; "
                         "resting stop orders stay at the broker.", reason)
         self.stopped.set()
+
+
+def close_margin(cfg: Config, clock: Clock) -> float:
+    """Engine seconds a bar-close timer waits past minute end + grace: the real transit time
+    a received tick may need to reach its builder, scaled by the clock's speed (a virtual clock
+    has no transit: the configured value keeps the timers' order)."""
+    transit = cfg.section("market_data").close_transit_s
+    return transit * clock.speed if math.isfinite(clock.speed) else transit
+
+
+def last_close_at(cfg: Config, clock: Clock, last_tick_ts: float) -> float:
+    """Engine time by which the minute of ``last_tick_ts`` has surely been closed."""
+    return (minute_start(last_tick_ts) + 60.0 + cfg.bars.grace_s + close_margin(cfg, clock)
+            + 0.001)
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,

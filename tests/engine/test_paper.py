@@ -17,7 +17,7 @@ from engine.messages import Bar
 from engine.modes import feed_connector, run_paper
 from engine.openalgo.rest import OpenAlgoClient
 from engine.replay import ReplayDriver, bars_digest
-from engine.runtime import Engine, EngineParts
+from engine.runtime import Engine, EngineParts, last_close_at
 from engine.session_file import SessionReader
 from engine.sim.server import SimulatorServer
 from engine.store import Database
@@ -91,7 +91,7 @@ def test_mid_session_start_backfills_history_with_no_duplicate_and_no_hole(
             db_path=tmp_path / "late.db", record_to=tmp_path / "late_rec.db"))
         engine.start()
         assert playback.join(60)
-        end = minute_start(last) + 60 + c.bars.grace_s + 0.5
+        end = last_close_at(c, clock, last) + 0.5
         while clock.time() < end:
             time.sleep(0.01)
     finally:
