@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from actors.bar_builder import BarBuilder, builder_name
-from engine.actor import EngineActor, handles
 from engine.barrier import StepBarrier
 from engine.bars import BarSettings
 from engine.clock import VirtualClock, ist_epoch
@@ -20,19 +19,10 @@ from engine.registry import Registry
 from engine.replay import ReplayDriver
 from engine.store import Database
 from engine.synth import small_session
+from tests.support import Collector
 
 DAY = date(2025, 9, 3)
 SYM = "NIFTY09SEP2524000CE"
-
-
-class Sink(EngineActor):
-    def __init__(self, *, got: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.got = got
-
-    @handles(Bar, BarUpdate)
-    def on_event(self, event: Any) -> None:
-        self.got.append(event)
 
 
 def at(h: int, m: int, s: float = 0.0) -> float:
@@ -45,7 +35,7 @@ def wired():
     reg = Registry(clock)
     got: list[Any] = []
     refs = []
-    for name, cls, kw in (("sink", Sink, {"got": got}),
+    for name, cls, kw in (("sink", Collector, {"got": got, "kinds": (Bar, BarUpdate)}),
                           (builder_name(SYM), BarBuilder, {
                               "symbol": SYM, "settings": BarSettings(),
                               "session": session_bounds(DAY, InstrumentSpec()),

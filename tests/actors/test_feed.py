@@ -5,15 +5,12 @@ Socket tests run the real FeedClient against the simulator over loopback.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from actors.feed import Feed, MarketDataSettings
-from engine.actor import EngineActor, handles
 from engine.clock import VirtualClock, WallClock, ist_epoch
 from engine.config import load_config
 from engine.messages import (
@@ -27,28 +24,10 @@ from engine.messages import (
 from engine.modes import feed_connector
 from engine.registry import Registry
 from engine.sim.server import SimulatorServer
+from tests.support import Collector, wait_for
 
 A, B, C = "NIFTY09SEP2524000CE", "NIFTY09SEP2524000PE", "NIFTY09SEP2525000CE"
 T0 = ist_epoch(2025, 9, 3, 10, 0)
-
-
-class Sink(EngineActor):
-    def __init__(self, *, got: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.got = got
-
-    @handles(TickBatch, FeedHealth, FeedStatus)
-    def on_any(self, message: Any) -> None:
-        self.got.append(message)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Harness:
@@ -61,7 +40,8 @@ class Harness:
     def sink(self, name: str) -> list[Any]:
         got: list[Any] = []
         self.got[name] = got
-        self.start(name, Sink, got=got)
+        self.start(name, Collector, got=got,
+                   kinds=(TickBatch, FeedHealth, FeedStatus))
         return got
 
     def start(self, name: str, cls: type, **kw: Any) -> Any:

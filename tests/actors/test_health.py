@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from actors.health import Health, HealthSettings
-from engine.actor import EngineActor, handles
 from engine.clock import VirtualClock, ist_epoch
 from engine.instruments import InstrumentSpec
 from engine.messages import (
@@ -21,27 +18,9 @@ from engine.messages import (
     StatusRequest,
 )
 from engine.registry import Registry
+from tests.support import Collector, wait_for
 
 T0 = ist_epoch(2025, 9, 3, 10, 0)
-
-
-class Store(EngineActor):
-    def __init__(self, *, got: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.got = got
-
-    @handles(Heartbeat, Alert)
-    def on_any(self, message: Any) -> None:
-        self.got.append(message)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 @pytest.fixture
@@ -50,7 +29,7 @@ def health():
     reg = Registry(clock)
     stored: list[Any] = []
     refs = []
-    for name, cls, kw in (("store", Store, {"got": stored}),
+    for name, cls, kw in (("store", Collector, {"got": stored, "kinds": (Heartbeat, Alert)}),
                           ("health", Health, {"settings": HealthSettings(),
                                               "instrument": InstrumentSpec(),
                                               "restarts": lambda: 2})):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.actor import EngineActor
 from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError
 from engine.clock import VirtualClock, ist_epoch
 from engine.instruments import InstrumentSpec
@@ -43,6 +41,7 @@ from engine.orders import update_from_row
 from engine.registry import Registry
 from engine.sim.matching import MatchingSettings, SimulatedBroker
 from engine.store import Database, StoreSettings
+from tests.support import Collector
 
 S = OrderStatus
 T0 = ist_epoch(2025, 1, 30, 9, 20)
@@ -53,15 +52,6 @@ SETTINGS = OrderSettings(rate_per_s=8.0, poll_interval_s=1.0, cancel_confirm_tim
                          cancel_poll_s=0.5, resend_attempts=2, start_open=True)
 
 
-class Recorder(EngineActor):
-    """Collects every message it is told (stands in for strategy host, positions, health)."""
-
-    def __init__(self, sink: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.sink = sink
-
-    def handle(self, message: Any) -> None:
-        self.sink.append(message)
 
 
 class Spy:
@@ -119,7 +109,7 @@ class Harness:
                                                   clock=self.clock))
         for name, sink in (("strategy.s", self.strategy), ("positions", self.positions),
                            ("health", self.health)):
-            self._register(name, Recorder.start(sink, name=name, registry=self.registry,
+            self._register(name, Collector.start(sink, name=name, registry=self.registry,
                                                 clock=self.clock))
         self.market(100.0)
         self.listening = False
@@ -246,12 +236,6 @@ def resting_buy(client_id: str | None = None, quantity: int = 65) -> OrderIntent
     return intent(client_id, quantity=quantity, pricetype=PriceType.LIMIT, price=99.0)
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the timeout")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------------

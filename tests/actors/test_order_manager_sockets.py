@@ -22,7 +22,6 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.actor import EngineActor
 from engine.clock import WallClock
 from engine.instruments import InstrumentSpec, option_symbol
 from engine.messages import (
@@ -44,6 +43,8 @@ from engine.registry import Registry
 from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.store import Database
+from tests.support import Collector
+from tests.support import until as wait_for
 
 S = OrderStatus
 API_KEY = "sim-orders-key-2b7c9e"
@@ -53,21 +54,8 @@ SETTINGS = OrderSettings(rate_per_s=8.0, poll_interval_s=0.1, cancel_confirm_tim
                          cancel_poll_s=0.05, resend_attempts=2, start_open=True)
 
 
-class Recorder(EngineActor):
-    def __init__(self, sink: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.sink = sink
-
-    def handle(self, message: Any) -> None:
-        self.sink.append(message)
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the timeout")
-        time.sleep(0.01)
 
 
 class Paper:
@@ -94,7 +82,7 @@ class Paper:
         self._register("store", StoreWriter.start(self.db, name="store", registry=self.registry,
                                                   clock=self.clock))
         for name, sink in (("strategy.s", self.strategy), ("health", self.health)):
-            self._register(name, Recorder.start(sink, name=name, registry=self.registry,
+            self._register(name, Collector.start(sink, name=name, registry=self.registry,
                                                 clock=self.clock))
         self.registry.declare("orders")
         self.feed: FeedClient | None = None

@@ -13,7 +13,6 @@ import pytest
 
 from actors.store import StoreWriter
 from actors.strategy_host import StrategyHost, UnknownOrder, client_id
-from engine.actor import EngineActor
 from engine.clock import VirtualClock, ist_epoch
 from engine.instruments import InstrumentSpec
 from engine.messages import (
@@ -36,6 +35,7 @@ from engine.messages import (
 from engine.registry import Registry
 from engine.store import Database, StoredStrategyState, StoreSettings, record
 from strategies.base import Strategy, StrategyContext
+from tests.support import Collector
 
 T0 = ist_epoch(2025, 1, 30, 9, 30)
 DAY = date(2025, 1, 30)
@@ -105,17 +105,6 @@ class Probe(Strategy):
             raise RuntimeError("a bug after placing")
 
 
-class Collector(EngineActor):
-    """Stands in for the order manager and health: keeps every message it gets."""
-
-    def __init__(self, *, inbox: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.inbox = inbox
-
-    def handle(self, message: Any) -> None:
-        self.inbox.append(message)
-
-
 class World:
     def __init__(self, path: Path) -> None:
         self.clock = VirtualClock(T0)
@@ -125,9 +114,9 @@ class World:
         self.sent: list[Any] = []
         self.alerts: list[Any] = []
         self._start("store", StoreWriter.start(self.db, name="store", clock=self.clock))
-        self._start("orders", Collector.start(inbox=self.sent, name="orders",
+        self._start("orders", Collector.start(self.sent, name="orders",
                                               registry=self.registry, clock=self.clock))
-        self._start("health", Collector.start(inbox=self.alerts, name="health",
+        self._start("health", Collector.start(self.alerts, name="health",
                                               registry=self.registry, clock=self.clock))
         self.probes: list[Probe] = []
 

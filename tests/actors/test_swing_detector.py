@@ -13,12 +13,12 @@ import pytest
 
 from actors.store import StoreWriter
 from actors.swing_detector import SwingDetector, state_name
-from engine.actor import EngineActor
 from engine.clock import VirtualClock, ist_epoch
 from engine.messages import Bar, BarUpdate, Ping, StatusRequest, Swing, SwingBroken, SwingKind
 from engine.registry import Registry
 from engine.store import Database, StoreSettings
 from engine.swings import SwingSettings
+from tests.support import Collector
 
 T = ist_epoch(2025, 1, 30, 9, 15)
 DAY = date(2025, 1, 30)
@@ -33,15 +33,6 @@ def bar(symbol: str, k: int, source: str = "live", day_shift: float = 0.0) -> Ba
     return Bar(symbol, T + 60 * k + day_shift, o, h, low, c, 10, 5, 96.0 + k, source)
 
 
-class Collector(EngineActor):
-    def __init__(self, *, inbox: list[Any], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.inbox = inbox
-
-    def handle(self, message: Any) -> None:
-        self.inbox.append(message)
-
-
 class World:
     def __init__(self, path: Path) -> None:
         self.clock = VirtualClock(T)
@@ -50,7 +41,7 @@ class World:
         self.got: list[Any] = []
         self.refs: list[pykka.ActorRef[Any]] = []
         self._start("store", StoreWriter.start(self.db, name="store", clock=self.clock))
-        self._start(DOWN, Collector.start(inbox=self.got, name=DOWN, registry=self.registry,
+        self._start(DOWN, Collector.start(self.got, name=DOWN, registry=self.registry,
                                           clock=self.clock))
 
     def _start(self, name: str, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
