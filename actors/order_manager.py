@@ -24,8 +24,12 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
   (``engine.orders.OrderBook``); the store's fill keys rebuild that guard after a restart;
 - recovery on start: working orders from the store, their fill keys, and every order left
   ``submitting`` / ``unknown`` resolved through the orderbook like a timed-out placement;
-- ``TradingGate`` (entries closed until startup reconciliation opens them, unless
-  ``start_open``) and ``StatusRequest`` (a dict for ``run.py status``).
+- the trading gate, which it owns: the global ``TradingGate`` (entries closed until startup
+  reconciliation opens them, unless ``start_open``) and each strategy's own (the risk manager's:
+  REDUCING / HALTED close entries). Every change of a strategy's effective gate (both combined)
+  is told to its host ``strategy.<name>``; a starting host asks it (``GateQuery``);
+- ``WorkingOrdersQuery`` (the reconciler and the exit coordinator read the working orders) and
+  ``StatusRequest`` (a dict for ``run.py status``).
 
 Outputs: ``OrderEvent`` and ``Fill`` go to the store (asked: durable), then to
 ``strategy.<strategy>`` and ``positions``; a split child's events go to the store only (the
@@ -67,6 +71,7 @@ from engine.messages import (
     BrokerOrderUpdate,
     CancelIntent,
     Fill,
+    GateQuery,
     OrderEvent,
     OrderIntent,
     OrderPurpose,
@@ -75,6 +80,8 @@ from engine.messages import (
     StatusRequest,
     TimerFired,
     TradingGate,
+    WorkingOrder,
+    WorkingOrdersQuery,
 )
 from engine.orders import (
     CancelRequest,
@@ -133,7 +140,7 @@ class OrderManager(EngineActor):
     def __init__(self, supervision: Supervision | None = None, *, broker: Broker, account: str,
                  settings: OrderSettings, instrument: InstrumentSpec, db: Database | None,
                  store: str | None = "store", positions: str | None = "positions",
-                 **kw: Any) -> None:
+                 strategies: tuple[str, ...] = (), **kw: Any) -> None:
         if supervision is None:
             kw.setdefault("name", "orders")
         super().__init__(supervision, **kw)
@@ -146,6 +153,7 @@ class OrderManager(EngineActor):
         self.db = db
         self.store = store
         self.positions = positions
+        self.strategies = strategies
         self.book = OrderBook(account, instrument)
         why = "start_open" if settings.start_open else "closed until startup reconciliation"
         self._gate = TradingGate(entries=settings.start_open, exits=True, reason=why)
@@ -205,6 +213,9 @@ class OrderManager(EngineActor):
 
     @handles(TradingGate)
     def _on_gate(self, gate: TradingGate) -> None:
+        names = (gate.strategy,) if gate.strategy else \
+            tuple(sorted(set(self.strategies) | set(self._strategy_gates)))
+        before = {name: self.effective_gate(name) for name in names}
         if gate.strategy:
             self._strategy_gates[gate.strategy] = gate
         else:
@@ -213,6 +224,31 @@ class OrderManager(EngineActor):
                     f" for {gate.strategy}" if gate.strategy else "",
                     "open" if gate.entries else "closed", "open" if gate.exits else "closed",
                     gate.reason or "no reason")
+        for name in names:
+            after = self.effective_gate(name)
+            if (after.entries, after.exits) != (before[name].entries, before[name].exits):
+                self.tell(f"strategy.{name}", after)
+
+    @handles(GateQuery)
+    def _on_gate_query(self, query: GateQuery) -> TradingGate:
+        return self.effective_gate(query.strategy)
+
+    def effective_gate(self, strategy: str) -> TradingGate:
+        """The global gate and ``strategy``'s own combined: closed where either is."""
+        own = self._strategy_gates.get(strategy)
+        g = self._gate
+        if own is None:
+            return TradingGate(g.entries, g.exits, g.reason, strategy)
+        reasons = [r for r, shut in ((g.reason, not (g.entries and g.exits)),
+                                     (own.reason, not (own.entries and own.exits))) if shut]
+        return TradingGate(g.entries and own.entries, g.exits and own.exits,
+                           "; ".join(reasons) or own.reason or g.reason, strategy)
+
+    @handles(WorkingOrdersQuery)
+    def _on_working(self, query: WorkingOrdersQuery) -> tuple[WorkingOrder, ...]:
+        return tuple(WorkingOrder(o.intent, o.status, o.filled, o.broker_order_id)
+                     for o in self.book.working_top()
+                     if query.strategy in ("", o.intent.strategy))
 
     @handles(TimerFired)
     def _on_timer(self, timer: TimerFired) -> None:

@@ -11,9 +11,11 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   cancel-then-replace, done by the order manager);
 - the order views (from ``OrderEvent``) and net positions (from ``Fill``, each fill applied once
   by its key) the strategy reads;
-- ``can_trade``: False until a ``TradingGate(entries=True)`` for this strategy arrives (the
-  reconciler's after startup reconciliation; the runtime's at the start of a replay) and while
-  paused. An entry placed while it is False is not sent: it is reported back as rejected.
+- ``can_trade``: False until the order manager, which owns the gate, reports it open for this
+  strategy (after startup reconciliation; at the start of a replay), while the risk manager has
+  it closed (REDUCING, HALTED) and while paused. A starting host asks the order manager for the
+  gate (``GateQuery``), so a restarted host never trades on a gate it did not see. An
+  entry placed while it is False is not sent: it is reported back as rejected.
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
 - persistence: after every hook that changed something, ``strategy.snapshot()`` and the host's
   own state (sequence, orders, positions, fill keys, pause) are written as the
@@ -24,6 +26,8 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   stale "day is over" flag must never block a new day). A row that cannot be read is a
   ``StrategyStateError``: the host refuses to start rather than trade without knowing its
   latches and positions;
+- ``exit_all`` → ``ExitAll`` to the risk manager (the one exit coordinator); an ``ExitAll``
+  from the risk manager → ``strategy.on_exit``;
 - ``record_trade`` → the store's ``trades`` table; ``alert`` → the health actor;
   ``schedule_at`` / ``schedule_every`` → engine-clock timers delivered to ``on_timer`` (a new
   incarnation starts without the old one's timers: a strategy schedules what it needs in
@@ -55,7 +59,9 @@ from engine.messages import (
     BarUpdate,
     CancelIntent,
     Command,
+    ExitAll,
     Fill,
+    GateQuery,
     OrderEvent,
     OrderIntent,
     OrderPurpose,
@@ -70,10 +76,12 @@ from engine.messages import (
     TimerFired,
     TradingGate,
 )
-from engine.store import StoredStrategyState, StoredTrade, record
+from engine.store import StoredOrder, StoredStrategyState, StoredTrade, record
 from strategies.base import OrderView, Strategy, StrategyContext
 
 StateLoader = Callable[[str], StoredStrategyState | None]
+#: (strategy, day) -> the stored orders and fills of that day (the order manager's journal)
+Journal = Callable[[str, date], tuple[list[StoredOrder], list[Fill]]]
 
 STATE_VERSION = 1
 
@@ -106,6 +114,7 @@ class StrategyHost(EngineActor):
                  strategy_factory: Callable[[StrategyContext], Strategy], strategy_name: str,
                  account: str, instrument: InstrumentSpec, orders: str = "orders",
                  store: str | None = "store", health: str | None = "health",
+                 risk: str = "risk", journal: Journal | None = None,
                  load_state: StateLoader | None = None, **kw: Any) -> None:
         if supervision is None and "name" not in kw:
             kw["name"] = f"strategy.{strategy_name}"
@@ -114,9 +123,11 @@ class StrategyHost(EngineActor):
         self.account = account
         self.instrument = instrument
         self.orders_name = orders
+        self.risk_name = risk
         self.store = store
         self.health = health
         self.load_state = load_state
+        self.journal = journal
         self._factory = strategy_factory
         self.strategy: Strategy | None = None
         self.context = HostContext(self)
@@ -141,7 +152,60 @@ class StrategyHost(EngineActor):
         self.day = trading_date(now)
         self._restore()
         self._last_snapshot = copy.deepcopy(self.strategy.snapshot())
+        synced = self._ask_gate()
         self._call(self.strategy.on_start)
+        self._catch_up(synced)
+
+    def _ask_gate(self) -> bool:
+        """The gate as the order manager has it now (closed if it cannot say). The answer also
+        means the order manager has handled every intent an earlier incarnation sent."""
+        if self.registry is None:
+            return False
+        try:
+            gate = self.registry.ask(self.orders_name, GateQuery(self.strategy_name),
+                                     timeout=5.0)
+        except Exception as exc:  # any failure leaves the gate closed
+            logger.warning("{}: gate unknown ({}); entries stay closed until it is told",
+                           self.name, type(exc).__name__)
+            return False
+        if isinstance(gate, TradingGate):
+            self.on_gate(gate)
+        return True
+
+    def _catch_up(self, synced: bool) -> None:
+        """Deliver what happened while no host ran: stored fills not applied yet, and order
+        states that moved on. With ``synced`` (the order manager answered after handling every
+        earlier intent), an intent with no stored order was lost before it was stored: it is
+        reported rejected, so the strategy never waits for it."""
+        if self.journal is None or self.day is None:
+            return
+        orders, fills = self.journal(self.strategy_name, self.day)
+        missed = [f for f in fills if f.key not in self.fill_keys]
+        stored = {o.client_id: o for o in orders}
+        moved: list[OrderEvent] = []
+        for cid, intent in sorted(self.intents.items()):
+            row = stored.get(cid)
+            view = self.views.get(cid)
+            if row is None:
+                if synced and (view is None or view.working):
+                    moved.append(OrderEvent(cid, OrderStatus.REJECTED, self.now(),
+                                            self.strategy_name, self.account, intent.symbol,
+                                            purpose=intent.purpose,
+                                            reason="lost in a restart before it was stored"))
+                continue
+            if view is None or view.status is not row.status \
+                    or view.filled_quantity != row.filled_quantity:
+                moved.append(OrderEvent(cid, row.status, row.updated_ts, self.strategy_name,
+                                        self.account, row.symbol, row.broker_order_id,
+                                        row.filled_quantity, row.average_price, row.purpose,
+                                        row.reason))
+        if missed or moved:
+            logger.warning("{}: catching up {} fill(s) and {} order state(s) missed while "
+                           "restarting", self.name, len(missed), len(moved))
+        for fill in missed:
+            self.on_fill(fill)
+        for event in moved:
+            self.on_order_event(event)
 
     def _restore(self) -> None:
         assert self.strategy is not None
@@ -216,9 +280,9 @@ class StrategyHost(EngineActor):
                 average_price=event.average_price or view.average_price,
                 broker_order_id=event.broker_order_id or view.broker_order_id)
             self._dirty = True
-        else:
-            logger.warning("{}: order event for an order it does not know: {}", self.name,
-                           event)
+        else:  # the exit coordinator's or the reconciler's order for this strategy
+            logger.debug("{}: order event for an order it did not place: {}", self.name,
+                         event)
         self._call(self._strategy.on_order_event, event)
 
     @handles(Fill)
@@ -258,6 +322,17 @@ class StrategyHost(EngineActor):
             logger.info("{}: entries {} ({})", self.name, "open" if gate.entries else "closed",
                         gate.reason or "no reason given")
         self.gate_open = gate.entries
+
+    @handles(ExitAll)
+    def on_exit(self, exit_all: ExitAll) -> None:
+        if exit_all.strategy in ("", self.strategy_name):
+            logger.warning("{}: exit coordinator closing everything ({})", self.name,
+                           exit_all.reason)
+            self._call(self._strategy.on_exit, exit_all.reason)
+
+    def exit_all(self, reason: str) -> None:
+        self.tell(self.risk_name, ExitAll(self.strategy_name, reason, self.now(),
+                                          self.account))
 
     @handles(Command)
     def on_command(self, command: Command) -> None:
@@ -503,6 +578,9 @@ class HostContext:
     def schedule_every(self, interval: float, name: str, *, first: float | None = None,
                        payload: Any = None) -> None:
         self._host.schedule_every(interval, name, first=first, payload=payload)
+
+    def exit_all(self, reason: str) -> None:
+        self._host.exit_all(reason)
 
     def alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
         self._host.raise_alert(kind, message, severity)

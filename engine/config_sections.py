@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from actors.feed import MarketDataSettings
 from actors.health import HealthSettings
 from actors.order_manager import OrderSettings
+from actors.position_monitor import PositionSettings
+from actors.reconciler import ReconcileSettings
 from actors.recorder import RecorderSettings
 from engine.bars import BarSettings
 from engine.config import EngineSettings, InstrumentSettings, LoggingSettings
 from engine.openalgo.feed import FeedSettings
 from engine.openalgo.rest import RestSettings
 from engine.replay import ReplaySettings
+from engine.risk import RiskSettings
 from engine.session_file import SessionFileSettings
 from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorSettings
@@ -65,6 +68,9 @@ SECTIONS: dict[str, type[Any]] = {
     "replay": ReplaySettings,
     "recorder": RecorderSettings,
     "orders": OrderSettings,
+    "positions": PositionSettings,
+    "risk": RiskSettings,
+    "reconcile": ReconcileSettings,
     "universe": UniverseSettings,
     "baseline_v1": BaselineSettings,
     "vwap_cross": VwapCrossSettings,
@@ -73,6 +79,11 @@ SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorSettings,
     "matching": MatchingSettings,
 }
+
+
+def _risk_checks(cfg: Config) -> list[tuple[str, str]]:
+    settings: RiskSettings = cfg.section("risk")
+    return [(f"risk.{key}", problem) for key, problem in settings.problems()]
 
 
 def _supervision_checks(cfg: Config) -> list[tuple[str, str]]:
@@ -85,6 +96,7 @@ def _supervision_checks(cfg: Config) -> list[tuple[str, str]]:
 # Checks that span several keys: each returns (dotted key, problem) pairs.
 CROSS_CHECKS: list[Callable[[Config], list[tuple[str, str]]]] = [
     _supervision_checks,
+    _risk_checks,
     check_synth,
     check_baseline,
 ]

@@ -361,6 +361,80 @@ class ExitAll:
     account: str = ""
 
 
+@frozen
+class StrategyPnl:
+    """One strategy's day on one account, marked to market (position monitor → risk manager).
+
+    ``realized`` and ``unrealized`` are rupees for the current trading day; ``fresh`` is True
+    when every open position has a fresh price (``stale`` names the others); ``open_positions``
+    counts symbols with a non-zero quantity."""
+
+    strategy: str
+    account: str
+    realized: float
+    unrealized: float
+    open_positions: int
+    fresh: bool
+    ts: float
+    stale: tuple[str, ...] = ()
+    premium: float = 0.0  # rupees collected on open shorts (entry price x quantity)
+
+    @property
+    def pnl(self) -> float:
+        return self.realized + self.unrealized
+
+
+@frozen
+class PositionCorrection:
+    """The reconciler's verdict on one position: the broker is the truth. The monitor sets the
+    engine quantity to ``quantity`` (signed), closing any difference at ``price`` (rupees; 0:
+    at the last known price) and recording ``reason``."""
+
+    strategy: str
+    account: str
+    symbol: str
+    exchange: str
+    quantity: int
+    price: float
+    reason: str
+    ts: float
+
+
+@frozen
+class PositionQuery:
+    """Ask the position monitor for its positions (empty fields: all). The answer is a tuple
+    of ``PositionMark`` (open positions only unless ``include_flat``)."""
+
+    strategy: str = ""
+    account: str = ""
+    include_flat: bool = False
+
+
+@frozen
+class WorkingOrdersQuery:
+    """Ask an order manager for its working orders: the answer is a tuple of ``OrderIntent``
+    paired with status, filled quantity and broker id (``WorkingOrder``)."""
+
+    strategy: str = ""
+
+
+@frozen
+class GateQuery:
+    """Ask the order manager for the effective gate of ``strategy`` (the global gate and the
+    strategy's own, combined): the answer is a ``TradingGate``. A starting strategy host asks
+    it, so a restarted host never trades on a gate it did not see."""
+
+    strategy: str
+
+
+@frozen
+class WorkingOrder:
+    intent: OrderIntent
+    status: OrderStatus
+    filled: int
+    broker_order_id: str | None
+
+
 # ---------------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ The tree (start order; stop is the reverse):
     ├── store                     the single SQLite writer
     ├── health                    heartbeat, coverage, alerts
     ├── execution (rest_for_one)  when trading
-    │   └── orders                the only caller of order endpoints
+    │   ├── orders                the only caller of order endpoints; owns the trading gate
+    │   ├── positions             positions from fills, marks, P&L per strategy
+    │   ├── risk                  limits, latching states, the exit coordinator
+    │   └── reconciler            engine vs broker; opens the gate after startup (fail-closed)
     ├── strategy (one_for_one)    when trading
     │   ├── swings                swing detector for every symbol
     │   └── strategy.<name>       one host per strategy
@@ -44,10 +47,10 @@ from engine.broker import Broker, HistoryBar, OrderRow
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import minute_start, session_bounds
-from engine.messages import DeadLetter, LoadState, RestartRecord, TradingGate
+from engine.messages import DeadLetter, Fill, LoadState, RestartRecord, TradingGate
 from engine.registry import Registry
 from engine.sim.matching import SimulatedBroker
-from engine.store import Database, StoredStrategyState
+from engine.store import Database, StoredOrder, StoredStrategyState
 from engine.supervisor import (
     ChildSpec,
     Strategy,
@@ -123,16 +126,34 @@ class Engine:
 
     def _execution_group(self) -> SupervisorSpec:
         from actors.order_manager import OrderManager
+        from actors.position_monitor import PositionMonitor
+        from actors.reconciler import Reconciler
+        from actors.risk_manager import RiskManager
 
         cfg = self.cfg
         broker = self.parts.broker
         if broker is None:
             raise ValueError(f"{self.parts.mode}: trading needs a broker")
+        account = self.parts.account
+        strategies = self.parts.strategies
+        exchanges = dict(self.parts.symbols)
+        r_units = {name: float(getattr(getattr(cfg, name, None), "risk_per_trade", 0.0))
+                   or cfg.section("risk").r_rupees for name in strategies}
         orders = ChildSpec("orders", lambda s: OrderManager.start(
-            s, broker=broker, account=self.parts.account, settings=cfg.section("orders"),
-            instrument=self.spec_instrument, db=self.db, positions=None))
-        return SupervisorSpec("execution", Strategy.REST_FOR_ONE, [orders],
-                              cfg.supervision.execution)
+            s, broker=broker, account=account, settings=cfg.section("orders"),
+            instrument=self.spec_instrument, db=self.db, strategies=strategies))
+        positions = ChildSpec("positions", lambda s: PositionMonitor.start(
+            s, account=account, settings=cfg.section("positions"), broker=broker, db=self.db,
+            r_units=r_units, exchanges=exchanges))
+        risk = ChildSpec("risk", lambda s: RiskManager.start(
+            s, account=account, strategies=r_units, settings=cfg.section("risk"),
+            instrument=self.spec_instrument, broker=broker, db=self.db, exchanges=exchanges))
+        reconciler = ChildSpec("reconciler", lambda s: Reconciler.start(
+            s, account=account, settings=cfg.section("reconcile"),
+            instrument=self.spec_instrument, broker=broker, strategies=strategies,
+            exchanges=exchanges))
+        return SupervisorSpec("execution", Strategy.REST_FOR_ONE,
+                              [orders, positions, risk, reconciler], cfg.supervision.execution)
 
     def _strategy_group(self) -> SupervisorSpec:
         from actors.swing_detector import SwingDetector
@@ -147,16 +168,18 @@ class Engine:
         for name in self.parts.strategies:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
-                name, factory, self.parts.account, self.spec_instrument, self.load_state)))
+                name, factory, self.parts.account, self.spec_instrument, self.load_state,
+                self.journal)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
         settings: MarketDataSettings = self.cfg.section("market_data")
         tap = "recorder" if self.parts.record_to is not None else None
         orders = "orders" if self.parts.strategies else None
+        reconnect = ("reconciler",) if self.parts.strategies else ()
         return ChildSpec("feed", lambda s: Feed.start(
             s, symbols=list(self.parts.symbols), settings=settings, mode=self.cfg.feed.mode,
-            connect=self.parts.connect, reconnect_listeners=(), tap=tap, orders=orders))
+            connect=self.parts.connect, reconnect_listeners=reconnect, tap=tap, orders=orders))
 
     def _recorder_spec(self) -> list[ChildSpec]:
         path = self.parts.record_to
@@ -202,10 +225,9 @@ class Engine:
             # in-process broker (replay): its order-state changes are the update stream
             self.parts.broker.add_order_listener(self._on_simulated_order)
         if self.parts.strategies and self.parts.open_gate_at_start:
+            # the order manager owns the gate and tells the strategy hosts
             gate = TradingGate(entries=True, reason=f"{self.parts.mode}: open at start")
             self.registry.tell("orders", gate)
-            for name in self.parts.strategies:
-                self.registry.tell(f"strategy.{name}", gate)
 
     def stop(self, timeout: float | None = None) -> None:
         if self.supervisor is not None:
@@ -220,6 +242,13 @@ class Engine:
         """A persisted state row, read through the store actor (so it includes what is still
         in its write buffer); actors call this from ``on_start`` to resume after a crash."""
         return self.registry.ask("store", LoadState(name), timeout=30.0)
+
+    def journal(self, strategy: str, day: date) -> tuple[list[StoredOrder], list[Fill]]:
+        """A strategy's stored orders and fills of ``day``: what a restarted host catches up
+        from (both are committed before anyone is told of them)."""
+        account = self.parts.account
+        return (self.db.orders(trading_date=day, strategy=strategy, account=account),
+                self.db.fills(strategy=strategy, account=account, trading_date=day))
 
     def restart_count(self) -> int:
         return self.supervisor.restart_count() if self.supervisor is not None else 0
@@ -266,11 +295,12 @@ def last_close_at(cfg: Config, clock: Clock, last_tick_ts: float) -> float:
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,
-                  load: Any) -> Callable[[Any], Any]:
+                  load: Any, journal: Any) -> Callable[[Any], Any]:
     from actors.strategy_host import StrategyHost
 
     return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
-                                        account=account, instrument=instrument, load_state=load)
+                                        account=account, instrument=instrument, load_state=load,
+                                        journal=journal)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],

@@ -107,6 +107,12 @@ class StrategyContext(Protocol):
         seconds (first at ``first``, else one interval from now). The clock keeps the series,
         so every firing has its exact due time even when a replay steps over several."""
 
+    def exit_all(self, reason: str) -> None:
+        """Close everything of this strategy through the risk manager's exit coordinator (the
+        one exit path): it cancels the working entries, closes every position BUY-first
+        (cancelling each resting stop and checking it did not fill first) and halts the
+        strategy for the day. ``on_exit`` is called when it starts."""
+
     def alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
         """Raise an operator alert (throttled by the health actor)."""
 
@@ -163,6 +169,12 @@ class Strategy:
 
     def on_timer(self, timer: TimerFired) -> None:
         """A timer scheduled with ``ctx.schedule_at`` is due."""
+
+    def on_exit(self, reason: str) -> None:
+        """The exit coordinator is closing everything of this strategy (a risk limit, the
+        day's end, an operator flatten, or the strategy's own ``ctx.exit_all``). From here the
+        coordinator owns the positions: a strategy must not place stops or exits for them (it
+        keeps receiving their fills and order events, to account for them)."""
 
     def on_command(self, name: str, args: Mapping[str, Any]) -> None:
         """An operator command addressed to the strategy. The host acts on pause/resume

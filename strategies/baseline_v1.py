@@ -44,24 +44,26 @@ How the rules are carried out:
   rejected (or cancelled by someone else) is placed again; after ``stop_retries`` failures the
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
-- **Closing a position** (15:15, ±R latch, flatten): each working stop is replaced by a MARKET
-  BUY through ``ctx.replace``; if the stop had already filled, the order manager places no
-  replacement (the "already-filled stop" protection) and the strategy drops it. Uncovered
-  quantity is bought at market. Quantity an order reported filled counts as covered before its
-  fills arrive, so an event that overtakes its fill never causes a second buy. A close that did
-  not finish within ``replace_timeout_s`` is tried again. Each closed position is recorded
-  with ``ctx.record_trade`` (R multiple = P&L / R).
-- **Day limits:** cumulative R = (realized P&L + unrealized at the last price) / R; at
-  +daily_r_target or −daily_r_stop every working entry is cancelled, every position closed (all
-  shorts: BUY-first by construction), and the day is over (latched; the realized P&L is part of
-  the snapshot, so it survives a restart). The same at ``eod_exit`` (first evaluation at or
-  after 15:15), once per day. New entries only in
-  [entry_start, entry_end). One position per symbol; no re-entry into a symbol traded today.
+- **Closing everything** (the ±R latch, 15:15, max loss / profit, trailing stop, flatten) is
+  not the strategy's: the risk manager evaluates the day limits (``[risk]``: cumulative R =
+  (realized + unrealized at fresh prices) / R, at +daily_r_target or −daily_r_stop; the
+  ``eod_exit`` time) and its exit coordinator cancels the entries and closes every position
+  BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
+  in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
+  it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
+  (R multiple = P&L / R). A "flatten" command addressed to the strategy asks the coordinator
+  (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
+  arrive, so an event that overtakes its fill never causes a second buy.
+- **Day:** new entries only in [entry_start, entry_end). One position per symbol; no re-entry
+  into a symbol traded today.
 - **Churn guard:** a new entry on a symbol within churn_window_s of a cancel on that symbol is
   a churn cycle; churn_symbol_cycles of them on one symbol within churn_symbol_window_s block it
   for the day; churn_total_cycles in the day pause new entries (until an operator "resume").
 - **Commands:** "kill" cancels working entries and blocks new ones (stops and positions stay);
-  "flatten" closes everything and ends the day; "resume" lifts the kill and the churn pause.
+  "flatten" asks the exit coordinator to close everything; "resume" lifts the kill and the
+  churn pause; "unhalt" (the risk manager's, after an operator un-halts) lets a stopped day
+  trade again (not after 15:15); "protect" (the reconciler's, for a short it found without a
+  stop) re-checks that position's stop at once.
   The host's own pause (``ctx.can_trade``) blocks new entries and switches.
 """
 
@@ -70,12 +72,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, time
+from datetime import time
 from typing import Any
 
 from loguru import logger
 
-from engine.clock import IST, fmt_ist, to_ist
+from engine.clock import fmt_ist, to_ist
 from engine.instruments import (
     OPTION_EXCHANGE,
     ceil_to_tick,
@@ -104,7 +106,7 @@ from strategies.base import Strategy, StrategyContext
 
 EVAL_TIMER = "evaluate"
 KINDS = ("CE", "PE")
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _EPS = 1e-9
 _BAR_SECONDS = 60.0
 
@@ -145,11 +147,6 @@ class BaselineSettings:
                                 "entry", min=1, max=100)
     entry_start: str = setting("09:15", "first time new entries may be placed, IST (HH:MM)")
     entry_end: str = setting("15:15", "new entries only before this time, IST (HH:MM)")
-    eod_exit: str = setting("15:15", "end-of-day exit time, IST (HH:MM)")
-    daily_r_target: float = setting(5.0, "cumulative R at which the day is closed in profit",
-                                    min=0.1, max=1000.0)
-    daily_r_stop: float = setting(5.0, "cumulative R loss at which the day is closed",
-                                  min=0.1, max=1000.0)
     churn_window_s: float = setting(30.0, "a re-place within this many seconds of a cancel on "
                                     "the same symbol is a churn cycle", min=0.0, max=3600.0)
     churn_symbol_cycles: int = setting(2, "churn cycles on one symbol that block it for the day",
@@ -172,7 +169,7 @@ class BaselineSettings:
     def problems(self) -> list[tuple[str, str]]:
         """(key, problem) for values that are fine alone but wrong together."""
         out: list[tuple[str, str]] = []
-        for key in ("entry_start", "entry_end", "eod_exit"):
+        for key in ("entry_start", "entry_end"):
             try:
                 time.fromisoformat(getattr(self, key))
             except ValueError:
@@ -293,8 +290,6 @@ class Position:
     exit_ts: float = 0.0
     entry_client_id: str = ""
     exit_client_id: str = ""
-    closing_reason: str = ""
-    close_ts: float = 0.0
     last_exit_reason: str = ""
     stop_failures: int = 0
     exit_failures: int = 0
@@ -370,7 +365,6 @@ class BaselineV1(Strategy):
         self.spec = ctx.instrument
         self._entry_start = time.fromisoformat(settings.entry_start)
         self._entry_end = time.fromisoformat(settings.entry_end)
-        self._eod_time = time.fromisoformat(settings.eod_exit)
         self.d = _Day()
         # market memory (not persisted: bars come again from history after a restart)
         self._highs: dict[str, list[tuple[float, float]]] = {}
@@ -537,6 +531,16 @@ class BaselineV1(Strategy):
             self._touch()
             self._evaluate()
 
+    def on_exit(self, reason: str) -> None:
+        self._touch()
+        d = self.d
+        if not d.stopped:
+            d.stopped = reason
+            logger.warning("baseline_v1: the exit coordinator closes everything ({}); no new "
+                           "entries today", reason)
+        if reason == "eod":
+            d.eod_done = True
+
     def on_command(self, name: str, args: Mapping[str, Any]) -> None:
         self._touch()
         if name == "kill":
@@ -545,7 +549,16 @@ class BaselineV1(Strategy):
             logger.warning("baseline_v1: killed: working entries cancelled, new ones blocked; "
                            "stops and positions stay")
         elif name == "flatten":
-            self._close_all("flatten")
+            self.ctx.exit_all("flatten")
+        elif name == "unhalt":
+            if self.d.stopped and not self.d.eod_done:
+                logger.warning("baseline_v1: un-halted by the operator (was: {})",
+                               self.d.stopped)
+                self.d.stopped = ""
+        elif name == "protect":
+            pos = self.d.positions.get(str(args.get("symbol", "")))
+            if pos is not None:
+                self._protect(pos)
         elif name == "resume":
             if self.d.killed or self.d.churn_paused:
                 logger.info("baseline_v1: resumed (kill and churn pause lifted)")
@@ -557,23 +570,12 @@ class BaselineV1(Strategy):
         now = self.ctx.now()
         self._roll_day(now)
         d = self.d
-        if not d.eod_done and now >= self._eod_ts():
-            self._end_of_day()
-        if not d.stopped:
-            r = self.cumulative_r()
-            if r >= self.cfg.daily_r_target - _EPS or r <= -self.cfg.daily_r_stop + _EPS:
-                self.ctx.alert("daily_r", f"cumulative R {r:+.2f} reached the day's limit; "
-                               f"closing everything", Severity.CRITICAL)
-                self._close_all("daily_r")
         self._retry_cancels(now)
         for entry in sorted(d.entries.values(), key=lambda e: e.client_id):
             if entry.cancel_due and not entry.done and entry.cancel_ts is None:
                 self._cancel_entry(entry, "swing broken, entry not filled", now)
         for pos in self._open_positions():
-            if pos.closing_reason and now - pos.close_ts > self.cfg.replace_timeout_s:
-                self._close_position(pos, pos.closing_reason, now)
-            else:
-                self._protect(pos)
+            self._protect(pos)
         bar_closed = self._bar_minute > self._switch_minute
         if bar_closed:
             self._switch_minute = self._bar_minute
@@ -848,15 +850,15 @@ class BaselineV1(Strategy):
         uncovered = open_qty - covered
         if uncovered <= 0:
             return
-        if pos.closing_reason or self.d.stopped or pos.stop_failures > self.cfg.stop_retries:
+        if self.d.stopped:
+            return  # the exit coordinator owns the position now
+        if pos.stop_failures > self.cfg.stop_retries:
             if pos.exit_failures > self.cfg.stop_retries:
                 return  # alerted already: the operator has to act
-            reason = pos.closing_reason or self.d.stopped or "stop_failed"
-            if reason == "stop_failed":
-                self.ctx.alert("stop_failed", f"{pos.symbol}: protective stop failed "
-                               f"{pos.stop_failures} times; buying back {uncovered} at market",
-                               Severity.CRITICAL)
-            self._place_cover(pos, "exit", uncovered, PriceType.MARKET, 0.0, 0.0, reason)
+            self.ctx.alert("stop_failed", f"{pos.symbol}: protective stop failed "
+                           f"{pos.stop_failures} times; buying back {uncovered} at market",
+                           Severity.CRITICAL)
+            self._place_cover(pos, "exit", uncovered, PriceType.MARKET, 0.0, 0.0, "stop_failed")
             return
         tick = self.spec.tick_size
         hh = self.d.hh.get(pos.symbol, {}).get(pos.swing_start)
@@ -924,8 +926,8 @@ class BaselineV1(Strategy):
         if cover is not None:
             cover.filled += fill.quantity
             pos.last_exit_reason = cover.reason
-        else:
-            pos.last_exit_reason = "external"
+        else:  # the exit coordinator's (or someone else's) order
+            pos.last_exit_reason = self.d.stopped or "external"
         pnl = (pos.avg_entry - fill.price) * fill.quantity
         pos.bought_qty += fill.quantity
         pos.bought_value += fill.quantity * fill.price
@@ -951,53 +953,6 @@ class BaselineV1(Strategy):
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
-
-    def _close_position(self, pos: Position, reason: str, now: float) -> None:
-        """Replace each working stop by a MARKET BUY (verified cancel), buy any uncovered rest
-        at market. A replacement the order manager never reported is given up after
-        ``replace_timeout_s`` and the replace is tried again."""
-        pos.closing_reason = pos.closing_reason or reason
-        pos.close_ts = now
-        for stop in sorted(pos.live_covers(), key=lambda c: c.client_id):
-            if stop.role != "stop" or stop.cancel_sent:
-                continue
-            pending = next((c for c in pos.covers.values()
-                            if c.replaces == stop.client_id and not c.done), None)
-            if pending is not None:
-                if pending.placed or now - pending.ts <= self.cfg.replace_timeout_s:
-                    continue
-                pending.done = True
-                self.ctx.cancel(pending.client_id, "replacement never reported")
-                self.ctx.alert("replace_timeout", f"{pos.symbol}: exit {pending.client_id} "
-                               f"replacing stop {stop.client_id} was never placed; retrying",
-                               Severity.CRITICAL)
-            remaining = stop.quantity - max(stop.filled, stop.reported)
-            if remaining <= 0:
-                continue
-            new_id = self.ctx.replace(stop.client_id, reason=reason, pricetype=PriceType.MARKET,
-                                      price=0.0, trigger_price=0.0, purpose=OrderPurpose.EXIT,
-                                      quantity=remaining)
-            pos.covers[new_id] = Cover(new_id, "exit", remaining, reason, now,
-                                       replaces=stop.client_id, placed=False)
-        self._protect(pos)
-
-    def _close_all(self, reason: str) -> None:
-        """Cancel every working entry, close every position (all shorts: BUY-first), and end
-        the day for new entries."""
-        d = self.d
-        if not d.stopped:
-            d.stopped = reason
-            logger.warning("baseline_v1: closing everything ({}); no new entries today", reason)
-        now = self.ctx.now()
-        self._cancel_entries(reason)
-        for pos in self._open_positions():
-            self._close_position(pos, reason, now)
-
-    def _end_of_day(self) -> None:
-        if self.d.eod_done:
-            return
-        self.d.eod_done = True
-        self._close_all("eod")
 
     def _open_positions(self) -> list[Position]:
         return sorted((p for p in self.d.positions.values() if p.open_qty > 0),
@@ -1071,10 +1026,6 @@ class BaselineV1(Strategy):
         self._progress.clear()
         self._touch()
         return True
-
-    def _eod_ts(self) -> float:
-        return datetime.combine(datetime.fromisoformat(self.d.day).date(), self._eod_time,
-                                IST).timestamp()
 
     def _touch(self) -> None:
         self._snap = None

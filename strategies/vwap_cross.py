@@ -133,15 +133,16 @@ class VwapCross(Strategy):
                     exit_reason="stop" if fill.purpose is OrderPurpose.STOP else "eod")
                 s["stops"], s["entry_price"] = [], 0.0
 
-    # 9. The day's exit: replace each working stop by a market sell. replace() cancels at the
-    #    broker first and places the sell only once the cancel is confirmed, so a stop that
-    #    already filled is never sold a second time.
+    # 9. The day's exit: ask the engine's exit coordinator (the one exit path): it cancels the
+    #    working entry, then replaces each resting stop by a market sell only once the broker
+    #    confirms the stop cancelled, so a stop that already filled is never sold twice. (The
+    #    risk manager also exits every strategy at its own [risk] eod_exit.)
     def on_timer(self, timer: TimerFired) -> None:
         if timer.name != "exit":
             return
         self.state["day_over"] = True
-        working = self.ctx.orders()
-        for cid in self.state["stops"]:
-            if cid in working:
-                self.ctx.replace(cid, reason="end of day", pricetype=PriceType.MARKET,
-                                 price=0.0, trigger_price=0.0, purpose=OrderPurpose.EXIT)
+        self.ctx.exit_all("eod")
+
+    # 10. When any exit starts (a risk limit, the day's end, an operator flatten), stop trading.
+    def on_exit(self, reason: str) -> None:
+        self.state["day_over"] = True

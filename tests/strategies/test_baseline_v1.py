@@ -54,6 +54,7 @@ class FakeContext:
         self.periodic: list[tuple[float, str, float | None]] = []
         self.alerts: list[tuple[str, str, Severity]] = []
         self.trades: list[dict[str, Any]] = []
+        self.exits: list[str] = []
         self._seq = 0
 
     def now(self) -> float:
@@ -98,6 +99,9 @@ class FakeContext:
 
     def record_trade(self, **fields: Any) -> None:
         self.trades.append(fields)
+
+    def exit_all(self, reason: str) -> None:
+        self.exits.append(reason)
 
     # -- what the test looks at ------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
@@ -166,7 +170,7 @@ def test_inconsistent_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="entry_end"):
         BaselineV1(FakeContext(), BaselineSettings(entry_start="15:15", entry_end="09:15"))
     with pytest.raises(ValueError, match="HH:MM"):
-        BaselineV1(FakeContext(), BaselineSettings(eod_exit="3pm"))
+        BaselineV1(FakeContext(), BaselineSettings(entry_end="3pm"))
 
 
 # -- the static filter ---------------------------------------------------------------------------
@@ -483,72 +487,67 @@ def open_short(strat: BaselineV1, ctx: FakeContext, price: float = 200.0) -> dic
     return entry
 
 
-@pytest.mark.parametrize(("last", "reason"), [(250.0, "daily_r"), (150.0, "daily_r")])
-def test_plus_or_minus_five_r_closes_everything_for_the_day(last: float, reason: str) -> None:
+def test_an_exit_stops_the_day_and_leaves_the_position_to_the_coordinator() -> None:
+    """Limits (the +-5 R latch, 15:15, max loss, ...) are the risk manager's; the strategy
+    hears ``on_exit`` and from then on places nothing: no entry, no stop, no exit of its own."""
     strat, ctx = make()
     open_short(strat, ctx)
     swing_low(strat, PE, 180.0, hh=189.0)
     evaluate(strat, ctx, EVAL_AT + 1)
-    pe_entry = ctx.entries()[-1]
-    assert pe_entry["symbol"] == PE
     [stop] = ctx.covers()
-    # 50 points x 650 = 32,500 = 5 R (loss above, profit below)
-    strat.on_bar_update(BarUpdate(CE, SWING_AT + 180, max(last, 209.0), min(last, 199.0),
-                                  last, EVAL_AT + 2))
-    evaluate(strat, ctx, EVAL_AT + 3)
-    assert ctx.cancels == [pe_entry["client_id"]]
-    [(old, _, changes)] = ctx.replaces
-    assert old == stop["client_id"]
-    assert changes == {"pricetype": PriceType.MARKET, "price": 0.0, "trigger_price": 0.0,
-                       "purpose": OrderPurpose.EXIT, "quantity": 650}
-    assert strat.status()["state"] == f"STOPPED: {reason}"
+    strat.on_exit("daily_r")
+    assert strat.status()["state"] == "STOPPED: daily_r"
+    placed = len(ctx.placed)
+    # the coordinator cancels the entry and the stop: the strategy does not re-place either
+    event(strat, ctx.entries()[-1]["client_id"], OrderStatus.CANCELLED)
+    event(strat, stop["client_id"], OrderStatus.CANCELLED)
+    evaluate(strat, ctx, EVAL_AT + 2)
     swing_low(strat, CE2, 150.0, hh=159.0, start=SWING_AT + 240)
     evaluate(strat, ctx, EVAL_AT + 300)
-    assert len(ctx.entries()) == 2  # nothing new for the rest of the day
-    assert strat.snapshot()["stopped"] == reason
-
-
-def test_four_r_is_not_enough() -> None:
-    strat, ctx = make()
-    open_short(strat, ctx)
-    strat.on_bar_update(BarUpdate(CE, SWING_AT + 180, 240.0, 199.0, 240.0, EVAL_AT + 2))
-    evaluate(strat, ctx, EVAL_AT + 3)
-    assert ctx.replaces == [] and strat.status()["state"] == "ACTIVE"
-
-
-def test_the_1515_exit_happens_once() -> None:
-    strat, ctx = make()
-    open_short(strat, ctx)
-    [stop] = ctx.covers()
-    eod = ist_epoch(2025, 1, 30, 15, 15)
-    evaluate(strat, ctx, eod - 0.5)
-    assert ctx.replaces == []
-    evaluate(strat, ctx, eod + 0.5)
-    [(old, new, changes)] = ctx.replaces
-    assert old == stop["client_id"] and changes["pricetype"] is PriceType.MARKET
-    evaluate(strat, ctx, eod + 1.5)
-    evaluate(strat, ctx, eod + 20.5)
-    assert len(ctx.replaces) == 1
-    # the stop is cancelled, the market exit fills: the trade is recorded as an eod exit
-    event(strat, stop["client_id"], OrderStatus.CANCELLED)
-    fill(strat, {"client_id": new, "symbol": CE, "action": Action.BUY,
-                 "purpose": OrderPurpose.EXIT}, 650, 190.0, 650, ts=eod + 1)
+    assert len(ctx.placed) == placed and ctx.replaces == []
+    # its market exit fills: the trade is recorded with the exit's reason
+    fill(strat, {"client_id": "baseline_v1-250130-x0001", "symbol": CE, "action": Action.BUY,
+                 "purpose": OrderPurpose.EXIT}, 650, 190.0, 650)
     [trade] = ctx.trades
-    assert trade["exit_reason"] == "eod" and trade["pnl"] == 6500.0
+    assert trade["exit_reason"] == "daily_r" and trade["pnl"] == 6500.0
+    assert trade["r_multiple"] == 1.0
+    assert strat.snapshot()["stopped"] == "daily_r"
 
 
-def test_a_close_the_order_manager_never_reports_is_tried_again() -> None:
-    strat, ctx = make(replace_timeout_s=30.0)
+def test_the_eod_exit_ends_the_day_for_good() -> None:
+    strat, ctx = make()
+    open_short(strat, ctx)
+    strat.on_exit("eod")
+    strat.on_command("unhalt", {})
+    assert strat.status()["state"] == "STOPPED: eod" and strat.status()["eod_done"]
+
+
+def test_unhalt_lets_a_stopped_day_trade_again() -> None:
+    strat, ctx = make()
+    strat.on_exit("operator")
+    swing_low(strat, CE, 200.0, hh=209.0)
+    evaluate(strat, ctx)
+    assert ctx.entries() == []
+    strat.on_command("unhalt", {})
+    evaluate(strat, ctx, EVAL_AT + 1)
+    assert len(ctx.entries()) == 1
+
+
+def test_flatten_asks_the_exit_coordinator() -> None:
+    strat, ctx = make()
+    open_short(strat, ctx)
+    strat.on_command("flatten", {})
+    assert ctx.exits == ["flatten"] and ctx.replaces == [] and ctx.cancels == []
+
+
+def test_protect_re_places_a_missing_stop_at_once() -> None:
+    strat, ctx = make()
     open_short(strat, ctx)
     [stop] = ctx.covers()
-    strat.on_command("flatten", {})
-    evaluate(strat, ctx, EVAL_AT + 20)
-    assert len(ctx.replaces) == 1
-    evaluate(strat, ctx, EVAL_AT + 31)
-    first, second = ctx.replaces
-    assert first[0] == second[0] == stop["client_id"]
-    assert ctx.cancels == [first[1]]  # the unreported replacement is withdrawn
-    assert any(kind == "replace_timeout" for kind, _, _ in ctx.alerts)
+    event(strat, stop["client_id"], OrderStatus.CANCELLED)  # someone cancelled it
+    assert len(ctx.covers()) == 2  # re-placed right away
+    strat.on_command("protect", {"symbol": CE})
+    assert len(ctx.covers()) == 2  # covered already: nothing more
 
 
 def test_no_entries_from_1515() -> None:
@@ -562,25 +561,21 @@ def test_no_entries_from_1515() -> None:
     ((9, 14, 59.5), False), ((9, 15, 0.0), True), ((15, 14, 59.5), True), ((15, 15, 0.0), False),
 ])
 def test_entry_window(hh_mm_ss: tuple[int, int, float], placed: bool) -> None:
-    strat, ctx = make(eod_exit="15:25")
+    strat, ctx = make()
     swing_low(strat, CE, 200.0, hh=209.0, start=ist_epoch(2025, 1, 30, 9, 10))
     evaluate(strat, ctx, ist_epoch(2025, 1, 30, *hh_mm_ss))
     assert len(ctx.entries()) == (1 if placed else 0)
 
 
-def test_an_already_filled_stop_gets_no_market_exit() -> None:
-    """The live system sent a market BUY after the SL had filled: a naked long."""
+def test_a_stop_that_fills_during_the_exit_closes_the_trade_as_a_stop() -> None:
+    """The exit coordinator's cancel came too late: the stop filled. Nothing is bought on top."""
     strat, ctx = make()
     open_short(strat, ctx)
     [stop] = ctx.covers()
-    strat.on_command("flatten", {})
-    [(_, new, _)] = ctx.replaces
-    # the order manager: the stop had filled, the cancel failed, the replacement is refused.
-    # Its COMPLETE event may overtake the fill: nothing may be bought on top of it.
+    strat.on_exit("flatten")
     event(strat, stop["client_id"], OrderStatus.COMPLETE, 650)
     evaluate(strat, ctx, EVAL_AT + 1)
     fill(strat, stop, 650, 210.0, 650)
-    event(strat, new, OrderStatus.REJECTED, reason="replacement not placed: ended complete")
     evaluate(strat, ctx, EVAL_AT + 2)
     assert [c["client_id"] for c in ctx.covers()] == [stop["client_id"]]
     assert len(ctx.trades) == 1 and ctx.trades[0]["exit_reason"] == "stop"
@@ -666,6 +661,7 @@ def test_restore_from_snapshot_continues_the_day() -> None:
     open_short(strat, ctx, price=200.0)
     [stop] = ctx.covers()
     strat.on_command("flatten", {})
+    strat.on_exit("flatten")
     saved = json.loads(json.dumps(strat.snapshot()))  # as the store keeps it
 
     ctx2 = FakeContext(EVAL_AT + 5)
@@ -674,10 +670,10 @@ def test_restore_from_snapshot_continues_the_day() -> None:
     again.on_start()
     assert again.snapshot() == saved
     assert again.status()["state"] == "STOPPED: flatten"
-    # the pending switch of the stop to a market exit is still known
-    [(_, new, _)] = ctx.replaces
+    # the coordinator's market exit (its own client id) closes the restored position
     event(again, stop["client_id"], OrderStatus.CANCELLED)
-    fill(again, {"client_id": new, "symbol": CE, "action": Action.BUY,
+    assert ctx2.placed == []
+    fill(again, {"client_id": "baseline_v1-250130-x0001", "symbol": CE, "action": Action.BUY,
                  "purpose": OrderPurpose.EXIT}, 650, 195.0, 650)
     [trade] = ctx2.trades
     assert trade["pnl"] == 3250.0 and trade["exit_reason"] == "flatten"

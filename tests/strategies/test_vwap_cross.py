@@ -80,18 +80,16 @@ def test_each_fill_gets_a_stop_and_the_stop_closes_the_trade() -> None:
     assert (trade["pnl"], trade["r_multiple"], trade["exit_reason"]) == (-682.5, -1.05, "stop")
 
 
-def test_the_day_exit_replaces_stops_with_market_sells() -> None:
+def test_the_day_exit_goes_to_the_exit_coordinator() -> None:
     strat, ctx = make()
     option_bar(strat, 0, 100.0, 101.0)
     option_bar(strat, 1, 102.0, 101.0)
     [entry] = ctx.placed
     strat.on_fill(Fill(entry["client_id"], "B1", "vwap_cross", "acct", ATM_CE, "NFO",
                        Action.BUY, 65, 102.5, 65, T + 121, OrderPurpose.ENTRY))
-    stop = ctx.placed[-1]
+    assert ctx.placed[-1]["purpose"] is OrderPurpose.STOP
     strat.on_timer(TimerFired("exit", ist_epoch(2025, 1, 27, 15, 15)))
-    [(old, _, changes)] = ctx.replaces
-    assert old == stop["client_id"]
-    assert changes["pricetype"] is PriceType.MARKET and changes["purpose"] is OrderPurpose.EXIT
+    assert ctx.exits == ["eod"] and ctx.replaces == [] and ctx.cancels == []
     option_bar(strat, 2, 100.0, 101.0)
     option_bar(strat, 3, 102.0, 101.0)
     assert len(ctx.placed) == 2  # no entry after the exit
