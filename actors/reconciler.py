@@ -195,6 +195,7 @@ class Reconciler(EngineActor):
             engine[mark.symbol] = engine.get(mark.symbol, 0) + mark.quantity
             holders.setdefault(mark.symbol, []).append(mark)
         busy = {o.intent.symbol for o in working}
+        corrected: set[str] = set()
         for symbol in sorted(engine.keys() | at_broker.keys()):
             mine, theirs = engine.get(symbol, 0), at_broker.get(symbol, 0)
             if mine == theirs or symbol in busy:
@@ -202,7 +203,10 @@ class Reconciler(EngineActor):
             finding = Finding("phantom" if theirs == 0 else "orphan" if mine == 0
                               else "mismatch", symbol, mine, theirs)
             self._correct(finding, holders.get(symbol, []), book, now)
-        self._check_stops(marks, working, now)
+            corrected.add(symbol)
+        # the marks of a symbol just corrected are wrong: its stops are checked next pass
+        # (a stop sized on them could open a position the broker does not hold)
+        self._check_stops(tuple(m for m in marks if m.symbol not in corrected), working, now)
         logger.debug("reconciler[{}]: pass ({}) ok: {} engine symbol(s), {} at the broker",
                      self.account, why, len(engine), len(at_broker))
         return True
@@ -234,7 +238,7 @@ class Reconciler(EngineActor):
 
     def _finding(self, f: Finding, strategy: str, action: str, now: float, detail: str) -> None:
         self._counts[f.kind] = self._counts.get(f.kind, 0) + 1
-        if self.store is not None:
+        if self.store is not None and (f not in self._alerted or action == "corrected"):
             self.tell(self.store, record(Correction(
                 strategy, self.account, f.symbol, f.kind, action, now, trading_date(now),
                 f.engine_quantity, f.broker_quantity, detail=detail)))
@@ -287,9 +291,9 @@ class Reconciler(EngineActor):
             exchange=self.exchanges.get(mark.symbol, "NFO"), action=Action.BUY,
             quantity=quantity, pricetype=PriceType.SL, price=limit, trigger_price=trigger,
             purpose=OrderPurpose.STOP, reason="reconciler: missing stop", created_ts=now))
-        logger.critical("reconciler[{}]: {} {} short {} had no stop; placed {} BUY SL trigger "
-                        "{} limit {}", self.account, mark.strategy, mark.symbol, quantity, cid,
-                        trigger, limit)
+        self._alert("reconcile_fallback_stop", f"{mark.strategy} {mark.symbol}: short "
+                    f"{quantity} had no stop and the strategy did not re-place it; placed "
+                    f"{cid} BUY SL trigger {trigger} limit {limit}", Severity.CRITICAL)
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
         text = f"reconciler[{self.account}]: {message}"

@@ -18,7 +18,8 @@ Owns, for every strategy on one account (execution-and-risk.md, "Risk manager"):
   1. cancel every working entry order of the strategy (once);
   2. read the broker's positionbook: unreadable means the positions are *unknown*, never flat —
      alert, keep the stops, try again next step;
-  3. for each symbol the strategy holds and the broker shows open, shorts first (BUY-first):
+  3. for each symbol the strategy holds and the broker shows open, shorts first (BUY-first:
+     longs are sold only once the broker shows no short open, or its exit was given up):
      every resting stop is cancelled with its market exit as the verified replacement (the order
      manager places it only if the broker confirms the stop cancelled with nothing more filled:
      an already-filled stop gets no exit), and quantity no stop covers gets a plain market exit;
@@ -402,14 +403,20 @@ class RiskManager(EngineActor):
             return
         job.unknown_since = None
         remaining = 0
-        # BUY-first: shorts (covered by buying) before longs
+        shorts_open = False
+        # BUY-first: shorts (covered by buying) before longs; a long is sold only once no
+        # short is open at the broker any more (a cover may wait for its stop's cancel to be
+        # confirmed, and must not be overtaken by the sale), unless its exit was given up
         for symbol in sorted(held_qty, key=lambda s: (held_qty[s] > 0, s)):
             at_broker, mine = broker.get(symbol, 0), held_qty[symbol]
             if at_broker == 0 or (mine > 0) != (at_broker > 0):
                 continue  # flat at the broker (or only the other side): nothing to close here
             remaining += 1
+            if mine > 0 and shorts_open:
+                continue
             self._close_symbol(name, book, symbol, min(abs(at_broker), abs(mine)),
                                Action.BUY if mine < 0 else Action.SELL, working, now)
+            shorts_open = shorts_open or (mine < 0 and symbol not in job.gave_up)
         if remaining == 0:
             self._exit_done(name, book, "the broker shows every position flat")
             return

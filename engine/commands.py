@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from engine.cli import (
     EXIT_CONFIG,
     EXIT_FAILURE,
-    EXIT_NOT_BUILT,
     EXIT_OK,
     EXIT_SAFE_STOP,
     CommandSpec,
-    _no_args,
 )
 from engine.config import Config, ConfigError
+from engine.control import ControlError, ControlSettings, render_status, send_command, summarize
 from engine.logs import setup_logging
 
 
@@ -92,6 +93,12 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=60.0,
                    help="market seconds per real second (default 60)")
     p.add_argument("--record", metavar="FILE", help="also record every received tick")
+    p.add_argument("--attach", action="store_true",
+                   help="trade against a standalone `run.py simulator` (found through "
+                   "state_dir/simulator.json) instead of an in-process one; the simulator "
+                   "keeps running when the engine stops or is restarted")
+    p.add_argument("--atm", type=int, help="with --attach: ATM strike (default: from the spot)")
+    p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD")
     _db_option(p)
 
 
@@ -120,7 +127,11 @@ def _configure_simulator(p: argparse.ArgumentParser) -> None:
 
 def _configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("db", nargs="?", help="engine database (default: the store path)")
-    p.add_argument("--out", help="HTML file to write")
+    p.add_argument("--date", help="trading date YYYY-MM-DD (default: the latest one recorded)")
+    p.add_argument("--symbol", help="symbol charted as candles (default: the most traded)")
+    p.add_argument("--strategy", help="only this strategy (default: every strategy)")
+    p.add_argument("--out", help="HTML file to write (default: <db stem>-report-<date>.html "
+                   "beside the database)")
 
 
 def _state(cfg: Config) -> Path:
@@ -200,6 +211,10 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
     from engine.modes import run_paper, stop_on_signals
 
+    if args.attach:
+        from engine.live import attached_venue
+
+        return _trade(args, cfg, attached_venue(cfg, _state(cfg)), "paper")
     init_logging(cfg)
     try:
         session = _session_arg(cfg, args.session)
@@ -289,13 +304,184 @@ def run_record_cmd(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------
+# accounts
+# ---------------------------------------------------------------------------------------------
+
+
+def _configure_accounts(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="accounts_action", metavar="ACTION", required=True)
+    add = actions.add_parser(
+        "add", allow_abbrev=False, help="store an account (adding an existing name replaces "
+        "it); the API key comes from OPENALGO_API_KEY or, with --key-stdin, from standard input "
+        "— never an argument")
+    add.add_argument("name", help="account name (letters, digits, '_' or '-')")
+    add.add_argument("--host", required=True, metavar="URL", help="OpenAlgo base URL (http/https)")
+    add.add_argument("--ws-url", required=True, metavar="URL",
+                     help="OpenAlgo WebSocket URL (ws/wss)")
+    add.add_argument("--role", choices=("primary", "backup"), default="primary",
+                     help="primary (default) or backup (a market-data fallback)")
+    add.add_argument("--key-stdin", action="store_true",
+                     help="read the API key from standard input instead of OPENALGO_API_KEY")
+    listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
+    remove = actions.add_parser("remove", help="delete a stored account")
+    remove.add_argument("name")
+    for action in (add, listing, remove):
+        action.add_argument("--db", metavar="PATH",
+                            help="engine database (default: store.path)")
+
+
+def _api_key_input(args: argparse.Namespace) -> str:
+    """The API key for ``accounts add``: standard input (hidden when a terminal) or the env."""
+    import getpass
+    import os
+
+    from engine.accounts import API_KEY_ENV, InvalidAccount
+
+    if args.key_stdin:
+        return getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.read()
+    key = os.environ.get(API_KEY_ENV, "")
+    if not key:
+        raise InvalidAccount(f"no API key: set {API_KEY_ENV}, or pipe it in with --key-stdin")
+    return key
+
+
+def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
+    import os
+
+    from engine.accounts import (
+        FERNET_ENV,
+        AccountError,
+        AccountVault,
+        KeyCipher,
+        WrongFernetKey,
+        check_account,
+    )
+    from engine.clock import WallClock
+    from engine.store import Database, StoreError
+
+    init_logging(cfg, console=False)
+    clock = WallClock()
+    try:
+        cipher = KeyCipher.from_env(os.environ)
+        path = Path(args.db) if args.db else Path(cfg.section("store").path)
+        with Database(path, cfg.section("store")) as db:
+            vault = AccountVault(db, cipher, clock)
+            if args.accounts_action == "add":
+                check_account(args.name, args.host, args.ws_url, args.role)  # before the key
+                created = vault.add(args.name, args.host, args.ws_url, args.role,
+                                    _api_key_input(args))
+                print(f"{'added' if created else 'updated'} account {args.name} in {path}")
+            elif args.accounts_action == "remove":
+                vault.remove(args.name)
+                print(f"removed account {args.name} from {path}")
+            else:
+                infos = vault.list()
+                print("\n".join(i.line() for i in infos) or f"no accounts in {path}")
+                unreadable = [i.name for i in infos if not i.readable]
+                if unreadable:
+                    raise WrongFernetKey(f"the API keys of {', '.join(unreadable)} cannot be "
+                                         f"decrypted: they were stored with another {FERNET_ENV}")
+    except AccountError as exc:
+        print(f"accounts: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"accounts: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        clock.stop()
+    return EXIT_OK
+
+
+def run_report(args: argparse.Namespace, cfg: Config) -> int:
+    from engine.report import ReportError, write_report
+
+    settings = cfg.section("report")
+    try:
+        out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
+                           symbol=args.symbol, strategy=args.strategy, settings=settings)
+    except ReportError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(out)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# status and the operator commands (a client of the running engine's control socket)
+# ---------------------------------------------------------------------------------------------
+
+
+def _configure_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", metavar="PATH",
+                   help="the engine's control socket (default: control.socket_path)")
+
+
+def _configure_operator_command(p: argparse.ArgumentParser) -> None:
+    _configure_status(p)
+    p.add_argument("--strategy", metavar="NAME", help="only this strategy (default: all)")
+
+
+def _control_settings(cfg: Config) -> ControlSettings:
+    settings: ControlSettings = cfg.section("control")
+    return settings
+
+
+def run_status(args: argparse.Namespace, cfg: Config) -> int:
+    settings = _control_settings(cfg)
+    try:
+        status = send_command(args.socket or settings.socket_path, "status",
+                              timeout=settings.client_timeout_s)
+    except ControlError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render_status(status))
+    return EXIT_OK
+
+
+def run_operator_command(args: argparse.Namespace, cfg: Config) -> int:
+    settings = _control_settings(cfg)
+    command_args = {"strategy": args.strategy} if args.strategy else {}
+    try:
+        result = send_command(args.socket or settings.socket_path, args.command, command_args,
+                              timeout=settings.client_timeout_s)
+    except ControlError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(summarize(args.command, result))
+    return EXIT_OK
+
+
+def _configure_live(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--atm", type=int, help="ATM strike (default: from the index spot)")
+    p.add_argument("--expiry", help="option expiry YYYY-MM-DD (default: the nearest weekly)")
+    _db_option(p)
+
+
 def _live(args: argparse.Namespace, cfg: Config) -> int:
+    from engine.live import live_venue
+
     missing = _require_live_secrets(cfg)
     if missing is not None:
         return missing
-    print("live: not available yet — built by the execution and risk issue (#6).",
-          file=sys.stderr)
-    return EXIT_NOT_BUILT
+    return _trade(args, cfg, live_venue(cfg), "live")
+
+
+def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str) -> int:
+    """Run the engine at ``venue`` (live, or a standalone simulator) until a signal."""
+    import threading
+
+    from engine.live import run_trading
+    from engine.modes import stop_on_signals
+
+    init_logging(cfg)
+    db = Path(args.db) if args.db else Path(cfg.store.path)
+    expiry = date.fromisoformat(args.expiry) if getattr(args, "expiry", None) else None
+    with stop_on_signals(threading.Event()) as stop:
+        engine = run_trading(cfg, venue, db_path=db, strategies=_strategies(cfg), stop=stop,
+                             atm=args.atm, expiry=expiry)
+    print(f"{label}: stopped; database {db}")
+    return EXIT_SAFE_STOP if engine.safe_stop_reason else EXIT_OK
 
 
 COMMANDS: list[CommandSpec] = [
@@ -303,16 +489,26 @@ COMMANDS: list[CommandSpec] = [
                 run_replay),
     CommandSpec("paper", "run against the built-in OpenAlgo-compatible simulator over real "
                 "sockets", _configure_paper, run_paper_cmd),
-    CommandSpec("live", "trade through your OpenAlgo server", _no_args, _live),
+    CommandSpec("live", "trade through your OpenAlgo server", _configure_live, _live),
     CommandSpec("record", "record the live feed to a session file", _configure_record,
                 run_record_cmd),
     CommandSpec("synth", "generate a synthetic trading day", _configure_synth, run_synth),
     CommandSpec("simulator", "run the OpenAlgo-compatible simulator standalone",
                 _configure_simulator, run_simulator_cmd),
-    CommandSpec("report", "write the day report (HTML)", _configure_report, None,
-                "built by the benchmarks and report issue (#7)"),
-    CommandSpec("status", "ask a running engine for its status", _no_args, None,
-                "built by the execution and risk issue (#6)"),
+    CommandSpec("report", "write the day report (HTML)", _configure_report, run_report),
+    CommandSpec("status", "ask a running engine for its status", _configure_status, run_status),
+    CommandSpec("pause", "block new entries (working orders, stops and positions stay)",
+                _configure_operator_command, run_operator_command),
+    CommandSpec("resume", "allow new entries again after a pause or a kill",
+                _configure_operator_command, run_operator_command),
+    CommandSpec("kill", "kill switch: cancel working entries and block new ones; stops and "
+                "positions stay", _configure_operator_command, run_operator_command),
+    CommandSpec("flatten", "cancel every working order and close every position",
+                _configure_operator_command, run_operator_command),
+    CommandSpec("unhalt", "clear a risk halt after review", _configure_operator_command,
+                run_operator_command),
     CommandSpec("config", "validate the configuration, or write its defaults", _configure_config,
                 run_config),
+    CommandSpec("accounts", "add, list or remove broker accounts (API keys encrypted at rest)",
+                _configure_accounts, run_accounts),
 ]

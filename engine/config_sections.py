@@ -17,11 +17,14 @@ from actors.order_manager import OrderSettings
 from actors.position_monitor import PositionSettings
 from actors.reconciler import ReconcileSettings
 from actors.recorder import RecorderSettings
+from engine.accounts import AccountsSettings
 from engine.bars import BarSettings
 from engine.config import EngineSettings, InstrumentSettings, LoggingSettings
+from engine.control import ControlSettings
 from engine.openalgo.feed import FeedSettings
 from engine.openalgo.rest import RestSettings
 from engine.replay import ReplaySettings
+from engine.report import ReportSettings
 from engine.risk import RiskSettings
 from engine.session_file import SessionFileSettings
 from engine.sim.matching import MatchingSettings
@@ -71,6 +74,9 @@ SECTIONS: dict[str, type[Any]] = {
     "positions": PositionSettings,
     "risk": RiskSettings,
     "reconcile": ReconcileSettings,
+    "accounts": AccountsSettings,
+    "control": ControlSettings,
+    "report": ReportSettings,
     "universe": UniverseSettings,
     "baseline_v1": BaselineSettings,
     "vwap_cross": VwapCrossSettings,

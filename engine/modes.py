@@ -9,6 +9,9 @@ Owns how each mode assembles its ``EngineParts`` and runs until done or told to 
 - ``run_simulator``: the simulator alone, for any OpenAlgo client (the official SDK included).
 - ``run_record``: the live feed from a user's OpenAlgo server into a session file.
 
+A standalone simulator also writes ``<state_dir>/simulator.json`` (its URLs and market clock)
+for engines that attach to it (``engine.live``).
+
 Replay lives in ``engine.replay``; live trading is assembled in ``engine.live``.
 """
 
@@ -159,10 +162,20 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
     if changes:
         settings = replace(settings, **changes)
     reader = SessionReader(session)
+
+    def started(sim: SimulatorServer) -> None:
+        # engines that attach (run.py paper --attach) run on this simulator's market clock
+        from engine.live import write_simulator_file
+
+        write_simulator_file(Path(cfg.engine.state_dir), rest_url=sim.rest_url,
+                             ws_url=sim.ws_url, clock=sim.clock)
+        if on_started is not None:
+            on_started(sim)
+
     return serve_forever(settings, api_key, reader.ticks(), speed=speed,
                          symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
                          instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
-                         on_started=on_started, stop_event=stop)
+                         on_started=started, stop_event=stop)
 
 
 def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,

@@ -76,7 +76,7 @@ class Trigger(NamedTuple):
 class Trail:
     """The trailing stop's ratchet for one strategy's current trade cycle."""
 
-    base: float = 0.0  # day P&L when the cycle started
+    base: float = 0.0  # the day's realized P&L when the cycle started
     peak: float = 0.0  # highest cycle P&L seen
     stop_level: float | None = None  # initial + peak; only moves up
     active: bool = False  # a cycle is running (the strategy holds something)
@@ -88,7 +88,9 @@ class Trail:
             self.active, self.peak, self.stop_level = False, 0.0, None
             return None
         if not self.active:
-            self.active, self.base, self.peak, self.stop_level = True, pnl.pnl, 0.0, None
+            # the cycle's P&L counts from its entry: what was realized before it is the base
+            # (not the first P&L seen, which already holds the move up to the first price)
+            self.active, self.base, self.peak, self.stop_level = True, pnl.realized, 0.0, None
         cycle = pnl.pnl - self.base
         self.peak = max(self.peak, cycle)
         initial = initial_trail(pnl, settings)

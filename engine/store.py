@@ -43,6 +43,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -613,6 +614,7 @@ class Op(StrEnum):
     INSERT_NEW = "insert_new"  # a row whose unique key exists is a duplicate: not written
     UPSERT = "upsert"  # insert, or update the row with the same ``key``
     UPDATE = "update"  # update the row with this ``key``; no such row is "missing"
+    DELETE = "delete"  # delete the row with this ``key``; no such row is "missing"
 
 
 @frozen
@@ -740,7 +742,7 @@ class WriteTx:
         try:
             for write in writes:
                 count = self._conn.execute(self._statement(write), _params(write)).rowcount
-                if count == 0 and write.op in (Op.INSERT_NEW, Op.UPDATE):
+                if count == 0 and write.op in (Op.INSERT_NEW, Op.UPDATE, Op.DELETE):
                     savepoint.rollback()
                     return Applied.DUPLICATE if write.op is Op.INSERT_NEW else Applied.MISSING
         except IntegrityError as exc:
@@ -778,7 +780,7 @@ class WriteTx:
 
 
 def _params(write: RowWrite) -> Mapping[str, Any]:
-    if write.op is Op.UPDATE:
+    if write.op in (Op.UPDATE, Op.DELETE):
         return {(f"key_{c}" if c in write.key else f"set_{c}"): v for c, v in write.values.items()}
     return write.values
 
@@ -956,6 +958,8 @@ class Database:
             return stmt.on_conflict_do_update(index_elements=[t.c[k] for k in write.key],
                                               set_=changed)
         where = and_(*(t.c[k] == bindparam(f"key_{k}") for k in write.key))
+        if write.op is Op.DELETE:
+            return delete(t).where(where)
         return update(t).where(where).values(
             {c: bindparam(f"set_{c}") for c in write.values if c not in write.key})
 

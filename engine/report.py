@@ -1,0 +1,529 @@
+"""The day report: one self-contained HTML file with charts, read from an engine database.
+
+Owns ``build_report`` / ``write_report`` (``run.py report``) and ``ReportSettings`` (section
+``[report]``). A report shows one trading day: a header (date, strategies, accounts), the day
+summary and the trade table (both from ``engine.trades``), a per-trade R bar chart, the
+closed-trade equity curve with its drawdown, the 1-minute candles of one symbol (default: the
+most traded one) with its swings, entries, stops and exits, and the day's risk events and
+reconciliation corrections.
+
+The file needs nothing else: the CSS is inline and every chart is a PNG drawn by matplotlib (Agg,
+its bundled font) and embedded as a ``data:`` URI. Every text that comes from the database is
+HTML-escaped. A day without trades still renders and says so; a database that is missing, not an
+engine database or unreadable, a bad date or an output file that cannot be written raise
+``ReportError`` with a one-line message. The database is opened like any engine database (WAL; an
+older schema is migrated first) and only read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import matplotlib
+from matplotlib import dates as mdates
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sqlalchemy.exc import DBAPIError
+
+from engine.clock import to_ist
+from engine.instruments import trading_date as ist_trading_date
+from engine.messages import (
+    Action,
+    Bar,
+    Fill,
+    OrderPurpose,
+    RiskEvent,
+    Swing,
+    SwingBroken,
+    SwingKind,
+)
+from engine.settings import setting
+from engine.store import Correction, Database, StoredOrder, StoredTrade, StoreError
+from engine.trades import TradeSummary, ordered, summarize, trade_table
+
+matplotlib.use("Agg")  # files only, never a window
+
+_GREEN = "#1a7f37"
+_RED = "#cf222e"
+_BLUE = "#0969da"
+_ORANGE = "#bc4c00"
+_GREY = "#57606a"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """Section ``[report]``: how the day report's charts are drawn."""
+
+    dpi: int = setting(100, "chart resolution in dots per inch", min=50, max=300)
+    chart_width_in: float = setting(11.0, "chart width in inches", min=4.0, max=30.0)
+
+
+class ReportError(Exception):
+    """The report cannot be made: the database is missing or unreadable, or the date is bad."""
+
+
+@dataclass(frozen=True, slots=True)
+class DayData:
+    """Everything one report shows, read from the database in one go."""
+
+    db_path: Path
+    day: date
+    strategy: str | None  # the one asked for; None: every strategy
+    strategies: tuple[str, ...]  # the strategies with orders or trades that day
+    accounts: tuple[str, ...]
+    trades: tuple[StoredTrade, ...]  # in ``engine.trades.ordered`` order
+    symbol: str | None  # the symbol charted as candles
+    bars: tuple[Bar, ...]
+    swings: tuple[Swing, ...]
+    breaks: tuple[SwingBroken, ...]
+    orders: tuple[StoredOrder, ...]  # of ``symbol``
+    fills: tuple[Fill, ...]  # of ``symbol``
+    risk_events: tuple[RiskEvent, ...]
+    corrections: tuple[Correction, ...]
+
+    @property
+    def summary(self) -> TradeSummary:
+        return summarize(self.trades)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the day
+# ---------------------------------------------------------------------------------------------
+
+
+def load_day(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
+             symbol: str | None = None, strategy: str | None = None) -> DayData:
+    """Read what the report of one day shows; the day defaults to the latest one recorded."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise ReportError(f"{path}: no such database file")
+    day = parse_day(trading_date) if trading_date is not None else None
+    try:
+        with Database(path) as db:
+            return _read(db, path, day, symbol or None, strategy or None)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    except DBAPIError as exc:
+        raise ReportError(f"{path}: cannot be read: {exc.orig}") from None
+    except sqlite3.DatabaseError as exc:
+        raise ReportError(f"{path}: cannot be read: {exc}") from None
+
+
+def parse_day(value: date | str) -> date:
+    """A trading date given as a ``date`` or ``YYYY-MM-DD``; ``ReportError`` otherwise."""
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ReportError(f"bad date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _read(db: Database, path: Path, day: date | None, symbol: str | None,
+          strategy: str | None) -> DayData:
+    if day is None:
+        day = _latest_day(db, path, strategy)
+    trades = tuple(ordered(db.trades(strategy=strategy, trading_date=day)))
+    orders = db.orders(trading_date=day, strategy=strategy)
+    fills = db.fills(strategy=strategy, trading_date=day)
+    if symbol is None:
+        symbol = _most_traded(trades, fills, orders)
+    owners = [*trades, *orders]
+    return DayData(
+        db_path=path, day=day, strategy=strategy,
+        strategies=tuple(sorted({o.strategy for o in owners})),
+        accounts=tuple(sorted({o.account for o in owners})),
+        trades=trades, symbol=symbol,
+        bars=tuple(db.bars(symbol, day)) if symbol else (),
+        swings=tuple(db.swings(symbol, day)) if symbol else (),
+        breaks=tuple(db.swing_breaks(symbol, day)) if symbol else (),
+        orders=tuple(o for o in orders if o.symbol == symbol),
+        fills=tuple(f for f in fills if f.symbol == symbol),
+        risk_events=tuple(db.risk_events(strategy=strategy, trading_date=day)),
+        corrections=tuple(db.corrections(trading_date=day, strategy=strategy)),
+    )
+
+
+def _latest_day(db: Database, path: Path, strategy: str | None) -> date:
+    days = {t.trading_date for t in db.trades(strategy=strategy)}
+    days |= {o.trading_date for o in db.orders(strategy=strategy)}
+    days |= {ist_trading_date(f.ts) for f in db.fills(strategy=strategy)}
+    days |= {ist_trading_date(e.ts) for e in db.risk_events(strategy=strategy)}
+    days |= {c.trading_date for c in db.corrections(strategy=strategy)}
+    if not days:
+        whose = f" of strategy {strategy!r}" if strategy else ""
+        raise ReportError(f"{path}: no trading day recorded{whose} (no orders, fills, trades, "
+                          f"risk events or corrections); pass --date")
+    return max(days)
+
+
+def _most_traded(trades: Sequence[StoredTrade], fills: Sequence[Fill],
+                 orders: Sequence[StoredOrder]) -> str | None:
+    """The symbol with the most trades, else the most fills, else the most orders (on a tie,
+    the one that came first: trades by exit time, fills and orders as recorded)."""
+    for rows in (trades, fills, orders):
+        counts = Counter(r.symbol for r in rows)
+        if counts:
+            return counts.most_common(1)[0][0]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def build_report(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
+                 symbol: str | None = None, strategy: str | None = None,
+                 settings: ReportSettings | None = None) -> str:
+    """The HTML text of one day's report (see the module docstring)."""
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    return render(data, settings or ReportSettings())
+
+
+def write_report(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None,
+                 *, trading_date: date | str | None = None, symbol: str | None = None,
+                 strategy: str | None = None, settings: ReportSettings | None = None) -> Path:
+    """Write the report; returns its path (default: ``<db stem>-report-<date>.html`` beside the
+    database). The file is replaced whole: a reader never sees half a report."""
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    out = Path(out_path) if out_path is not None else default_out_path(data.db_path, data.day)
+    text = render(data, settings or ReportSettings())
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ReportError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    return out
+
+
+def default_out_path(db_path: Path, day: date) -> Path:
+    """``<db stem>-report-<YYYY-MM-DD>.html`` in the database's directory."""
+    return db_path.with_name(f"{db_path.stem}-report-{day.isoformat()}.html")
+
+
+def render(data: DayData, settings: ReportSettings) -> str:
+    """The whole HTML page of ``data``."""
+    charts = _Charts(settings)
+    title = f"Day report {data.day.isoformat()}"
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        _header(data),
+        "<h2>Summary</h2>",
+        _summary(data),
+        "<h2>Trades</h2>",
+        _trade_rows(data.trades),
+    ]
+    if data.trades:
+        parts += ["<h2>R per trade</h2>", charts.image(_r_chart, data, "R multiple per trade"),
+                  "<h2>Equity and drawdown</h2>",
+                  charts.image(_equity_chart, data, "cumulative P&L and drawdown")]
+    parts += [f"<h2>Candles{': ' + _e(data.symbol) if data.symbol else ''}</h2>",
+              _candles(data, charts),
+              "<h2>Risk events</h2>", _risk_events(data.risk_events),
+              "<h2>Reconciliation corrections</h2>", _corrections(data.corrections),
+              "<h2>Plain-text trade table</h2>",
+              f"<pre class=\"plain\">{_e(trade_table(data.trades))}</pre>"]
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
+            f"</body>\n</html>\n")
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1150px; color: #1f2328; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.3em; }
+h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eaeef2; text-align: left; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pos { color: #1a7f37; } .neg { color: #cf222e; }
+.cards { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.card { border: 1px solid #d0d7de; border-radius: 6px; padding: 0.5em 1em; min-width: 7em; }
+.card .label { font-size: 0.8em; color: #57606a; }
+.card .value { font-size: 1.3em; font-variant-numeric: tabular-nums; }
+.note { color: #57606a; font-style: italic; }
+img { max-width: 100%; display: block; }
+pre.plain { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _e(text: object) -> str:
+    """HTML-escaped text (every value from the database goes through here)."""
+    return html.escape(str(text), quote=True)
+
+
+def _money(amount: float) -> str:
+    sign = "-" if amount < 0 else ""
+    return f"{sign}₹{abs(amount):,.2f}"
+
+
+def _sign_class(value: float) -> str:
+    return "pos" if value > 0 else "neg" if value < 0 else ""
+
+
+def _time(ts: float) -> str:
+    return to_ist(ts).strftime("%H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]],
+           table_id: str) -> str:
+    """An HTML table; each cell is (css class, already-escaped text)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    lines = ["".join(f"<td class=\"{cls}\">{text}</td>" if cls else f"<td>{text}</td>"
+                     for cls, text in row) for row in rows]
+    body = "\n".join(f"<tr>{line}</tr>" for line in lines)
+    return f"<table id=\"{table_id}\">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n" \
+           f"</tbody>\n</table>"
+
+
+def _header(data: DayData) -> str:
+    strategy = data.strategy or (", ".join(data.strategies) if data.strategies else "(none)")
+    rows = [("Date", data.day.isoformat()), ("Strategy", strategy),
+            ("Account", ", ".join(data.accounts) or "(none)"), ("Database", str(data.db_path))]
+    cells = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table id=\"header\">\n{cells}\n</table>"
+
+
+def _summary(data: DayData) -> str:
+    s = data.summary
+    cards = [("Trades", str(s.trades), ""), ("Wins", str(s.wins), ""),
+             ("Losses", str(s.losses), ""),
+             ("Total R", f"{s.total_r:+.2f}", _sign_class(s.total_r)),
+             ("P&L", _money(s.pnl), _sign_class(s.pnl)),
+             ("Max drawdown", f"{_money(s.max_drawdown)} ({s.max_drawdown_r:.2f} R)", "")]
+    html_cards = "".join(f"<div class=\"card\"><div class=\"label\">{_e(label)}</div>"
+                         f"<div class=\"value {cls}\">{_e(value)}</div></div>"
+                         for label, value, cls in cards)
+    note = "" if data.trades else f"<p class=\"note\">No trades on {_e(data.day.isoformat())}.</p>"
+    return f"<div class=\"cards\" id=\"summary\">{html_cards}</div>{note}"
+
+
+def _trade_rows(trades: Sequence[StoredTrade]) -> str:
+    if not trades:
+        return "<p class=\"note\">No trades.</p>"
+    headers = ("#", "strategy", "account", "symbol", "side", "qty", "entry (IST)", "entry price",
+               "exit (IST)", "exit price", "P&L", "R", "exit reason")
+    rows = [[("num", str(i)), ("", _e(t.strategy)), ("", _e(t.account)), ("", _e(t.symbol)),
+             ("", _e(t.action.value)), ("num", str(t.quantity)), ("", _time(t.entry_ts)),
+             ("num", f"{t.entry_price:.2f}"), ("", _time(t.exit_ts)),
+             ("num", f"{t.exit_price:.2f}"),
+             (f"num {_sign_class(t.pnl)}", _e(f"{t.pnl:+,.2f}")),
+             (f"num {_sign_class(t.r_multiple)}", f"{t.r_multiple:+.2f}"),
+             ("", _e(t.exit_reason or "-"))]
+            for i, t in enumerate(trades, start=1)]
+    return _table(headers, rows, "trades")
+
+
+def _risk_events(events: Sequence[RiskEvent]) -> str:
+    if not events:
+        return "<p class=\"note\">No risk events.</p>"
+    headers = ("time (IST)", "strategy", "account", "kind", "threshold", "value", "action",
+               "orders")
+    rows = [[("", _time(e.ts)), ("", _e(e.strategy)), ("", _e(e.account or "-")),
+             ("", _e(e.kind)), ("num", f"{e.threshold:,.2f}"), ("num", f"{e.value:,.2f}"),
+             ("", _e(e.action)), ("", _e(", ".join(e.order_ids) or "-"))] for e in events]
+    return _table(headers, rows, "risk-events")
+
+
+def _corrections(corrections: Sequence[Correction]) -> str:
+    if not corrections:
+        return "<p class=\"note\">No reconciliation corrections.</p>"
+    headers = ("time (IST)", "strategy", "account", "symbol", "kind", "action", "engine qty",
+               "broker qty", "order", "detail")
+
+    def qty(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    rows = [[("", _time(c.ts)), ("", _e(c.strategy)), ("", _e(c.account)), ("", _e(c.symbol)),
+             ("", _e(c.kind)), ("", _e(c.action)), ("num", qty(c.engine_quantity)),
+             ("num", qty(c.broker_quantity)),
+             ("", _e(c.client_id or c.broker_order_id or "-")), ("", _e(c.detail or "-"))]
+            for c in corrections]
+    return _table(headers, rows, "corrections")
+
+
+def _candles(data: DayData, charts: _Charts) -> str:
+    if data.symbol is None:
+        return ("<p class=\"note\">No symbol was traded or ordered that day; pass --symbol to "
+                "chart one.</p>")
+    if not data.bars:
+        return (f"<p class=\"note\">No 1-minute bars stored for {_e(data.symbol)} on "
+                f"{_e(data.day.isoformat())}.</p>")
+    legend = ("Green/red candles: up/down minutes. Blue ▲ swing lows and orange ▼ swing highs, "
+              "with their levels dashed until broken (×). Entries ◆, exits ■, stop triggers "
+              "dotted red while working.")
+    return (charts.image(_candle_chart, data, f"1-minute candles of {data.symbol}")
+            + f"<p class=\"note\">{_e(legend)}</p>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts (matplotlib Figure objects, no pyplot state)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Charts:
+    """Draws figures at the configured size and embeds them as PNG data URIs."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        self.settings = settings
+
+    def image(self, chart: _Chart, data: DayData, alt: str) -> str:
+        fig = Figure(figsize=(self.settings.chart_width_in, chart.height_in),
+                     layout="constrained")
+        chart.draw(fig, data)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=self.settings.dpi, metadata={"Software": None})
+        encoded = base64.b64encode(buf.getvalue()).decode("ascii")
+        return f"<img class=\"chart\" alt=\"{_e(alt)}\" src=\"data:image/png;base64,{encoded}\">"
+
+
+@dataclass(frozen=True, slots=True)
+class _Chart:
+    """A chart: the figure height it wants and the function that draws it."""
+
+    height_in: float
+    draw: Callable[[Figure, DayData], None]
+
+
+def _x(ts: float) -> float:
+    """An epoch time as a matplotlib date number on the IST wall clock."""
+    return float(mdates.date2num(to_ist(ts).replace(tzinfo=None)))
+
+
+def _mid(bar_start: float) -> float:
+    """Where a minute's candle stands: its middle, so a fill at 09:24:30 lands on 09:24."""
+    return _x(bar_start + 30)
+
+
+def _time_axis(ax: Axes, span_s: float) -> None:
+    """Clock-time ticks for an axis of ``_x`` values spanning ``span_s`` seconds."""
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=14))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span_s < 900 else "%H:%M"))
+    ax.grid(True, alpha=0.3)
+
+
+def _minute_axis(ax: Axes, span_s: float) -> None:
+    """Whole-minute ticks (at most about 14) for an axis of one-minute candles."""
+    step = next((m for m in (1, 2, 5, 10, 15, 30) if span_s / 60 / m <= 14), 60)
+    ax.xaxis.set_major_locator(mdates.MinuteLocator(byminute=range(0, 60, step)))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.grid(True, alpha=0.3)
+
+
+def _draw_r(fig: Figure, data: DayData) -> None:
+    ax = fig.subplots()
+    numbers = list(range(1, len(data.trades) + 1))
+    values = [t.r_multiple for t in data.trades]
+    bars = ax.bar(numbers, values, color=[_GREEN if v >= 0 else _RED for v in values])
+    if len(values) <= 30:
+        ax.bar_label(bars, fmt="%+.2f", fontsize=7, padding=2)
+        ax.set_xticks(numbers)
+    ax.axhline(0, color=_GREY, linewidth=0.8)
+    ax.set_xlim(0.3, max(len(values), 10) + 0.7)
+    ax.margins(y=0.15)
+    ax.set_xlabel("trade # (by exit time)")
+    ax.set_ylabel("R")
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _draw_equity(fig: Figure, data: DayData) -> None:
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    xs = [_x(data.trades[0].entry_ts)]
+    equity = [0.0]
+    drawdown = [0.0]
+    peak = 0.0
+    for t in data.trades:
+        xs.append(_x(t.exit_ts))
+        equity.append(equity[-1] + t.pnl)
+        peak = max(peak, equity[-1])
+        drawdown.append(equity[-1] - peak)
+    span_s = data.trades[-1].exit_ts - data.trades[0].entry_ts
+    xs.append(_x(data.trades[-1].exit_ts + max(span_s * 0.03, 10.0)))  # the last level, visible
+    equity.append(equity[-1])
+    drawdown.append(drawdown[-1])
+    top.step(xs, equity, where="post", color=_BLUE, linewidth=1.5)
+    top.plot(xs[1:-1], equity[1:-1], "o", color=_BLUE, markersize=3)
+    top.axhline(0, color=_GREY, linewidth=0.8)
+    top.set_ylabel("P&L (Rs)")
+    bottom.fill_between(xs, drawdown, 0, step="post", color=_RED, alpha=0.35)
+    bottom.step(xs, drawdown, where="post", color=_RED, linewidth=1)
+    bottom.set_ylabel("drawdown (Rs)")
+    bottom.set_xlabel("exit time (IST)")
+    _time_axis(top, span_s)
+    _time_axis(bottom, span_s)
+
+
+def _draw_candles(fig: Figure, data: DayData) -> None:
+    ax = fig.subplots()
+    minute = 1 / (24 * 60)
+    span = max(b.high for b in data.bars) - min(b.low for b in data.bars)
+    thin = max(span * 0.002, 0.01)
+    xs = [_mid(b.start) for b in data.bars]
+    colors = [_GREEN if b.close >= b.open else _RED for b in data.bars]
+    ax.vlines(xs, [b.low for b in data.bars], [b.high for b in data.bars], colors=colors,
+              linewidth=0.8)
+    ax.bar(xs, [max(abs(b.close - b.open), thin) for b in data.bars],
+           bottom=[min(b.open, b.close) for b in data.bars], width=0.7 * minute, color=colors)
+    day_end = data.bars[-1].start + 60
+    _draw_swings(ax, data, day_end)
+    _draw_orders(ax, data, day_end)
+    ax.set_xlim(xs[0] - minute, _x(day_end) + minute)
+    ax.set_ylabel("price")
+    ax.set_xlabel("time (IST)")
+    _minute_axis(ax, day_end - data.bars[0].start)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside upper center", ncols=5, fontsize=8, frameon=False)
+
+
+def _draw_swings(ax: Axes, data: DayData, day_end: float) -> None:
+    broken = {(b.kind, b.price, b.bar_start): b.broken_ts for b in data.breaks}
+    for kind, color, marker in ((SwingKind.LOW, _BLUE, "^"), (SwingKind.HIGH, _ORANGE, "v")):
+        swings = [s for s in data.swings if s.kind is kind]
+        if not swings:
+            continue
+        ends = [broken.get((s.kind, s.price, s.bar_start), day_end) for s in swings]
+        ax.hlines([s.price for s in swings], [_mid(s.bar_start) for s in swings],
+                  [_x(end) for end in ends], colors=color, linestyles="dashed", linewidth=0.8)
+        ax.scatter([_mid(s.bar_start) for s in swings], [s.price for s in swings], marker=marker,
+                   color=color, s=40, zorder=3, label=f"swing {kind.value.lower()}")
+        breaks = [(s, end) for s, end in zip(swings, ends, strict=True) if end != day_end]
+        if breaks:
+            ax.scatter([_x(end) for _, end in breaks], [s.price for s, _ in breaks], marker="x",
+                       color=color, s=30, zorder=3)
+
+
+def _draw_orders(ax: Axes, data: DayData, day_end: float) -> None:
+    stops = [o for o in data.orders if o.purpose is OrderPurpose.STOP and o.trigger_price > 0]
+    if stops:
+        ax.hlines([o.trigger_price for o in stops], [_x(o.created_ts) for o in stops],
+                  [_x(o.updated_ts if o.status.is_terminal else day_end) for o in stops],
+                  colors=_RED, linestyles="dotted", linewidth=1.5, label="stop trigger")
+    entries = [f for f in data.fills if f.purpose is OrderPurpose.ENTRY]
+    exits = [f for f in data.fills if f.purpose is not OrderPurpose.ENTRY]
+    for fills, marker, label in ((entries, "D", "entry"), (exits, "s", "exit")):
+        if fills:
+            ax.scatter([_x(f.ts) for f in fills], [f.price for f in fills], marker=marker,
+                       s=55, zorder=4, edgecolors="black", label=f"{label} fill",
+                       color=[_GREEN if f.action is Action.BUY else _RED for f in fills])
+
+
+_r_chart = _Chart(3.0, _draw_r)
+_equity_chart = _Chart(4.2, _draw_equity)
+_candle_chart = _Chart(5.5, _draw_candles)
