@@ -20,7 +20,6 @@ from engine.config import Config, ConfigError, default_config_path, load_config
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-EXIT_NOT_BUILT = 3
 EXIT_SAFE_STOP = 4
 EXIT_INTERRUPTED = 130
 
@@ -32,20 +31,11 @@ class CommandSpec:
     name: str
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
-    handler: Handler | None  # None: not built yet
-    built_by: str = ""
+    handler: Handler
 
 
 def _no_args(_: argparse.ArgumentParser) -> None:
     """A subcommand without options of its own."""
-
-
-def _not_built(spec: CommandSpec) -> Handler:
-    def run(_: argparse.Namespace, __: Config) -> int:
-        print(f"{spec.name}: not available yet — {spec.built_by}.", file=sys.stderr)
-        return EXIT_NOT_BUILT
-
-    return run
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -105,9 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    handler = spec.handler or _not_built(spec)
     try:
-        return handler(args, cfg)
+        return spec.handler(args, cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -453,6 +453,9 @@ def run_operator_command(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _configure_live(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--account", help="the stored account to trade (one engine per account "
+                   "mirrors a strategy; default: the only primary account); its database and "
+                   "control socket are then state_dir/engine-NAME.db and control/NAME.sock")
     p.add_argument("--atm", type=int, help="ATM strike (default: from the index spot)")
     p.add_argument("--expiry", help="option expiry YYYY-MM-DD (default: the nearest weekly)")
     _db_option(p)
@@ -461,13 +464,16 @@ def _configure_live(p: argparse.ArgumentParser) -> None:
 def _live(args: argparse.Namespace, cfg: Config) -> int:
     from engine.live import live_venue
 
-    missing = _require_live_secrets(cfg)
-    if missing is not None:
-        return missing
-    return _trade(args, cfg, live_venue(cfg), "live")
+    venue = live_venue(cfg, args.account)
+    control = None
+    if args.account:
+        args.db = args.db or str(_state(cfg) / f"engine-{args.account}.db")
+        control = str(Path(cfg.section("control").socket_path).parent / f"{args.account}.sock")
+    return _trade(args, cfg, venue, "live", control)
 
 
-def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str) -> int:
+def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str,
+           control: str | None = None) -> int:
     """Run the engine at ``venue`` (live, or a standalone simulator) until a signal."""
     import threading
 
@@ -479,7 +485,7 @@ def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str) -> int
     expiry = date.fromisoformat(args.expiry) if getattr(args, "expiry", None) else None
     with stop_on_signals(threading.Event()) as stop:
         engine = run_trading(cfg, venue, db_path=db, strategies=_strategies(cfg), stop=stop,
-                             atm=args.atm, expiry=expiry)
+                             atm=args.atm, expiry=expiry, control_path=control)
     print(f"{label}: stopped; database {db}")
     return EXIT_SAFE_STOP if engine.safe_stop_reason else EXIT_OK
 

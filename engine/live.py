@@ -2,8 +2,9 @@
 
 Owns the assembly and the run loop of an engine whose broker and market outlive it:
 
-- ``run.py live``: the user's OpenAlgo server (``[openalgo] host``, ``[feed] ws_url``, the key
-  from ``OPENALGO_API_KEY``), the wall clock (IST);
+- ``run.py live [--account NAME]``: the user's OpenAlgo server (a stored account with its
+  Fernet-encrypted key, or ``[openalgo] host``, ``[feed] ws_url`` and ``OPENALGO_API_KEY``), the
+  wall clock (IST). Mirroring a strategy on several accounts is one engine per account;
 - ``run.py paper --attach``: a standalone ``run.py simulator`` (which writes
   ``<state_dir>/simulator.json``: its URLs and its market clock — market time, wall time and
   speed — so every engine that attaches, and every restart of one, runs on the simulator's
@@ -53,9 +54,29 @@ class Venue:
     account: str
 
 
-def live_venue(cfg: Config) -> Venue:
-    key = cfg.secrets.require("openalgo_api_key", "live trading talks to your OpenAlgo server")
-    return Venue("live", cfg.openalgo.host, cfg.feed.ws_url, key, WallClock(), "default")
+def live_venue(cfg: Config, account: str | None = None) -> Venue:
+    """The user's OpenAlgo server for ``account`` (a stored account, keys decrypted; or the
+    single account of ``[openalgo]`` + ``OPENALGO_API_KEY``). A strategy is mirrored on several
+    accounts by running one engine per account (``--account``): each has its own order manager,
+    rate limit, database and control socket, and one account's failure cannot stop another."""
+    from engine.accounts import Role, resolve_accounts
+    from engine.store import Database
+
+    with Database(Path(cfg.store.path), cfg.store) as db:
+        accounts = resolve_accounts(cfg, db, os.environ)
+    if account is not None:
+        chosen = [a for a in accounts if a.name == account]
+        if not chosen:
+            raise ConfigError(f"no account {account!r}; known: "
+                              f"{', '.join(a.name for a in accounts)}", key="live.account")
+    else:
+        chosen = [a for a in accounts if a.role is Role.PRIMARY]
+        if len(chosen) > 1:
+            names = ", ".join(a.name for a in chosen)
+            raise ConfigError(f"{len(chosen)} primary accounts ({names}): run one engine per "
+                              f"account (run.py live --account NAME)", key="live.account")
+    a = chosen[0]
+    return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name)
 
 
 def write_simulator_file(state_dir: Path, *, rest_url: str, ws_url: str, clock: Clock) -> Path:
