@@ -403,12 +403,17 @@ class PositionMonitor(EngineActor):
         return tuple(sorted(s for s in set(symbols) if not self._fresh(s, now)))
 
     def _check(self) -> None:
-        """Freshness timer: quote stale held symbols (within budget), then re-send the P&L of
-        every strategy whose freshness changed since it was last sent."""
+        """Freshness timer: re-subscribe and quote stale held symbols (quotes within budget),
+        then re-send the P&L of every strategy whose freshness changed since it was last sent."""
         now = self._now()
         self._roll_day(now)
         held = self._held()
         stale = self._stale_symbols(held, now)
+        if stale and self.feed:
+            # a restarted feed forgets what it was asked; asking again is harmless
+            self.tell(self.feed, SubscriptionChange(
+                add=tuple(sorted((s, held[s]) for s in stale)),
+                mode=self.settings.subscribe_mode, requester=self.name))
         if stale and self.broker is not None:
             refreshed: set[str] = set()
             for sym in sorted(stale, key=self._price_ts):

@@ -119,6 +119,7 @@ class Reconciler(EngineActor):
         self.last_error = ""
         self.last_ok_ts: float | None = None
         self._alerted: set[Finding] = set()
+        self._recorded: set[tuple[Finding, str]] = set()  # a finding that only alerts: once
         self._asked_protect: set[tuple[str, str]] = set()
         self._fallback_seq = 0
         self._counts: dict[str, int] = {}
@@ -238,7 +239,8 @@ class Reconciler(EngineActor):
 
     def _finding(self, f: Finding, strategy: str, action: str, now: float, detail: str) -> None:
         self._counts[f.kind] = self._counts.get(f.kind, 0) + 1
-        if self.store is not None and (f not in self._alerted or action == "corrected"):
+        if self.store is not None and (action == "corrected" or (f, action) not in self._recorded):
+            self._recorded.add((f, action))
             self.tell(self.store, record(Correction(
                 strategy, self.account, f.symbol, f.kind, action, now, trading_date(now),
                 f.engine_quantity, f.broker_quantity, detail=detail)))

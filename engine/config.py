@@ -42,7 +42,15 @@ class ConfigError(Exception):
         self.source = source
         parts = [p for p in (source, key) if p]
         prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        super().__init__(_one_line(f"{prefix}: {message}" if prefix else message))
+
+
+def _one_line(text: str) -> str:
+    """Control characters (newlines included) escaped, so the message stays one line even when
+    it quotes a key or value from the file."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +102,10 @@ class InstrumentSettings:
 
 
 def _parse_hhmm(text: str) -> time:
-    return time.fromisoformat(text)
+    parsed = time.fromisoformat(text)
+    if parsed.tzinfo is not None:  # session times are IST wall-clock times, no offsets
+        raise ValueError(f"a time with a UTC offset: {text!r}")
+    return parsed
 
 
 # Checks beyond a single field's type and range: (section, key, predicate, message).
@@ -248,6 +259,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("is a directory, not a TOML file", source=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid TOML: not UTF-8 text (byte {exc.start})",
+                          source=str(path)) from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror}", source=str(path)) from None
 
@@ -330,8 +348,8 @@ def _from_text(text: str, hint: Any, key: str, source: str) -> Any:
         return tuple(p.strip() for p in text.split(",") if p.strip())
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        raise ConfigError(f"cannot read {text!r} as {_type_name(base)}", key=key,
+    except (ValueError, RecursionError):  # TOMLDecodeError, int()'s digit limit, too deep
+        raise ConfigError(f"cannot read {_show(text)} as {_type_name(base)}", key=key,
                           source=source) from None
 
 
@@ -393,7 +411,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
     def bad() -> ConfigError:
         return ConfigError(f"expected {_type_name(base)}, got {type(value).__name__} "
-                           f"{value!r}", key=key, source=source)
+                           f"{_show(value)}", key=key, source=source)
 
     if base is bool:
         if not isinstance(value, bool):
@@ -406,9 +424,14 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
-        if not math.isfinite(float(value)):
-            raise ConfigError(f"must be a finite number, got {value!r}", key=key, source=source)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"must be a finite number, got {_show(value)}", key=key,
+                              source=source)
+        return number
     if base is str:
         if not isinstance(value, str):
             raise bad()
@@ -421,6 +444,16 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     raise ConfigError(f"unsupported setting type {base!r}", key=key, source=source)
 
 
+def _show(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short (an integer too long to
+    print is described instead)."""
+    try:
+        text = repr(value)
+    except ValueError:  # beyond Python's int-to-text digit limit
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _check_range(value: Any, meta: Mapping[str, Any], key: str, source: str) -> None:
     if value is None:
         return
@@ -428,14 +461,16 @@ def _check_range(value: Any, meta: Mapping[str, Any], key: str, source: str) -> 
     measured = len(value) if isinstance(value, tuple) else value
     if isinstance(measured, (int, float)) and not isinstance(measured, bool):
         if lo is not None and measured < lo:
-            raise ConfigError(f"{value!r} is below the minimum {lo}", key=key, source=source)
+            raise ConfigError(f"{_show(value)} is below the minimum {lo}", key=key,
+                              source=source)
         if hi is not None and measured > hi:
-            raise ConfigError(f"{value!r} is above the maximum {hi}", key=key, source=source)
+            raise ConfigError(f"{_show(value)} is above the maximum {hi}", key=key,
+                              source=source)
     if choices is not None:
         items = value if isinstance(value, tuple) else (value,)
         for item in items:
             if item not in choices:
-                raise ConfigError(f"{item!r} is not one of {', '.join(map(repr, choices))}",
+                raise ConfigError(f"{_show(item)} is not one of {', '.join(map(repr, choices))}",
                                   key=key, source=source)
 
 

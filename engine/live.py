@@ -62,8 +62,12 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
     from engine.accounts import Role, resolve_accounts
     from engine.store import Database
 
-    with Database(Path(cfg.store.path), cfg.store) as db:
-        accounts = resolve_accounts(cfg, db, os.environ)
+    path = Path(cfg.store.path)
+    if path.exists():
+        with Database(path, cfg.store) as db:
+            accounts = resolve_accounts(cfg, db, os.environ)
+    else:  # no database yet, so no stored account
+        accounts = resolve_accounts(cfg, None, os.environ)
     if account is not None:
         chosen = [a for a in accounts if a.name == account]
         if not chosen:
@@ -143,7 +147,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
             server = ControlServer(control_path or settings.socket_path,
                                    EngineOperator(engine, openalgo_url=venue.rest_url),
                                    max_request_bytes=settings.max_request_bytes,
-                                   idle_timeout_s=settings.idle_timeout_s)
+                                   idle_timeout_s=settings.idle_timeout_s,
+                                   chaos_enabled=settings.chaos_enabled)
             try:
                 server.start()
             except ControlError as exc:

@@ -16,10 +16,11 @@ exchange → mode), the connection life cycle and the frame parser:
 - ``market_data`` frames become ``Tick``s: ``ltt`` (epoch ms) → ``exchange_ts`` seconds,
   cumulative ``volume``, ``oi``, bid/ask from the depth's first level (or ``bid``/``ask``),
   ``recv_ts`` from the engine clock. Frames that are not JSON, lack fields, carry wrong types,
-  non-finite or non-positive prices are counted per kind (``stats()``), logged at a throttled rate
-  and dropped; an optional field that is bad is dropped from the tick (and counted), the price is
-  kept. Symbols the server refuses to subscribe are counted (``stats().refused``) and logged.
-  Nothing a frame or a callback does stops the client.
+  non-finite or non-positive prices, or are for a symbol not subscribed here are counted per kind
+  (``stats()``), logged at a throttled rate and dropped; an optional field that is bad (or a
+  count beyond 64 bits) is dropped from the tick (and counted), the price is kept. Symbols the
+  server refuses to subscribe are counted (``stats().refused``) and logged, and so are error
+  frames, both at the same throttled rate. Nothing a frame or a callback does stops the client.
 - Reading: websocket-client parses the frames; its small reads are served from 64 KiB socket
   reads (``_ChunkReader``), and JSON goes straight from bytes to ``json.loads``.
 
@@ -49,6 +50,7 @@ from typing import Any
 import websocket
 from loguru import logger
 
+from engine import probes
 from engine.broker import AuthError
 from engine.clock import Clock
 from engine.messages import FeedStatus, Tick
@@ -62,6 +64,7 @@ _PONG = websocket.ABNF.OPCODE_PONG
 _INF = math.inf
 _MAX_DOUBLINGS = 32
 _CHUNK = 1 << 16
+_INT64_MAX = 2**63 - 1  # counts, timestamps and integer prices beyond a signed 64-bit int are junk
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +340,7 @@ class FeedClient:
                 continue
             try:
                 msg = json.loads(frame.data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._count_invalid("bad_json", frame.data)
                 continue
             if not isinstance(msg, dict):
@@ -348,7 +351,7 @@ class FeedClient:
                     return
                 raise _AuthRefused(self._scrub(str(msg.get("message", "refused"))))
             if msg.get("status") == "error":
-                code = str(msg.get("code", ""))
+                code = self._scrub(str(msg.get("code", "")))
                 message = self._scrub(str(msg.get("message", "")))
                 self._count_error_frame(code, message)
                 if code in ("AUTHENTICATION_ERROR", "NOT_AUTHENTICATED"):
@@ -451,7 +454,7 @@ class FeedClient:
         self._frames += 1
         try:
             msg = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
             self._count_invalid("bad_json", raw)
             return
         if type(msg) is not dict:
@@ -462,6 +465,9 @@ class FeedClient:
             self._last_data = now
             tick = self._parse_tick(msg)
             if tick is not None:
+                probe = probes.tick_received  # benchmarks only; None otherwise
+                if probe is not None:
+                    probe(tick, now)
                 self._deliver(tick)
         elif kind is None and msg.get("status") == "error":
             self._on_error_msg(msg)
@@ -484,23 +490,31 @@ class FeedClient:
             return self._count_invalid("wrong_type", msg)
         if type(symbol) is not str or type(exchange) is not str or type(data) is not dict:
             return self._count_invalid("wrong_type", msg)
+        if (symbol, exchange) not in self._subs:
+            return self._count_invalid("unsubscribed", msg)
         kind = type(ltp)
-        if kind is not float and kind is not int:
+        if kind is int:
+            try:
+                ltp = float(ltp)
+            except OverflowError:  # an integer beyond the float range
+                return self._count_invalid("non_finite", msg)
+        elif kind is not float:
             return self._count_invalid("wrong_type", msg)
         if not 0 < ltp < _INF:
             return self._count_invalid("non_positive_price" if ltp <= 0 else "non_finite", msg)
         ltt = data.get("ltt")
         exchange_ts = None
         if ltt is not None:
-            if (type(ltt) is int or type(ltt) is float) and 0 < ltt < _INF:
+            if (type(ltt) is int or type(ltt) is float) and 0 < ltt < _INF and \
+                    ltt <= _INT64_MAX:
                 exchange_ts = ltt / 1000.0
             else:
                 self._count_invalid("bad_optional_field", msg)
         volume = data.get("volume")
-        if volume is not None and not (type(volume) is int and volume >= 0):
+        if volume is not None and not (type(volume) is int and 0 <= volume <= _INT64_MAX):
             volume = self._whole(volume, msg)
         oi = data.get("oi")
-        if oi is not None and not (type(oi) is int and oi >= 0):
+        if oi is not None and not (type(oi) is int and 0 <= oi <= _INT64_MAX):
             oi = self._whole(oi, msg)
         depth = data.get("depth")
         if depth is not None:
@@ -509,12 +523,12 @@ class FeedClient:
             bid = self._price(data.get("bid"), msg)
             ask = self._price(data.get("ask"), msg)
         names = self._names
-        return Tick(names.get(symbol, symbol), names.get(exchange, exchange), float(ltp),
+        return Tick(names.get(symbol, symbol), names.get(exchange, exchange), ltp,
                     self._clock.time(), exchange_ts, volume, bid, ask, oi)
 
     def _whole(self, value: object, msg: dict[str, Any]) -> int | None:
         """A non-negative whole count from a float like ``1234.0``; else None (counted)."""
-        if type(value) is float and value >= 0 and value.is_integer():
+        if type(value) is float and 0 <= value <= _INT64_MAX and value.is_integer():
             return int(value)
         self._count_invalid("bad_optional_field", msg)
         return None
@@ -523,7 +537,8 @@ class FeedClient:
         """An optional price: 0.0 when absent or zero; a bad value is counted and dropped."""
         if value is None:
             return 0.0
-        if (type(value) is float or type(value) is int) and 0 <= value < _INF:
+        kind = type(value)
+        if (kind is float and 0 <= value < _INF) or (kind is int and 0 <= value <= _INT64_MAX):
             return float(value)
         self._count_invalid("bad_optional_field", msg)
         return 0.0
@@ -557,7 +572,7 @@ class FeedClient:
             self._call(self._on_ticks, "on_ticks", batch)
 
     def _on_error_msg(self, msg: dict[str, Any]) -> None:
-        code = str(msg.get("code", "UNKNOWN"))
+        code = self._scrub(str(msg.get("code", "UNKNOWN")))
         message = self._scrub(str(msg.get("message", "")))
         self._count_error_frame(code, message)
         if self._on_error_frame is not None:
@@ -580,27 +595,39 @@ class FeedClient:
             failed = msg.get("failed") if isinstance(msg.get("failed"), list) else []
         with self._stats_lock:
             self._refused[kind] += max(1, len(failed))
-        logger.warning("feed[{}]: {} {}: {}", self.account, kind, msg.get("status"),
-                       str(failed or msg.get("message", ""))[:300])
+            count = self._due(f"refused:{kind}")
+        if count:
+            logger.warning("feed[{}]: {} {} repl(ies) not successful; latest status {}: {}",
+                           self.account, count, kind, self._scrub(repr(msg.get("status")))[:40],
+                           self._scrub(str(failed or msg.get("message", "")))[:300])
 
     # -- accounting and callbacks ----------------------------------------------------------------
     def _count_invalid(self, kind: str, sample: object) -> None:
         with self._stats_lock:
             self._invalid[kind] += 1
-            self._unlogged[kind] += 1
-            now = time.monotonic()
-            if now - self._last_log.get(kind, -_INF) < self._settings.log_interval_s:
-                return None
-            self._last_log[kind] = now
-            count = self._unlogged.pop(kind)
-        logger.warning("feed[{}]: {} frame(s) dropped as {}; latest: {}", self.account, count,
-                       kind, self._scrub(repr(sample))[:200])
+            count = self._due(kind)
+        if count:
+            logger.warning("feed[{}]: {} frame(s) dropped as {}; latest: {}", self.account,
+                           count, kind, self._scrub(repr(sample))[:200])
         return None
 
     def _count_error_frame(self, code: str, message: str) -> None:
         with self._stats_lock:
             self._error_frames[code] += 1
-        logger.warning("feed[{}]: error frame {}: {}", self.account, code, message[:200])
+            count = self._due(f"error:{code}")
+        if count:
+            logger.warning("feed[{}]: {} error frame(s) {}; latest: {}", self.account, count,
+                           code, message[:200])
+
+    def _due(self, key: str) -> int:
+        """One more event of ``key`` (caller holds ``_stats_lock``): how many to report in a
+        log line now, or 0 while ``key`` was logged less than ``log_interval_s`` ago."""
+        self._unlogged[key] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(key, -_INF) < self._settings.log_interval_s:
+            return 0
+        self._last_log[key] = now
+        return self._unlogged.pop(key)
 
     def _callback_failed(self, name: str) -> None:
         with self._stats_lock:

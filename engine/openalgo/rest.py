@@ -23,6 +23,9 @@ Retry policy (``RestSettings.retries`` attempts in total, ``retry_delay_s`` apar
   be placing the order. Only failures that prove the request never arrived (connection refused,
   connect timeout) and 429 (refused before processing) are retried for them.
 
+A 2xx reply that cannot be read (not JSON, not an OpenAlgo object, fields missing or of the wrong
+type) is counted per endpoint in ``malformed`` and logged at most once a minute per endpoint.
+
 The API key lives in a ``_Secret`` holder and is scrubbed from anything the server echoes back, so
 it appears in no exception, log line or repr. Typed errors are raised ``from None``: the underlying
 ``requests`` exception holds the request body, and a traceback printer must not reach it.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +44,7 @@ import requests
 from loguru import logger
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
+from engine import probes
 from engine.broker import (
     AuthError,
     BrokerError,
@@ -60,6 +65,7 @@ from engine.broker import (
     TradeRow,
 )
 from engine.clock import Clock
+from engine.logs import Throttle
 from engine.openalgo.wire import Fields, WireError, to_float
 from engine.settings import setting
 
@@ -67,6 +73,7 @@ T = TypeVar("T")
 
 ORDER_CREATING = frozenset({"placeorder", "placesmartorder", "closeposition"})
 _MESSAGE_LIMIT = 300
+_MALFORMED_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +171,8 @@ class OpenAlgoClient:
         self._session = requests.Session()
         self.last_request: LastRequest | None = None
         self.last_order_id: str | None = None
+        self.malformed: Counter[str] = Counter()  # endpoint → unreadable 2xx replies
+        self._malformed_log = Throttle(_MALFORMED_LOG_INTERVAL_S)
 
     def __repr__(self) -> str:
         return f"OpenAlgoClient(account={self.account!r}, host={self._settings.host!r})"
@@ -297,6 +306,9 @@ class OpenAlgoClient:
     def _attempt(self, endpoint: str, fields: Mapping[str, Any]) -> tuple[int, Fields]:
         """One HTTP exchange: the success body, or a typed error (``_Retryable`` if retryable)."""
         creating = endpoint in ORDER_CREATING
+        probe = probes.request_sending  # benchmarks only; None otherwise
+        if probe is not None:
+            probe(endpoint, fields, time.monotonic())
         try:
             response = self._session.post(self._base + endpoint,
                                           json={"apikey": self._key.reveal(), **fields},
@@ -344,15 +356,15 @@ class OpenAlgoClient:
             raise self._error(RejectedError, endpoint, status,
                               self._server_message(payload, ""))
         kind = OutcomeUnknown if creating else MalformedResponse
-        raise self._error(kind, endpoint, status, "reply is not an OpenAlgo success object")
+        raise self._malformed(kind, endpoint, status, "reply is not an OpenAlgo success object")
 
     def _parse(self, endpoint: str, body: Fields, parse: Callable[[Fields], T]) -> T:
         try:
             return parse(body)
         except WireError as exc:
             kind = OutcomeUnknown if endpoint in ORDER_CREATING else MalformedResponse
-            raise self._error(kind, endpoint, 200,
-                              self._key.scrub(str(exc))[:_MESSAGE_LIMIT]) from None
+            raise self._malformed(kind, endpoint, 200,
+                                  self._key.scrub(str(exc))[:_MESSAGE_LIMIT]) from None
 
     def _retry_after(self, payload: object) -> float:
         raw = payload.get("retry_after") if isinstance(payload, dict) else None
@@ -375,6 +387,17 @@ class OpenAlgoClient:
         return kind(self._key.scrub(message), endpoint=endpoint, status=status,
                     account=self.account)
 
+    def _malformed(self, kind: type[BrokerError], endpoint: str, status: int | None,
+                   message: str) -> BrokerError:
+        """The error for an unreadable 2xx reply: counted, and logged now and then."""
+        self.malformed[endpoint] += 1
+        emit, suppressed = self._malformed_log.allow(endpoint, self._clock.time())
+        if emit:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            logger.warning("openalgo[{}] {}: unreadable reply{}: {}", self.account, endpoint,
+                           more, self._key.scrub(message))
+        return self._error(kind, endpoint, status, message)
+
     def _record(self, endpoint: str, fields: Mapping[str, Any], status: int | None,
                 started: float, error: BrokerError | None, orderid: str | None = None) -> None:
         duration = time.monotonic() - started
@@ -394,7 +417,7 @@ _ORDER_ID_ENDPOINTS = frozenset({"placeorder", "placesmartorder", "modifyorder",
 def _json_or_none(content: bytes) -> object:
     try:
         return json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
         return None
 
 

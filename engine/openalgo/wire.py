@@ -17,6 +17,7 @@ class WireError(ValueError):
 
 
 _MISSING: Any = object()
+_INT64 = 2**63  # whole numbers must fit a signed 64-bit integer
 
 
 def to_float(value: object, name: str) -> float:
@@ -24,7 +25,10 @@ def to_float(value: object, name: str) -> float:
     if isinstance(value, bool):
         raise WireError(f"{name}: expected a number, got a boolean")
     if isinstance(value, (int, float)):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise WireError(f"{name}: number out of range") from None
     elif isinstance(value, str):
         try:
             result = float(value.strip())
@@ -38,19 +42,28 @@ def to_float(value: object, name: str) -> float:
 
 
 def to_int(value: object, name: str) -> int:
-    """A whole number from a JSON number or numeric string (``"65"``, ``65.0``); ``65.5`` fails."""
+    """A whole number from a JSON number or numeric string (``"65"``, ``65.0``); ``65.5`` fails,
+    and so does anything beyond a signed 64-bit integer (no count or id is that large, and a
+    database column could not hold it)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _in_range(value, name)
     if isinstance(value, str):
-        text = value.strip()
         try:
-            return int(text)
+            whole = int(value.strip())
         except ValueError:
             pass
+        else:
+            return _in_range(whole, name)
     number = to_float(value, name)
     if not number.is_integer():
         raise WireError(f"{name}: not a whole number: {value!r}")
-    return int(number)
+    return _in_range(int(number), name)
+
+
+def _in_range(number: int, name: str) -> int:
+    if not -_INT64 <= number < _INT64:
+        raise WireError(f"{name}: number out of range")
+    return number
 
 
 class Fields:

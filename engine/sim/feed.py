@@ -354,7 +354,7 @@ class FeedServer:
     def _on_message(self, client: _Client, message: str | bytes) -> None:
         try:
             data = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
             self._error(client, "INVALID_JSON", "Invalid JSON message")
             return
         if not isinstance(data, dict):
@@ -390,7 +390,8 @@ class FeedServer:
             self.auth_failures += 1
             self._error(client, "AUTHENTICATION_ERROR", "API key is required")
             return
-        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), self._key):
+        if not isinstance(key, str) or not hmac.compare_digest(
+                key.encode("utf-8", "surrogatepass"), self._key):
             self.auth_failures += 1
             self._error(client, "AUTHENTICATION_ERROR", "Invalid API key")
             return
@@ -470,7 +471,8 @@ class FeedServer:
                 return
             for entry in symbols:
                 if not isinstance(entry, dict) or not entry.get("symbol") \
-                        or not entry.get("exchange"):
+                        or not entry.get("exchange") or not isinstance(entry["symbol"], str) \
+                        or not isinstance(entry["exchange"], str):
                     continue
                 try:
                     mode = wire.parse_mode(entry.get("mode", 2))

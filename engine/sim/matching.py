@@ -253,7 +253,7 @@ def fmt_timestamp(ts: float) -> str:
 
 def _is_tick_multiple(price: float, tick: float) -> bool:
     steps = price / tick
-    return abs(steps - round(steps)) < 1e-6
+    return math.isfinite(steps) and abs(steps - round(steps)) < 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,6 +606,8 @@ class SimulatedBroker:
         if last < first:
             raise RejectedError(f"end_date {end_date} is before start_date {start_date}",
                                 endpoint="history")
+        if last >= date.max:
+            raise RejectedError(f"end_date {end_date} is out of range", endpoint="history")
         lo = datetime.combine(first, time(0), IST).timestamp()
         hi = datetime.combine(last + timedelta(days=1), time(0), IST).timestamp()
         with self._lock:

@@ -3,7 +3,8 @@
 Two parts:
 - ``RestApi``: transport-free request handling: JSON body → schema validation (400) → API key
   (403) → the simulated broker → OpenAlgo's reply body. Broker errors map to 400 (rejected),
-  404 (order not found) or 500; the analyzer flag adds ``"mode": "analyze"`` to replies.
+  404 (order not found) or 500; a number or date too large for the broker to compute with is a
+  400; the analyzer flag adds ``"mode": "analyze"`` to replies.
 - ``RestServer``: a threaded ``http.server`` (one thread per connection, keep-alive) that applies,
   per request and in this order, the armed faults (stall, then 429 / HTTP error / malformed body /
   lost reply) and the per-client-IP moving-window rate limits, then answers from ``RestApi``.
@@ -63,13 +64,14 @@ class RestApi:
     def handle(self, endpoint: str, body: bytes) -> Reply:
         try:
             data = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
             return 400, error_body("Invalid JSON body")
         try:
             fields = wire.validate(endpoint, data)
         except wire.ValidationFailed as exc:
             return 400, error_body(str(exc))
-        if not hmac.compare_digest(fields.pop("apikey").encode(), self._key):
+        if not hmac.compare_digest(fields.pop("apikey").encode("utf-8", "surrogatepass"),
+                                   self._key):
             return 403, error_body("Invalid openalgo apikey")
         try:
             payload = self._dispatch(endpoint, fields)
@@ -79,6 +81,9 @@ class RestApi:
             return 400, error_body(exc.message)
         except BrokerError as exc:
             return exc.status or 500, error_body(exc.message)
+        except OverflowError as exc:  # a valid-looking number or date the broker cannot hold
+            logger.warning("simulator: {} refused, a value out of range: {}", endpoint, exc)
+            return 400, error_body(f"Value out of range: {exc}")
         except Exception:
             logger.exception("simulator: {} failed", endpoint)
             return 500, error_body("An unexpected error occurred in the API endpoint")

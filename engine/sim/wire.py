@@ -216,6 +216,8 @@ def _number(value: object, kind: str, invalid: str) -> float | int:
         number = float(value.strip()) if isinstance(value, str) else float(value)
     except ValueError:
         raise ValueError(invalid) from None
+    except OverflowError:  # an integer beyond the float range (marshmallow's wording)
+        raise ValueError("Number too large.") from None
     if not math.isfinite(number):
         raise ValueError("Special numeric values (nan or infinity) are not permitted.")
     if kind == "int":
