@@ -11,10 +11,10 @@ Owns one ``engine.bars.BarAggregator`` (the rules live there) and what an actor 
   continues the VWAP and the volume base. The minute that was in progress when it died is never
   invented: it becomes a ``BarGap`` (the builder saw only part of it), and bars are exact again
   from the next minute — same prices, ticks and volume as without the crash. When a history
-  source is available (the broker's ``history``), completed minutes missed while the builder was
-  down are backfilled from it; on a mid-session start (no snapshot) today's completed bars are
-  backfilled and live bars continue with no duplicate and no hole. Tested in
-  tests/actors/test_bar_builder.py.
+  source is available (the broker's ``history``, read up to ``history_reads`` times), completed
+  minutes missed while the builder was down are backfilled from it; on a mid-session start (no
+  snapshot) today's completed bars are backfilled and live bars continue with no duplicate and
+  no hole. Tested in tests/actors/test_bar_builder.py.
 """
 
 from __future__ import annotations
@@ -96,17 +96,28 @@ class BarBuilder(EngineActor):
         return True
 
     def _backfill(self, now: float) -> None:
-        assert self.history is not None
-        try:
-            bars = self.history(self.symbol, trading_date(now))
-        except BrokerError as exc:
-            logger.warning("{}: history backfill failed ({}); continuing live only", self.name,
-                           exc)
+        bars = self._read_history(now)
+        if bars is None:
             return
         events = self.agg.seed_from_history(bars, now)
         self._publish(events)
         if events:
             self._persist()
+
+    def _read_history(self, now: float) -> Sequence[HistoryBar] | None:
+        """Today's history, read up to ``history_reads`` times; None when every read failed."""
+        assert self.history is not None
+        reads = self.settings.history_reads
+        for read in range(1, reads + 1):
+            try:
+                return self.history(self.symbol, trading_date(now))
+            except BrokerError as exc:
+                if read < reads:
+                    logger.info("{}: history read failed ({}); reading again", self.name, exc)
+                    continue
+                logger.warning("{}: history backfill failed {} time(s), last: {}; continuing "
+                               "live only", self.name, reads, exc)
+        return None
 
     # -- ticks and time --------------------------------------------------------------------------
     @handles(Tick)

@@ -12,7 +12,9 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
 - placements whose outcome is unknown (the REST client raises ``OutcomeUnknown`` and never
   re-sends): the order becomes ``unknown``; the next orderbook read adopts the matching row, or
   the order is re-sent after it was verified absent (``resend_attempts``, each checked first).
-  Never two orders for one intent;
+  Absent means missing from an orderbook read at least ``unknown_settle_s`` after the failed
+  attempt: a server can still be working on a request its client gave up on, and an order it
+  places after an earlier read must not get a twin. Never two orders for one intent;
 - verified cancel-then-replace: cancel → the broker must report ``cancelled`` (order status read
   right away, then every ``cancel_poll_s`` until ``cancel_confirm_timeout_s``; the order-update
   stream counts too) → only then is the replacement placed, and only if nothing more filled
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -132,6 +135,12 @@ class OrderSettings:
                                   "stamps), seconds", min=0.0, max=60.0)
     store_timeout_s: float = setting(5.0, "wait for the store to confirm a write, seconds",
                                      min=0.1, max=60.0)
+    unknown_settle_s: float = setting(2.0, "real seconds a placement with an unknown outcome "
+                                      "may still be in flight at the server: only an orderbook "
+                                      "read this long after the failed attempt can show it "
+                                      "absent and let it be re-sent (scaled by the clock's "
+                                      "speed in paper; none on a virtual clock)", min=0.0,
+                                      max=600.0)
 
 
 class OrderManager(EngineActor):
@@ -168,6 +177,7 @@ class OrderManager(EngineActor):
         self._counts: Counter[str] = Counter()
         self._reports: Counter[str] = Counter()
         self._poll_failing = False
+        self._unknown_since: dict[str, float] = {}  # client id -> engine time it became unknown
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -443,12 +453,25 @@ class OrderManager(EngineActor):
         self._counts["outcome_unknown"] += 1
         self._alert("order_outcome_unknown", f"{order.client_id}: placement outcome unknown "
                     f"({exc}); checking the orderbook before anything is re-sent")
+        self._unknown_since[order.client_id] = self._now()
         self._emit(self.book.transition(order, S.UNKNOWN, self._now(),
                                         f"placement outcome unknown: {exc.message}"))
 
+    def _settle_engine_s(self) -> float:
+        """``unknown_settle_s`` in engine seconds: real time scaled by the clock's speed (a
+        virtual clock drives an in-process broker: nothing is ever in flight there)."""
+        assert self.clock is not None
+        speed = self.clock.speed
+        return self.settings.unknown_settle_s * speed if math.isfinite(speed) else 0.0
+
     def _resolve_unknown(self, order: TrackedOrder, rows: list[OrderRow], now: float) -> None:
-        """Adopt the orderbook row an unknown placement became, else re-send (bounded)."""
+        """Adopt the orderbook row an unknown placement became, else (once the request can no
+        longer be in flight) re-send, bounded."""
         row = self.book.match_unknown(order, rows, self.settings.match_skew_s)
+        since = self._unknown_since.get(order.client_id, float("-inf"))
+        if row is None and now - since < self._settle_engine_s():
+            return  # the server may still place it: absent from this read proves nothing
+        self._unknown_since.pop(order.client_id, None)
         if row is not None:
             self._counts["adopted"] += 1
             logger.warning("orders[{}]: {} found at the broker as {}; adopted", self.account,
@@ -643,6 +666,7 @@ class OrderManager(EngineActor):
                 continue
             if order.status in (S.SUBMITTING, S.UNKNOWN):
                 order.attempts = 1  # it may have left before the restart
+                self._unknown_since[order.client_id] = now
                 self._emit(self.book.transition(order, S.UNKNOWN, now, "restart: the request "
                                                 "may have been sent; checking the orderbook"))
             elif order.status is S.CANCEL_PENDING:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,21 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, p50, p99, max and mean of latencies given in seconds, reported in milliseconds
+    (nearest-rank percentiles: p99 of 100 samples is the largest but one); None without
+    samples."""
+    if not seconds:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    ordered = sorted(seconds)
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p / 100.0 * len(ordered)) - 1)] * 1000.0
+
+    return {"n": len(ordered), "p50_ms": rank(50), "p99_ms": rank(99),
+            "max_ms": ordered[-1] * 1000.0, "mean_ms": sum(ordered) / len(ordered) * 1000.0}
+
+
 @contextmanager
 def timed() -> Iterator[list[float]]:
     """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds (monotonic)."""
@@ -53,6 +69,8 @@ class Report:
     description: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    # raw samples behind the figures: written to the JSON, not printed
+    series: dict[str, list[float]] = field(default_factory=dict)
 
     def row(self, **values: Any) -> None:
         self.rows.append(values)
@@ -78,7 +96,7 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "name": self.name, "description": self.description, "rows": self.rows,
-            "figures": self.figures, "python": sys.version.split()[0],
+            "figures": self.figures, "series": self.series, "python": sys.version.split()[0],
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         }
@@ -92,6 +110,8 @@ class Report:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
     if isinstance(v, int):

@@ -320,8 +320,8 @@ def resolve_accounts(cfg: Config, db: Database | None, env: Mapping[str, str]) -
     """The accounts to trade on, keys decrypted, in name order; at least one is primary.
 
     Stored accounts (none without a database) win (``[accounts].use`` picks among them); they
-    need ``NIFTY_ENGINE_FERNET_KEY``. With none stored, ``OPENALGO_API_KEY`` makes the single primary
-    account ``[accounts].default_name`` on ``[openalgo].host`` and ``[feed].ws_url``.
+    need ``NIFTY_ENGINE_FERNET_KEY``. With none stored, ``OPENALGO_API_KEY`` makes the single
+    primary account ``[accounts].default_name`` on ``[openalgo].host`` and ``[feed].ws_url``.
     """
     settings: AccountsSettings = cfg.section("accounts")
     rows = db.accounts() if db is not None else []

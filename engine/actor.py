@@ -213,7 +213,10 @@ class EngineActor(pykka.ThreadingActor):
                     ref.tell(message)
                 except pykka.ActorDeadError:
                     pass
-            elif registry.ref(me) is ref:
+            elif registry.ref(me) in (ref, None):
+                # None: not registered yet (a timer due at once from on_start can fire before
+                # the supervisor registers this incarnation); the registry stashes the message
+                # and hands it over on registration
                 registry.tell(me, message)
 
         return fire

@@ -119,6 +119,9 @@ class BarSettings:
     invalid_log_interval_s: float = setting(
         60.0, "engine seconds between log lines per kind of rejected tick (late, invalid, ...)",
         min=0.0, max=3600.0)
+    history_reads: int = setting(
+        3, "reads of the broker's history a starting builder tries (each retried as [openalgo] "
+        "says) before it gives up the backfill and continues live only", min=1, max=10)
 
 
 class InvalidReason(StrEnum):

@@ -38,32 +38,39 @@ def _no_args(_: argparse.ArgumentParser) -> None:
     """A subcommand without options of its own."""
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options(*, inherit: bool = False) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. ``inherit``: the subcommand's
+    copy, whose options default to "not given" so it keeps what was given before the name
+    (argparse otherwise resets them to its own defaults): an option given after the name wins,
+    and ``--set`` values from both places add up (``_overrides``)."""
     common = argparse.ArgumentParser(add_help=False)
+    unset = {"default": argparse.SUPPRESS} if inherit else {}
     common.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml, "
-                        "else the shipped defaults)")
-    common.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        dest="overrides", help="override one setting (repeatable)")
-    common.add_argument("--log-level", metavar="LEVEL", help="override logging.level")
-    common.add_argument("--state-dir", metavar="DIR", help="override engine.state_dir")
+                        "else the shipped defaults)", **unset)
+    common.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
+                        dest="command_overrides" if inherit else "overrides",
+                        help="override one setting (repeatable)", default=[])
+    common.add_argument("--log-level", metavar="LEVEL", help="override logging.level", **unset)
+    common.add_argument("--state-dir", metavar="DIR", help="override engine.state_dir",
+                        **unset)
     return common
 
 
 def build_parser(commands: Sequence[CommandSpec]) -> argparse.ArgumentParser:
-    common = _common_options()
     parser = argparse.ArgumentParser(
-        prog="run.py", parents=[common],
+        prog="run.py", parents=[_common_options()],
         description="Actor-model NIFTY options trading engine over OpenAlgo.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    inherited = _common_options(inherit=True)
     for spec in commands:
-        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, parents=[common])
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, parents=[inherited])
         spec.configure(p)
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
     out: dict[str, str] = {}
-    for item in args.overrides:
+    for item in [*args.overrides, *getattr(args, "command_overrides", [])]:
         if "=" not in item:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}",
                               source="command line")

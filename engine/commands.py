@@ -123,6 +123,8 @@ def _configure_simulator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="playback speed")
     p.add_argument("--rest-port", type=int, help="REST port (default: simulator.rest_port)")
     p.add_argument("--ws-port", type=int, help="WebSocket port (default: simulator.ws_port)")
+    p.add_argument("--faults", metavar="FILE", help="play this fault schedule (JSON: random "
+                   "REST faults and timed events; see engine/sim/schedule.py) while serving")
 
 
 def _configure_report(p: argparse.ArgumentParser) -> None:
@@ -248,8 +250,14 @@ def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:
     import secrets as pysecrets
 
     from engine.modes import run_simulator
+    from engine.sim.schedule import FaultScheduleError, load_fault_schedule
 
     init_logging(cfg)
+    try:
+        faults = load_fault_schedule(args.faults) if args.faults else None
+    except FaultScheduleError as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     session = _session_arg(cfg, args.session)
     api_key = cfg.secrets.openalgo_api_key
     if not api_key:
@@ -268,7 +276,7 @@ def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
     published = run_simulator(cfg, session, speed=args.speed, api_key=api_key,
                               rest_port=args.rest_port, ws_port=args.ws_port,
-                              on_started=started)
+                              on_started=started, faults=faults)
     print(f"simulator: stopped after {published:,} ticks", file=sys.stderr)
     return EXIT_OK
 

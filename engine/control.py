@@ -15,6 +15,11 @@ logged with its traceback and answered as ``"<command> failed: ..."``. The serve
 a request: bad JSON, a wrong shape, an unknown command or a line over ``max_request_bytes`` each
 get an error reply.
 
+Fault injection for tests and drills: ``{"command": "chaos", "args": {"actor": NAME}}`` makes the
+named actor crash (``engine.messages.Crash``); without ``actor`` it lists the names that can be
+crashed. It is refused unless the server was started with ``chaos_enabled`` (``[control]
+chaos_enabled = true``; off by default), and it is not a ``run.py`` command.
+
 Access control, three layers: the socket's directory is mode 0700 (created so, or refused if it
 already exists with wider access or another owner), the socket file is chmod 0600, and every
 connection's peer uid (``SO_PEERCRED``) must equal the engine's ``os.getuid()``; any other uid is
@@ -67,6 +72,7 @@ from engine.settings import setting
 
 ACTION_COMMANDS = ("pause", "resume", "kill", "flatten", "unhalt")
 CONTROL_COMMANDS = ("status", *ACTION_COMMANDS)
+CHAOS_COMMAND = "chaos"  # fault injection; only with chaos_enabled (see the module docstring)
 MAX_UNIX_PATH_BYTES = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 _UCRED = struct.Struct("iII")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
@@ -86,6 +92,8 @@ class ControlSettings:
                                     min=0.1, max=600)
     client_timeout_s: float = setting(60.0, "how long run.py waits for the engine's answer "
                                       "(a flatten can take a while)", min=1, max=3600)
+    chaos_enabled: bool = setting(False, "accept the chaos command (crash a named actor: fault "
+                                  "injection for tests and drills); never on in production")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +210,10 @@ def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": _one_line(message)}
 
 
-def handle_request(handler: ControlHandler, raw: bytes) -> dict[str, Any]:
-    """Answer one request line; every problem becomes an error reply, never an exception."""
+def handle_request(handler: ControlHandler, raw: bytes, *,
+                   chaos_enabled: bool = False) -> dict[str, Any]:
+    """Answer one request line; every problem becomes an error reply, never an exception.
+    ``chaos`` is passed to the handler only when ``chaos_enabled``."""
     try:
         request = json.loads(raw.decode("utf-8"))  # bytes would be sniffed as UTF-16/32
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -215,7 +225,10 @@ def handle_request(handler: ControlHandler, raw: bytes) -> dict[str, Any]:
     if extra:
         return _error(f"malformed request: unexpected keys {', '.join(map(repr, extra))}")
     command = request.get("command")
-    if command not in CONTROL_COMMANDS:
+    if command == CHAOS_COMMAND and not chaos_enabled:
+        return _error("chaos is disabled: set [control] chaos_enabled = true (tests and drills "
+                      "only)")
+    if command not in CONTROL_COMMANDS and command != CHAOS_COMMAND:
         return _error(f"unknown command {command!r}; known: {', '.join(CONTROL_COMMANDS)}")
     args = request.get("args")
     if args is None:
@@ -286,7 +299,8 @@ class _RequestHandler(socketserver.StreamRequestHandler):
                 return
             if not line.strip():
                 continue
-            reply = handle_request(self.server.handler, line)
+            reply = handle_request(self.server.handler, line,
+                                   chaos_enabled=self.server.chaos_enabled)
             self._log(line, reply, pid)
             if not self._send(reply):
                 return
@@ -317,8 +331,9 @@ class _UnixServer(socketserver.ThreadingUnixStreamServer):
     block_on_close = False
 
     def __init__(self, path: str, handler: ControlHandler, *, max_request_bytes: int,
-                 idle_timeout_s: float) -> None:
+                 idle_timeout_s: float, chaos_enabled: bool) -> None:
         self.handler = handler
+        self.chaos_enabled = chaos_enabled
         self.max_request_bytes = max_request_bytes
         self.idle_timeout_s = idle_timeout_s
         self.owner_uid = os.getuid()
@@ -333,12 +348,14 @@ class ControlServer:
     """
 
     def __init__(self, path: str | os.PathLike[str], handler: ControlHandler, *,
-                 max_request_bytes: int = 65536, idle_timeout_s: float = 10.0) -> None:
+                 max_request_bytes: int = 65536, idle_timeout_s: float = 10.0,
+                 chaos_enabled: bool = False) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._handler = handler
         self._max_request_bytes = max_request_bytes
         self._idle_timeout_s = idle_timeout_s
+        self._chaos_enabled = chaos_enabled
         self._server: _UnixServer | None = None
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
@@ -347,7 +364,7 @@ class ControlServer:
     @classmethod
     def from_settings(cls, settings: ControlSettings, handler: ControlHandler) -> ControlServer:
         return cls(settings.socket_path, handler, max_request_bytes=settings.max_request_bytes,
-                   idle_timeout_s=settings.idle_timeout_s)
+                   idle_timeout_s=settings.idle_timeout_s, chaos_enabled=settings.chaos_enabled)
 
     @property
     def running(self) -> bool:
@@ -365,7 +382,8 @@ class ControlServer:
             _remove_stale_socket(self.path)
             server = _UnixServer(str(self.path), self._handler,
                                  max_request_bytes=self._max_request_bytes,
-                                 idle_timeout_s=self._idle_timeout_s)
+                                 idle_timeout_s=self._idle_timeout_s,
+                                 chaos_enabled=self._chaos_enabled)
             try:
                 server.server_bind()
                 os.chmod(self.path, 0o600)
@@ -496,7 +514,7 @@ def send_command(path: str | os.PathLike[str], name: str, args: Mapping[str, Any
     Raises ``NoEngineRunning`` when nothing listens there, ``CommandFailed`` when the engine
     answers with an error, and ``ControlError`` for anything else (timeout, bad reply).
     """
-    if name not in CONTROL_COMMANDS:
+    if name not in CONTROL_COMMANDS and name != CHAOS_COMMAND:
         raise ControlError(f"unknown command {name!r}; known: {', '.join(CONTROL_COMMANDS)}")
     request = json.dumps({"command": name, "args": dict(args or {})}).encode("utf-8") + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

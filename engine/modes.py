@@ -6,7 +6,8 @@ Owns how each mode assembles its ``EngineParts`` and runs until done or told to 
   file on a scaled clock; the engine talks to it over real loopback sockets (REST + WebSocket),
   exactly as it would to a real OpenAlgo server. Market time is held until the feed has
   subscribed every symbol, so no tick is lost or "late".
-- ``run_simulator``: the simulator alone, for any OpenAlgo client (the official SDK included).
+- ``run_simulator``: the simulator alone, for any OpenAlgo client (the official SDK included),
+  optionally playing a fault schedule (``engine.sim.schedule``) while it serves.
 - ``run_record``: the live feed from a user's OpenAlgo server into a session file.
 
 A standalone simulator also writes ``<state_dir>/simulator.json`` (its URLs and market clock)
@@ -37,6 +38,7 @@ from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime import Engine, EngineParts, last_close_at
 from engine.session_file import SessionReader
+from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
 from engine.sim.server import SimulatorServer, serve_forever
 
 Pair = tuple[str, str]
@@ -155,15 +157,20 @@ def _wait_for_subscriptions(sim: SimulatorServer, wanted: set[str], timeout: flo
 def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
                   rest_port: int | None = None, ws_port: int | None = None,
                   on_started: Callable[[SimulatorServer], None] | None = None,
-                  stop: threading.Event | None = None) -> int:
-    """Serve ``session`` to any OpenAlgo client until interrupted; returns ticks published."""
+                  stop: threading.Event | None = None,
+                  faults: FaultSchedule | None = None) -> int:
+    """Serve ``session`` to any OpenAlgo client until interrupted; returns ticks published.
+    ``faults`` is played from the moment the simulator listens."""
     settings = cfg.section("simulator")
     changes = {k: v for k, v in (("rest_port", rest_port), ("ws_port", ws_port)) if v is not None}
     if changes:
         settings = replace(settings, **changes)
     reader = SessionReader(session)
+    runners: list[FaultScheduleRunner] = []
 
     def started(sim: SimulatorServer) -> None:
+        if faults is not None:
+            runners.append(FaultScheduleRunner(sim.faults, faults).start())
         # engines that attach (run.py paper --attach) run on this simulator's market clock
         from engine.live import write_simulator_file
 
@@ -172,10 +179,14 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
         if on_started is not None:
             on_started(sim)
 
-    return serve_forever(settings, api_key, reader.ticks(), speed=speed,
-                         symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
-                         instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
-                         on_started=started, stop_event=stop)
+    try:
+        return serve_forever(settings, api_key, reader.ticks(), speed=speed,
+                             symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
+                             instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
+                             on_started=started, stop_event=stop)
+    finally:
+        for runner in runners:
+            runner.stop()
 
 
 def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,

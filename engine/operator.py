@@ -9,6 +9,10 @@ Owns what ``run.py status | pause | resume | kill | flatten | unhalt`` *do* in a
   ``kill`` (cancel working entries, block new ones; stops and positions stay), ``flatten``
   (the exit coordinator closes everything, HALTED) and ``unhalt`` go to the risk manager, which
   owns the latching states. ``--strategy NAME`` narrows any of them to one strategy;
+- ``chaos`` (only when the control server allows it: ``[control] chaos_enabled``): crash one
+  named actor of the tree by telling it ``Crash`` (the supervisor then restarts it as after any
+  crash), or, without a name, list the actors that can be crashed (every supervised actor and
+  group supervisor, not the root);
 - ``graceful_stop``: what SIGTERM / SIGINT do, by ``[engine] on_signal``: ``keep_stops`` cancels
   the working entries and leaves every stop resting at the broker; ``flatten`` closes everything
   first (bounded by ``shutdown_timeout_s``). Then the engine stops.
@@ -22,10 +26,11 @@ from typing import Any
 
 from loguru import logger
 
-from engine.control import CommandRejected
+from engine.control import CHAOS_COMMAND, CommandRejected
 from engine.messages import (
     CancelIntent,
     Command,
+    Crash,
     OrderPurpose,
     PositionQuery,
     StatusRequest,
@@ -87,6 +92,8 @@ class EngineOperator:
 
     # -- commands ------------------------------------------------------------------------------
     def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        if name == CHAOS_COMMAND:
+            return self.chaos(args)
         strategy = str(args.get("strategy") or "")
         known = self.engine.parts.strategies
         if not known:
@@ -109,6 +116,23 @@ class EngineOperator:
             states = ", ".join(f"{k} {v}" for k, v in sorted(reply["states"].items()))
             return {"summary": f"{name}: {states}", "states": reply["states"]}
         raise CommandRejected(f"unknown command {name!r}")
+
+    def chaos(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Crash ``args["actor"]`` (fault injection), or list the actors that can be crashed."""
+        supervisor = self.engine.supervisor
+        if supervisor is None:
+            raise CommandRejected("chaos: the engine is not running")
+        names = [spec.name for spec in supervisor.spec.descendants()]
+        actor = args.get("actor")
+        if actor is None:
+            return {"summary": f"chaos: {len(names)} actors can be crashed", "actors": names}
+        if actor not in names:
+            raise CommandRejected(f"chaos: no actor {actor!r} (try chaos without an actor for "
+                                  "the list)")
+        reason = str(args.get("reason") or "chaos: injected by the operator channel")
+        logger.warning("chaos: crashing {} ({})", actor, reason)
+        self.engine.tell(str(actor), Crash(reason))
+        return {"summary": f"chaos: crash sent to {actor}", "actor": actor}
 
     # -- helpers -------------------------------------------------------------------------------
     def ask_actor(self, name: str, message: Any, timeout: float = _ASK_TIMEOUT_S) -> Any:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -60,6 +61,12 @@ from engine.supervisor import (
 )
 
 Pair = tuple[str, str]
+
+#: History requests per second when the bar builders backfill over REST at start. OpenAlgo
+#: allows 50 calls/s per client for all non-order endpoints together; a burst of one request per
+#: symbol draws 429s whose ``retry_after`` a builder would sit out inside its start, long enough
+#: for its supervisor to take it for hung (with 82 options: market_data gave up).
+HISTORY_CALLS_PER_S = 20.0
 
 
 @dataclass
@@ -205,9 +212,13 @@ class Engine:
         if broker is None:
             return None
         exchanges = dict(self.parts.symbols)
+        # every bar builder asks at once when it starts; over REST they take turns
+        pace = None if isinstance(broker, SimulatedBroker) else _Pace(HISTORY_CALLS_PER_S)
 
         def history(symbol: str, day: date) -> Sequence[HistoryBar]:
             iso = day.isoformat()
+            if pace is not None:
+                pace.wait()
             return broker.history(symbol=symbol, exchange=exchanges[symbol], interval="1m",
                                   start_date=iso, end_date=iso)
 
@@ -292,6 +303,23 @@ def last_close_at(cfg: Config, clock: Clock, last_tick_ts: float) -> float:
     """Engine time by which the minute of ``last_tick_ts`` has surely been closed."""
     return (minute_start(last_tick_ts) + 60.0 + cfg.bars.grace_s + close_margin(cfg, clock)
             + 0.001)
+
+
+class _Pace:
+    """Spaces calls from many threads at least ``1 / rate`` seconds apart (real time)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            turn = max(now, self._next)
+            self._next = turn + self._interval
+        if turn > now:
+            time.sleep(turn - now)
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,

@@ -2,7 +2,8 @@
 
 ``FaultInjector`` is the object tests hold (``sim.faults``). Every method is thread-safe and takes
 effect immediately. It owns the counters; the REST server asks it per request
-(``take_rest_faults``) and the feed asks it per tick / per frame (``take_zero_price``,
+(``take_rest_faults``: the armed faults first, then the random per-call chances set by
+``random_rest_faults``) and the feed asks it per tick / per frame (``take_zero_price``,
 ``take_malformed_frame``, ``feed_frozen``). Actions that must happen *now* on live connections
 (dropping sockets, pushing error frames) and broker rejections are delegated to callables the
 server wires in.
@@ -10,7 +11,9 @@ server wires in.
 
 from __future__ import annotations
 
+import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -24,6 +27,39 @@ class RestFault:
     kind: str  # "rate_limit" | "http_error" | "malformed" | "lose_reply"
     status: int = 200
     retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RandomRestFaults:
+    """Chances applied to every REST call that no armed fault answers (``random_rest_faults``).
+
+    A call times out with ``timeout_rate``: it is held ``timeout_s`` (longer than the client
+    waits), then processed and answered to a client that has gone. Otherwise it answers
+    ``http_error_status`` with ``http_error_rate``, before being processed.
+    """
+
+    http_error_rate: float = 0.0
+    http_error_status: int = 500
+    timeout_rate: float = 0.0
+    timeout_s: float = 0.0
+    endpoints: frozenset[str] | None = None  # None = every endpoint
+
+    def __post_init__(self) -> None:
+        for name in ("http_error_rate", "timeout_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if self.http_error_rate + self.timeout_rate > 1.0:
+            raise ValueError("http_error_rate + timeout_rate must not exceed 1")
+        if not 400 <= self.http_error_status <= 599:
+            raise ValueError(f"http_error_status must be 4xx or 5xx, got "
+                             f"{self.http_error_status}")
+        if self.timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {self.timeout_s}")
+
+    @property
+    def active(self) -> bool:
+        return self.http_error_rate > 0 or self.timeout_rate > 0
 
 
 @dataclass(slots=True)
@@ -63,6 +99,9 @@ class FaultInjector:
         self._frozen = False
         self._zero_prices = 0
         self._malformed_frames = 0
+        self._random = RandomRestFaults()
+        self._rng = random.Random()
+        self._random_counts: Counter[str] = Counter()  # random faults injected, by kind
 
     # -- WebSocket faults ------------------------------------------------------------------------
     def drop_connections(self, abrupt: bool = True) -> int:
@@ -124,6 +163,24 @@ class FaultInjector:
         self._arm("rate_limit", _Armed(count, _endpoints(endpoints), status=429,
                                        seconds=retry_after))
 
+    def random_rest_faults(self, http_error_rate: float = 0.0, http_error_status: int = 500,
+                           timeout_rate: float = 0.0, timeout_s: float = 0.0,
+                           endpoints: Iterable[str] | str | None = None,
+                           seed: int | None = None) -> None:
+        """From now on, every REST call (to ``endpoints``, or any) that no armed fault answers
+        answers ``http_error_status`` with chance ``http_error_rate``, or is held ``timeout_s``
+        before it is processed (a timeout for the client) with chance ``timeout_rate``. Rates of
+        0 switch it off; ``seed`` makes the draws repeatable."""
+        chances = RandomRestFaults(http_error_rate, http_error_status, timeout_rate, timeout_s,
+                                   _endpoints(endpoints))
+        logger.info("fault: random REST faults: {:.0%} HTTP {}, {:.0%} held {} s, endpoints={}",
+                    http_error_rate, http_error_status, timeout_rate, timeout_s,
+                    sorted(chances.endpoints) if chances.endpoints else "any")
+        with self._lock:
+            self._random = chances
+            if seed is not None:
+                self._rng.seed(seed)
+
     def malformed(self, count: int = 1, endpoints: Iterable[str] | str | None = None) -> None:
         """The next ``count`` calls answer 200 with a body that is not valid JSON."""
         self._arm("malformed", _Armed(count, _endpoints(endpoints)))
@@ -140,6 +197,7 @@ class FaultInjector:
         logger.info("fault: clear")
         with self._lock:
             self._rest.clear()
+            self._random = RandomRestFaults()
             self._frozen = False
             self._zero_prices = 0
             self._malformed_frames = 0
@@ -151,10 +209,11 @@ class FaultInjector:
 
         A stall that applies is consumed (one of its count); then the answer faults are tried
         in the order rate_limit, http_error, malformed, lose_reply and only the first that
-        applies is consumed. Faults of one kind armed several times apply oldest first.
+        applies is consumed. Faults of one kind armed several times apply oldest first. A call
+        neither stalled nor answered by an armed fault gets the random chances, if any.
         """
         with self._lock:
-            if not self._rest:
+            if not self._rest and not self._random.active:
                 return 0.0, None
             stall = self._consume("stall", endpoint)
             delay = stall.seconds if stall is not None else 0.0
@@ -162,7 +221,24 @@ class FaultInjector:
                 armed = self._consume(kind, endpoint)
                 if armed is not None:
                     return delay, RestFault(kind, armed.status, armed.seconds)
+            if stall is None:
+                return self._draw(endpoint)
             return delay, None
+
+    def _draw(self, endpoint: str) -> tuple[float, RestFault | None]:
+        """The random chances for one call (called holding the lock)."""
+        chances = self._random
+        if not chances.active or (chances.endpoints is not None
+                                  and endpoint not in chances.endpoints):
+            return 0.0, None
+        draw = self._rng.random()
+        if draw < chances.timeout_rate:
+            self._random_counts["timeout"] += 1
+            return chances.timeout_s, None
+        if draw < chances.timeout_rate + chances.http_error_rate:
+            self._random_counts["http_error"] += 1
+            return 0.0, RestFault("http_error", chances.http_error_status)
+        return 0.0, None
 
     def _consume(self, kind: str, endpoint: str) -> _Armed | None:
         queue = self._rest.get(kind)
@@ -175,6 +251,11 @@ class FaultInjector:
                     queue.remove(armed)
                 return armed
         return None
+
+    def random_faults_injected(self) -> dict[str, int]:
+        """How many calls the random chances answered so far, by kind (timeout, http_error)."""
+        with self._lock:
+            return dict(self._random_counts)
 
     def take_zero_price(self) -> bool:
         if not self._zero_prices:

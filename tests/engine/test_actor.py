@@ -128,6 +128,31 @@ def test_timers_do_not_outlive_their_actor() -> None:
     clock.stop()
 
 
+class EarlyTimer(Relay):
+    """Schedules a timer due at once from ``on_start``, before anyone registered it."""
+
+    def on_start(self) -> None:
+        self.schedule_at(self.clock.time(), "startup")
+
+
+def test_a_timer_due_before_the_actor_is_registered_still_reaches_it() -> None:
+    clock = WallClock()
+    reg = Registry(clock)
+    log: list[tuple[str, Any]] = []
+    reg.declare("early")
+    ref = EarlyTimer.start(name="early", registry=reg, clock=clock, log=log)
+    try:
+        time.sleep(0.05)  # the timer fires while the name has no actor yet
+        reg.register("early", ref)
+        deadline = time.monotonic() + 2.0
+        while not log and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [x for _, x in log if str(x).startswith("timer:startup")]
+    finally:
+        ref.stop()
+        clock.stop()
+
+
 def test_unexpected_message_is_logged_not_fatal(registry, log_capture) -> None:
     reg, refs = registry
     ref = start(reg, refs, "x", log=[])
