@@ -80,8 +80,10 @@ def logs() -> Iterable[list[str]]:
 def test_settings_defaults_and_metadata() -> None:
     s = BarSettings()
     assert (s.grace_s, s.update_interval_s, s.invalid_log_interval_s) == (2.0, 0.25, 60.0)
+    assert s.history_reads == 3
     for f in fields(BarSettings):
-        assert f.metadata["help"] and f.metadata["min"] == 0.0 and f.metadata["max"] is not None
+        assert f.metadata["help"] and f.metadata["min"] is not None \
+            and f.metadata["max"] is not None
 
 
 @pytest.mark.parametrize("session", [(CLOSE, OPEN), (OPEN + 1, CLOSE), (OPEN, math.inf)])
