@@ -70,7 +70,6 @@ from engine.broker import (
 )
 from engine.instruments import InstrumentSpec, trading_date
 from engine.messages import (
-    Alert,
     BrokerOrderUpdate,
     CancelIntent,
     Fill,
@@ -291,7 +290,7 @@ class OrderManager(EngineActor):
     # -- intents ---------------------------------------------------------------------------------
     def _submit(self, intent: OrderIntent) -> None:
         """Validate, gate, persist, then queue the placement of an intent (or a replacement)."""
-        now = self._now()
+        now = self.now()
         if intent.created_ts <= 0:
             intent = replace(intent, created_ts=now)
         try:
@@ -347,7 +346,7 @@ class OrderManager(EngineActor):
         """Track and end as ``rejected`` orders whose intents could not all be stored: the
         broker-level ones (a split parent follows), or a parent that has none."""
         self.book.add(orders)
-        now = self._now()
+        now = self.now()
         for order in [o for o in orders if not o.is_parent] or orders:
             self._emit(self.book.transition(order, S.REJECTED, now, f"not sent: {problem}"))
 
@@ -357,7 +356,7 @@ class OrderManager(EngineActor):
                        reason)
         self._counts["refused"] += 1
         self._forward(OrderEvent(client_id=intent.client_id, status=S.REJECTED,
-                                 ts=self._now(), strategy=intent.strategy,
+                                 ts=self.now(), strategy=intent.strategy,
                                  account=intent.account, symbol=intent.symbol,
                                  purpose=intent.purpose, reason=reason))
 
@@ -388,7 +387,7 @@ class OrderManager(EngineActor):
         self._draining = True
         try:
             while self._queue:
-                now = self._now()
+                now = self.now()
                 if now < self._next_send:
                     self._wake_at(self._next_send)
                     return
@@ -415,11 +414,11 @@ class OrderManager(EngineActor):
             return False  # withdrawn by a cancel, or otherwise resolved while queued
         refusal = self._gate_refusal(order.intent.strategy, order.intent.purpose)
         if refusal is not None:
-            self._emit(self.book.transition(order, S.REJECTED, self._now(),
+            self._emit(self.book.transition(order, S.REJECTED, self.now(),
                                             f"not sent: {refusal}"))
             self._settle(order)
             return False
-        now = self._now()
+        now = self.now()
         order.attempts += 1
         if order.first_attempt_ts is None:
             order.first_attempt_ts = now
@@ -436,14 +435,14 @@ class OrderManager(EngineActor):
             self._request("placeorder", order, f"{type(exc).__name__}: {exc.message}")
             severity = Severity.CRITICAL if isinstance(exc, AuthError) else Severity.WARNING
             self._alert("order_rejected", f"{order.client_id} not placed: {exc}", severity)
-            self._emit(self.book.transition(order, S.REJECTED, self._now(),
+            self._emit(self.book.transition(order, S.REJECTED, self.now(),
                                             f"not placed: {exc.message}"))
         except BrokerError as exc:  # any other failure: the order may exist
             self._placement_unknown(order, exc)
         else:
             self._request("placeorder", order, "ok", orderid)
             self._counts["placed"] += 1
-            self._emit(self.book.placed(order, orderid, self._now()))
+            self._emit(self.book.placed(order, orderid, self.now()))
             self._read_status(order)
         self._settle(order)
         return True
@@ -453,8 +452,8 @@ class OrderManager(EngineActor):
         self._counts["outcome_unknown"] += 1
         self._alert("order_outcome_unknown", f"{order.client_id}: placement outcome unknown "
                     f"({exc}); checking the orderbook before anything is re-sent")
-        self._unknown_since[order.client_id] = self._now()
-        self._emit(self.book.transition(order, S.UNKNOWN, self._now(),
+        self._unknown_since[order.client_id] = self.now()
+        self._emit(self.book.transition(order, S.UNKNOWN, self.now(),
                                         f"placement outcome unknown: {exc.message}"))
 
     def _settle_engine_s(self) -> float:
@@ -502,12 +501,12 @@ class OrderManager(EngineActor):
         if not leg.working or leg.status is S.CANCEL_PENDING:
             return
         if leg.status is S.SUBMITTING:  # still queued here: never reached the broker
-            self._emit(self.book.transition(leg, S.CANCELLED, self._now(),
+            self._emit(self.book.transition(leg, S.CANCELLED, self.now(),
                                             "cancelled before it was sent"))
         elif leg.status is S.UNKNOWN:
             leg.cancel_deferred = True
         else:
-            self._emit(self.book.begin_cancel(leg, self._now(), reason))
+            self._emit(self.book.begin_cancel(leg, self.now(), reason))
             self._enqueue(CANCEL, leg)
 
     def _send_cancel(self, leg: TrackedOrder) -> bool:
@@ -516,7 +515,7 @@ class OrderManager(EngineActor):
             return False
         refusal = self._gate_refusal(leg.intent.strategy, OrderPurpose.EXIT)
         if refusal is not None:
-            self._emit(self.book.cancel_failed(leg, self._now(), f"cancel not sent: {refusal}"))
+            self._emit(self.book.cancel_failed(leg, self.now(), f"cancel not sent: {refusal}"))
             self._settle(leg)
             return False
         try:
@@ -526,7 +525,7 @@ class OrderManager(EngineActor):
             self._read_status(leg)  # it may have filled just before
             if leg.status is S.CANCEL_PENDING:
                 self._emit(self.book.cancel_failed(
-                    leg, self._now(), f"cancel refused by the broker: {exc.message}"))
+                    leg, self.now(), f"cancel refused by the broker: {exc.message}"))
                 self._alert("cancel_refused", f"{leg.client_id}: cancel refused by the broker "
                             f"({exc}); the order stays tracked")
             self._settle(leg)
@@ -536,10 +535,10 @@ class OrderManager(EngineActor):
         else:
             self._request("cancelorder", leg, "ok", leg.broker_order_id)
             self._counts["cancels"] += 1
-        leg.cancel_deadline = self._now() + self.settings.cancel_confirm_timeout_s
+        leg.cancel_deadline = self.now() + self.settings.cancel_confirm_timeout_s
         self._read_status(leg)
         if leg.status is S.CANCEL_PENDING:
-            self.schedule_at(self._now() + self.settings.cancel_poll_s, CANCEL_TIMER,
+            self.schedule_at(self.now() + self.settings.cancel_poll_s, CANCEL_TIMER,
                              payload=leg.client_id)
         self._settle(leg)
         return True
@@ -552,7 +551,7 @@ class OrderManager(EngineActor):
         self._read_status(leg)
         if leg.status is not S.CANCEL_PENDING:
             return
-        now = self._now()
+        now = self.now()
         if leg.cancel_deadline is None or now >= leg.cancel_deadline:
             timeout = self.settings.cancel_confirm_timeout_s
             self._emit(self.book.cancel_failed(
@@ -589,7 +588,7 @@ class OrderManager(EngineActor):
         self._counts["replacements_refused"] += 1
         self._alert("replace_refused", f"replacement {replacement.client_id} not placed: {why}")
         self._forward(OrderEvent(client_id=replacement.client_id, status=S.REJECTED,
-                                 ts=self._now(), strategy=replacement.strategy,
+                                 ts=self.now(), strategy=replacement.strategy,
                                  account=replacement.account, symbol=replacement.symbol,
                                  purpose=replacement.purpose,
                                  reason=f"replacement not placed: {why}"))
@@ -617,13 +616,13 @@ class OrderManager(EngineActor):
             logger.info("orders[{}]: status of {} not read: {}", self.account, order.client_id,
                         exc)
             return
-        self._apply(update_from_row(row, self._now(), "status"))
+        self._apply(update_from_row(row, self.now(), "status"))
 
     def _poll(self) -> None:
         """Read the orderbook (if anything is working): apply our rows, resolve unknowns."""
         if not self.book.needs_poll():
             return
-        now = self._now()
+        now = self.now()
         try:
             rows = self.broker.orderbook()
         except BrokerError as exc:
@@ -651,7 +650,7 @@ class OrderManager(EngineActor):
         are resolved through the orderbook, pending cancels verified again."""
         if self.db is None:
             return
-        now = self._now()
+        now = self.now()
         open_rows = self.db.open_orders(account=self.account)
         days = {trading_date(now)} | {r.trading_date for r in open_rows}
         rows = {r.client_id: r for day in sorted(days)
@@ -694,7 +693,7 @@ class OrderManager(EngineActor):
         if not parent.children:
             self._reject_unsent([parent], problem or "no child could be stored")
             return
-        self._emit(self.book.derive(parent, self._now()))
+        self._emit(self.book.derive(parent, self.now()))
         if problem is None:
             for child in stored:
                 self._enqueue(PLACE, child)
@@ -735,17 +734,12 @@ class OrderManager(EngineActor):
         return receipt, None
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
-        text = f"orders[{self.account}]: {message}"
-        logger.log("CRITICAL" if severity is Severity.CRITICAL else "WARNING", "{}", text)
-        self.tell(HEALTH, Alert(kind, text, self._now(), severity))
+        self.raise_alert(kind, f"orders[{self.account}]: {message}", severity, HEALTH)
 
     def _request(self, endpoint: str, order: TrackedOrder, outcome: str,
                  orderid: str | None = None) -> None:
         self._last_request = {"endpoint": endpoint, "client_id": order.client_id,
-                              "ts": self._now(), "outcome": outcome, "orderid": orderid}
+                              "ts": self.now(), "outcome": outcome, "orderid": orderid}
         if orderid is not None:
             self._last_order_id = orderid
 
-    def _now(self) -> float:
-        assert self.clock is not None
-        return self.clock.time()

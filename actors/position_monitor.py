@@ -45,7 +45,6 @@ from engine.broker import Broker, BrokerError
 from engine.instruments import trading_date
 from engine.messages import (
     Action,
-    Alert,
     Fill,
     HealthUpdate,
     OrderEvent,
@@ -210,7 +209,7 @@ class PositionMonitor(EngineActor):
     # -- messages ------------------------------------------------------------------------------
     @handles(Fill)
     def _on_fill(self, fill: Fill) -> None:
-        now = self._now()
+        now = self.now()
         if fill.account != self.account:
             self._counts["foreign"] += 1
             logger.warning("positions[{}]: fill {} of account {!r} ignored", self.account,
@@ -242,7 +241,7 @@ class PositionMonitor(EngineActor):
 
     @handles(PositionCorrection)
     def _on_correction(self, fix: PositionCorrection) -> None:
-        now = self._now()
+        now = self.now()
         if fix.account != self.account:
             self._counts["foreign"] += 1
             logger.warning("positions[{}]: correction of account {!r} ignored", self.account,
@@ -272,7 +271,7 @@ class PositionMonitor(EngineActor):
 
     @handles(PositionQuery)
     def _on_query(self, query: PositionQuery) -> tuple[PositionMark, ...]:
-        now = self._now()
+        now = self.now()
         self._roll_day(now)
         if query.account and query.account != self.account:
             return ()
@@ -282,7 +281,7 @@ class PositionMonitor(EngineActor):
 
     @handles(StatusRequest)
     def _on_status(self, request: StatusRequest) -> dict[str, Any]:
-        now = self._now()
+        now = self.now()
         self._roll_day(now)
         strategies = sorted({pos.strategy for pos in self._positions.values()})
         return {
@@ -314,7 +313,7 @@ class PositionMonitor(EngineActor):
             raise InvalidFill(f"quantity {fill.quantity}")
         if not _valid_price(fill.price):
             raise InvalidFill(f"price {fill.price}")
-        self._roll_day(self._now())
+        self._roll_day(self.now())
         pos = self._position(fill.strategy, fill.symbol, fill.exchange)
         if (fill.strategy, fill.symbol) in self._unpriced:  # the fill prices it
             self._unpriced.discard((fill.strategy, fill.symbol))
@@ -367,7 +366,7 @@ class PositionMonitor(EngineActor):
 
     # -- prices ----------------------------------------------------------------------------------
     def _on_prices(self, ticks: Iterable[Tick]) -> None:
-        now = self._now()
+        now = self.now()
         self._roll_day(now)
         held = self._held()
         updated: set[str] = set()
@@ -405,7 +404,7 @@ class PositionMonitor(EngineActor):
     def _check(self) -> None:
         """Freshness timer: re-subscribe and quote stale held symbols (quotes within budget),
         then re-send the P&L of every strategy whose freshness changed since it was last sent."""
-        now = self._now()
+        now = self.now()
         self._roll_day(now)
         held = self._held()
         stale = self._stale_symbols(held, now)
@@ -529,7 +528,7 @@ class PositionMonitor(EngineActor):
         """Send the marks of positions changed since the last flush to the store."""
         if not self._dirty:
             return
-        now = self._now()
+        now = self.now()
         dirty, self._dirty = self._dirty, set()
         if not self.store:
             return
@@ -540,10 +539,7 @@ class PositionMonitor(EngineActor):
         self._counts["flushes"] += 1
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
-        text = f"positions[{self.account}]: {message}"
-        logger.log("CRITICAL" if severity is Severity.CRITICAL else "WARNING", "{}", text)
-        if self.health:
-            self.tell(self.health, Alert(kind, text, self._now(), severity))
+        self.raise_alert(kind, f"positions[{self.account}]: {message}", severity, self.health)
 
     # -- status views ----------------------------------------------------------------------------
     def _view(self, pos: _Position, now: float) -> dict[str, Any]:
@@ -566,7 +562,7 @@ class PositionMonitor(EngineActor):
         if self.db is None:
             self._report_open()
             return
-        now = self._now()
+        now = self.now()
         fills = self.db.fills(account=self.account, trading_date=self._day)
         for fill in fills:
             try:
@@ -587,6 +583,3 @@ class PositionMonitor(EngineActor):
         else:
             self._report_open()
 
-    def _now(self) -> float:
-        assert self.clock is not None
-        return self.clock.time()

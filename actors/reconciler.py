@@ -39,7 +39,6 @@ from engine.broker import Broker, BrokerError, OrderRow
 from engine.instruments import InstrumentSpec, ceil_to_tick, round_to_tick, trading_date
 from engine.messages import (
     Action,
-    Alert,
     Command,
     FeedStatus,
     OrderIntent,
@@ -125,7 +124,7 @@ class Reconciler(EngineActor):
         self._counts: dict[str, int] = {}
 
     def on_start(self) -> None:
-        now = self._now()
+        now = self.now()
         self.schedule_at(now, RUN_TIMER, payload="startup")
 
     # -- triggers ------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ class Reconciler(EngineActor):
 
     # -- one pass ------------------------------------------------------------------------------
     def _run(self, why: str) -> None:
-        now = self._now()
+        now = self.now()
         startup = not self.ready
         try:
             ok = self._reconcile(why, now)
@@ -298,13 +297,8 @@ class Reconciler(EngineActor):
                     f"{cid} BUY SL trigger {trigger} limit {limit}", Severity.CRITICAL)
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
-        text = f"reconciler[{self.account}]: {message}"
-        logger.log("CRITICAL" if severity is Severity.CRITICAL else "WARNING", "{}", text)
-        self.tell(HEALTH, Alert(kind, text, self._now(), severity))
+        self.raise_alert(kind, f"reconciler[{self.account}]: {message}", severity, HEALTH)
 
-    def _now(self) -> float:
-        assert self.clock is not None
-        return self.clock.time()
 
 
 def _last_complete_price(book: list[OrderRow], symbol: str, side: str) -> float:

@@ -52,7 +52,6 @@ from engine.clock import IST
 from engine.instruments import InstrumentSpec, trading_date
 from engine.messages import (
     Action,
-    Alert,
     CancelIntent,
     Command,
     ExitAll,
@@ -138,7 +137,7 @@ class RiskManager(EngineActor):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def on_start(self) -> None:
-        now = self._now()
+        now = self.now()
         today = trading_date(now)
         for name, book in sorted(self.books.items()):
             book.day = today
@@ -179,7 +178,7 @@ class RiskManager(EngineActor):
         book = self.books.get(pnl.strategy)
         if book is None or pnl.account not in ("", self.account):
             return
-        self._roll_day(pnl.strategy, book, self._now())
+        self._roll_day(pnl.strategy, book, self.now())
         book.pnl = pnl
         self._evaluate(pnl.strategy, book)
 
@@ -211,12 +210,12 @@ class RiskManager(EngineActor):
             elif command.name == "kill":
                 if book.state is RiskState.ACTIVE:
                     self._set_state(name, book, RiskState.REDUCING, "operator kill")
-                self.tell(f"strategy.{name}", Command("kill", command.args, self._now()))
+                self.tell(f"strategy.{name}", Command("kill", command.args, self.now()))
             elif command.name == "unhalt":
                 if book.state is not RiskState.ACTIVE:
                     book.job = None
                     self._set_state(name, book, RiskState.ACTIVE, "operator unhalt")
-                    self.tell(f"strategy.{name}", Command("unhalt", command.args, self._now()))
+                    self.tell(f"strategy.{name}", Command("unhalt", command.args, self.now()))
             else:
                 return {"ok": False, "error": f"the risk manager does not do {command.name!r}"}
             done[name] = book.state.value
@@ -224,7 +223,7 @@ class RiskManager(EngineActor):
 
     @handles(TimerFired)
     def _on_timer(self, timer: TimerFired) -> None:
-        now = self._now()
+        now = self.now()
         if timer.name == CHECK_TIMER:
             for name, book in sorted(self.books.items()):
                 self._roll_day(name, book, now)
@@ -269,7 +268,7 @@ class RiskManager(EngineActor):
         if pnl is None or book.state is RiskState.HALTED:
             return
         if pnl.open_positions and not pnl.fresh:
-            now = self._now()
+            now = self.now()
             if now - book.last_stale_alert >= self.settings.stale_alert_s:
                 book.last_stale_alert = now
                 self._alert("prices_unreliable", f"{name}: prices unreliable (stale: "
@@ -288,7 +287,7 @@ class RiskManager(EngineActor):
             logger.info("risk[{}]: {} already exiting ({}); {} ignored", self.account, name,
                         book.job.reason, trigger.kind)
             return
-        now = self._now()
+        now = self.now()
         action = "exit_all"
         logger.critical("[RISK] {} {}: {} at {:.2f} (threshold {:.2f}) -> {}; halted for the "
                         "day", name, self.account, trigger.kind, trigger.value,
@@ -314,7 +313,7 @@ class RiskManager(EngineActor):
                                            strategy=name))
 
     def _persist(self, name: str, book: Book, *, durable: bool) -> None:
-        now = self._now()
+        now = self.now()
         day = book.day or trading_date(now)
         rows = (StoredRiskState(name, self.account, book.state, day, now, book.trail.peak,
                                 book.trail.stop_level, book.reason),
@@ -355,14 +354,14 @@ class RiskManager(EngineActor):
     def _start_exit(self, name: str, book: Book, reason: str) -> None:
         if book.job is not None:
             return
-        book.job = ExitJob(reason, self._now())
-        self.tell(f"strategy.{name}", ExitAll(name, reason, self._now(), self.account))
+        book.job = ExitJob(reason, self.now())
+        self.tell(f"strategy.{name}", ExitAll(name, reason, self.now(), self.account))
         self._exit_step(name, book)
 
     def _exit_step(self, name: str, book: Book) -> None:
         job = book.job
         assert job is not None
-        now = self._now()
+        now = self.now()
         try:
             working = self._ask(self.orders, WorkingOrdersQuery(name))
             held = self._ask(self.positions, PositionQuery(strategy=name,
@@ -471,7 +470,7 @@ class RiskManager(EngineActor):
 
     def _exit_intent(self, name: str, book: Book, exchange: str, symbol: str, side: Action,
                      quantity: int, reason: str, parent: str | None) -> OrderIntent:
-        now = self._now()
+        now = self.now()
         book.exit_seq += 1
         cid = f"{name}-{trading_date(now):%y%m%d}-x{book.exit_seq:04d}"
         return OrderIntent(client_id=cid, strategy=name, account=self.account, symbol=symbol,
@@ -480,7 +479,7 @@ class RiskManager(EngineActor):
                            parent_id=parent, reason=f"exit: {reason}", created_ts=now)
 
     def _next_exit_step(self, name: str) -> None:
-        self.schedule_at(self._now() + self.settings.exit_check_s, EXIT_TIMER, payload=name)
+        self.schedule_at(self.now() + self.settings.exit_check_s, EXIT_TIMER, payload=name)
 
     def _exit_done(self, name: str, book: Book, why: str) -> None:
         job = book.job
@@ -515,12 +514,5 @@ class RiskManager(EngineActor):
         return self.r_units.get(name) or self.settings.r_rupees
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
-        text = f"risk[{self.account}]: {message}"
-        level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(severity,
-                                                                                  "INFO")
-        logger.log(level, "{}", text)
-        self.tell(HEALTH, Alert(kind, text, self._now(), severity))
+        self.raise_alert(kind, f"risk[{self.account}]: {message}", severity, HEALTH)
 
-    def _now(self) -> float:
-        assert self.clock is not None
-        return self.clock.time()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import pykka
 from loguru import logger
 
-from engine.messages import Crash, FlushToken, Ping, Pong, TimerFired
+from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
 from engine.registry import RUNNING, SealableInbox
 
 if TYPE_CHECKING:
@@ -160,6 +160,20 @@ class EngineActor(pykka.ThreadingActor):
         self._told.add(name)
         self.registry.tell(name, message)
 
+    def now(self) -> float:
+        """Engine time (the actor's clock)."""
+        return self._require_clock().time()
+
+    def raise_alert(self, kind: str, text: str, severity: Severity = Severity.WARNING,
+                    health: str | None = "health") -> None:
+        """Log ``text`` at the severity's level and tell the health actor (which throttles
+        and stores alerts) an ``Alert``."""
+        level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(severity,
+                                                                                  "INFO")
+        logger.log(level, "{}", text)
+        if health:
+            self.tell(health, Alert(kind, text, self.now(), severity))
+
     def _forward_token(self, token: FlushToken) -> None:
         told, self._told = self._told, set()
         barrier = token.barrier
@@ -195,7 +209,7 @@ class EngineActor(pykka.ThreadingActor):
 
     def _require_clock(self) -> Clock:
         if self.clock is None:
-            raise RuntimeError(f"{self.name} has no clock to schedule timers on")
+            raise RuntimeError(f"{self.name} has no engine clock")
         return self.clock
 
     def _timer_callback(self, name: str, payload: Any) -> Callable[[], None]:

@@ -95,6 +95,9 @@ class StoreSettings:
                               min=1, max=1_000_000)
     flush_interval_s: float = setting(2.0, "how often buffered rows (prices, bars, swings, ...) "
                                       "are written", min=0.05, max=60.0)
+    cache_kib: int = setting(512, "SQLite page cache per connection, KiB (kept small: the "
+                             "engine reads little back, and each pooled connection has one)",
+                             min=64, max=1_048_576)
     busy_timeout_ms: int = setting(1000, "how long one write waits for another process's lock",
                                    min=0, max=60_000)
     lock_retry_attempts: int = setting(3, "write attempts on a locked database before giving up "
@@ -839,6 +842,7 @@ class Database:
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot use WAL mode (journal_mode is {mode})")
             cur.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+            cur.execute(f"PRAGMA cache_size = -{int(self.settings.cache_kib)}")
             cur.execute("PRAGMA foreign_keys = ON")
         finally:
             cur.close()
