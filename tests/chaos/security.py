@@ -108,14 +108,14 @@ def control_refuses_other_users(socket_path: str) -> Check:
     if os.geteuid() != 0:
         return Check("control refuses others", True, "skipped: switching to uid 65534 needs "
                      "root")
-    outcome = _status_as_nobody(socket_path)
+    outcome = status_as_nobody(socket_path)
     refused = outcome == "EACCES" or "permission denied" in outcome
     return Check("control refuses others", refused,
                  f"uid {NOBODY} got {outcome[:120]!r}" if not refused
                  else f"uid {NOBODY} refused ({outcome[:60]})")
 
 
-def _status_as_nobody(path: str) -> str:
+def status_as_nobody(path: str) -> str:
     """Fork a child that drops to uid 65534 and asks for status; what happened, as text."""
     read_end, write_end = os.pipe()
     pid = os.fork()

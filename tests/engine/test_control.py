@@ -37,9 +37,9 @@ from engine.control import (
     send_command,
     summarize,
 )
+from tests.chaos.security import NOBODY, status_as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
-NOBODY = 65534
 HEADERS = ["[CONNECTION STATUS]", "[API STATUS]", "[DATA PIPELINE]", "[POSITIONS]", "[RISK]",
            "[SUPERVISOR]", "[RECOMMENDATION]"]
 NEXT_STATE = {"pause": "PAUSED", "resume": "ACTIVE", "kill": "KILLED", "flatten": "HALTED",
@@ -397,51 +397,19 @@ def test_a_path_too_long_for_af_unix_is_refused(sock_dir: Path, desk: Desk) -> N
         ControlServer(sock_dir / ("x" * 120) / "e.sock", desk).start()
 
 
-def _connect_as_nobody(path: Path) -> str:
-    """Fork a child that drops to uid 65534, asks for status, and reports what happened."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no pytest, no logging, just the socket
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.settimeout(5)
-                    sock.connect(str(path))
-                    sock.sendall(b'{"command": "status"}\n')
-                    outcome = sock.recv(65536).decode() or "EOF"
-            except PermissionError:
-                outcome = "EACCES"
-            except Exception as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-            os.write(write_end, outcome.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    return b"".join(chunks).decode()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="running a client as another uid needs root "
                     "(os.setuid in a forked child)")
 def test_another_uid_is_refused(server: ControlServer, sock_dir: Path, sock_path: Path,
                                 desk: Desk, log_capture: io.StringIO) -> None:
     os.chmod(sock_dir, 0o711)  # the test's own temporary directory is not under test
     # layer 1: the private directory (0700) keeps another user out
-    assert _connect_as_nobody(sock_path) == "EACCES"
+    assert status_as_nobody(str(sock_path)) == "EACCES"
     # layer 2: with the directory opened, the socket's own mode (0600) still does
     os.chmod(sock_path.parent, 0o711)
-    assert _connect_as_nobody(sock_path) == "EACCES"
+    assert status_as_nobody(str(sock_path)) == "EACCES"
     # layer 3: with the socket opened too, the peer-uid check (SO_PEERCRED) refuses
     os.chmod(sock_path, 0o666)
-    reply = json.loads(_connect_as_nobody(sock_path))
+    reply = json.loads(status_as_nobody(str(sock_path)))
     assert reply == {"ok": False,
                      "error": f"permission denied: uid {NOBODY} may not control this engine"}
     assert desk.status_calls == 0 and desk.calls == []
