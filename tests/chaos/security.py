@@ -129,7 +129,10 @@ def status_as_nobody(path: str) -> str:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.settimeout(5)
                     sock.connect(path)
-                    sock.sendall(b'{"command": "status"}\n')
+                    try:
+                        sock.sendall(b'{"command": "status"}\n')
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # refused at once: the refusal is still there to read
                     outcome = sock.recv(65536).decode() or "EOF"
             except PermissionError:
                 outcome = "EACCES"
