@@ -12,6 +12,8 @@ import base64
 import re
 import sqlite3
 import struct
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -298,6 +300,16 @@ def test_cli_report_errors_are_one_line_with_exit_2(
 # ---------------------------------------------------------------------------------------------
 # In a real browser
 # ---------------------------------------------------------------------------------------------
+
+
+def test_a_running_engine_never_loads_matplotlib() -> None:
+    """The charts' matplotlib is for the report writer only: an engine reads ``ReportSettings``
+    with its configuration, and must not pay matplotlib's import (memory, start-up) for it."""
+    code = ("import sys, engine.config_sections, engine.live, engine.runtime, engine.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_without_chromium_the_browser_test_skips_locally_and_fails_on_ci(
