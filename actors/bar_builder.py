@@ -71,7 +71,7 @@ class BarBuilder(EngineActor):
     def on_start(self) -> None:
         now = self._now()
         restored = self._restore(now)
-        if self.history is not None:
+        if self.history is not None and self.agg.history_would_add(now):
             self._backfill(now)
         elif restored:
             logger.info("{}: restored after restart; minutes up to {} are gaps", self.name,

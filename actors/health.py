@@ -9,7 +9,9 @@ Owns the operator's view of whether the engine is well:
 - the "feed silent" alert when no symbol has ticked for ``feed_silent_after_s`` during market
   hours;
 - alerts from every actor: each kind at most once per ``alert_throttle_s`` unless critical
-  (baseline-v1.md, failure mode 6: alert floods), logged and stored, the suppressed ones counted.
+  (baseline-v1.md, failure mode 6: alert floods), logged and stored, the suppressed ones counted;
+- the process's memory: its RSS in the status, and at each heartbeat the heap memory freed
+  since handed back to the OS (``engine.memory``, ``release_memory``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from engine.actor import EngineActor, Supervision, handles
 from engine.clock import fmt_ist
 from engine.instruments import InstrumentSpec, session_bounds, trading_date
 from engine.logs import Throttle
+from engine.memory import release_free_heap, rss_mib
 from engine.messages import (
     Alert,
     FeedHealth,
@@ -55,6 +58,8 @@ class HealthSettings:
                                      max=600)
     alert_throttle_s: float = setting(3600.0, "at most one alert of a kind per this many "
                                       "seconds (critical alerts always pass)", min=0, max=86_400)
+    release_memory: bool = setting(True, "at each heartbeat, give the heap memory freed since "
+                                   "back to the OS (glibc malloc_trim; a no-op elsewhere)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,8 @@ class Health(EngineActor):
         logger.info(beat.line())
         if self.store:
             self.tell(self.store, beat)
+        if self.settings.release_memory:
+            release_free_heap()
 
     def _in_market_hours(self, now: float) -> bool:
         open_, close = session_bounds(trading_date(now), self.instrument)
@@ -191,4 +198,5 @@ class Health(EngineActor):
             "alerts_sent": self._alerts_sent,
             "alerts_suppressed": self._alerts_suppressed,
             "heartbeat": self.last_heartbeat.line() if self.last_heartbeat else "",
+            "rss_mib": rss_mib(),
         }

@@ -34,6 +34,7 @@ from engine.messages import (
     DeadLetter,
     Fill,
     LoadState,
+    LoadStates,
     OrderEvent,
     OrderIntent,
     RiskEvent,
@@ -163,6 +164,12 @@ class StoreWriter(EngineActor):
         """Read-your-writes for restarting actors: flush what is buffered, then read."""
         self._flush()
         return self.db.strategy_state(request.name)
+
+    @handles(LoadStates)
+    def _load_states(self, request: LoadStates) -> list[StoredStrategyState]:
+        """``LoadState`` for a whole family of rows (e.g. every symbol's swing state)."""
+        self._flush()
+        return self.db.strategy_states(request.prefix)
 
     @handles(TimerFired)
     def _timer_fired(self, message: TimerFired) -> None:

@@ -15,7 +15,8 @@ the rules live there) and what an actor adds to it:
 - the log: every swing and break goes to the store (batched);
 - restarts: after every bar or update that changed a tracker, its snapshot is persisted as
   ``strategy_state`` ``swings.<symbol>`` (``durable=False``: the next one supersedes it). A new
-  incarnation restores a symbol's snapshot when the symbol's first message arrives, if the
+  incarnation reads every symbol's row at start in one ask (``LoadStates``: one store flush,
+  one query) and restores a symbol's snapshot when the symbol's first message arrives, if the
   snapshot is of the current trading day (an older one is ignored), and announces the restored
   unbroken swings on that symbol's first live message. Consumers treat a repeated announcement
   of a swing they know (same symbol, kind, bar and price) as the same swing.
@@ -34,17 +35,20 @@ from engine.messages import Bar, BarUpdate, StatusRequest, Swing, SwingBroken
 from engine.store import StoredStrategyState, record
 from engine.swings import SwingSettings, SwingSnapshot, SwingSnapshotError, SwingTracker
 
-#: the persisted state of a name, if any: ``load(name) -> state``
-StateLoader = Callable[[str], StoredStrategyState | None]
+#: every persisted state whose name starts with a prefix: ``load(prefix) -> states``
+StatesLoader = Callable[[str], Sequence[StoredStrategyState]]
 
 STATE_VERSION = 1
 
 SwingKey = tuple[str, float, float]  # (kind, bar_start, price)
 
 
+STATE_PREFIX = "swings."
+
+
 def state_name(symbol: str) -> str:
     """The ``strategy_state`` row holding a symbol's tracker snapshot."""
-    return f"swings.{symbol}"
+    return f"{STATE_PREFIX}{symbol}"
 
 
 def swing_key(swing: Swing | SwingBroken) -> SwingKey:
@@ -66,16 +70,23 @@ class _Symbol:
 class SwingDetector(EngineActor):
     def __init__(self, supervision: Supervision | None = None, *, settings: SwingSettings,
                  downstream: Sequence[str], store: str | None = "store",
-                 load_state: StateLoader | None = None, **kw: Any) -> None:
+                 load_states: StatesLoader | None = None, **kw: Any) -> None:
         if supervision is None and "name" not in kw:
             kw["name"] = "swings"
         super().__init__(supervision, **kw)
         self.settings = settings
         self.downstream = tuple(downstream)
         self.store = store
-        self.load_state = load_state
+        self.load_states = load_states
         self._symbols: dict[str, _Symbol] = {}
+        self._saved: dict[str, StoredStrategyState] = {}  # read at start, used on first message
         self._restored = 0
+
+    def on_start(self) -> None:
+        # Every symbol's state in one read: one ask per symbol (each a store flush) left this
+        # actor minutes of market behind after a restart at 60x, its inbox swelling meanwhile.
+        if self.load_states is not None:
+            self._saved = {row.name: row for row in self.load_states(STATE_PREFIX)}
 
     # -- input -----------------------------------------------------------------------------------
     @handles(Bar)
@@ -131,10 +142,8 @@ class SwingDetector(EngineActor):
         return sym
 
     def _restore(self, sym: _Symbol) -> None:
-        if self.load_state is None:
-            return
         name = state_name(sym.tracker.symbol)
-        stored = self.load_state(name)
+        stored = self._saved.pop(name, None)
         if stored is None:
             return
         if stored.version != STATE_VERSION:

@@ -122,6 +122,10 @@ class BarSettings:
     history_reads: int = setting(
         3, "reads of the broker's history a starting builder tries (each retried as [openalgo] "
         "says) before it gives up the backfill and continues live only", min=1, max=10)
+    history_concurrency: int = setting(
+        4, "history reads in flight at once across all builders (each returns the whole day; "
+        "82 at once after a restart of the market-data group held ~35 MB at the close)",
+        min=1, max=64)
 
 
 class InvalidReason(StrEnum):
@@ -339,6 +343,13 @@ class BarAggregator:
         return self._close_through(self._last_minute)
 
     # -- history and restart -----------------------------------------------------------------
+    def history_would_add(self, now: float) -> bool:
+        """Whether today's history could add a bar at engine time ``now``: some session minute
+        completed by ``now`` is not covered yet. False right after a restart within the minute
+        the builder died in: the history read (the whole day, every time) would bring nothing."""
+        last_complete = min(_minute_of(now) - _MINUTE, self._last_minute)
+        return last_complete > self._covered_through
+
     def seed_from_history(self, bars: Iterable[HistoryBar | Bar],
                           now: float) -> list[BarEvent]:
         """Take today's completed history bars (module doc, "Mid-session start"): returns them

@@ -10,16 +10,14 @@ itself safely (supervisor escalation), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import Config, ConfigError, default_config_path, load_config
+from engine.memory import limit_malloc_arenas
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -91,24 +89,10 @@ def load_from_args(args: argparse.Namespace) -> Config:
     return load_config(path, overrides=_overrides(args))
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas before any thread starts. With one thread per actor, glibc
-    would keep up to 8 arenas per core, and their fragmentation made a long run's memory creep
-    (the soak, RELIABILITY.md); two arenas keep it flat at no measurable cost. A no-op where
-    ``mallopt`` does not exist (not glibc) or when ``MALLOC_ARENA_MAX`` is already set."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.commands import COMMANDS  # the registry of subcommands
 
-    limit_malloc_arenas()
+    limit_malloc_arenas()  # before any thread starts
 
     parser = build_parser(COMMANDS)
     args = parser.parse_args(argv)

@@ -42,7 +42,8 @@ seconds (rendered in IST), money in rupees, R as a multiple of the initial risk:
     risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason,
                 realized_pnl, unrealized_pnl, r, realized_r, unrealized_r,
                 limits: {name: value}, strategies: {name: the same fields, per strategy}
-    supervisor  restarts: int, by_child: {name: int}, state ("running" | "safe_stopped")
+    supervisor  restarts: int, by_child: {name: int}, state ("running" | "safe_stopped"),
+                rss_mib: the engine process's resident memory
 
 Anything missing or of the wrong type renders as "unknown"; ``render_status`` never raises on a
 JSON-shaped dict. The last section, ``[RECOMMENDATION]``, is one line chosen by ``recommend``.
@@ -760,8 +761,10 @@ def _render_supervisor(sup: Mapping[str, Any]) -> list[str]:
     by_child = sup.get("by_child")
     if isinstance(by_child, Mapping) and by_child:
         restarts += " (" + ", ".join(f"{k} {_num(v)}" for k, v in by_child.items()) + ")"
+    rss = sup.get("rss_mib")
     return ["[SUPERVISOR]", _line("State", _text(sup.get("state"))),
-            _line("Restarts", restarts)]
+            _line("Restarts", restarts),
+            _line("Memory", f"{_num(rss, ',.1f')} MiB resident" if _is_number(rss) else UNKNOWN)]
 
 
 def _halted(risk: Mapping[str, Any]) -> list[tuple[str | None, str]]:

@@ -502,6 +502,14 @@ class LoadState:
 
 
 @frozen
+class LoadStates:
+    """``LoadState`` for every row whose name starts with ``prefix`` (one flush, one read): an
+    actor that keeps one row per symbol restores them all at once, not one ask per symbol."""
+
+    prefix: str
+
+
+@frozen
 class Crash:
     """Make the receiving actor fail as if its handler had raised (fault injection: tests and
     the chaos harness). The supervisor then does what it does for any crash."""

@@ -87,7 +87,7 @@ class EngineOperator:
                      "unrealized_pnl": _total(strategies, "unrealized_pnl")},
             "supervisor": {"restarts": self.engine.restart_count(),
                            "state": "safe_stopped" if self.engine.safe_stop_reason
-                           else "running"},
+                           else "running", "rss_mib": health.get("rss_mib")},
         }
 
     # -- commands ------------------------------------------------------------------------------

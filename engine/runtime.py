@@ -32,9 +32,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from engine.broker import Broker, HistoryBar, OrderRow
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import minute_start, session_bounds
-from engine.messages import DeadLetter, Fill, LoadState, RestartRecord, TradingGate
+from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
 from engine.registry import Registry
 from engine.sim.matching import SimulatedBroker
 from engine.store import Database, StoredOrder, StoredStrategyState
@@ -170,7 +171,7 @@ class Engine:
         hosts = [f"strategy.{name}" for name in self.parts.strategies]
         swings = ChildSpec("swings", lambda s: SwingDetector.start(
             s, settings=cfg.section("swings"), downstream=tuple(hosts),
-            load_state=self.load_state))
+            load_states=self.load_states))
         children: list[ChildSpec | SupervisorSpec] = [swings]
         for name in self.parts.strategies:
             factory = strategy_factory(name, cfg)
@@ -212,17 +213,10 @@ class Engine:
         if broker is None:
             return None
         exchanges = dict(self.parts.symbols)
-        # every bar builder asks at once when it starts; over REST they take turns
-        pace = None if isinstance(broker, SimulatedBroker) else _Pace(HISTORY_CALLS_PER_S)
-
-        def history(symbol: str, day: date) -> Sequence[HistoryBar]:
-            iso = day.isoformat()
-            if pace is not None:
-                pace.wait()
-            return broker.history(symbol=symbol, exchange=exchanges[symbol], interval="1m",
-                                  start_date=iso, end_date=iso)
-
-        return history
+        if isinstance(broker, SimulatedBroker):
+            return partial(_history_of, broker, exchanges)
+        return rest_history_source(broker, exchanges, HISTORY_CALLS_PER_S,
+                                   self.cfg.bars.history_concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -253,6 +247,10 @@ class Engine:
         """A persisted state row, read through the store actor (so it includes what is still
         in its write buffer); actors call this from ``on_start`` to resume after a crash."""
         return self.registry.ask("store", LoadState(name), timeout=30.0)
+
+    def load_states(self, prefix: str) -> list[StoredStrategyState]:
+        """``load_state`` for every row whose name starts with ``prefix``, in one ask."""
+        return self.registry.ask("store", LoadStates(prefix), timeout=30.0)
 
     def journal(self, strategy: str, day: date) -> tuple[list[StoredOrder], list[Fill]]:
         """A strategy's stored orders and fills of ``day``: what a restarted host catches up
@@ -303,6 +301,30 @@ def last_close_at(cfg: Config, clock: Clock, last_tick_ts: float) -> float:
     """Engine time by which the minute of ``last_tick_ts`` has surely been closed."""
     return (minute_start(last_tick_ts) + 60.0 + cfg.bars.grace_s + close_margin(cfg, clock)
             + 0.001)
+
+
+def _history_of(broker: Broker, exchanges: Mapping[str, str], symbol: str,
+                day: date) -> Sequence[HistoryBar]:
+    iso = day.isoformat()
+    return broker.history(symbol=symbol, exchange=exchanges[symbol], interval="1m",
+                          start_date=iso, end_date=iso)
+
+
+def rest_history_source(broker: Broker, exchanges: Mapping[str, str], calls_per_s: float,
+                        concurrency: int) -> Callable[[str, date], Sequence[HistoryBar]]:
+    """The bar builders' history reads over REST. Every builder asks at once when it starts
+    (82 after a restart of the market-data group), so they take turns: at most ``calls_per_s``
+    started per second and ``concurrency`` in flight, so that the whole-day answers are not
+    all held, parsed, at the same moment (they made the soak's memory climb)."""
+    pace = _Pace(calls_per_s)
+    in_flight = threading.BoundedSemaphore(concurrency)
+
+    def history(symbol: str, day: date) -> Sequence[HistoryBar]:
+        with in_flight:
+            pace.wait()
+            return _history_of(broker, exchanges, symbol, day)
+
+    return history
 
 
 class _Pace:

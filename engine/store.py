@@ -1071,6 +1071,12 @@ class Database:
         rows = self._select("strategy_state", {"name": name})
         return _build(StoredStrategyState, rows[0]) if rows else None
 
+    def strategy_states(self, prefix: str) -> list[StoredStrategyState]:
+        """Every state row whose name starts with ``prefix``, by name."""
+        rows = self._select("strategy_state", order_by=("name",),
+                            extra=lambda t: [t.c.name.startswith(prefix, autoescape=True)])
+        return [_build(StoredStrategyState, r) for r in rows]
+
     def bars(self, symbol: str, trading_date: date) -> list[Bar]:
         rows = self._select("bars", {"symbol": symbol, "trading_date": trading_date}, ("start",))
         return [_build(Bar, r) for r in rows]

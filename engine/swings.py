@@ -79,6 +79,7 @@ not equivalent (tick-level breaks and history/live tradability are not in the ba
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time
@@ -399,11 +400,14 @@ class SwingTracker:
             self._day_end = day_start + _DAY_SECONDS
         else:
             self._day_end = -_INF
-        self._starts: list[float] = []
-        self._highs: list[float] = []
-        self._lows: list[float] = []
-        self._closes: list[float] = []
-        self._vwaps: list[float] = []
+        # The day's bars, one column each. Packed doubles, not lists of floats: a full day of
+        # 82 options is ~150k numbers that live until the close, and as objects they pinned
+        # the allocator's pools and made a long run's memory creep (RELIABILITY.md, soak).
+        self._starts: array[float] = array("d")
+        self._highs: array[float] = array("d")
+        self._lows: array[float] = array("d")
+        self._closes: array[float] = array("d")
+        self._vwaps: array[float] = array("d")
         self._low_watch: dict[int, int] = {}
         self._high_watch: dict[int, int] = {}
         self._records: list[_Record] = []
@@ -510,7 +514,7 @@ class SwingTracker:
         return SwingBroken(self.symbol, swing.kind, swing.price, swing.bar_start, ts, by)
 
 
-def _lowest(lows: list[float], first: int, last: int) -> int:
+def _lowest(lows: Sequence[float], first: int, last: int) -> int:
     """Index of the lowest low of bars first..last (inclusive); the earliest on ties."""
     best, value = first, lows[first]
     for k in range(first + 1, last + 1):
@@ -519,7 +523,7 @@ def _lowest(lows: list[float], first: int, last: int) -> int:
     return best
 
 
-def _highest(highs: list[float], first: int, last: int) -> int:
+def _highest(highs: Sequence[float], first: int, last: int) -> int:
     """Index of the highest high of bars first..last (inclusive); the earliest on ties."""
     best, value = first, highs[first]
     for k in range(first + 1, last + 1):

@@ -70,6 +70,8 @@ How the rules are carried out:
 from __future__ import annotations
 
 import math
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import time
@@ -323,6 +325,29 @@ class Position:
         return total
 
 
+class _BarHighs:
+    """One symbol's closed-bar highs of the day, in bar order, as packed doubles (a day of 82
+    options is ~30k bars; as tuples of floats they lived until the close and fragmented the
+    allocator, RELIABILITY.md)."""
+
+    __slots__ = ("highs", "starts")
+
+    def __init__(self) -> None:
+        self.starts: array[float] = array("d")
+        self.highs: array[float] = array("d")
+
+    def add(self, start: float, high: float) -> None:
+        """Keep a bar's high; a bar not after the last one kept is ignored."""
+        if not self.starts or start > self.starts[-1]:
+            self.starts.append(start)
+            self.highs.append(high)
+
+    def highest_after(self, start: float) -> float | None:
+        """The highest high of the bars that started after ``start``; None if there is none."""
+        first = bisect_right(self.starts, start)
+        return max(self.highs[first:]) if first < len(self.highs) else None
+
+
 @dataclass(slots=True)
 class _Day:
     """Everything the strategy knows about the current trading day."""
@@ -367,7 +392,7 @@ class BaselineV1(Strategy):
         self._entry_end = time.fromisoformat(settings.entry_end)
         self.d = _Day()
         # market memory (not persisted: bars come again from history after a restart)
-        self._highs: dict[str, list[tuple[float, float]]] = {}
+        self._highs: dict[str, _BarHighs] = {}
         self._progress: dict[str, tuple[float, float]] = {}
         self._last: dict[str, float] = {}
         # the latest live bar seen, and the one switches were last considered at
@@ -420,9 +445,10 @@ class BaselineV1(Strategy):
     def on_bar(self, bar: Bar) -> None:
         if not self._roll_day(bar.start):
             return
-        highs = self._highs.setdefault(bar.symbol, [])
-        if not highs or bar.start > highs[-1][0]:
-            highs.append((bar.start, bar.high))
+        highs = self._highs.get(bar.symbol)
+        if highs is None:
+            highs = self._highs[bar.symbol] = _BarHighs()
+        highs.add(bar.start, bar.high)
         progress = self._progress.get(bar.symbol)
         if progress is not None and progress[0] <= bar.start:
             del self._progress[bar.symbol]
@@ -973,8 +999,8 @@ class BaselineV1(Strategy):
         tracked = self.d.hh.setdefault(symbol, {})
         if swing_start in tracked:
             return
-        best = max((h for start, h in self._highs.get(symbol, ()) if start > swing_start),
-                   default=None)
+        highs = self._highs.get(symbol)
+        best = highs.highest_after(swing_start) if highs is not None else None
         progress = self._progress.get(symbol)
         if progress is not None and progress[0] > swing_start:
             best = progress[1] if best is None else max(best, progress[1])

@@ -4,6 +4,7 @@ session's first minute of a symbol with neither a bar nor a recorded gap)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -12,12 +13,13 @@ import pykka
 import pytest
 
 from actors.bar_builder import BarBuilder, builder_name
-from engine.bars import BarSettings
+from engine.bars import BarSettings, BarSnapshot
 from engine.broker import BrokerUnavailable, HistoryBar
 from engine.clock import VirtualClock, ist_epoch
 from engine.instruments import InstrumentSpec, session_bounds
 from engine.messages import Bar, Ping
 from engine.registry import Registry
+from engine.store import StoredStrategyState
 from tests.support import Collector
 
 DAY = date(2025, 9, 3)
@@ -41,12 +43,27 @@ class FlakyHistory:
         return list(HISTORY)
 
 
+def _loader(snapshot: BarSnapshot | None) -> Any:
+    if snapshot is None:
+        return None
+    stored = StoredStrategyState(name=builder_name(SYM), version=1,
+                                 state=dataclasses.asdict(snapshot), updated_ts=OPEN)
+    return lambda name: stored if name == builder_name(SYM) else None
+
+
+def _snapshot(closed_through: float) -> BarSnapshot:
+    """What a builder that closed every minute through ``closed_through`` left behind."""
+    opened, closed = session_bounds(DAY, InstrumentSpec())
+    return BarSnapshot(SYM, opened, closed, closed_through, True, None, 650, 1000.0, 10)
+
+
 @pytest.fixture
 def start() -> Iterator[Any]:
     refs: list[pykka.ActorRef[Any]] = []
 
-    def run(history: FlakyHistory, reads: int) -> list[Bar]:
-        clock = VirtualClock(start=OPEN + 200.0)  # three minutes into the session
+    def run(history: FlakyHistory, reads: int, *, snapshot: BarSnapshot | None = None,
+            now: float = OPEN + 200.0) -> list[Bar]:  # default: 3 minutes into the session
+        clock = VirtualClock(start=now)
         reg = Registry(clock)
         got: list[Any] = []
         for name, cls, kw in (("sink", Collector, {"got": got, "kinds": (Bar,)}),
@@ -54,7 +71,8 @@ def start() -> Iterator[Any]:
                                   "symbol": SYM, "settings": BarSettings(history_reads=reads),
                                   "session": session_bounds(DAY, InstrumentSpec()),
                                   "downstream": ("sink",), "store": None,
-                                  "history": history})):
+                                  "history": history,
+                                  "load_snapshot": _loader(snapshot)})):
             reg.declare(name)
             ref = cls.start(name=name, registry=reg, clock=clock, **kw)
             reg.register(name, ref)
@@ -79,3 +97,24 @@ def test_after_the_last_read_fails_the_builder_goes_on_live_only(start: Any) -> 
     history = FlakyHistory(failures=5)
     assert start(history, reads=2) == []
     assert history.reads == 2
+
+
+def test_a_builder_restarted_within_the_minute_it_died_in_reads_no_history(start: Any) -> None:
+    """The read returns the whole day and could add nothing: every completed minute (through
+    09:17) is in the snapshot; the minute in progress becomes a gap either way."""
+    history = FlakyHistory(failures=0)
+    assert start(history, reads=3, snapshot=_snapshot(OPEN + 120.0)) == []
+    assert history.reads == 0
+
+
+def test_a_builder_that_missed_a_completed_minute_reads_history_for_it(start: Any) -> None:
+    history = FlakyHistory(failures=0)
+    bars = start(history, reads=3, snapshot=_snapshot(OPEN + 60.0))
+    assert history.reads == 1
+    assert [(b.start, b.source) for b in bars] == [(OPEN + 120.0, "history")]
+
+
+def test_before_the_open_a_starting_builder_reads_no_history(start: Any) -> None:
+    history = FlakyHistory(failures=0)
+    assert start(history, reads=3, now=OPEN - 300.0) == []
+    assert history.reads == 0

@@ -52,7 +52,7 @@ class World:
 
     def detector(self) -> pykka.ActorRef[Any]:
         return self._start("swings", SwingDetector.start(
-            settings=SwingSettings(), downstream=(DOWN,), load_state=self.db.strategy_state,
+            settings=SwingSettings(), downstream=(DOWN,), load_states=self.db.strategy_states,
             registry=self.registry, clock=self.clock))
 
     def send(self, *messages: Any) -> None:

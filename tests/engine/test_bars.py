@@ -609,6 +609,26 @@ def test_restore_then_history_fills_the_interrupted_minutes() -> None:
         (snap.pv_sum + hist_pv + pv) / (snap.volume_sum + hist_volume + volume))
 
 
+def test_history_would_add_only_completed_minutes_not_covered_yet() -> None:
+    fresh = make()
+    assert not fresh.history_would_add(OPEN - 1)          # nothing completed before the open
+    assert not fresh.history_would_add(OPEN + 59.9)       # the first minute still in progress
+    assert fresh.history_would_add(OPEN + 60)              # 09:15 complete, not covered
+    assert fresh.history_would_add(CLOSE + 3600)           # after the close: the whole day
+
+    crashed = make()
+    feed(crashed, [t for t in _day_ticks() if t.recv_ts < at(9, 20, 30)])
+    snap = crashed.snapshot()                              # closed through 09:19
+    within = make()
+    within.restore(snap, now=at(9, 20, 40))                # died and came back in 09:20
+    assert not within.history_would_add(at(9, 20, 40))
+    later = make()
+    later.restore(snap, now=at(9, 21, 5))                  # 09:20 completed while it was down
+    assert later.history_would_add(at(9, 21, 5))
+    later.seed_from_history([HistoryBar(at(9, 20), 100, 101, 99, 100.5, 650)], now=at(9, 21, 5))
+    assert not later.history_would_add(at(9, 21, 5))       # covered by history now
+
+
 def test_restore_needs_a_fresh_aggregator_of_the_same_symbol_and_session() -> None:
     agg = make()
     feed(agg, [tick(100.0, at(9, 20, 1))])

@@ -60,7 +60,8 @@ def full_status(state: str = "ACTIVE") -> dict[str, Any]:
         "risk": {"state": state, "realized_pnl": 1200.0, "unrealized_pnl": 162.5, "r": 1.25,
                  "realized_r": 1.0, "unrealized_r": 0.25,
                  "limits": {"daily_r": "±5", "max_positions": 5}},
-        "supervisor": {"restarts": 1, "by_child": {"feed": 1}, "state": "running"},
+        "supervisor": {"restarts": 1, "by_child": {"feed": 1}, "state": "running",
+                       "rss_mib": 1234.56},
     }
 
 
@@ -446,6 +447,7 @@ def test_full_status_renders_every_section() -> None:
         "  R:                   +1.25R (realized +1.00R, unrealized +0.25R)",
         "  Limits:              daily_r ±5, max_positions 5",
         "  Restarts:            1 (feed 1)",
+        "  Memory:              1,234.6 MiB resident",
         "[RECOMMENDATION]\n  none",
     ]:
         assert expected in text, expected

@@ -31,6 +31,7 @@ from engine.store import (
     Op,
     RowWrite,
     StoredAccount,
+    StoredStrategyState,
     StoreError,
     StoreRejected,
     StoreSettings,
@@ -333,3 +334,14 @@ def test_an_account_key_is_stored_as_given_and_hidden_from_repr(db: Database) ->
 def test_an_intent_without_a_creation_time_is_rejected(db: Database) -> None:
     with pytest.raises(StoreRejected, match="created_ts"):
         db.writes_for(intent("c1", ts=0.0))
+
+
+def test_strategy_states_by_prefix_match_the_prefix_literally(db: Database) -> None:
+    """``%`` and ``_`` in a prefix are characters, not patterns; rows come back by name."""
+    names = ["swings.B", "swings.A", "swingsX", "bars.A", "swings_A", "sw%.A", "sw%"]
+    for name in names:
+        state = StoredStrategyState(name=name, version=1, state={"n": name}, updated_ts=T0)
+        db.run_write(lambda tx, s=state: tx.apply(db.writes_for(record(s))))
+    assert [s.name for s in db.strategy_states("swings.")] == ["swings.A", "swings.B"]
+    assert [s.state for s in db.strategy_states("sw%.")] == [{"n": "sw%.A"}]
+    assert db.strategy_states("nothing.") == []
