@@ -18,12 +18,18 @@ kept too (it will be written in order) and the sender gets ``StoreUnavailable``.
 (``StoreRejected``) is raised to the sender and recorded as a dead letter; a fill reported twice
 is not an error: the receipt says ``duplicate``.
 
+Reads for restarting actors (``LoadState``, ``LoadStates``) answer with the newest state row of a
+name, written or not (a buffered or held row wins over the stored one); they never write, so a
+restart during a lock spell is not held up by it.
+
 Immediate writes are meant to be asked: a ``tell`` whose write fails stops the actor (Pykka's
 rule); it then makes one last attempt to write what it holds before it exits.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +100,12 @@ class _Buffer:
     def groups(self) -> list[list[RowWrite]]:
         return [list(group.values()) for group in self._groups.values()]
 
+    def rows(self, table: str) -> Iterator[RowWrite]:
+        """The buffered rows of ``table``, oldest first within each statement shape."""
+        for shape, group in self._groups.items():
+            if shape[0] == table:
+                yield from group.values()
+
     def clear(self) -> None:
         self._groups.clear()
         self.size = 0
@@ -161,15 +173,32 @@ class StoreWriter(EngineActor):
 
     @handles(LoadState)
     def _load_state(self, request: LoadState) -> StoredStrategyState | None:
-        """Read-your-writes for restarting actors: flush what is buffered, then read."""
-        self._flush()
-        return self.db.strategy_state(request.name)
+        """Read-your-writes for restarting actors: the newest row not written yet (buffered,
+        or held while the database is unavailable), else the stored one. No flush: a restart
+        during a lock spell would wait out the whole retry budget, its inbox swelling, and
+        after a failed flush would read an older state than the one it last wrote."""
+        unwritten = self._unwritten_states(lambda name: name == request.name)
+        return unwritten.get(request.name) or self.db.strategy_state(request.name)
 
     @handles(LoadStates)
     def _load_states(self, request: LoadStates) -> list[StoredStrategyState]:
         """``LoadState`` for a whole family of rows (e.g. every symbol's swing state)."""
-        self._flush()
-        return self.db.strategy_states(request.prefix)
+        states = {s.name: s for s in self.db.strategy_states(request.prefix)}
+        states.update(self._unwritten_states(lambda name: name.startswith(request.prefix)))
+        return [states[name] for name in sorted(states)]
+
+    def _unwritten_states(self, wanted: Callable[[str], bool]) -> dict[str, StoredStrategyState]:
+        """The newest not yet written ``strategy_state`` row of each wanted name."""
+        newest: dict[str, StoredStrategyState] = {}
+        held = (w for _, writes in self._held for w in writes)
+        for write in itertools.chain(held, self._buffer.rows(StoredStrategyState.TABLE)):
+            if write.table != StoredStrategyState.TABLE or not wanted(write.values["name"]):
+                continue
+            state = self.db.state_from_row(write.values)
+            known = newest.get(state.name)
+            if known is None or state.updated_ts >= known.updated_ts:
+                newest[state.name] = state
+        return newest
 
     @handles(TimerFired)
     def _timer_fired(self, message: TimerFired) -> None:

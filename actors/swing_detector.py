@@ -15,11 +15,11 @@ the rules live there) and what an actor adds to it:
 - the log: every swing and break goes to the store (batched);
 - restarts: after every bar or update that changed a tracker, its snapshot is persisted as
   ``strategy_state`` ``swings.<symbol>`` (``durable=False``: the next one supersedes it). A new
-  incarnation reads every symbol's row at start in one ask (``LoadStates``: one store flush,
-  one query) and restores a symbol's snapshot when the symbol's first message arrives, if the
-  snapshot is of the current trading day (an older one is ignored), and announces the restored
-  unbroken swings on that symbol's first live message. Consumers treat a repeated announcement
-  of a swing they know (same symbol, kind, bar and price) as the same swing.
+  incarnation reads every symbol's row at start in one ask (``LoadStates``) and restores a
+  symbol's snapshot when the symbol's first message arrives, if the snapshot is of the current
+  trading day (an older one is ignored), and announces the restored unbroken swings on that
+  symbol's first live message. Consumers treat a repeated announcement of a swing they know
+  (same symbol, kind, bar and price) as the same swing.
 """
 
 from __future__ import annotations

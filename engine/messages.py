@@ -495,15 +495,16 @@ class HealthUpdate:
 
 @frozen
 class LoadState:
-    """Ask the store for a persisted state row (``strategy_state`` by name); it flushes its
-    buffer first, so an actor restarting right after a crash reads what it last wrote."""
+    """Ask the store for a persisted state row (``strategy_state`` by name): the newest one,
+    written or not yet (buffered, held during an outage), so an actor restarting right after a
+    crash reads what it last wrote, without waiting for the database."""
 
     name: str
 
 
 @frozen
 class LoadStates:
-    """``LoadState`` for every row whose name starts with ``prefix`` (one flush, one read): an
+    """``LoadState`` for every row whose name starts with ``prefix``, by name, in one read: an
     actor that keeps one row per symbol restores them all at once, not one ask per symbol."""
 
     prefix: str

@@ -1071,6 +1071,11 @@ class Database:
         rows = self._select("strategy_state", {"name": name})
         return _build(StoredStrategyState, rows[0]) if rows else None
 
+    @staticmethod
+    def state_from_row(values: Mapping[str, Any]) -> StoredStrategyState:
+        """A ``strategy_state`` row's values (as written) back as the stored state."""
+        return _build(StoredStrategyState, values)
+
     def strategy_states(self, prefix: str) -> list[StoredStrategyState]:
         """Every state row whose name starts with ``prefix``, by name."""
         rows = self._select("strategy_state", order_by=("name",),

@@ -29,6 +29,8 @@ from engine.messages import (
     DeadLetter,
     Fill,
     Heartbeat,
+    LoadState,
+    LoadStates,
     OrderEvent,
     OrderIntent,
     OrderPurpose,
@@ -405,6 +407,45 @@ def test_a_locked_database_loses_nothing_and_says_so_once(h: Harness,
     assert h.db.bars(CE, DAY) == [bar(i) for i in range(4)]
     assert any("writable again" in line for line in log_lines)
     assert h.db.dead_letters() == []
+
+
+def test_restoring_actors_read_their_newest_state_without_waiting_for_a_locked_database(
+        h: Harness, log_lines: list[str]) -> None:
+    """LoadState / LoadStates answer from what is not written yet (buffered, or held after a
+    failed write) over what is stored, and never try a write: a restart during a lock spell
+    neither waits out the retry budget nor reads an older state than it last wrote."""
+    def state(name: str, n: int, ts: float) -> StoredStrategyState:
+        return StoredStrategyState(name, 1, {"n": n}, ts)
+
+    h.ask(record(state("swings.A", 1, T0)))                       # stored
+    h.ask(record(state("swings.B", 1, T0)))
+    h.ask(record(state("host", 1, T0)))
+    blocker = sqlite3.connect(h.db.path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        h.tell(record(state("swings.A", 2, T0 + 1), durable=False))  # buffered
+        h.tell(record(state("swings.C", 2, T0 + 1), durable=False))
+        with pytest.raises(StoreUnavailable, match="locked"):
+            h.ask(record(state("host", 2, T0 + 2)))                 # held: the write failed
+        errors_before = sum(line.startswith("ERROR") for line in log_lines)
+        assert h.ask(LoadState("host")) == state("host", 2, T0 + 2)
+        assert h.ask(LoadState("swings.A")) == state("swings.A", 2, T0 + 1)
+        assert h.ask(LoadState("swings.B")) == state("swings.B", 1, T0)
+        assert h.ask(LoadState("nothing")) is None
+        assert h.ask(LoadStates("swings.")) == [state("swings.A", 2, T0 + 1),
+                                                 state("swings.B", 1, T0),
+                                                 state("swings.C", 2, T0 + 1)]
+        # no write was tried for the reads: no new "cannot write" report
+        assert sum(line.startswith("ERROR") for line in log_lines) == errors_before
+        assert h.db.strategy_state("swings.A") == state("swings.A", 1, T0)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    h.flush_timer()
+    assert h.db.strategy_states("swings.") == [state("swings.A", 2, T0 + 1),
+                                               state("swings.B", 1, T0),
+                                               state("swings.C", 2, T0 + 1)]
+    assert h.db.strategy_state("host") == state("host", 2, T0 + 2)
 
 
 def test_the_batch_size_does_not_retry_a_locked_database_on_every_message(
