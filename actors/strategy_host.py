@@ -151,7 +151,7 @@ class StrategyHost(EngineActor):
         now = self.now()
         self.day = trading_date(now)
         self._restore()
-        self._last_snapshot = copy.deepcopy(self.strategy.snapshot())
+        self._last_snapshot = self._kept(self.strategy.snapshot())
         synced = self._ask_gate()
         self._call(self.strategy.on_start)
         self._catch_up(synced)
@@ -472,11 +472,20 @@ class StrategyHost(EngineActor):
         """Run one hook, then persist if it (or the message before it) changed anything."""
         hook(*args)
         snapshot = self._strategy.snapshot()
-        if self._dirty or snapshot != self._last_snapshot:
+        if self._dirty or not self._unchanged(snapshot):
             self._persist(snapshot, durable=self._dirty)
-            # a copy: a strategy may hand out its live state and change it in place later
-            self._last_snapshot = copy.deepcopy(snapshot)
+            self._last_snapshot = self._kept(snapshot)
             self._dirty = False
+
+    def _unchanged(self, snapshot: dict[str, Any]) -> bool:
+        if self._strategy.snapshot_cached:
+            return snapshot is self._last_snapshot
+        return snapshot == self._last_snapshot
+
+    def _kept(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """What the next snapshot is compared with: the object itself when the strategy never
+        changes a snapshot it returned, else a copy (it may hand out live state)."""
+        return snapshot if self._strategy.snapshot_cached else copy.deepcopy(snapshot)
 
     def _persist_before_sending(self) -> None:
         """Make the sequence and the new order durable before the intent leaves, so a hook

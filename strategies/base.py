@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from engine.instruments import InstrumentSpec
 from engine.messages import (
@@ -124,6 +124,12 @@ class Strategy:
     """Subclass and implement the hooks you need; every hook has a do-nothing default."""
 
     name: str = "strategy"
+    #: True when ``snapshot`` keeps returning the very same object while the state is unchanged,
+    #: a new object after any change, and never changes an object it returned (baseline_v1
+    #: caches it so). The host then neither compares nor copies the snapshot after every message
+    #: (a day's state is tens of KB, and BarUpdates come thousands a minute). Leave it False when
+    #: ``snapshot`` may hand out live state that is changed in place.
+    snapshot_cached: ClassVar[bool] = False
 
     def __init__(self, ctx: StrategyContext, settings: Any = None) -> None:
         self.ctx = ctx

@@ -378,6 +378,7 @@ class _Day:
 
 class BaselineV1(Strategy):
     name = "baseline_v1"
+    snapshot_cached = True  # _touch() drops the cached dict; a returned one is never changed
 
     def __init__(self, ctx: StrategyContext, settings: BaselineSettings | None = None) -> None:
         settings = settings or BaselineSettings()

@@ -3,6 +3,7 @@ ids, the trading gate, pause/resume, fills applied once, persistence and restore
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from datetime import date
 from pathlib import Path
@@ -105,6 +106,26 @@ class Probe(Strategy):
             raise RuntimeError("a bug after placing")
 
 
+class CachedProbe(Probe):
+    """A strategy that caches its snapshot (``snapshot_cached``): the same object until a change,
+    and a new one after it, as baseline_v1 does."""
+
+    snapshot_cached = True
+
+    def __init__(self, ctx: StrategyContext, settings: Any = None) -> None:
+        super().__init__(ctx, settings)
+        self._snap: dict[str, Any] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        if self._snap is None:
+            self._snap = copy.deepcopy(self.state)
+        return self._snap
+
+    def on_command(self, name: str, args: Mapping[str, Any]) -> None:
+        super().on_command(name, args)
+        self._snap = None
+
+
 class World:
     def __init__(self, path: Path) -> None:
         self.clock = VirtualClock(T0)
@@ -126,9 +147,9 @@ class World:
         self.refs.append(ref)
         return ref
 
-    def host(self, *, load: bool = True) -> pykka.ActorRef[Any]:
+    def host(self, *, load: bool = True, kind: type[Probe] = Probe) -> pykka.ActorRef[Any]:
         def factory(ctx: StrategyContext) -> Strategy:
-            probe = Probe(ctx)
+            probe = kind(ctx)
             self.probes.append(probe)
             return probe
 
@@ -299,6 +320,24 @@ def test_in_place_changes_of_the_strategy_state_are_persisted(world: World) -> N
     world.registry.ask("store", Ping(0), timeout=10)
     stored = world.db.strategy_state(NAME)
     assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
+
+
+def test_a_cached_snapshot_is_persisted_on_change_and_not_after_other_messages(
+        world: World) -> None:
+    world.host(kind=CachedProbe)
+    world.command("note", text="a")
+    world.clock.advance_to(T0 + 30)
+    world.command("note", text="b")
+    world.clock.advance_to(T0 + 61)  # flushed
+    world.registry.ask("store", Ping(0), timeout=10)
+    stored = world.db.strategy_state(NAME)
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
+    assert stored.updated_ts == T0 + 30
+    world.tell(Bar(CE, T0 + 60, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))  # changes nothing
+    world.sync()
+    world.clock.advance_to(T0 + 130)  # flushed again
+    world.registry.ask("store", Ping(0), timeout=10)
+    assert world.db.strategy_state(NAME) == stored
 
 
 def test_state_of_an_earlier_day_is_ignored(world: World) -> None:
