@@ -46,6 +46,11 @@ RUNNING = threading.local()
 RECENT_DEAD_LETTERS = 1000
 
 
+class Undelivered(pykka.ActorDeadError):
+    """An ask whose actor died (or was dead) before it handled the message: the message was
+    never seen, so asking the next actor under the name is safe."""
+
+
 class NoSuchActor(KeyError):
     """An ``ask`` to a name that was never declared or registered."""
 
@@ -169,13 +174,24 @@ class Registry:
 
     def ask(self, name: str, message: Any, *, timeout: float = 5.0) -> Any:
         """Ask the actor behind ``name``; while it restarts, wait (within ``timeout``) for the next.
+        An ask the actor died before handling goes to the next actor under the name (it was
+        never seen: a fill asked to a store that crashed a moment earlier is not lost).
 
         Raises ``NoSuchActor`` for an unknown name, ``pykka.ActorDeadError`` for a retired name
-        or when the actor dies before answering, ``pykka.Timeout`` when no answer comes in time.
+        or when the actor dies while handling it, ``pykka.Timeout`` when no answer comes in time.
         """
         deadline = time.monotonic() + timeout
-        ref = self._live_ref(name, deadline, timeout)
-        return ref.ask(message, timeout=max(0.0, deadline - time.monotonic()))
+        while True:
+            ref = self._live_ref(name, deadline, timeout)
+            try:
+                future = ref.ask(message, block=False)
+            except pykka.ActorDeadError:
+                continue  # dead before the message went in: the next actor gets it
+            try:
+                return future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Undelivered:
+                if time.monotonic() >= deadline:
+                    raise
 
     def address(self, name: str) -> Address:
         return Address(self, name)
@@ -317,8 +333,8 @@ class Registry:
             if isinstance(envelope.message, _ActorStop):
                 envelope.reply_to.set(None)
             else:
-                error = pykka.ActorDeadError(f"{slot.name} died before handling the message")
-                envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+                error = Undelivered(f"{slot.name} died before handling the message")
+                envelope.reply_to.set_exception(exc_info=(Undelivered, error, None))
         elif not isinstance(envelope.message, _ActorStop):
             self._route(slot, envelope.message, dead)
 

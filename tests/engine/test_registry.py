@@ -267,6 +267,31 @@ def test_dead_letters_are_logged_at_a_throttled_rate(clock: VirtualClock,
     assert registry.dead_letter_count == 51
 
 
+def test_an_ask_the_actor_died_before_handling_goes_to_its_next_incarnation(
+        registry: Registry, spawn: Any) -> None:
+    """E.g. a fill asked to the store while the store is crashing: never seen by the dead
+    store, so the registry hands it to the next one instead of failing the caller."""
+    received = Received()
+    old, sup = spawn("worker", received)
+    gate = threading.Event()
+    registry.tell("worker", Hold(gate))
+    registry.tell("worker", Poison("crash"))
+    answers: list[Any] = []
+    asker = threading.Thread(target=lambda: answers.append(
+        registry.ask("worker", Echo("again"), timeout=WAIT)))
+    asker.start()
+    deadline = time.monotonic() + WAIT
+    while old.actor_inbox.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # the ask is queued behind the poison
+    gate.set()
+    sup.exits.get(timeout=WAIT)
+    registry.suspend("worker", old)
+    new, _ = spawn("worker", received, generation=2)
+    asker.join(timeout=WAIT)
+    assert answers == ["again"]
+    assert not old.is_alive() and registry.ref("worker") is new  # so generation 2 answered
+
+
 def test_retired_name_turns_its_stash_and_later_messages_into_dead_letters(
         registry: Registry, dead: list[DeadLetter]) -> None:
     registry.declare("gone")
