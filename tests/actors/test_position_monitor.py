@@ -26,7 +26,6 @@ from engine.messages import (
     Alert,
     Fill,
     HealthUpdate,
-    LoadState,
     OrderEvent,
     OrderIntent,
     OrderStatus,
@@ -44,7 +43,7 @@ from engine.messages import (
 )
 from engine.registry import Registry
 from engine.sim.matching import SimulatedBroker
-from engine.store import Database, StoreSettings
+from engine.store import Database, StoredStrategyState, StoreSettings, record
 from tests.support import Collector
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)
@@ -175,6 +174,11 @@ class Harness:
         for name in (*SINKS, "store"):
             self.registry.ask(name, Ping(0), timeout=10)
         return status
+
+    def store_writes_buffered(self) -> None:
+        """The store writes what it holds: an immediate write commits the buffer first."""
+        self.registry.ask("store", record(StoredStrategyState("barrier", 1, {}, T0)),
+                          timeout=10)
 
     def advance(self, seconds: float, step: float = 0.25) -> None:
         end = self.clock.time() + seconds
@@ -470,17 +474,17 @@ def test_marks_reach_the_store_only_on_the_flush_timer(make: Callable[..., Harne
 def test_marks_are_written_to_sqlite_after_the_flush(h: Harness) -> None:
     h.fill(Action.SELL, 65, 100.0)
     h.tick((CE, 95.0))
-    h.registry.ask("store", LoadState("x"), timeout=10)  # the store writes what it holds
+    h.store_writes_buffered()
     assert h.db.positions(account=ACCOUNT) == []
     h.advance(2.0)
-    h.registry.ask("store", LoadState("x"), timeout=10)
+    h.store_writes_buffered()
     [row] = h.db.positions(account=ACCOUNT)
     assert (row.strategy, row.symbol, row.quantity, row.average_price, row.ltp) == (
         "s", CE, -65, 100.0, 95.0)
     assert h.db.last_prices()[CE].ltp == 95.0
     h.fill(Action.BUY, 65, 95.0)
     h.advance(2.0)
-    h.registry.ask("store", LoadState("x"), timeout=10)
+    h.store_writes_buffered()
     assert h.db.positions(account=ACCOUNT) == []
     [flat] = h.db.positions(account=ACCOUNT, open_only=False)
     assert (flat.quantity, flat.realized) == (0, 325.0)
@@ -531,7 +535,7 @@ def test_a_restart_rebuilds_positions_and_realized_pnl_from_the_store(h: Harness
     h.fill(Action.BUY, 65, 40.0, symbol=PE, strategy="t")
     h.tick((CE, 95.0), (PE, 42.0))
     h.advance(2.0)
-    h.registry.ask("store", LoadState("x"), timeout=10)  # the stored prices are on disk
+    h.store_writes_buffered()  # the stored prices are on disk
     before = h.query(include_flat=True)
     h.stop_monitor()
     subscribed = len(h.subscriptions())
