@@ -15,6 +15,7 @@ Usage: python bench/replay_throughput.py [--session FILE] [--step S ...]
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def main() -> None:
     p.add_argument("--session", help="session file (default: the bundled day)")
     p.add_argument("--step", action="append", help="replay step seconds (repeatable; "
                    "default: the configured 1.0 and 5.0)")
-    p.add_argument("--child", nargs="+", help=argparse_hidden())
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, session, *rest = args.child
@@ -119,11 +120,6 @@ def main() -> None:
     report.figure("targets", ">= 200,000 ticks/s through the actors and >= 0.5 x plain")
     report.finish(args.json)
 
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

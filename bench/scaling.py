@@ -20,6 +20,7 @@ Usage: python bench/scaling.py [--quick] [--sizes 82,500,1000] [--json PATH]
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def main() -> None:
     p = arg_parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a small run for smoke testing")
     p.add_argument("--sizes", help="option counts, comma-separated (default 82,500,1000)")
-    p.add_argument("--child", nargs=2, help=argparse_hidden())
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, session = args.child
@@ -148,11 +149,6 @@ def main() -> None:
     report.figure("note", "2-core machine shared with other jobs: figures are noisy")
     report.finish(args.json)
 
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ Usage: python bench/tick_to_order.py [--quick] [--samples N] [--spacing S] [--wi
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 import statistics
@@ -277,7 +278,7 @@ def main() -> None:
                    "options; quick 2)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override an engine setting on the engine side (repeatable)")
-    p.add_argument("--child", nargs=7, help=argparse_hidden())
+    p.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, session, symbol, exchange, samples, spacing, overrides = args.child
@@ -324,11 +325,6 @@ def main() -> None:
     report.figure("note", "2-core machine shared with other jobs: figures are noisy")
     report.finish(args.json)
 
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
