@@ -63,7 +63,7 @@ def simulator_refuses_wrong_keys(rest_url: str, ws_url: str, symbol: str) -> Che
         client.funds()
         problems.append("REST accepted a wrong key")
     except AuthError:
-        pass
+        pass  # the expected answer: the key is refused, nothing to report
     except BrokerError as exc:
         problems.append(f"REST answered a wrong key with {type(exc).__name__}: {exc}")
     ws = websocket.create_connection(ws_url, timeout=5)
