@@ -728,7 +728,9 @@ class OrderManager(EngineActor):
             receipt = self.registry.ask(self.store, msg, timeout=self.settings.store_timeout_s)
         except (StoreError, pykka.Timeout, pykka.ActorDeadError, NoSuchActor) as exc:
             problem = f"store: {type(exc).__name__}: {exc}"
-            logger.error("orders[{}]: {} not stored: {}", self.account, type(msg).__name__,
+            # a timed-out ask stays queued: the store (or the next one) still writes it
+            outcome = "not confirmed stored" if isinstance(exc, pykka.Timeout) else "not stored"
+            logger.error("orders[{}]: {} {}: {}", self.account, type(msg).__name__, outcome,
                          problem)
             return None, problem
         return receipt, None

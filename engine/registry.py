@@ -7,8 +7,13 @@ actor currently serving it, and what happens to messages while a name is between
 - restarting (the actor died, or the name is declared but not started yet): messages are held in
   a bounded per-name *stash*, in order, and handed to the next actor registered under the name;
 - a dead actor's inbox is *sealed*: the ``tell`` messages still queued in it move into the stash
-  ahead of anything newer, ``ask`` callers get ``ActorDeadError``, and a put that races the seal
-  is forwarded instead of being dropped into a queue nobody reads;
+  ahead of anything newer, ``ask`` callers still waiting get ``Undelivered`` (``Registry.ask``
+  then asks the next actor), and a put that races the seal is forwarded instead of being dropped
+  into a queue nobody reads;
+- an ``ask`` that times out leaves its message queued for the name, exactly as it would stay in
+  a live actor's inbox: if the actor dies before handling it, or no actor served the name within
+  the timeout, the message goes to the next actor like a ``tell`` (its answer is dropped). So a
+  fill asked to a store too busy to answer in time is still written, whatever happens next;
 - past the stash bound, for a retired name, or for a name never declared: a ``DeadLetter`` is
   recorded (counted, logged at a throttled rate, passed to ``on_dead_letter``). Never silent.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -151,6 +157,8 @@ class Registry:
         self._last_dead_log: float | None = None
         self._unlogged_dead = 0
         self._in_hook = threading.local()
+        # Futures of asks whose caller stopped waiting: their message is delivered as a tell.
+        self._abandoned: weakref.WeakSet[pykka.Future[Any]] = weakref.WeakSet()
         # Names told from outside any actor (the replay driver, clock callbacks) while a replay
         # step is being tracked; None when not tracking (live and paper).
         self._external: set[str] | None = None
@@ -178,11 +186,15 @@ class Registry:
         never seen: a fill asked to a store that crashed a moment earlier is not lost).
 
         Raises ``NoSuchActor`` for an unknown name, ``pykka.ActorDeadError`` for a retired name
-        or when the actor dies while handling it, ``pykka.Timeout`` when no answer comes in time.
+        or when the actor dies while handling it, ``pykka.Timeout`` when no answer comes in time
+        (the message then stays queued for the name: see the module docstring).
         """
         deadline = time.monotonic() + timeout
         while True:
-            ref = self._live_ref(name, deadline, timeout)
+            try:
+                ref = self._live_ref(name, deadline, timeout)
+            except pykka.Timeout:
+                return self._leave_queued(name, message, None)
             try:
                 future = ref.ask(message, block=False)
             except pykka.ActorDeadError:
@@ -190,8 +202,35 @@ class Registry:
             try:
                 return future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Undelivered:
-                if time.monotonic() >= deadline:
-                    raise
+                if time.monotonic() < deadline:
+                    continue
+                return self._leave_queued(name, message, None)
+            except pykka.Timeout:
+                return self._leave_queued(name, message, future)
+
+    def _leave_queued(self, name: str, message: Any, future: pykka.Future[Any] | None) -> Any:
+        """The caller stops waiting: the message must still reach an actor under ``name``.
+
+        With ``future`` (the message sits in an inbox) it is marked abandoned, so a death before
+        it is handled routes it on; if that death already happened (``Undelivered``) it is
+        routed now; if the answer came in the meantime, the answer is returned. Without one, the
+        message never went in and is routed now. Raises ``pykka.Timeout`` otherwise."""
+        dead: list[DeadLetter] = []
+        with self._lock:
+            routed = future is None
+            if future is not None:
+                try:
+                    return future.get(timeout=0)  # answered (or failed) at the last moment
+                except Undelivered:
+                    routed = True
+                except pykka.Timeout:
+                    self._abandoned.add(future)
+            if routed:
+                slot = self._slots.get(name)
+                if slot is not None:
+                    self._route(slot, message, dead)
+        self._publish(dead)
+        raise pykka.Timeout(f"{name} did not answer in time; the message stays queued for it")
 
     def address(self, name: str) -> Address:
         return Address(self, name)
@@ -332,6 +371,8 @@ class Registry:
         if envelope.reply_to is not None:
             if isinstance(envelope.message, _ActorStop):
                 envelope.reply_to.set(None)
+            elif envelope.reply_to in self._abandoned:  # nobody waits for the answer
+                self._route(slot, envelope.message, dead)
             else:
                 error = Undelivered(f"{slot.name} died before handling the message")
                 envelope.reply_to.set_exception(exc_info=(Undelivered, error, None))

@@ -292,6 +292,51 @@ def test_an_ask_the_actor_died_before_handling_goes_to_its_next_incarnation(
     assert not old.is_alive() and registry.ref("worker") is new  # so generation 2 answered
 
 
+def test_an_ask_that_timed_out_in_a_dying_actors_inbox_still_reaches_the_next_one(
+        registry: Registry, spawn: Any) -> None:
+    """The soak's lost fill: the store, busy for longer than the order manager waits, crashed
+    before it reached the fill. The caller gave up, but the fill must still be written."""
+    received = Received()
+    old, sup = spawn("worker", received)
+    gate = threading.Event()
+    registry.tell("worker", Hold(gate))
+    registry.tell("worker", Poison("crash"))
+    with pytest.raises(pykka.Timeout, match="stays queued"):
+        registry.ask("worker", Note(7), timeout=0.05)  # queued behind the poison
+    registry.tell("worker", Note(8))
+    gate.set()
+    sup.exits.get(timeout=WAIT)
+    registry.suspend("worker", old)
+    spawn("worker", received, generation=2)
+    assert received.wait_count(2) == [(2, 7), (2, 8)]
+
+
+def test_an_ask_that_timed_out_waiting_for_an_actor_is_handled_by_the_next_one(
+        registry: Registry, spawn: Any) -> None:
+    registry.declare("svc")
+    with pytest.raises(pykka.Timeout):
+        registry.ask("svc", Note(1), timeout=0.02)
+    assert registry.stash_size("svc") == 1
+    received = Received()
+    spawn("svc", received)
+    assert received.wait_count(1) == [(1, 1)]
+
+
+def test_an_ask_answered_after_its_timeout_is_not_delivered_twice(
+        registry: Registry, spawn: Any) -> None:
+    received = Received()
+    spawn("worker", received)
+    gate = threading.Event()
+    registry.tell("worker", Hold(gate))
+    with pytest.raises(pykka.Timeout):
+        registry.ask("worker", Note(1), timeout=0.02)
+    gate.set()
+    registry.tell("worker", Note(2))
+    assert received.wait_count(2) == [(1, 1), (1, 2)]
+    assert registry.ask("worker", Echo("done"), timeout=WAIT) == "done"
+    assert received.items == [(1, 1), (1, 2)]
+
+
 def test_retired_name_turns_its_stash_and_later_messages_into_dead_letters(
         registry: Registry, dead: list[DeadLetter]) -> None:
     registry.declare("gone")
