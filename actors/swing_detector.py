@@ -155,12 +155,12 @@ class SwingDetector(EngineActor):
         except SwingSnapshotError as exc:
             logger.error("{}: cannot restore {} ({}); starting fresh", self.name, name, exc)
             return
-        if not snap.bars:
+        if not snap.starts:
             return
         today = trading_date(self._now())
-        if trading_date(snap.bars[0][0]) != today:
+        if trading_date(snap.starts[0]) != today:
             logger.info("{}: {} is from {}, not today ({}); ignored", self.name, name,
-                        trading_date(snap.bars[0][0]), today)
+                        trading_date(snap.starts[0]), today)
             return
         try:
             sym.tracker.restore(snap)

@@ -78,7 +78,10 @@ not equivalent (tick-level breaks and history/live tradability are not in the ba
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -152,25 +155,55 @@ class SwingStats:
 
 # (start, high, low, close, vwap)
 SnapshotBar = tuple[float, float, float, float, float]
+#: the day's bars as packed columns, in ``SnapshotBar`` order
+BarColumns = tuple["array[float]", "array[float]", "array[float]", "array[float]", "array[float]"]
+_COLUMNS = ("start", "high", "low", "close", "vwap")
 # (kind, price, bar_start, index, vwap, updated, tradable, from_history, broken_by, broken_ts)
 SnapshotSwing = tuple[str, float, float, int, float, bool, bool, bool, str | None, float | None]
 
 
 @dataclass(frozen=True, slots=True)
 class SwingSnapshot:
-    """Everything a tracker needs to continue the day, as plain values (see module doc)."""
+    """Everything a tracker needs to continue the day, as plain values (see module doc).
+
+    The bars are kept as packed columns (``columns``, in ``SnapshotBar`` order): the detector
+    persists a snapshot after every bar, and copying five arrays costs a fraction of building
+    and JSON-encoding a row per bar (RELIABILITY.md, soak). ``bars`` gives them as rows."""
 
     symbol: str
-    bars: tuple[SnapshotBar, ...]
+    columns: BarColumns
     low_watch: tuple[tuple[int, int], ...]
     high_watch: tuple[tuple[int, int], ...]
     swings: tuple[SnapshotSwing, ...]
 
+    @classmethod
+    def of_bars(cls, symbol: str, bars: Sequence[SnapshotBar],
+                low_watch: tuple[tuple[int, int], ...], high_watch: tuple[tuple[int, int], ...],
+                swings: tuple[SnapshotSwing, ...]) -> SwingSnapshot:
+        """A snapshot from bar rows (raises ``SwingSnapshotError`` on a malformed row)."""
+        try:
+            rows = [_bar_row(row) for row in bars]
+        except (TypeError, ValueError) as exc:
+            raise SwingSnapshotError(f"malformed swing snapshot bar: {exc!r}") from None
+        columns = tuple(array("d", (row[i] for row in rows)) for i in range(len(_COLUMNS)))
+        return cls(symbol, columns, low_watch, high_watch, swings)  # type: ignore[arg-type]
+
+    @property
+    def bars(self) -> tuple[SnapshotBar, ...]:
+        return tuple(zip(*self.columns, strict=True))  # type: ignore[arg-type]
+
+    @property
+    def starts(self) -> array[float]:
+        """The bars' start times."""
+        return self.columns[0]
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (lists instead of tuples)."""
+        """JSON-ready form: each bar column as base64 of little-endian doubles, the rest as
+        lists."""
         return {
             "symbol": self.symbol,
-            "bars": [list(b) for b in self.bars],
+            "bars": {name: _pack(column) for name, column in zip(_COLUMNS, self.columns,
+                                                                  strict=True)},
             "low_watch": [list(p) for p in self.low_watch],
             "high_watch": [list(p) for p in self.high_watch],
             "swings": [list(s) for s in self.swings],
@@ -178,18 +211,41 @@ class SwingSnapshot:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SwingSnapshot:
-        """Inverse of ``as_dict``; raises ``SwingSnapshotError`` on anything malformed."""
+        """Inverse of ``as_dict`` (also reads the older form with a list per bar); raises
+        ``SwingSnapshotError`` on anything malformed."""
         try:
             symbol = data["symbol"]
             if not isinstance(symbol, str):
                 raise TypeError("symbol is not a string")
-            bars = tuple(_bar_row(row) for row in data["bars"])
             low_watch = tuple(_count_row(row) for row in data["low_watch"])
             high_watch = tuple(_count_row(row) for row in data["high_watch"])
             swings = tuple(_swing_row(row) for row in data["swings"])
-        except (KeyError, TypeError, ValueError) as exc:
+            bars = data["bars"]
+            if isinstance(bars, Mapping):
+                columns = tuple(_unpack(bars[name]) for name in _COLUMNS)
+                if len({len(column) for column in columns}) != 1:
+                    raise ValueError("bar columns differ in length")
+                return cls(symbol, columns, low_watch, high_watch, swings)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise SwingSnapshotError(f"malformed swing snapshot: {exc!r}") from None
-        return cls(symbol, bars, low_watch, high_watch, swings)
+        return cls.of_bars(symbol, bars, low_watch, high_watch, swings)
+
+
+def _pack(column: array[float]) -> str:
+    if sys.byteorder != "little":
+        column = array("d", column)
+        column.byteswap()
+    return base64.b64encode(column.tobytes()).decode("ascii")
+
+
+def _unpack(text: Any) -> array[float]:
+    if not isinstance(text, str):
+        raise TypeError(f"a bar column must be a base64 string, got {type(text).__name__}")
+    column = array("d")
+    column.frombytes(base64.b64decode(text, validate=True))
+    if sys.byteorder != "little":
+        column.byteswap()
+    return column
 
 
 class _Record:
@@ -359,12 +415,13 @@ class SwingTracker:
     # -- recovery --------------------------------------------------------------------------------
     def snapshot(self) -> SwingSnapshot:
         """The day's closed state as plain values (bars in progress are not included)."""
-        bars = tuple(zip(self._starts, self._highs, self._lows, self._closes, self._vwaps,
-                         strict=True))
+        columns = tuple(array("d", c) for c in (self._starts, self._highs, self._lows,
+                                                 self._closes, self._vwaps))
         swings = tuple((r.swing.kind.value, r.swing.price, r.swing.bar_start, r.swing.index,
                         r.swing.vwap, r.swing.updated, r.swing.tradable, r.from_history,
                         r.broken_by, r.broken_ts) for r in self._records)
-        return SwingSnapshot(self.symbol, bars, tuple(sorted(self._low_watch.items())),
+        return SwingSnapshot(self.symbol, columns,  # type: ignore[arg-type]
+                             tuple(sorted(self._low_watch.items())),
                              tuple(sorted(self._high_watch.items())), swings)
 
     def restore(self, snap: SwingSnapshot) -> None:
@@ -376,21 +433,18 @@ class SwingTracker:
             raise
         except (TypeError, ValueError) as exc:
             raise SwingSnapshotError(f"{self.symbol}: malformed swing snapshot: {exc!r}") from None
-        self._clear_day(snap.bars[0][0] if snap.bars else -_INF)
-        for start, high, low, close, vwap in snap.bars:
-            self._starts.append(start)
-            self._highs.append(high)
-            self._lows.append(low)
-            self._closes.append(close)
-            self._vwaps.append(vwap)
+        starts = snap.starts
+        self._clear_day(starts[0] if starts else -_INF)
+        self._starts, self._highs, self._lows, self._closes, self._vwaps = (
+            array("d", column) for column in snap.columns)
         self._low_watch.update(snap.low_watch)
         self._high_watch.update(snap.high_watch)
         self._records.extend(records)
         self._unbroken.extend(r for r in records if r.broken_by is None)
         self._pending.clear()
-        self._last_start = snap.bars[-1][0] if snap.bars else -_INF
+        self._last_start = starts[-1] if starts else -_INF
         logger.info("{}: swing state restored: {} bars, {} swings ({} unbroken)", self.symbol,
-                    len(snap.bars), len(records), len(self._unbroken))
+                    len(starts), len(records), len(self._unbroken))
 
     # -- internals -------------------------------------------------------------------------------
     def _clear_day(self, first_start: float) -> None:
@@ -552,6 +606,9 @@ def _bar_problem(bar: Bar) -> str:
 
 def _bar_row(row: Sequence[Any]) -> SnapshotBar:
     start, high, low, close, vwap = row
+    values = (start, high, low, close, vwap)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"bar values must be numbers, got {row!r}")
     return float(start), float(high), float(low), float(close), float(vwap)
 
 
@@ -581,8 +638,11 @@ def _check_snapshot(symbol: str, snap: SwingSnapshot) -> list[_Record]:
 
     if snap.symbol != symbol:
         raise fail(f"it is for {snap.symbol!r}")
-    starts = [row[0] for row in snap.bars]
-    for start, high, low, close, vwap in snap.bars:
+    starts = snap.starts
+    bars = snap.bars
+    if len({len(column) for column in snap.columns}) > 1:
+        raise fail("bar columns differ in length")
+    for start, high, low, close, vwap in bars:
         if not (math.isfinite(start) and 0.0 < low <= close <= high < _INF
                 and 0.0 < vwap < _INF):
             raise fail(f"invalid bar {(start, high, low, close, vwap)!r}")
@@ -603,7 +663,7 @@ def _check_snapshot(symbol: str, snap: SwingSnapshot) -> list[_Record]:
             raise fail(f"unknown swing kind {kind_name!r}") from None
         if not (last_index < index < len(starts) and starts[index] == start):
             raise fail(f"swing {row!r} does not match the bars")
-        bar = snap.bars[index]
+        bar = bars[index]
         if price != (bar[2] if kind is SwingKind.LOW else bar[1]) or not 0.0 < vwap < _INF:
             raise fail(f"swing {row!r} price is not its bar's extreme or its vwap is invalid")
         if (by is None) != (ts is None) or (by is not None and by not in _BREAKERS):

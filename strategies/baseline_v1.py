@@ -73,7 +73,7 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import time
 from typing import Any
 
@@ -198,7 +198,7 @@ def check_config(cfg: Any) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# State records (plain, JSON round-trip through asdict / _load_day)
+# State records (plain, JSON round-trip through _plain / _load_day)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -555,8 +555,7 @@ class BaselineV1(Strategy):
 
     def on_timer(self, timer: TimerFired) -> None:
         if timer.name == EVAL_TIMER:
-            self._touch()
-            self._evaluate()
+            self._evaluate()  # touches only when it changes something: it runs every second
 
     def on_exit(self, reason: str) -> None:
         self._touch()
@@ -637,6 +636,7 @@ class BaselineV1(Strategy):
             return
         if not self._churn_ok(target.symbol, now):
             return
+        self._touch()
         new_id = self.ctx.replace(cid, reason=f"switch to {target.symbol}", symbol=target.symbol,
                                   quantity=best.quantity, price=best.limit,
                                   trigger_price=best.trigger)
@@ -651,6 +651,7 @@ class BaselineV1(Strategy):
         c = plan.candidate
         if not self._churn_ok(c.symbol, now):
             return
+        self._touch()
         cid = self.ctx.place(symbol=c.symbol, exchange=self.cfg.exchange, action=Action.SELL,
                              quantity=plan.quantity, pricetype=PriceType.SL, price=plan.limit,
                              trigger_price=plan.trigger, purpose=OrderPurpose.ENTRY,
@@ -735,6 +736,7 @@ class BaselineV1(Strategy):
         last = d.last_cancel.get(symbol)
         if last is None or now - last > cfg.churn_window_s:
             return True
+        self._touch()
         cycles = [t for t in d.churn_cycles.get(symbol, [])
                   if now - t <= cfg.churn_symbol_window_s] + [now]
         d.churn_cycles[symbol] = cycles
@@ -814,6 +816,7 @@ class BaselineV1(Strategy):
         self._protect(pos)
 
     def _cancel_entry(self, entry: Entry, reason: str, now: float) -> None:
+        self._touch()
         self.ctx.cancel(entry.client_id, reason)
         entry.cancel_ts = now
         self.d.last_cancel[entry.symbol] = now
@@ -834,6 +837,7 @@ class BaselineV1(Strategy):
             if entry.done:
                 continue
             if not entry.placed and now - entry.placed_ts > timeout:
+                self._touch()
                 entry.done = True
                 self.ctx.cancel(entry.client_id, "replacement never reported")
                 old = d.entries.get(entry.replaces) if entry.replaces else None
@@ -867,6 +871,7 @@ class BaselineV1(Strategy):
         if open_qty <= 0:
             for cover in pos.live_covers():
                 if cover.placed and not cover.cancel_sent and cover.filled < cover.quantity:
+                    self._touch()
                     cover.cancel_sent = True
                     self.ctx.cancel(cover.client_id, "position is flat")
             return
@@ -896,6 +901,7 @@ class BaselineV1(Strategy):
 
     def _place_cover(self, pos: Position, role: str, quantity: int, pricetype: PriceType,
                      price: float, trigger: float, reason: str) -> None:
+        self._touch()
         cid = self.ctx.place(symbol=pos.symbol, exchange=self.cfg.exchange, action=Action.BUY,
                              quantity=quantity, pricetype=pricetype, price=price,
                              trigger_price=trigger,
@@ -1055,23 +1061,38 @@ class BaselineV1(Strategy):
         return True
 
     def _touch(self) -> None:
+        """Something in ``self.d`` changes: the cached snapshot is dropped. Every change of the
+        day's state calls it (the host persists only a new snapshot object)."""
         self._snap = None
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    """A state record's fields as a new dict (what ``dataclasses.asdict`` gives for these flat
+    records, without its recursive deep copy: the snapshot is built often)."""
+    names = _FIELDS.get(type(record))
+    if names is None:
+        names = _FIELDS[type(record)] = tuple(f.name for f in fields(record))
+    return {name: getattr(record, name) for name in names}
 
 
 def _dump_day(d: _Day) -> dict[str, Any]:
     return {
         "version": SNAPSHOT_VERSION,
         "day": d.day,
-        "candidates": [asdict(c) for _, c in sorted(d.candidates.items())],
+        "candidates": [_plain(c) for _, c in sorted(d.candidates.items())],
         "ignored": sorted([s, t] for s, t in d.ignored),
         "hh": sorted([s, t, h] for s, m in d.hh.items() for t, h in m.items()),
-        "entries": [asdict(e) for _, e in sorted(d.entries.items())],
+        "entries": [_plain(e) for _, e in sorted(d.entries.items())],
         "slots": dict(sorted(d.slots.items())),
-        "positions": [asdict(p) for _, p in sorted(d.positions.items())],
+        "positions": [{**_plain(p), "covers": {cid: _plain(c) for cid, c in p.covers.items()}}
+                      for _, p in sorted(d.positions.items())],
         "traded": sorted(d.traded),
         "blocked": sorted(d.blocked),
         "last_cancel": dict(sorted(d.last_cancel.items())),
-        "churn_cycles": dict(sorted(d.churn_cycles.items())),
+        "churn_cycles": {k: list(v) for k, v in sorted(d.churn_cycles.items())},
         "churn_total": d.churn_total,
         "churn_paused": d.churn_paused,
         "killed": d.killed,

@@ -17,7 +17,7 @@ from engine.clock import VirtualClock, ist_epoch
 from engine.messages import Bar, BarUpdate, Ping, StatusRequest, Swing, SwingBroken, SwingKind
 from engine.registry import Registry
 from engine.store import Database, StoreSettings
-from engine.swings import SwingSettings
+from engine.swings import SwingSettings, SwingSnapshot
 from tests.support import Collector
 
 T = ist_epoch(2025, 1, 30, 9, 15)
@@ -133,7 +133,7 @@ def test_trackers_are_restored_after_a_restart(world: World) -> None:
     world.stop_detector()
     world.flush_store()
     stored = world.db.strategy_state(state_name("A"))
-    assert stored is not None and len(stored.state["bars"]) == 4
+    assert stored is not None and len(SwingSnapshot.from_dict(stored.state).starts) == 4
     world.got.clear()
 
     world.detector()
