@@ -76,6 +76,8 @@ class BarBuilder(EngineActor):
         elif restored:
             logger.info("{}: restored after restart; minutes up to {} are gaps", self.name,
                         self._fmt(now))
+        if not restored:
+            self.agg.start_watching(now)
         self._publish(self.agg.on_time(now))
         self._arm()
 

@@ -27,7 +27,8 @@ Rules, as implemented:
   exchange-time walk; each Bar carries the VWAP as of its close, or the bar's typical price
   (H+L+C)/3 while the session has had no volume.
 - Every closed minute with at least one valid tick yields a Bar (no minimum tick count). Once the
-  first bar exists, every closed session minute without a tick yields one BarGap.
+  first bar exists, every closed session minute without a tick yields one BarGap; for an
+  aggregator started after the open (``start_watching``), from its start on.
 - Late ticks: a tick whose minute has already closed (it arrived after minute end + grace) is
   counted as ``late``, logged at a throttled rate and NOT applied: the bar already went out and is
   never revised. Its cumulative volume reaches the bars through the next applied tick. Two
@@ -343,6 +344,16 @@ class BarAggregator:
         return self._close_through(self._last_minute)
 
     # -- history and restart -----------------------------------------------------------------
+    def start_watching(self, now: float) -> None:
+        """A fresh (not restored) aggregator begins at engine time ``now``, after any history
+        seeding. Begun after the open, every closed session minute without a bar is a gap from
+        then on, before the first bar too: the minute in progress was watched only in part and
+        the earlier ones history did not give are unknown, so "no bar" goes on record (a quiet
+        option at a 09:15:40 start left 09:15 with neither a bar nor a gap: the soak). Begun
+        before the open nothing changes: an option that has not traded yet has no gaps."""
+        if now > self._open:
+            self._started = True
+
     def history_would_add(self, now: float) -> bool:
         """Whether today's history could add a bar at engine time ``now``: some session minute
         completed by ``now`` is not covered yet. False right after a restart within the minute

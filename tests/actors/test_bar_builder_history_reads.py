@@ -17,7 +17,7 @@ from engine.bars import BarSettings, BarSnapshot
 from engine.broker import BrokerUnavailable, HistoryBar
 from engine.clock import VirtualClock, ist_epoch
 from engine.instruments import InstrumentSpec, session_bounds
-from engine.messages import Bar, Ping
+from engine.messages import Bar, BarGap, Ping
 from engine.registry import Registry
 from engine.store import StoredStrategyState
 from tests.support import Collector
@@ -62,15 +62,18 @@ def start() -> Iterator[Any]:
     refs: list[pykka.ActorRef[Any]] = []
 
     def run(history: FlakyHistory, reads: int, *, snapshot: BarSnapshot | None = None,
-            now: float = OPEN + 200.0) -> list[Bar]:  # default: 3 minutes into the session
+            now: float = OPEN + 200.0,  # default: 3 minutes into the session
+            until: float | None = None) -> list[Bar | BarGap]:
         clock = VirtualClock(start=now)
         reg = Registry(clock)
         got: list[Any] = []
-        for name, cls, kw in (("sink", Collector, {"got": got, "kinds": (Bar,)}),
+        for name, cls, kw in (("sink", Collector, {"got": got, "kinds": (Bar, BarGap)}),
                               (builder_name(SYM), BarBuilder, {
                                   "symbol": SYM, "settings": BarSettings(history_reads=reads),
                                   "session": session_bounds(DAY, InstrumentSpec()),
-                                  "downstream": ("sink",), "store": None,
+                                  "downstream": ("sink",),
+                                  # gaps go to the store only: the sink stands in for it then
+                                  "store": "sink" if until is not None else None,
                                   "history": history,
                                   "load_snapshot": _loader(snapshot)})):
             reg.declare(name)
@@ -78,6 +81,9 @@ def start() -> Iterator[Any]:
             reg.register(name, ref)
             refs.append(ref)
         refs[-1].ask(Ping(0), timeout=10)  # answered after on_start, so the reads are over
+        if until is not None:
+            clock.advance_to(until)  # the builder's close timer fires on the way
+            refs[-1].ask(Ping(0), timeout=10)
         refs[0].ask(Ping(0), timeout=10)  # and whatever the builder told the sink arrived
         return got
 
@@ -118,3 +124,12 @@ def test_before_the_open_a_starting_builder_reads_no_history(start: Any) -> None
     history = FlakyHistory(failures=0)
     assert start(history, reads=3, now=OPEN - 300.0) == []
     assert history.reads == 0
+
+
+def test_a_builder_started_inside_the_first_minute_records_it_as_a_gap(start: Any) -> None:
+    """The soak: the engine came up at 09:15:40, too early for history; an option quiet for the
+    rest of 09:15 left that minute with neither a bar nor a gap."""
+    history = FlakyHistory(failures=0)
+    events = start(history, reads=3, now=OPEN + 40.0, until=OPEN + 63.5)
+    assert history.reads == 0
+    assert [(type(e).__name__, e.start) for e in events] == [("BarGap", OPEN)]

@@ -629,6 +629,25 @@ def test_history_would_add_only_completed_minutes_not_covered_yet() -> None:
     assert not later.history_would_add(at(9, 21, 5))       # covered by history now
 
 
+def test_a_start_inside_the_first_minute_records_its_empty_minutes_as_gaps() -> None:
+    """Engine up at 09:15:40: too early for any history, and this option's ticks of 09:15 came
+    before the feed was subscribed. 09:15 had no bar: it must be a gap, not a hole."""
+    agg = make()
+    agg.start_watching(at(9, 15, 40))
+    events = list(agg.on_time(at(9, 16, 3)))
+    assert [(type(e).__name__, e.start) for e in events] == [("BarGap", at(9, 15))]
+    events = feed(agg, [tick(100.0, at(9, 16, 30))]) + list(agg.on_time(at(9, 18, 3)))
+    assert [(type(e).__name__, e.start) for e in events if not isinstance(e, BarUpdate)] == [
+        ("Bar", at(9, 16)), ("BarGap", at(9, 17))]
+
+
+def test_a_start_before_the_open_records_no_gap_before_the_first_trade() -> None:
+    agg = make()
+    agg.start_watching(OPEN - 1)
+    assert not agg.on_time(at(9, 18, 3))
+    assert agg.stats().gaps == 0
+
+
 def test_restore_needs_a_fresh_aggregator_of_the_same_symbol_and_session() -> None:
     agg = make()
     feed(agg, [tick(100.0, at(9, 20, 1))])
