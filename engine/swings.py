@@ -638,10 +638,10 @@ def _check_snapshot(symbol: str, snap: SwingSnapshot) -> list[_Record]:
 
     if snap.symbol != symbol:
         raise fail(f"it is for {snap.symbol!r}")
-    starts = snap.starts
-    bars = snap.bars
     if len({len(column) for column in snap.columns}) > 1:
         raise fail("bar columns differ in length")
+    starts = snap.starts
+    bars = snap.bars
     for start, high, low, close, vwap in bars:
         if not (math.isfinite(start) and 0.0 < low <= close <= high < _INF
                 and 0.0 < vwap < _INF):
