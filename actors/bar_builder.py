@@ -1,6 +1,6 @@
 """The BarBuilder actor: one per symbol, turning that symbol's ticks into one-minute bars.
 
-Owns one ``engine.bars.BarAggregator`` (the rules live there) and what an actor adds to it:
+Owns one ``engine.market.bars.BarAggregator`` (the rules live there) and what an actor adds to it:
 - closing minutes on the engine clock: a timer at the aggregator's next close moment, so a bar
   goes out even if no later tick arrives (replay fires it at virtual time, in order with ticks);
 - publishing: ``Bar`` and ``BarUpdate`` to its downstream names (the swing detector, strategies),
@@ -26,13 +26,13 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
-from engine.bars import BarAggregator, BarSettings, BarSnapshot, BarStats
 from engine.broker import BrokerError, HistoryBar
-from engine.clock import TimerHandle
-from engine.instruments import trading_date
+from engine.market.bars import BarAggregator, BarSettings, BarSnapshot, BarStats
+from engine.market.instruments import trading_date
 from engine.messages import Bar, BarGap, BarUpdate, StatusRequest, Tick, TickBatch, TimerFired
-from engine.store import StoredStrategyState, record
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.runtime.clock import TimerHandle
+from engine.store.database import StoredStrategyState, record
 
 #: today's completed history bars for a symbol: ``history(symbol, day) -> bars``
 HistorySource = Callable[[str, date], Sequence[HistoryBar]]
@@ -200,6 +200,6 @@ class BarBuilder(EngineActor):
 
     @staticmethod
     def _fmt(ts: float) -> str:
-        from engine.clock import fmt_ist
+        from engine.runtime.clock import fmt_ist
 
         return fmt_ist(ts)

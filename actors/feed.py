@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from loguru import logger
 
 from actors.bar_builder import builder_name
-from engine.actor import EngineActor, Supervision, handles
 from engine.messages import (
     FeedHealth,
     FeedStatus,
@@ -30,6 +29,7 @@ from engine.messages import (
     TickBatch,
     TimerFired,
 )
+from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
 
 Pair = tuple[str, str]
@@ -125,7 +125,7 @@ class Feed(EngineActor):
         target, registry, clock = self._orders, self.registry, self.clock
         if target is None or registry is None or clock is None:
             return None
-        from engine.orders import update_from_frame
+        from engine.trading.orders import update_from_frame
 
         def forward(frame: dict[str, Any]) -> None:
             registry.tell(target, update_from_frame(frame, clock.time()))

@@ -11,7 +11,7 @@ Owns the operator's view of whether the engine is well:
 - alerts from every actor: each kind at most once per ``alert_throttle_s`` unless critical
   (baseline-v1.md, failure mode 6: alert floods), logged and stored, the suppressed ones counted;
 - the process's memory: its RSS in the status, and at each heartbeat the heap memory freed
-  since handed back to the OS (``engine.memory``, ``release_memory``).
+  since handed back to the OS (``engine.runtime.memory``, ``release_memory``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
-from engine.clock import fmt_ist
-from engine.instruments import InstrumentSpec, session_bounds, trading_date
-from engine.logs import Throttle
-from engine.memory import release_free_heap, rss_mib
+from engine.market.instruments import InstrumentSpec, session_bounds, trading_date
 from engine.messages import (
     Alert,
     FeedHealth,
@@ -37,6 +33,10 @@ from engine.messages import (
     StatusRequest,
     TimerFired,
 )
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.runtime.clock import fmt_ist
+from engine.runtime.logs import Throttle
+from engine.runtime.memory import release_free_heap, rss_mib
 from engine.settings import setting
 
 HEARTBEAT_TIMER = "health.heartbeat"

@@ -23,7 +23,7 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
 - fill discovery: ``BrokerOrderUpdate`` messages (the order-update stream, or the simulated
   broker's listener), an order-status read after every order request, and an orderbook poll at
   most once per ``poll_interval_s`` while anything is working. Each fill is applied once
-  (``engine.orders.OrderBook``); the store's fill keys rebuild that guard after a restart;
+  (``engine.trading.orders.OrderBook``); the store's fill keys rebuild that guard after a restart;
 - recovery on start: working orders from the store, their fill keys, and every order left
   ``submitting`` / ``unknown`` resolved through the orderbook like a timed-out placement;
 - the trading gate, which it owns: the global ``TradingGate`` (entries closed until startup
@@ -56,7 +56,6 @@ import pykka
 from loguru import logger
 
 from actors.store import WriteReceipt
-from engine.actor import EngineActor, Supervision, handles
 from engine.broker import (
     AuthError,
     Broker,
@@ -68,7 +67,7 @@ from engine.broker import (
     RateLimited,
     RejectedError,
 )
-from engine.instruments import InstrumentSpec, trading_date
+from engine.market.instruments import InstrumentSpec, trading_date
 from engine.messages import (
     BrokerOrderUpdate,
     CancelIntent,
@@ -85,7 +84,11 @@ from engine.messages import (
     WorkingOrder,
     WorkingOrdersQuery,
 )
-from engine.orders import (
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.runtime.registry import NoSuchActor
+from engine.settings import setting
+from engine.store.database import Database, StoreError
+from engine.trading.orders import (
     CancelRequest,
     Emitted,
     InvalidIntent,
@@ -94,9 +97,6 @@ from engine.orders import (
     update_from_row,
     validate_intent,
 )
-from engine.registry import NoSuchActor
-from engine.settings import setting
-from engine.store import Database, StoreError
 
 S = OrderStatus
 POLL_TIMER = "orders.poll"

@@ -40,9 +40,8 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
 from engine.broker import Broker, BrokerError
-from engine.instruments import trading_date
+from engine.market.instruments import trading_date
 from engine.messages import (
     Action,
     Fill,
@@ -59,8 +58,9 @@ from engine.messages import (
     TickBatch,
     TimerFired,
 )
+from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
-from engine.store import Database
+from engine.store.database import Database
 
 CHECK_TIMER = "positions.check"
 FLUSH_TIMER = "positions.flush"

@@ -34,9 +34,8 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
 from engine.broker import Broker, BrokerError, OrderRow
-from engine.instruments import InstrumentSpec, ceil_to_tick, round_to_tick, trading_date
+from engine.market.instruments import InstrumentSpec, ceil_to_tick, round_to_tick, trading_date
 from engine.messages import (
     Action,
     Command,
@@ -54,8 +53,9 @@ from engine.messages import (
     WorkingOrder,
     WorkingOrdersQuery,
 )
+from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
-from engine.store import Correction, record
+from engine.store.database import Correction, record
 
 RUN_TIMER = "reconcile.run"
 HEALTH = "health"

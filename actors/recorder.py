@@ -1,6 +1,6 @@
 """The Recorder actor: writes every tick the feed receives to a session file.
 
-Owns one ``engine.session_file.SessionWriter``. The feed taps every ``TickBatch`` to it (raw
+Owns one ``engine.market.session_file.SessionWriter``. The feed taps every ``TickBatch`` to it (raw
 fields plus receive time); the writer commits in batches, and a timer flushes a partial batch
 every ``flush_interval_s`` so a quiet feed is not held back. Killing the process loses at most
 the batch not yet committed and never corrupts the file (the writer's transactions are atomic).
@@ -14,9 +14,9 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
+from engine.market.session_file import SessionWriter, SymbolInfo
 from engine.messages import StatusRequest, TickBatch, TimerFired
-from engine.session_file import SessionWriter, SymbolInfo
+from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
 
 FLUSH_TIMER = "recorder.flush"

@@ -2,7 +2,8 @@
 
 Owns, for every strategy on one account (execution-and-risk.md, "Risk manager"):
 
-- **Evaluation** of ``engine.risk.check_limits`` (max loss, max profit, trailing stop, daily R)
+- **Evaluation** of ``engine.trading.risk.check_limits`` (max loss, max profit, trailing stop,
+  daily R)
   on every ``StrategyPnl`` the position monitor sends (each price update of a held symbol, each
   fill) and on a backstop timer (``check_interval_s``); the end-of-day exit at ``eod_exit`` on
   the engine clock. Only fresh prices decide: a P&L with a stale open position is "prices
@@ -46,10 +47,8 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
 from engine.broker import Broker, BrokerError, PositionRow
-from engine.clock import IST
-from engine.instruments import InstrumentSpec, trading_date
+from engine.market.instruments import InstrumentSpec, trading_date
 from engine.messages import (
     Action,
     CancelIntent,
@@ -69,8 +68,10 @@ from engine.messages import (
     WorkingOrder,
     WorkingOrdersQuery,
 )
-from engine.risk import RiskSettings, Trail, Trigger, check_limits
-from engine.store import Database, StoredDailyState, StoredRiskState, record
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.runtime.clock import IST
+from engine.store.database import Database, StoredDailyState, StoredRiskState, record
+from engine.trading.risk import RiskSettings, Trail, Trigger, check_limits
 
 CHECK_TIMER = "risk.check"
 EOD_TIMER = "risk.eod"

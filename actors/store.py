@@ -1,6 +1,7 @@
 """The store writer: the only code that writes the engine database at run time.
 
-Every actor sends its store-bound messages here (see ``engine.store.STORED_TYPES``). Two paths:
+Every actor sends its store-bound messages here (see ``engine.store.database.STORED_TYPES``).
+Two paths:
 
 - **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events and
   ``StoreRecord`` rows such as risk state, unless marked ``durable=False``): committed before
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
 from engine.messages import (
     DeadLetter,
     Fill,
@@ -47,7 +47,8 @@ from engine.messages import (
     StoreRecord,
     TimerFired,
 )
-from engine.store import (
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.store.database import (
     STORED_TYPES,
     Applied,
     Database,
@@ -62,8 +63,8 @@ from engine.store import (
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from engine.clock import Clock
-    from engine.registry import Registry
+    from engine.runtime.clock import Clock
+    from engine.runtime.registry import Registry
 
 IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
                                               StoreRecord})

@@ -50,8 +50,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
-from engine.instruments import InstrumentSpec, trading_date
+from engine.market.instruments import InstrumentSpec, trading_date
 from engine.messages import (
     Action,
     Alert,
@@ -76,7 +75,8 @@ from engine.messages import (
     TimerFired,
     TradingGate,
 )
-from engine.store import StoredOrder, StoredStrategyState, StoredTrade, record
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.store.database import StoredOrder, StoredStrategyState, StoredTrade, record
 from strategies.base import OrderView, Strategy, StrategyContext
 
 StateLoader = Callable[[str], StoredStrategyState | None]

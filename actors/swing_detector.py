@@ -1,6 +1,7 @@
 """The SwingDetector actor (registry name ``swings``): swing highs and lows of every symbol.
 
-Owns one ``engine.swings.SwingTracker`` per symbol (created on the symbol's first bar or update;
+Owns one ``engine.market.swings.SwingTracker`` per symbol (created on the symbol's first bar or
+update;
 the rules live there) and what an actor adds to it:
 
 - forwarding: every ``Bar`` and ``BarUpdate`` goes on to ``downstream`` (the strategy hosts),
@@ -29,11 +30,11 @@ from typing import Any
 
 from loguru import logger
 
-from engine.actor import EngineActor, Supervision, handles
-from engine.instruments import trading_date
+from engine.market.instruments import trading_date
+from engine.market.swings import SwingSettings, SwingSnapshot, SwingSnapshotError, SwingTracker
 from engine.messages import Bar, BarUpdate, StatusRequest, Swing, SwingBroken
-from engine.store import StoredStrategyState, record
-from engine.swings import SwingSettings, SwingSnapshot, SwingSnapshotError, SwingTracker
+from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.store.database import StoredStrategyState, record
 
 #: every persisted state whose name starts with a prefix: ``load(prefix) -> states``
 StatesLoader = Callable[[str], Sequence[StoredStrategyState]]

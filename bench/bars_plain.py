@@ -15,8 +15,8 @@ import sys
 import time
 from datetime import date
 
-from engine.bars import BarAggregator, BarSettings
-from engine.instruments import InstrumentSpec, session_bounds
+from engine.market.bars import BarAggregator, BarSettings
+from engine.market.instruments import InstrumentSpec, session_bounds
 from engine.messages import Bar, BarGap, BarUpdate, Tick
 
 SYMBOL = "NIFTY30JAN2524000CE"

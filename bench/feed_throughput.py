@@ -36,10 +36,10 @@ from typing import Any
 
 from loguru import logger
 
-from engine.clock import WallClock
-from engine.instruments import InstrumentSpec, universe_symbols
+from engine.market.instruments import InstrumentSpec, universe_symbols
 from engine.messages import Tick
 from engine.openalgo.feed import FeedClient, FeedSettings
+from engine.runtime.clock import WallClock
 from engine.sim.matching import SimulatedBroker
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.sim.wire import FrameBuilder, text_frame_header

@@ -33,8 +33,8 @@ from bench.common import Report, arg_parser, peak_rss_mb  # noqa: E402
 def child_actors(session: str, step: str) -> dict[str, float]:
     from loguru import logger
 
-    from engine.config import load_config
-    from engine.replay import ReplayDriver
+    from engine.app.replay import ReplayDriver
+    from engine.app.sections import load_config
 
     logger.remove()
     cfg = load_config(None, env={}, overrides={"replay.step_s": step,
@@ -49,10 +49,10 @@ def child_actors(session: str, step: str) -> dict[str, float]:
 def child_plain(session: str) -> dict[str, float]:
     from loguru import logger
 
-    from engine.bars import BarAggregator, BarSettings
-    from engine.instruments import InstrumentSpec, session_bounds, trading_date
+    from engine.market.bars import BarAggregator, BarSettings
+    from engine.market.instruments import InstrumentSpec, session_bounds, trading_date
+    from engine.market.session_file import SessionReader
     from engine.messages import Bar
-    from engine.session_file import SessionReader
 
     logger.remove()
     reader = SessionReader(Path(session))
@@ -98,7 +98,7 @@ def main() -> None:
     if args.session:
         session = args.session
     else:
-        from engine.synth import bundled_day_path
+        from engine.market.synth import bundled_day_path
 
         session = str(bundled_day_path())
     report = Report("replay_throughput", "bundled day: actor pipeline vs plain loop")

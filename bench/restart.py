@@ -6,7 +6,7 @@ simulator``, a synthetic session from 09:15 at ``--speed``) and the engine as it
 it trades early, the default universe of 82 options + the index). The first engine is left to
 run until it holds a position (or ``--warmup`` seconds pass); then, ``--runs``
 times: SIGKILL the engine, start a new one at once, and poll its control socket
-(``engine.control.send_command(sock, "status")``, every ``--poll`` seconds) until
+(``engine.app.control.send_command(sock, "status")``, every ``--poll`` seconds) until
 ``api.reconciled`` is true — the reconciler's startup pass is done and entries are open.
 
 Timed (wall clock for log stamps, monotonic otherwise), per restart:
@@ -51,8 +51,9 @@ RUN = [sys.executable, str(ROOT / "run.py")]
 DAY = "2025-09-03"
 SEED = 11
 TARGET_S = 5.0
-IMPORTS = ("engine.commands, engine.live, engine.modes, engine.runtime, engine.control, "
-           "engine.operator, actors.order_manager, actors.position_monitor, actors.risk_manager, "
+IMPORTS = ("engine.app.commands, engine.app.live, engine.app.modes, engine.app.tree, "
+           "engine.app.control, engine.app.operator, actors.order_manager, "
+           "actors.position_monitor, actors.risk_manager, "
            "actors.reconciler, actors.strategy_host, actors.swing_detector, actors.bar_builder, "
            "actors.feed, actors.store, actors.health, strategies.baseline_v1")
 CONFIG = """
@@ -80,7 +81,7 @@ MARKS = {"start": "engine starting:", "reconciled": "startup reconciliation done
 
 def log_stamp(line: str) -> float | None:
     """Epoch seconds of a log line's IST stamp (``YYYY-MM-DD HH:MM:SS.mmm | ...``)."""
-    from engine.clock import IST
+    from engine.runtime.clock import IST
 
     try:
         return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(
@@ -118,7 +119,7 @@ class Venue:
 
     def __init__(self, folder: Path, short: Path, *, width: int, speed: float,
                  minutes: int) -> None:
-        from engine.synth import generate_session
+        from engine.market.synth import generate_session
 
         self.folder = folder
         self.state = folder / "var"
@@ -159,7 +160,7 @@ class Venue:
         self.engine.wait(10)
 
     def status(self) -> dict[str, Any] | None:
-        from engine.control import ControlError, send_command
+        from engine.app.control import ControlError, send_command
 
         try:
             return send_command(self.sock, "status", timeout=5)
@@ -180,9 +181,9 @@ class Venue:
 
     def broker_book(self) -> tuple[int, int]:
         """(open positions, resting orders) at the simulator."""
-        from engine.clock import WallClock
-        from engine.config import load_config
+        from engine.app.sections import load_config
         from engine.openalgo.rest import OpenAlgoClient
+        from engine.runtime.clock import WallClock
 
         cfg = load_config(self.engine_cfg, env={})
         clock = WallClock()

@@ -43,9 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import Report, arg_parser, latency_summary  # noqa: E402
-from engine.actor import EngineActor  # noqa: E402
-from engine.clock import ScaledClock, ist_epoch  # noqa: E402
-from engine.instruments import InstrumentSpec  # noqa: E402
+from engine.market.instruments import InstrumentSpec  # noqa: E402
 from engine.messages import (  # noqa: E402
     Action,
     OrderIntent,
@@ -55,6 +53,8 @@ from engine.messages import (  # noqa: E402
     Tick,
     WorkingOrdersQuery,
 )
+from engine.runtime.actor import EngineActor  # noqa: E402
+from engine.runtime.clock import ScaledClock, ist_epoch  # noqa: E402
 from engine.sim.matching import SimulatedBroker  # noqa: E402
 
 T0 = ist_epoch(2025, 9, 3, 10, 0)
@@ -135,10 +135,10 @@ def engine_trial(folder: Path, rng: random.Random) -> tuple[float, float | None]
     from actors.position_monitor import PositionMonitor, PositionSettings
     from actors.risk_manager import RiskManager
     from actors.store import StoreWriter
-    from engine.orders import update_from_row
-    from engine.registry import Registry
-    from engine.risk import RiskSettings
-    from engine.store import Database, StoreSettings
+    from engine.runtime.registry import Registry
+    from engine.store.database import Database, StoreSettings
+    from engine.trading.orders import update_from_row
+    from engine.trading.risk import RiskSettings
 
     clock = ScaledClock(start=T0, speed=1.0)
     sim = SimulatedBroker(clock, SPEC, account="sim")

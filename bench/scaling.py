@@ -1,6 +1,6 @@
 """Scaling: 82, 500 and 1,000 option symbols through the full replay pipeline.
 
-For each size, a synthetic session from the open (``engine.synth.generate_session``: ATM ±
+For each size, a synthetic session from the open (``engine.market.synth.generate_session``: ATM ±
 ``width`` strikes, calls and puts, plus the index) is replayed twice, each in a fresh child
 process so that its peak memory is its own:
 
@@ -71,8 +71,8 @@ class ThreadPeak:
 def child_engine(session: str) -> dict[str, Any]:
     from loguru import logger
 
-    from engine.config import load_config
-    from engine.replay import ReplayDriver
+    from engine.app.replay import ReplayDriver
+    from engine.app.sections import load_config
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
@@ -118,7 +118,7 @@ def main() -> None:
         result = child_engine(session) if kind == "engine" else child_plain(session)
         print(json.dumps(result))
         return
-    from engine.synth import generate_session
+    from engine.market.synth import generate_session
 
     sizes = parse_sizes(args.sizes) if args.sizes else (QUICK if args.quick else SIZES)
     report = Report("scaling", "full replay pipeline (with the strategy) vs a plain loop, by "

@@ -38,9 +38,9 @@ from typing import Any
 import websocket
 from loguru import logger
 
-from engine.clock import WallClock
-from engine.instruments import InstrumentSpec, universe_symbols
+from engine.market.instruments import InstrumentSpec, universe_symbols
 from engine.messages import Tick
+from engine.runtime.clock import WallClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 
 API_KEY = "bench-key-0123456789"

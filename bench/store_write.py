@@ -27,9 +27,9 @@ from typing import Any
 from loguru import logger
 
 from actors.store import StoreWriter
-from engine.clock import VirtualClock, ist_epoch
 from engine.messages import Action, Bar, OrderIntent, Ping, PositionMark, PriceType
-from engine.store import Database, StoreSettings
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.store.database import Database, StoreSettings
 
 T0 = ist_epoch(2025, 1, 30, 9, 15)
 SYMBOLS = [f"NIFTY30JAN25{20000 + 50 * i}{'CE' if i % 2 else 'PE'}" for i in range(1000)]

@@ -1,4 +1,5 @@
-"""Benchmark and survey of the synthetic trading day (engine.synth + engine.session_file).
+"""Benchmark and survey of the synthetic trading day (engine.market.synth and
+engine.market.session_file).
 
 Generates a day into a session file, reads it back, and prints a table: ticks, file size,
 generation time, read throughput, dirt counts, the spot's day, and a survey of what the baseline
@@ -27,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.instruments import minute_start
-from engine.session_file import SessionReader
-from engine.synth import SynthSettings, generate_session
+from engine.market.instruments import minute_start
+from engine.market.session_file import SessionReader
+from engine.market.synth import SynthSettings, generate_session
 
 BAND = (100.0, 300.0)
 MIN_PREMIUM = 0.04

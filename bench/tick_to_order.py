@@ -1,20 +1,23 @@
 """Tick-to-order latency in paper mode over real sockets, against a loop with no actors.
 
 What is timed, on the monotonic clock, for each trigger tick: from the moment its WebSocket frame
-comes off the socket in the engine's ``FeedClient`` (``engine.probes.tick_received``) to the
+comes off the socket in the engine's ``FeedClient`` (``engine.runtime.probes.tick_received``) to the
 moment the ``OpenAlgoClient`` is about to send the placeorder HTTP request it caused
-(``engine.probes.request_sending``, taken just before ``requests`` builds and sends the request).
+(``engine.runtime.probes.request_sending``, taken just before ``requests`` builds and sends the
+request).
 
-The session: a synthetic opening (``engine.synth.generate_session``, the real 82-option universe
+The session: a synthetic opening (``engine.market.synth.generate_session``, the real 82-option
+universe
 plus the index, from 09:15) in which the farthest out-of-the-money call is replaced by trigger
 ticks ``spacing`` seconds apart, starting 8 s in (after the bar builders' paced history
 backfill), whose price rises one tick each time (so each is a new high of its minute and its
 ``BarUpdate`` goes out at once). Two sides, each in its own process, on the same file:
 
 - ``engine``: ``run_paper`` (in-process simulator over loopback sockets, the scaled clock at
-  1x) with the bench-only ``ProbeStrategy`` (bench/probe_strategy.py): feed client → Feed actor →
-  bar builder → swing detector → strategy host (persists its state) → order manager (commits the
-  intent, rate limit) → REST client. The strategy places a far-away LIMIT BUY per trigger tick
+  1x) with the bench-only ``ProbeStrategy`` (bench/plugins/probe_strategy.py): feed client →
+  Feed actor → bar builder → swing detector → strategy host (persists its state) → order
+  manager (commits the intent, rate limit) → REST client. The strategy places a far-away
+  LIMIT BUY per trigger tick
   (the limit price encodes the tick's sequence number) and cancels it once open. Triggers are
   spaced well above the order manager's request interval (``[orders] rate_per_s``), so the rate
   limiter never holds a placement (checked: ``held_by_rate_limit``).
@@ -49,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import Report, arg_parser, latency_summary  # noqa: E402
-from bench.probe_strategy import NAME, ProbeSettings, order_sequence, sequence_of  # noqa: E402
+from bench.plugins.probe_strategy import NAME, ProbeSettings, order_sequence, sequence_of  # noqa: E402
 from engine.messages import Tick  # noqa: E402
 
 DAY = "2025-09-03"
@@ -74,8 +77,8 @@ class Plan:
 def build_session(folder: Path, *, width: int, samples: int, spacing_s: float,
                   lead_s: float = 8.0) -> Plan:
     """A synthetic opening whose farthest OTM call is replaced by ``samples`` rising ticks."""
-    from engine.session_file import SessionReader, SessionWriter
-    from engine.synth import generate_session
+    from engine.market.session_file import SessionReader, SessionWriter
+    from engine.market.synth import generate_session
 
     minutes = int((lead_s + samples * spacing_s) // 60) + 2
     background = generate_session(folder / "background.sqlite", date=DAY, seed=SEED,
@@ -135,13 +138,13 @@ class Recorder:
             self.done.set()
 
     def install(self) -> None:
-        from engine import probes
+        from engine.runtime import probes
 
         probes.tick_received = self.on_tick
         probes.request_sending = self.on_request
 
     def result(self) -> dict[str, Any]:
-        from engine import probes
+        from engine.runtime import probes
 
         probes.clear()
         paired = sorted(k for k in self.sent if k in self.received)
@@ -167,14 +170,13 @@ def _stop_when_done(recorder: Recorder, stop: threading.Event, timeout: float) -
 
 
 def child_engine(plan: Plan) -> dict[str, Any]:
-    from engine.config import load_config
-    from engine.modes import run_paper
-    from strategies.registry import STRATEGIES
-
+    from engine.app.modes import run_paper
+    from engine.app.sections import load_config
     _quiet_logging()
-    STRATEGIES[NAME] = ("bench.probe_strategy", "ProbeStrategy", NAME)
-    cfg = load_config(None, env={}, overrides={**OVERRIDES, **dict(plan.overrides)})
-    cfg = cfg.replace(**{NAME: ProbeSettings(symbol=plan.symbol, exchange=plan.exchange)})
+    # the probe is a plugin: found in its folder, like a user's own strategy
+    plugin = {"engine.strategy_paths": str(Path(__file__).resolve().parent / "plugins"),
+              f"{NAME}.symbol": plan.symbol, f"{NAME}.exchange": plan.exchange}
+    cfg = load_config(None, env={}, overrides={**OVERRIDES, **dict(plan.overrides), **plugin})
     recorder = Recorder(plan.symbol, plan.samples)
     recorder.min_interval_s = 1.0 / cfg.section("orders").rate_per_s
     recorder.install()
@@ -189,12 +191,12 @@ def child_engine(plan: Plan) -> dict[str, Any]:
 
 
 def child_plain(plan: Plan) -> dict[str, Any]:
-    from engine.clock import ScaledClock
-    from engine.config import load_config
-    from engine.instruments import round_to_tick
+    from engine.app.sections import load_config
+    from engine.market.instruments import round_to_tick
+    from engine.market.session_file import SessionReader
     from engine.openalgo.feed import FeedClient
     from engine.openalgo.rest import OpenAlgoClient
-    from engine.session_file import SessionReader
+    from engine.runtime.clock import ScaledClock
     from engine.sim.server import SimulatorServer
 
     _quiet_logging()

@@ -1,17 +1,17 @@
-"""The one configuration loader: ``config.toml`` + environment + command-line overrides.
+"""The configuration loader: ``config.toml`` + environment + command-line overrides.
 
-Owns how configuration is read and validated. Each component declares its tunables as a frozen
-settings dataclass beside its code (``engine.settings.setting``); ``Config`` below gathers them,
-one ``[section]`` each. Validation is driven by those declarations: the type comes from the
-annotation, ranges and choices from the field metadata.
+Owns how configuration is read, merged and validated, and nothing of what the sections are: the
+caller hands in a ``Catalog`` (section name → settings dataclass), which the application builds
+from its components and the strategy plugins (``engine.app.sections``). The type of a value comes
+from its field's annotation, ranges and choices from the field's metadata
+(``engine.settings.setting``); a settings class with a ``problems()`` method adds checks that span
+keys.
 
 Precedence, lowest first: the dataclass defaults, the TOML file, environment variables
-``NIFTY_ENGINE__<SECTION>__<KEY>`` (nested sections joined by ``__``), then ``--set
-section.key=value`` flags and the CLI's own flags. Secrets (API keys, the Fernet key) never come
-from a file: ``Secrets`` reads them from the environment only.
-
-Every problem raises ``ConfigError`` with one line naming the key and the file; the CLI prints it
-and exits with code 2.
+``NIFTY_ENGINE__<SECTION>__<KEY>``, then ``--set section.key=value``. Every problem raises
+``ConfigError`` with one line naming the key and where the bad value came from (the file, the
+environment variable, or the command line). Secrets never come from a file: ``Secrets`` reads them
+from the environment only.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, time
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -40,6 +39,7 @@ class ConfigError(Exception):
     def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
         self.key = key
         self.source = source
+        self.detail = message
         parts = [p for p in (source, key) if p]
         prefix = ": ".join(parts)
         super().__init__(_one_line(f"{prefix}: {message}" if prefix else message))
@@ -54,7 +54,7 @@ def _one_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sections owned by the runtime itself (components declare theirs in their own modules)
+# The one section the loader itself reads: [engine] names the strategy plugins' folders
 # ---------------------------------------------------------------------------------------------
 
 
@@ -62,69 +62,12 @@ def _one_line(text: str) -> str:
 class EngineSettings:
     state_dir: str = setting("var", "directory for the database, logs and the control socket")
     strategy: str = setting("baseline_v1", "the strategy the engine runs")
+    strategy_paths: tuple[str, ...] = setting((), "folders of your own strategy modules (each "
+                                              "*.py file in them is searched for strategies)")
     on_signal: str = setting("keep_stops", "SIGTERM/SIGINT policy: keep stops in place, or "
                              "flatten every position", choices=("keep_stops", "flatten"))
     shutdown_timeout_s: float = setting(30.0, "how long a graceful stop may take", min=1,
                                         max=600)
-
-
-@dataclass(frozen=True, slots=True)
-class LoggingSettings:
-    level: str = setting("INFO", "console and file log level",
-                         choices=("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"))
-    file: str = setting("engine.log", "log file name inside state_dir ('' for no file)")
-    rotation: str = setting("50 MB", "rotate the log file at this size")
-    retention: int = setting(10, "rotated log files kept", min=1, max=1000)
-    console: bool = setting(True, "also log to the console (stderr)")
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentSettings:
-    lot_size: int = setting(65, "NIFTY lot size (changes over the years)", min=1, max=10_000)
-    tick_size: float = setting(0.05, "price tick in rupees", min=0.01, max=1.0)
-    freeze_quantity: int = setting(1800, "largest order quantity the exchange accepts",
-                                   min=1, max=1_000_000)
-    strike_step: int = setting(50, "distance between listed strikes", min=1, max=1000)
-    expiry_weekday: int = setting(1, "weekday of the weekly expiry (Monday=0)", min=0, max=4)
-    session_open: str = setting("09:15", "market open, IST (HH:MM)")
-    session_close: str = setting("15:30", "market close, IST (HH:MM)")
-    holidays: tuple[str, ...] = setting((), "exchange holidays, YYYY-MM-DD")
-
-    def spec(self) -> Any:
-        from engine.instruments import InstrumentSpec
-
-        return InstrumentSpec(
-            lot_size=self.lot_size, tick_size=self.tick_size,
-            freeze_quantity=self.freeze_quantity, strike_step=self.strike_step,
-            expiry_weekday=self.expiry_weekday, session_open=_parse_hhmm(self.session_open),
-            session_close=_parse_hhmm(self.session_close),
-            holidays=frozenset(date.fromisoformat(d) for d in self.holidays))
-
-
-def _parse_hhmm(text: str) -> time:
-    parsed = time.fromisoformat(text)
-    if parsed.tzinfo is not None:  # session times are IST wall-clock times, no offsets
-        raise ValueError(f"a time with a UTC offset: {text!r}")
-    return parsed
-
-
-# Checks beyond a single field's type and range: (section, key, predicate, message).
-def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    ins = cfg.instrument
-    for key in ("session_open", "session_close"):
-        try:
-            _parse_hhmm(getattr(ins, key))
-        except ValueError:
-            problems.append((f"instrument.{key}", f"expected HH:MM, got {getattr(ins, key)!r}"))
-    for day in ins.holidays:
-        try:
-            date.fromisoformat(day)
-        except ValueError:
-            problems.append(("instrument.holidays", f"expected YYYY-MM-DD, got {day!r}"))
-    if not problems and _parse_hhmm(ins.session_open) >= _parse_hhmm(ins.session_close):
-        problems.append(("instrument.session_close", "must be after session_open"))
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,11 +112,10 @@ class Secrets:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sections() -> dict[str, type]:
-    """Section name → settings class; components register theirs in ``engine.config_sections``."""
-    from engine.config_sections import SECTIONS
-
-    return SECTIONS
+#: Section name → settings dataclass.
+Sections = dict[str, type]
+#: What the application knows once ``[engine]`` is read: its sections for that engine settings.
+Catalog = typing.Callable[[EngineSettings], Sections]
 
 
 class Config:
@@ -198,41 +140,51 @@ class Config:
         merged.update(changes)
         return Config(merged, self.source, self.secrets)
 
-    # typed accessors for the runtime's own sections (others are reached as attributes)
-    engine: EngineSettings
-    logging: LoggingSettings
-    instrument: InstrumentSettings
+    engine: EngineSettings  # every other section is reached as an attribute too (``cfg.risk``)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *,
+def load_config(path: str | os.PathLike[str] | None, catalog: Catalog, *,
                 env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, str] | None = None) -> Config:
-    """Read, merge and validate. ``path`` None means built-in defaults only."""
+    """Read, merge and validate. ``path`` None means built-in defaults only.
+
+    Two passes: ``[engine]`` first (it says where strategy plugins live), then every section of
+    ``catalog(engine settings)``, which must include ``engine``."""
     env = os.environ if env is None else env
     source = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_toml(Path(path))
-    sections = _sections()
-    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
-    _merge_file(raw, sections, values, source)
-    _merge_env(env, sections, values)
-    _merge_overrides(overrides or {}, sections, values)
-    built = {name: _build(cls, values[name], name, source) for name, cls in sections.items()}
-    cfg = Config(built, source, Secrets.from_env(env))
-    problems = _cross_checks(cfg)
-    for check in _extra_checks():
-        problems.extend(check(cfg))
-    if problems:
-        key, message = problems[0]
-        raise ConfigError(message, key=key, source=source)
+    raw: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    first = _merge({"engine": EngineSettings}, raw, env, overrides or {}, source, only=True)
+    try:
+        sections = catalog(_build_all(first, {"engine": EngineSettings})["engine"])
+    except ConfigError as exc:  # blame the value where it came from
+        if exc.source:
+            raise
+        raise ConfigError(exc.detail, key=exc.key, source=first.origin(exc.key)) from None
+    merged = _merge(sections, raw, env, overrides or {}, source)
+    cfg = Config(_build_all(merged, sections), source, Secrets.from_env(env))
+    for name in sections:
+        checker = getattr(cfg.section(name), "problems", None)
+        for key, message in checker() if checker is not None else ():
+            dotted = f"{name}.{key}"
+            raise ConfigError(message, key=dotted, source=merged.origin(dotted))
     return cfg
 
 
-def _extra_checks() -> list[typing.Callable[[Config], list[tuple[str, str]]]]:
-    from engine.config_sections import CROSS_CHECKS
+def describe_defaults(sections: Sections) -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting: used to check config.toml is complete."""
+    rows: list[tuple[str, str, Any, str]] = []
 
-    return CROSS_CHECKS
+    def walk(instance: Any, prefix: str) -> None:
+        for f in dataclasses.fields(instance):
+            value = getattr(instance, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}.{f.name}")
+                continue
+            rows.append((prefix, f.name, value, f.metadata.get("help", "")))
+
+    for name, cls in sections.items():
+        walk(cls(), name)
+    return rows
 
 
 def default_config_path(cwd: Path | None = None) -> Path | None:
@@ -270,19 +222,54 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot be read: {exc.strerror}", source=str(path)) from None
 
 
-def _merge_file(raw: dict[str, Any], sections: dict[str, type],
-                values: dict[str, dict[str, Any]], source: str) -> None:
+class _Merged:
+    """The merged raw values per section, and where each dotted key's value came from."""
+
+    def __init__(self, sections: Sections, default_source: str) -> None:
+        self.values: dict[str, dict[str, Any]] = {name: {} for name in sections}
+        self._origins: dict[str, str] = {}
+        self._default = default_source
+
+    def set(self, dotted: str, source: str) -> None:
+        self._origins[dotted] = source
+
+    def origin(self, dotted: str) -> str:
+        """The source of ``dotted``'s value, or of the nearest table above it that was set."""
+        while dotted:
+            if dotted in self._origins:
+                return self._origins[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return self._default
+
+
+def _merge(sections: Sections, raw: dict[str, Any], env: Mapping[str, str],
+           overrides: Mapping[str, str], source: str, *, only: bool = False) -> _Merged:
+    """File, then environment, then overrides. ``only``: leave sections not in ``sections`` alone
+    (the first pass reads ``[engine]`` before the others are known)."""
+    merged = _Merged(sections, source)
     for name, table in raw.items():
         if name not in sections:
+            if only:
+                continue
             raise ConfigError(f"unknown section [{name}]; known: {', '.join(sorted(sections))}",
                               key=name, source=source)
         if not isinstance(table, dict):
             raise ConfigError("must be a table ([section])", key=name, source=source)
-        _merge_table(table, sections[name], values[name], name, source)
+        _merge_table(table, sections[name], merged.values[name], name, source, merged)
+    for var, text in env.items():
+        if var.startswith(ENV_PREFIX):
+            path = [p.lower() for p in var[len(ENV_PREFIX):].split("__") if p]
+            if not only or path[:1] == ["engine"]:
+                _set_path(path, text, sections, merged, f"environment ${var}")
+    for dotted, text in overrides.items():
+        path = dotted.split(".")
+        if not only or path[:1] == ["engine"]:
+            _set_path(path, text, sections, merged, f"--set {dotted}")
+    return merged
 
 
 def _merge_table(table: dict[str, Any], cls: type, out: dict[str, Any], prefix: str,
-                 source: str) -> None:
+                 source: str, merged: _Merged) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in table.items():
@@ -298,33 +285,19 @@ def _merge_table(table: dict[str, Any], cls: type, out: dict[str, Any], prefix: 
             if not isinstance(value, dict):
                 raise ConfigError("must be a table", key=dotted, source=source)
             nested = out.setdefault(key, {})
-            _merge_table(value, typing.cast(type, sub), nested, dotted, source)
+            _merge_table(value, typing.cast(type, sub), nested, dotted, source, merged)
         else:
             out[key] = value
+            merged.set(dotted, source)
 
 
-def _merge_env(env: Mapping[str, str], sections: dict[str, type],
-               values: dict[str, dict[str, Any]]) -> None:
-    for var, text in env.items():
-        if not var.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in var[len(ENV_PREFIX):].split("__") if p]
-        _set_path(path, text, sections, values, f"environment ${var}")
-
-
-def _merge_overrides(overrides: Mapping[str, str], sections: dict[str, type],
-                     values: dict[str, dict[str, Any]]) -> None:
-    for dotted, text in overrides.items():
-        _set_path(dotted.split("."), text, sections, values, "command line")
-
-
-def _set_path(path: list[str], text: Any, sections: dict[str, type],
-              values: dict[str, dict[str, Any]], source: str) -> None:
+def _set_path(path: list[str], text: Any, sections: Sections, merged: _Merged,
+              source: str) -> None:
     dotted = ".".join(path)
     if len(path) < 2 or path[0] not in sections:
         raise ConfigError("unknown setting", key=dotted, source=source)
     cls: type = sections[path[0]]
-    out = values[path[0]]
+    out = merged.values[path[0]]
     for part in path[1:-1]:
         hints = typing.get_type_hints(cls)
         if part not in hints or not dataclasses.is_dataclass(hints[part]):
@@ -336,7 +309,11 @@ def _set_path(path: list[str], text: Any, sections: dict[str, type],
     if key not in fields:
         raise ConfigError("unknown setting", key=dotted, source=source)
     hint = typing.get_type_hints(cls)[key]
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"is a table: set one of its keys ({dotted}.KEY)", key=dotted,
+                          source=source)
     out[key] = _from_text(text, hint, dotted, source) if isinstance(text, str) else text
+    merged.set(dotted, source)
 
 
 def _from_text(text: str, hint: Any, key: str, source: str) -> Any:
@@ -358,7 +335,11 @@ def _from_text(text: str, hint: Any, key: str, source: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(cls: type, given: dict[str, Any], prefix: str, source: str,
+def _build_all(merged: _Merged, sections: Sections) -> dict[str, Any]:
+    return {name: _build(cls, merged.values[name], name, merged) for name, cls in sections.items()}
+
+
+def _build(cls: type, given: dict[str, Any], prefix: str, merged: _Merged,
            base: Any = None) -> Any:
     """An instance of ``cls`` from ``given`` values over ``base`` (or the class defaults)."""
     hints = typing.get_type_hints(cls)
@@ -368,10 +349,11 @@ def _build(cls: type, given: dict[str, Any], prefix: str, source: str,
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _build(typing.cast(type, hint), given.get(f.name, {}), dotted,
-                                    source, base=field_default(f))
+                                    merged, base=field_default(f))
             continue
         if f.name not in given:
             continue
+        source = merged.origin(dotted)
         value = _coerce(given[f.name], hint, dotted, source)
         _check_range(value, f.metadata, dotted, source)
         kwargs[f.name] = value
@@ -472,20 +454,3 @@ def _check_range(value: Any, meta: Mapping[str, Any], key: str, source: str) -> 
             if item not in choices:
                 raise ConfigError(f"{_show(item)} is not one of {', '.join(map(repr, choices))}",
                                   key=key, source=source)
-
-
-def describe_defaults() -> list[tuple[str, str, Any, str]]:
-    """(section, key, default, help) for every setting: used to check config.toml is complete."""
-    rows: list[tuple[str, str, Any, str]] = []
-
-    def walk(instance: Any, prefix: str) -> None:
-        for f in dataclasses.fields(instance):
-            value = getattr(instance, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}.{f.name}")
-                continue
-            rows.append((prefix, f.name, value, f.metadata.get("help", "")))
-
-    for name, cls in _sections().items():
-        walk(cls(), name)
-    return rows

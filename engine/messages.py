@@ -546,7 +546,8 @@ class TimerFired:
 class FlushToken:
     """Travels behind a replay step through every actor it reached (determinism barrier).
 
-    ``barrier`` is the replay driver's ``engine.barrier.StepBarrier``: each actor that receives a
+    ``barrier`` is the replay driver's ``engine.runtime.barrier.StepBarrier``: each actor that
+    receives a
     token forwards it to every name it told since its previous token, then counts itself done.
     """
 
@@ -555,7 +556,7 @@ class FlushToken:
 
 
 # ---------------------------------------------------------------------------------------------
-# Supervision (internal to engine.supervisor, kept here so every message lives in one place)
+# Supervision (internal to engine.runtime.supervisor, kept here so every message lives in one place)
 # ---------------------------------------------------------------------------------------------
 
 

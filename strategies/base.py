@@ -10,9 +10,9 @@ the same strategy runs unchanged in replay, paper and live.
 State that must survive a restart goes in ``snapshot()`` (JSON-able) and comes back through
 ``restore()``; the host persists it after every hook that changed it.
 
-Writing your own: subclass ``Strategy``, set ``name``, implement the hooks you need, and give
-your tunables a settings dataclass (``engine.settings.setting``). ``strategies/vwap_cross.py`` is
-a small complete example.
+Writing your own: subclass ``Strategy``, set ``name`` and ``settings_class``, implement the hooks
+you need. ``strategies/vwap_cross.py`` is a small complete example; ``run.py new-strategy NAME``
+writes a commented template; docs/strategies/writing.md says where the engine finds it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Bar,
@@ -123,7 +123,13 @@ class StrategyContext(Protocol):
 class Strategy:
     """Subclass and implement the hooks you need; every hook has a do-nothing default."""
 
+    #: The strategy's name: ``engine.strategy`` / ``--strategy`` pick it, and its settings are
+    #: the ``[name]`` section of config.toml. Setting it is what registers the class.
     name: str = "strategy"
+    #: The frozen settings dataclass of the ``[name]`` section (fields made with
+    #: ``engine.settings.setting``), or None for a strategy without settings. An instance
+    #: arrives as ``self.settings``; a ``problems()`` method on it adds checks across keys.
+    settings_class: ClassVar[type | None] = None
     #: True when ``snapshot`` keeps returning the very same object while the state is unchanged,
     #: a new object after any change, and never changes an object it returned (baseline_v1
     #: caches it so). The host then neither compares nor copies the snapshot after every message

@@ -79,8 +79,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.clock import fmt_ist, to_ist
-from engine.instruments import (
+from engine.market.instruments import (
     OPTION_EXCHANGE,
     ceil_to_tick,
     parse_option_symbol,
@@ -103,6 +102,7 @@ from engine.messages import (
     SwingKind,
     TimerFired,
 )
+from engine.runtime.clock import fmt_ist, to_ist
 from engine.settings import setting
 from strategies.base import Strategy, StrategyContext
 
@@ -189,12 +189,6 @@ class BaselineSettings:
         if self.eval_offset_s >= self.eval_interval_s:
             out.append(("eval_offset_s", "must be below eval_interval_s"))
         return out
-
-
-def check_config(cfg: Any) -> list[tuple[str, str]]:
-    """Cross-key problems of ``[baseline_v1]``, for ``engine.config_sections.CROSS_CHECKS``."""
-    settings: BaselineSettings = cfg.section("baseline_v1")
-    return [(f"baseline_v1.{key}", problem) for key, problem in settings.problems()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +372,7 @@ class _Day:
 
 class BaselineV1(Strategy):
     name = "baseline_v1"
+    settings_class = BaselineSettings
     snapshot_cached = True  # _touch() drops the cached dict; a returned one is never changed
 
     def __init__(self, ctx: StrategyContext, settings: BaselineSettings | None = None) -> None:

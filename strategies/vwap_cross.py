@@ -6,8 +6,9 @@ part a strategy has: a settings dataclass (its ``[vwap_cross]`` config section),
 host calls, orders through ``self.ctx``, a protective stop per fill, a timer, a snapshot for
 restarts and ``record_trade`` for the trade table.
 
-Register it in ``strategies/registry.py`` (done) and run ``run.py replay --set
-engine.strategy=vwap_cross``.
+Setting ``name`` registers it (the engine finds every strategy of this package, of the folders in
+``[engine] strategy_paths`` and of installed entry points); run it with ``run.py replay
+--strategy vwap_cross``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from engine.clock import IST, to_ist
-from engine.instruments import (
+from engine.market.instruments import (
     INDEX_SYMBOL,
     OPTION_EXCHANGE,
     atm_strike,
@@ -28,6 +28,7 @@ from engine.instruments import (
     trading_date,
 )
 from engine.messages import Action, Bar, Fill, OrderPurpose, PriceType, TimerFired
+from engine.runtime.clock import IST, to_ist
 from engine.settings import setting
 from strategies.base import Strategy, StrategyContext
 
@@ -48,6 +49,7 @@ class VwapCrossSettings:
 
 class VwapCross(Strategy):
     name = "vwap_cross"
+    settings_class = VwapCrossSettings
 
     def __init__(self, ctx: StrategyContext, settings: VwapCrossSettings | None = None) -> None:
         super().__init__(ctx, settings or VwapCrossSettings())
@@ -124,7 +126,7 @@ class VwapCross(Strategy):
                 exit_price = s["sold_value"] / s["sold_qty"]
                 pnl = (exit_price - s["entry_price"]) * s["sold_qty"]
                 risk = self.cfg.stop_points * s["sold_qty"]
-                # 8. Closed trades go to the trades table (engine.trades prints them).
+                # 8. Closed trades go to the trades table (engine.trading.trades prints them).
                 self.ctx.record_trade(
                     symbol=fill.symbol, action=Action.BUY, quantity=s["sold_qty"],
                     entry_ts=s["entry_ts"], entry_price=s["entry_price"], exit_ts=fill.ts,

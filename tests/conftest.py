@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.logs import setup_logging
+from engine.runtime.logs import setup_logging
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,7 +22,7 @@ def log_capture() -> Iterator[io.StringIO]:
     """Collects log lines written during the test (after redaction)."""
     from loguru import logger
 
-    from engine.logs import add_sink
+    from engine.runtime.logs import add_sink
 
     buf = io.StringIO()
     sink_id = add_sink(buf)

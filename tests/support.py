@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.actor import EngineActor
+from engine.runtime.actor import EngineActor
 
 
 class Collector(EngineActor):

@@ -50,10 +50,10 @@ from typing import Any
 import websocket
 from loguru import logger
 
-from engine import probes
 from engine.broker import AuthError
-from engine.clock import Clock
 from engine.messages import FeedStatus, Tick
+from engine.runtime import probes
+from engine.runtime.clock import Clock
 from engine.settings import setting
 
 MODES = (1, 2, 3)

@@ -44,7 +44,6 @@ import requests
 from loguru import logger
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
-from engine import probes
 from engine.broker import (
     AuthError,
     BrokerError,
@@ -64,9 +63,10 @@ from engine.broker import (
     RejectedError,
     TradeRow,
 )
-from engine.clock import Clock
-from engine.logs import Throttle
 from engine.openalgo.wire import Fields, WireError, to_float
+from engine.runtime import probes
+from engine.runtime.clock import Clock
+from engine.runtime.logs import Throttle
 from engine.settings import setting
 
 T = TypeVar("T")

@@ -36,8 +36,8 @@ from engine.sim import wire
 from engine.sim.faults import FaultInjector
 
 if TYPE_CHECKING:
-    from engine.clock import Clock
-    from engine.sim.server import SimulatorSettings
+    from engine.runtime.clock import Clock
+    from engine.sim.settings import SimulatorSettings
 
 T = TypeVar("T")
 Key = tuple[str, str]

@@ -46,9 +46,9 @@ from engine.broker import (
     RejectedError,
     TradeRow,
 )
-from engine.clock import IST, Clock, to_ist
-from engine.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_start, trading_date
+from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_start, trading_date
 from engine.messages import Tick
+from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
 
 ACTIONS = ("BUY", "SELL")

@@ -36,7 +36,7 @@ from engine.sim.matching import INTERVALS, SimulatedBroker
 from engine.sim.ratelimit import MovingWindowLimiter
 
 if TYPE_CHECKING:
-    from engine.sim.server import SimulatorSettings
+    from engine.sim.settings import SimulatorSettings
 
 ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder"})
 _API_PREFIX = "/api/v1/"

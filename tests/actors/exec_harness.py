@@ -19,10 +19,8 @@ from actors.position_monitor import PositionMonitor, PositionSettings
 from actors.reconciler import Reconciler, ReconcileSettings
 from actors.risk_manager import RiskManager
 from actors.store import StoreWriter
-from engine.actor import actor_of
 from engine.broker import BrokerUnavailable, OrderRow, PositionRow, TradeRow
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Alert,
@@ -40,12 +38,14 @@ from engine.messages import (
     TradingGate,
 )
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
-from engine.orders import update_from_row
-from engine.registry import Registry
-from engine.risk import RiskSettings
+from engine.runtime.actor import actor_of
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
 from engine.sim.matching import SimulatedBroker
 from engine.sim.server import SimulatorServer, SimulatorSettings
-from engine.store import Database, StoreSettings
+from engine.store.database import Database, StoreSettings
+from engine.trading.orders import update_from_row
+from engine.trading.risk import RiskSettings
 from tests.support import Collector
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)

@@ -15,9 +15,9 @@ import time
 from loguru import logger
 
 from actors.store import StoreWriter
-from engine.clock import WallClock
 from engine.messages import Action, OrderIntent, PositionMark, PriceType
-from engine.store import Database, StoreSettings
+from engine.runtime.clock import WallClock
+from engine.store.database import Database, StoreSettings
 
 SYMBOL = "NIFTY30JAN2524000CE"
 

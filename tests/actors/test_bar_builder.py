@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from actors.bar_builder import BarBuilder, builder_name
-from engine.barrier import StepBarrier
-from engine.bars import BarSettings
-from engine.clock import VirtualClock, ist_epoch
-from engine.config import load_config
-from engine.instruments import InstrumentSpec, session_bounds
+from engine.app.replay import ReplayDriver
+from engine.app.sections import load_config
+from engine.market.bars import BarSettings
+from engine.market.instruments import InstrumentSpec, session_bounds
+from engine.market.synth import small_session
 from engine.messages import Bar, BarUpdate, Crash, FlushToken, Tick, TickBatch
-from engine.registry import Registry
-from engine.replay import ReplayDriver
-from engine.store import Database
-from engine.synth import small_session
+from engine.runtime.barrier import StepBarrier
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
+from engine.store.database import Database
 from tests.support import Collector
 
 DAY = date(2025, 9, 3)
@@ -108,7 +108,7 @@ def test_a_builder_crashed_mid_minute_restarts_while_the_others_keep_going(
     def load(path: Path) -> dict[str, list[Bar]]:
         db = Database(path, cfg.store)
         try:
-            from engine.session_file import SessionReader
+            from engine.market.session_file import SessionReader
 
             return {i.symbol: db.bars(i.symbol, DAY) for i in SessionReader(session).symbols()}
         finally:

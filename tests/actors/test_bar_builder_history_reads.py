@@ -13,13 +13,13 @@ import pykka
 import pytest
 
 from actors.bar_builder import BarBuilder, builder_name
-from engine.bars import BarSettings, BarSnapshot
 from engine.broker import BrokerUnavailable, HistoryBar
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec, session_bounds
+from engine.market.bars import BarSettings, BarSnapshot
+from engine.market.instruments import InstrumentSpec, session_bounds
 from engine.messages import Bar, BarGap, Ping
-from engine.registry import Registry
-from engine.store import StoredStrategyState
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
+from engine.store.database import StoredStrategyState
 from tests.support import Collector
 
 DAY = date(2025, 9, 3)

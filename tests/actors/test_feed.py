@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from actors.feed import Feed, MarketDataSettings
-from engine.clock import VirtualClock, WallClock, ist_epoch
-from engine.config import load_config
+from engine.app.modes import feed_connector
+from engine.app.sections import load_config
 from engine.messages import (
     FeedHealth,
     FeedStatus,
@@ -21,8 +21,8 @@ from engine.messages import (
     Tick,
     TickBatch,
 )
-from engine.modes import feed_connector
-from engine.registry import Registry
+from engine.runtime.clock import VirtualClock, WallClock, ist_epoch
+from engine.runtime.registry import Registry
 from engine.sim.server import SimulatorServer
 from tests.support import Collector, wait_for
 

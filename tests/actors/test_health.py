@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from actors.health import Health, HealthSettings
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Alert,
     FeedHealth,
@@ -17,7 +16,8 @@ from engine.messages import (
     Severity,
     StatusRequest,
 )
-from engine.registry import Registry
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
 from tests.support import Collector, wait_for
 
 T0 = ist_epoch(2025, 9, 3, 10, 0)

@@ -18,8 +18,7 @@ import pytest
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
 from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Alert,
@@ -37,10 +36,11 @@ from engine.messages import (
     Tick,
     TradingGate,
 )
-from engine.orders import update_from_row
-from engine.registry import Registry
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
 from engine.sim.matching import MatchingSettings, SimulatedBroker
-from engine.store import Database, StoreSettings
+from engine.store.database import Database, StoreSettings
+from engine.trading.orders import update_from_row
 from tests.support import Collector
 
 S = OrderStatus

@@ -22,8 +22,7 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.clock import WallClock
-from engine.instruments import InstrumentSpec, option_symbol
+from engine.market.instruments import InstrumentSpec, option_symbol
 from engine.messages import (
     Action,
     CancelIntent,
@@ -38,11 +37,12 @@ from engine.messages import (
 )
 from engine.openalgo.feed import FeedClient, FeedSettings
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
-from engine.orders import update_from_frame
-from engine.registry import Registry
+from engine.runtime.clock import WallClock
+from engine.runtime.registry import Registry
 from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
-from engine.store import Database
+from engine.store.database import Database
+from engine.trading.orders import update_from_frame
 from tests.support import Collector
 from tests.support import until as wait_for
 

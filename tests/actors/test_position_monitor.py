@@ -19,8 +19,7 @@ import pytest
 from actors.position_monitor import PositionMonitor, PositionSettings
 from actors.store import StoreWriter
 from engine.broker import BrokerUnavailable, Quote
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Alert,
@@ -41,9 +40,10 @@ from engine.messages import (
     Tick,
     TickBatch,
 )
-from engine.registry import Registry
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
 from engine.sim.matching import SimulatedBroker
-from engine.store import Database, StoredStrategyState, StoreSettings, record
+from engine.store.database import Database, StoredStrategyState, StoreSettings, record
 from tests.support import Collector
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)

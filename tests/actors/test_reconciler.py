@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from actors.reconciler import ReconcileSettings
-from engine.instruments import trading_date
+from engine.market.instruments import trading_date
 from engine.messages import (
     Action,
     CancelIntent,

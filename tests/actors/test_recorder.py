@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from actors.recorder import Recorder, RecorderSettings
-from engine.clock import VirtualClock, ist_epoch
+from engine.market.session_file import SessionReader
 from engine.messages import StatusRequest, Tick, TickBatch
-from engine.session_file import SessionReader
+from engine.runtime.clock import VirtualClock, ist_epoch
 
 T0 = ist_epoch(2025, 9, 3, 10, 0)
 SYM = "NIFTY09SEP2524000CE"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from engine.broker import PositionRow
-from engine.instruments import trading_date
+from engine.market.instruments import trading_date
 from engine.messages import (
     Action,
     Command,

@@ -20,7 +20,6 @@ import pytest
 from loguru import logger
 
 from actors.store import StoreWriter, WriteReceipt
-from engine.clock import VirtualClock, ist_epoch
 from engine.messages import (
     Action,
     Alert,
@@ -47,7 +46,8 @@ from engine.messages import (
     SwingBroken,
     SwingKind,
 )
-from engine.store import (
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.store.database import (
     Correction,
     Database,
     StoredAccount,

@@ -14,8 +14,7 @@ import pytest
 
 from actors.store import StoreWriter
 from actors.strategy_host import StrategyHost, UnknownOrder, client_id
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Alert,
@@ -33,8 +32,9 @@ from engine.messages import (
     TimerFired,
     TradingGate,
 )
-from engine.registry import Registry
-from engine.store import Database, StoredStrategyState, StoreSettings, record
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
+from engine.store.database import Database, StoredStrategyState, StoreSettings, record
 from strategies.base import Strategy, StrategyContext
 from tests.support import Collector
 

@@ -13,11 +13,11 @@ import pytest
 
 from actors.store import StoreWriter
 from actors.swing_detector import SwingDetector, state_name
-from engine.clock import VirtualClock, ist_epoch
+from engine.market.swings import SwingSettings, SwingSnapshot
 from engine.messages import Bar, BarUpdate, Ping, StatusRequest, Swing, SwingBroken, SwingKind
-from engine.registry import Registry
-from engine.store import Database, StoreSettings
-from engine.swings import SwingSettings, SwingSnapshot
+from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.runtime.registry import Registry
+from engine.store.database import Database, StoreSettings
 from tests.support import Collector
 
 T = ist_epoch(2025, 1, 30, 9, 15)

@@ -50,15 +50,15 @@ from typing import Any
 
 from loguru import logger
 
-from engine.clock import WallClock, fmt_ist
-from engine.config import load_config
-from engine.control import ControlError, send_command
-from engine.instruments import InstrumentSpec, minute_start, trading_date
+from engine.app.control import ControlError, send_command
+from engine.app.sections import load_config
+from engine.market.instruments import InstrumentSpec, minute_start, trading_date
+from engine.market.session_file import SessionReader
+from engine.market.synth import SynthSettings, bundled_day_path, small_session
+from engine.market.universe import select_universe, universe_pairs
 from engine.openalgo.rest import OpenAlgoClient
-from engine.session_file import SessionReader
-from engine.store import Database
-from engine.synth import SynthSettings, bundled_day_path, small_session
-from engine.universe import select_universe, universe_pairs
+from engine.runtime.clock import WallClock, fmt_ist
+from engine.store.database import Database
 from tests.chaos import security
 from tests.chaos.faultplan import CLIENT_TIMEOUT_S, FaultPlan, build_fault_plan, no_faults
 from tests.chaos.invariants import Check, RunFacts, check_all

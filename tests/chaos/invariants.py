@@ -35,10 +35,10 @@ from datetime import datetime
 from typing import Any
 
 from engine.broker import OrderRow, PositionRow, TradeRow
-from engine.clock import IST
 from engine.messages import Bar, BarGap, Fill, OrderPurpose, OrderStatus
+from engine.runtime.clock import IST
 from engine.sim.matching import TIMESTAMP_FORMAT
-from engine.store import StoredOrder, StoredTrade
+from engine.store.database import StoredOrder, StoredTrade
 
 PRICE_TOLERANCE = 0.01
 RESTING = ("open", "trigger pending")

@@ -27,8 +27,8 @@ from pathlib import Path
 import websocket
 
 from engine.broker import AuthError, BrokerError
-from engine.clock import WallClock
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
+from engine.runtime.clock import WallClock
 from tests.chaos.invariants import Check
 
 NOBODY = 65534

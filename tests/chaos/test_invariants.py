@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from engine.broker import OrderRow, PositionRow, TradeRow
-from engine.clock import ist_epoch
 from engine.messages import (
     Action,
     Bar,
@@ -21,8 +20,9 @@ from engine.messages import (
     PriceType,
     Product,
 )
+from engine.runtime.clock import ist_epoch
 from engine.sim.matching import fmt_timestamp
-from engine.store import StoredOrder, StoredTrade
+from engine.store.database import StoredOrder, StoredTrade
 from tests.chaos.invariants import (
     RunFacts,
     bars_complete,

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.instruments import trading_date
-from engine.store import Database
+from engine.market.instruments import trading_date
+from engine.store.database import Database
 from tests.chaos.harness import (
     RUN,
     ChaosPlan,

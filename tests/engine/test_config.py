@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_config
-from engine.config_doc import render_config_toml
+from engine.app.config_doc import render_config_toml
+from engine.app.sections import catalog, load_config
+from engine.config import ConfigError, EngineSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,11 +23,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_toml_is_the_rendered_defaults() -> None:
     """config.toml documents every setting with its default: regenerate it when this fails."""
-    assert (ROOT / "config.toml").read_text(encoding="utf-8") == render_config_toml()
+    rendered = render_config_toml(catalog(EngineSettings()))
+    assert (ROOT / "config.toml").read_text(encoding="utf-8") == rendered
 
 
 def test_every_setting_has_a_help_line() -> None:
-    from engine.config import describe_defaults
+    from engine.app.sections import describe_defaults
 
     missing = [f"{s}.{k}" for s, k, _, h in describe_defaults() if not h.strip()]
     assert not missing
@@ -149,7 +151,7 @@ def test_cli_missing_secret_in_live_mode_is_one_line_and_exit_2(tmp_path: Path) 
 def test_a_secret_setting_in_a_file_is_refused(tmp_path: Path, monkeypatch) -> None:
     from dataclasses import dataclass
 
-    from engine import config_sections
+    from engine.app import sections as config_sections
     from engine.settings import setting
 
     @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from engine.config import Config, ConfigError, load_config
-from engine.config_sections import SECTIONS
+from engine.app.sections import SECTIONS, load_config
+from engine.config import Config, ConfigError
 from tests.fuzz.support import fuzz_settings, odd_text
 
 

@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 from loguru import logger
 from websockets.sync.server import ServerConnection, serve
 
-from engine.clock import VirtualClock
-from engine.logs import add_sink
 from engine.messages import Tick
 from engine.openalgo.feed import FeedClient, FeedSettings
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import add_sink
 from tests.fuzz.support import (
     API_KEY,
     any_text,

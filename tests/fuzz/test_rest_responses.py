@@ -43,9 +43,9 @@ from engine.broker import (
     Quote,
     TradeRow,
 )
-from engine.clock import VirtualClock
-from engine.logs import add_sink
 from engine.openalgo.rest import AnalyzerStatus, OpenAlgoClient, RestSettings
+from engine.runtime.clock import VirtualClock
+from engine.runtime.logs import add_sink
 from tests.fuzz.support import (
     API_KEY,
     EDGE_FLOATS,

@@ -26,8 +26,8 @@ import websocket
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from engine.clock import VirtualClock, ist_epoch
 from engine.messages import Tick
+from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.sim.wire import ENDPOINTS, SCHEMAS, Field
 from tests.fuzz.support import (

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from engine.instruments import OPTION_EXCHANGE
+from engine.market.instruments import OPTION_EXCHANGE
+from engine.market.session_file import SessionWriter, SymbolInfo
 from engine.messages import Tick
-from engine.session_file import SessionWriter, SymbolInfo
 
 TICK = 0.05
 SWING_BAR = 4

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from actors.order_manager import OrderSettings
+from engine.app.replay import ReplayDriver
+from engine.app.sections import load_config
+from engine.app.tree import EngineParts
 from engine.broker import OrderRow
-from engine.clock import ist_epoch
-from engine.config import load_config
 from engine.messages import Action, Fill, OrderPurpose, PriceType, Swing, SwingBroken, SwingKind
-from engine.replay import ReplayDriver
-from engine.runtime import EngineParts
+from engine.runtime.clock import ist_epoch
 from engine.sim.matching import SimulatedBroker
-from engine.store import Database, StoredOrder, StoredTrade
+from engine.store.database import Database, StoredOrder, StoredTrade
 from strategies.baseline_v1 import BaselineSettings
 from tests.strategies.sessions import (
     SHAPE_BARS,

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from actors.order_manager import OrderSettings
-from engine.clock import ist_epoch
-from engine.config import Config, load_config
+from engine.app.replay import ReplayDriver, ReplaySummary
+from engine.app.sections import load_config
+from engine.app.tree import EngineParts
+from engine.config import Config
+from engine.market.session_file import SessionWriter, SymbolInfo
+from engine.market.synth import small_session
 from engine.messages import Action, OrderPurpose, OrderStatus, PriceType, SwingKind, Tick
-from engine.replay import ReplayDriver, ReplaySummary
-from engine.runtime import EngineParts
-from engine.session_file import SessionWriter, SymbolInfo
-from engine.store import Database
-from engine.synth import small_session
-from engine.trades import trade_table
+from engine.runtime.clock import ist_epoch
+from engine.store.database import Database
+from engine.trading.trades import trade_table
 from strategies.baseline_v1 import BaselineSettings
 
 DAY = date(2025, 1, 30)

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.clock import ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Bar,
@@ -27,6 +26,7 @@ from engine.messages import (
     SwingKind,
     TimerFired,
 )
+from engine.runtime.clock import ist_epoch
 from strategies.base import OrderView
 from strategies.baseline_v1 import EVAL_TIMER, BaselineSettings, BaselineV1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.clock import ist_epoch
 from engine.messages import (
     Action,
     Bar,
@@ -14,6 +13,7 @@ from engine.messages import (
     PriceType,
     TimerFired,
 )
+from engine.runtime.clock import ist_epoch
 from strategies.base import OrderView
 from strategies.vwap_cross import VwapCross, VwapCrossSettings
 from tests.strategies.test_baseline_v1 import FakeContext

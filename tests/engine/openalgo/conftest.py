@@ -7,9 +7,9 @@ from datetime import date
 
 import pytest
 
-from engine.clock import WallClock
-from engine.instruments import InstrumentSpec, option_symbol
+from engine.market.instruments import InstrumentSpec, option_symbol
 from engine.messages import Tick
+from engine.runtime.clock import WallClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 
 API_KEY = "sim-secret-key-7f3a9c1e55d2"

@@ -20,9 +20,9 @@ from loguru import logger
 from websockets.sync.server import ServerConnection, serve
 
 from engine.broker import AuthError
-from engine.clock import VirtualClock
 from engine.messages import FeedStatus, Tick
 from engine.openalgo.feed import FeedClient, FeedSettings
+from engine.runtime.clock import VirtualClock
 from engine.sim.server import SimulatorServer
 from tests.engine.openalgo.conftest import API_KEY, SYMBOLS
 

@@ -26,9 +26,9 @@ from engine.broker import (
     RateLimited,
     RejectedError,
 )
-from engine.clock import VirtualClock, WallClock, to_ist
 from engine.messages import Tick
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
+from engine.runtime.clock import VirtualClock, WallClock, to_ist
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from tests.engine.openalgo.conftest import API_KEY, SYMBOLS
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import websocket
 
-from engine.clock import VirtualClock, ist_epoch
 from engine.messages import Tick
+from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from engine.broker import Broker, HistoryBar, OrderNotFound, OrderRow, RejectedError
-from engine.clock import VirtualClock, ist_epoch
-from engine.instruments import InstrumentSpec
+from engine.market.instruments import InstrumentSpec
+from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.sim.matching import MatchingSettings, SimulatedBroker
 
 from .conftest import PE, SYM, T0, tick

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from openalgo import api
 
-from engine.clock import VirtualClock
+from engine.runtime.clock import VirtualClock
 from engine.sim.server import SimulatorServer
 
 from .conftest import API_KEY, PE, SYM, T0, SimFactory, tick, wait_for

@@ -12,7 +12,7 @@ import websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.clock import VirtualClock
+from engine.runtime.clock import VirtualClock
 from engine.sim.matching import MarketSnapshot, depth_ladder
 from engine.sim.server import SimulatorServer, serve_forever
 from engine.sim.wire import FrameBuilder

@@ -1,0 +1,93 @@
+"""The command line: argument parsing, configuration loading, logging set-up, dispatch.
+
+Owns the user-facing surface of ``run.py`` (also installed as the ``nifty-engine`` script). Each
+subcommand is a ``CommandSpec`` in ``engine.app.commands.COMMANDS``; exit codes are in
+``engine.app.command_spec``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.app.command_spec import EXIT_CONFIG, EXIT_INTERRUPTED, CommandSpec
+from engine.app.commands import COMMANDS
+from engine.app.sections import load_config
+from engine.config import Config, ConfigError, default_config_path
+from engine.runtime.memory import limit_malloc_arenas
+
+
+def _common_options(*, inherit: bool = False) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. ``inherit``: the subcommand's
+    copy, whose options default to "not given" so it keeps what was given before the name
+    (argparse otherwise resets them to its own defaults): an option given after the name wins,
+    and ``--set`` values from both places add up (``_overrides``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    unset = {"default": argparse.SUPPRESS} if inherit else {}
+    common.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml, "
+                        "else the shipped defaults)", **unset)
+    common.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
+                        dest="command_overrides" if inherit else "overrides",
+                        help="override one setting (repeatable)", default=[])
+    common.add_argument("--log-level", metavar="LEVEL", help="override logging.level", **unset)
+    common.add_argument("--state-dir", metavar="DIR", help="override engine.state_dir",
+                        **unset)
+    return common
+
+
+def build_parser(commands: Sequence[CommandSpec]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", parents=[_common_options()],
+        description="Actor-model NIFTY options trading engine over OpenAlgo.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    inherited = _common_options(inherit=True)
+    for spec in commands:
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, parents=[inherited])
+        spec.configure(p)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in [*args.overrides, *getattr(args, "command_overrides", [])]:
+        if "=" not in item:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}",
+                              source="command line")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    if args.log_level:
+        out["logging.level"] = args.log_level.upper()
+    if args.state_dir:
+        out["engine.state_dir"] = args.state_dir
+    return out
+
+
+def load_from_args(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else default_config_path()
+    return load_config(path, overrides=_overrides(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread starts
+
+    parser = build_parser(COMMANDS)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_CONFIG
+    spec = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        cfg = load_from_args(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return spec.handler(args, cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

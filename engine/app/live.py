@@ -1,0 +1,89 @@
+"""Trading against an OpenAlgo server that runs on its own: live, or paper attached to a simulator.
+
+Owns the assembly and the run loop of an engine whose broker and market outlive it:
+
+- ``run.py live [--account NAME]``: the user's OpenAlgo server (a stored account with its
+  Fernet-encrypted key, or ``[openalgo] host``, ``[feed] ws_url`` and ``OPENALGO_API_KEY``), the
+  wall clock (IST). Mirroring a strategy on several accounts is one engine per account;
+- ``run.py paper --attach``: a standalone ``run.py simulator`` (which writes
+  ``<state_dir>/simulator.json``: its URLs and its market clock — market time, wall time and
+  speed — so every engine that attaches, and every restart of one, runs on the simulator's
+  market time). Killing and restarting the engine leaves the simulator's orders, positions and
+  market running: this is how recovery is exercised for real.
+
+Both select the day's universe from the index spot (``[universe]``), start the engine (the
+reconciler opens entries only after startup reconciliation: fail-closed), serve the operator
+control socket, and on SIGTERM / SIGINT stop by ``[engine] on_signal`` (``graceful_stop``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from engine.app.control import ControlError, ControlServer
+from engine.app.modes import feed_connector
+from engine.app.operator import EngineOperator, graceful_stop
+from engine.app.tree import Engine, EngineParts
+from engine.app.venues import Venue
+from engine.config import Config
+from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, trading_date
+from engine.market.universe import select_universe, universe_pairs
+from engine.openalgo.rest import OpenAlgoClient
+
+
+def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
+                stop: threading.Event, atm: int | None = None, expiry: date | None = None,
+                control_path: str | None = None, on_started: Any = None) -> Engine:
+    """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
+    stop; returns the stopped engine."""
+    clock = venue.clock
+    broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
+                            clock=clock, account=venue.account)
+    day = trading_date(clock.time())
+    spot = None if atm else broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    uni = cfg.section("universe")
+    symbols = select_universe(spot, day, cfg.instrument.spec(), expiry=expiry, atm=atm,
+                              width=uni.width, rounding=uni.atm_rounding)
+    parts = EngineParts(mode=venue.name, clock=clock, symbols=universe_pairs(symbols),
+                        trading_day=day, broker=broker,
+                        connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
+                                               ws_url=venue.ws_url, account=venue.account),
+                        db_path=db_path, strategies=strategies, account=venue.account)
+    engine = Engine(cfg, parts)
+    server: ControlServer | None = None
+    settings = cfg.section("control")
+    engine.start()
+    try:
+        if settings.enabled:
+            server = ControlServer(control_path or settings.socket_path,
+                                   EngineOperator(engine, openalgo_url=venue.rest_url),
+                                   max_request_bytes=settings.max_request_bytes,
+                                   idle_timeout_s=settings.idle_timeout_s,
+                                   chaos_enabled=settings.chaos_enabled)
+            try:
+                server.start()
+            except ControlError as exc:
+                logger.error("control channel not available: {}", exc)
+                server = None
+        logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
+                    len(symbols), venue.rest_url, spot, db_path)
+        if on_started is not None:
+            on_started(engine)
+        while not stop.wait(0.2):
+            if engine.stopped.is_set():
+                break
+        if stop.is_set() and not engine.safe_stop_reason:
+            graceful_stop(engine, cfg.engine.on_signal,
+                          timeout_s=cfg.engine.shutdown_timeout_s)
+    finally:
+        if server is not None:
+            server.stop()
+        engine.stop()
+        clock.stop()
+    return engine

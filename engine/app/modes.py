@@ -1,0 +1,209 @@
+"""The run modes that need more than the runtime itself: paper, standalone simulator, recording.
+
+Owns how each mode assembles its ``EngineParts`` and runs until done or told to stop:
+
+- ``run_paper``: the built-in OpenAlgo-compatible simulator runs in-process and plays a session
+  file on a scaled clock; the engine talks to it over real loopback sockets (REST + WebSocket),
+  exactly as it would to a real OpenAlgo server. Market time is held until the feed has
+  subscribed every symbol, so no tick is lost or "late".
+- ``run_simulator``: the simulator alone, for any OpenAlgo client (the official SDK included),
+  optionally playing a fault schedule (``engine.sim.schedule``) while it serves.
+- ``run_record``: the live feed from a user's OpenAlgo server into a session file.
+
+A standalone simulator also writes ``<state_dir>/simulator.json`` (its URLs and market clock)
+for engines that attach to it (``engine.app.live``).
+
+Replay lives in ``engine.app.replay``; live trading is assembled in ``engine.app.live``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+
+from loguru import logger
+
+from actors.feed import FeedCallbacks
+from engine.app.tree import Engine, EngineParts, last_close_at
+from engine.app.venues import write_simulator_file
+from engine.config import Config
+from engine.market.instruments import trading_date
+from engine.market.session_file import SessionReader
+from engine.openalgo.feed import FeedClient
+from engine.openalgo.rest import OpenAlgoClient
+from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
+from engine.sim.server import SimulatorServer, serve_forever
+
+Pair = tuple[str, str]
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set ``stop`` (only from the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.warning("received {}; stopping gracefully", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | None = None,
+                   account: str = "default") -> Callable[[FeedCallbacks], FeedClient]:
+    """A factory the Feed actor calls (on every start) to get a fresh feed client."""
+    settings = cfg.feed if ws_url is None else replace(cfg.feed, ws_url=ws_url)
+
+    def connect(cb: FeedCallbacks) -> FeedClient:
+        return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=cb.on_ticks,
+                          on_status=cb.on_status, on_order_update=cb.on_order_update,
+                          account=account)
+
+    return connect
+
+
+@dataclass
+class PaperResult:
+    session: str
+    ticks_published: int
+    db_path: Path
+    record_to: Path | None
+    stopped_early: bool
+    safe_stop: str | None
+
+
+def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
+              record_to: Path | None = None, strategies: tuple[str, ...] = (),
+              stop: threading.Event | None = None,
+              on_started: Callable[[Engine, SimulatorServer], None] | None = None,
+              subscribe_timeout_s: float = 30.0) -> PaperResult:
+    """Play ``session`` through the in-process simulator and trade it over real sockets."""
+    reader = SessionReader(session)
+    span = reader.time_range()
+    if span is None:
+        raise ValueError(f"{session}: the session holds no ticks")
+    first, last = span
+    symbols: list[Pair] = [(i.symbol, i.exchange) for i in reader.symbols()]
+    clock = ScaledClock(start=first - 1.0, speed=speed, paused=True)
+    api_key = secrets.token_urlsafe(24)  # a private key for this run's simulator
+    sim = SimulatorServer(cfg.section("simulator"), api_key=api_key, clock=clock,
+                          instrument=cfg.instrument.spec(), matching=cfg.section("matching"))
+    stop = stop or threading.Event()
+    engine: Engine | None = None
+    published = 0
+    try:
+        sim.declare_symbols(symbols)
+        sim.start()
+        broker = OpenAlgoClient(replace(cfg.openalgo, host=sim.rest_url), api_key=api_key,
+                                clock=clock, account="paper")
+        parts = EngineParts(mode="paper", clock=clock, symbols=symbols,
+                            trading_day=trading_date(first), broker=broker,
+                            connect=feed_connector(cfg, api_key=api_key, clock=clock,
+                                                   ws_url=sim.ws_url, account="paper"),
+                            db_path=db_path, record_to=record_to, strategies=strategies,
+                            account="paper", open_gate_at_start=bool(strategies))
+        engine = Engine(cfg, parts)
+        engine.start()
+        _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
+        if on_started is not None:
+            on_started(engine, sim)
+        playback = sim.play(reader.ticks(), clock)
+        clock.resume()
+        logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols), speed)
+        while not stop.is_set() and not playback.join(0.2):
+            if engine.stopped.is_set():
+                break
+        published = playback.published
+        if not stop.is_set():
+            # let the last minute close on the engine clock (minute end + grace)
+            end = last_close_at(cfg, clock, last) + 0.5
+            while clock.time() < end and not stop.is_set():
+                time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
+        else:
+            playback.stop()
+    finally:
+        safe = engine.safe_stop_reason if engine is not None else None
+        if engine is not None:
+            engine.stop()
+        sim.stop()
+        clock.stop()
+    return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe)
+
+
+def _wait_for_subscriptions(sim: SimulatorServer, wanted: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        subscribed = {sym for subs in sim.subscriptions() for sym, _, _ in subs}
+        if wanted <= subscribed:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"the feed did not subscribe every symbol within {timeout:.0f} s")
+
+
+def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
+                  rest_port: int | None = None, ws_port: int | None = None,
+                  on_started: Callable[[SimulatorServer], None] | None = None,
+                  stop: threading.Event | None = None,
+                  faults: FaultSchedule | None = None) -> int:
+    """Serve ``session`` to any OpenAlgo client until interrupted; returns ticks published.
+    ``faults`` is played from the moment the simulator listens."""
+    settings = cfg.section("simulator")
+    changes = {k: v for k, v in (("rest_port", rest_port), ("ws_port", ws_port)) if v is not None}
+    if changes:
+        settings = replace(settings, **changes)
+    reader = SessionReader(session)
+    runners: list[FaultScheduleRunner] = []
+
+    def started(sim: SimulatorServer) -> None:
+        if faults is not None:
+            runners.append(FaultScheduleRunner(sim.faults, faults).start())
+        # engines that attach (run.py paper --attach) run on this simulator's market clock
+        write_simulator_file(Path(cfg.engine.state_dir), rest_url=sim.rest_url,
+                             ws_url=sim.ws_url, clock=sim.clock)
+        if on_started is not None:
+            on_started(sim)
+
+    try:
+        return serve_forever(settings, api_key, reader.ticks(), speed=speed,
+                             symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
+                             instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
+                             on_started=started, stop_event=stop)
+    finally:
+        for runner in runners:
+            runner.stop()
+
+
+def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,
+               stop: threading.Event) -> Path:
+    """Record the live feed of ``symbols`` into ``out`` until ``stop`` is set."""
+    api_key = cfg.secrets.require("openalgo_api_key", "recording reads your OpenAlgo feed")
+    clock = WallClock()
+    parts = EngineParts(mode="record", clock=clock, symbols=symbols,
+                        trading_day=trading_date(clock.time()),
+                        connect=feed_connector(cfg, api_key=api_key, clock=clock),
+                        db_path=db_path, record_to=out)
+    engine = Engine(cfg, parts)
+    engine.start()
+    try:
+        while not stop.wait(0.5):
+            if engine.stopped.is_set():
+                break
+    finally:
+        engine.stop()
+        clock.stop()
+    return out

@@ -1,0 +1,202 @@
+"""The engine's side of the operator channel: status gathering, commands, the stop-signal policy.
+
+Owns what ``run.py status | pause | resume | kill | flatten | unhalt`` *do* in a running engine
+(``engine.app.control`` carries them over the socket):
+
+- ``status``: asks health, the order manager, the position monitor, the risk manager, the
+  reconciler and the supervisor, and shapes the answer as ``engine.app.control.EngineStatus``;
+- ``pause`` / ``resume`` go to the strategy hosts (new entries blocked / allowed again);
+  ``kill`` (cancel working entries, block new ones; stops and positions stay), ``flatten``
+  (the exit coordinator closes everything, HALTED) and ``unhalt`` go to the risk manager, which
+  owns the latching states. ``--strategy NAME`` narrows any of them to one strategy;
+- ``chaos`` (only when the control server allows it: ``[control] chaos_enabled``): crash one
+  named actor of the tree by telling it ``Crash`` (the supervisor then restarts it as after any
+  crash), or, without a name, list the actors that can be crashed (every supervised actor and
+  group supervisor, not the root);
+- ``graceful_stop``: what SIGTERM / SIGINT do, by ``[engine] on_signal``: ``keep_stops`` cancels
+  the working entries and leaves every stop resting at the broker; ``flatten`` closes everything
+  first (bounded by ``shutdown_timeout_s``). Then the engine stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from loguru import logger
+
+from engine.app.control import CHAOS_COMMAND, CommandRejected
+from engine.app.tree import Engine
+from engine.messages import (
+    CancelIntent,
+    Command,
+    Crash,
+    OrderPurpose,
+    PositionQuery,
+    StatusRequest,
+    TradingGate,
+    WorkingOrdersQuery,
+)
+
+_ASK_TIMEOUT_S = 5.0
+
+
+class EngineOperator:
+    """``engine.app.control.ControlHandler`` for one running ``Engine``."""
+
+    def __init__(self, engine: Engine, *, openalgo_url: str = "") -> None:
+        self.engine = engine
+        self.openalgo_url = openalgo_url
+
+    # -- status ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        health = self.ask_actor("health", StatusRequest()) or {}
+        orders = self.ask_actor("orders", StatusRequest()) or {}
+        risk = self.ask_actor("risk", StatusRequest()) or {}
+        recon = self.ask_actor("reconciler", StatusRequest()) or {}
+        marks = self.ask_actor("positions", PositionQuery()) or ()
+        last = orders.get("last_request") or {}
+        strategies = {name: {"state": s.get("state"), "halt_reason": s.get("reason"),
+                             "realized_pnl": s.get("realized"), "r": s.get("r"),
+                             "unrealized_pnl": _minus(s.get("pnl"), s.get("realized"))}
+                      for name, s in (risk.get("strategies") or {}).items()}
+        states = [s["state"] for s in strategies.values() if s["state"]]
+        worst = next((st for st in ("HALTED", "REDUCING") if st in states), "ACTIVE") \
+            if states else None
+        return {
+            "connection": {"openalgo_url": self.openalgo_url,
+                           "websocket": health.get("feed_state"),
+                           "last_tick_ts": health.get("last_tick_ts"),
+                           "subscribed": health.get("subscribed"), "live": health.get("live"),
+                           "coverage": health.get("coverage")},
+            "api": {"authenticated": recon.get("ready", False) or None,
+                    "last_request": f"{last.get('endpoint', '')} {last.get('client_id', '')}"
+                    .strip() or None,
+                    "last_response": last.get("outcome"),
+                    "last_order_id": orders.get("last_order_id"),
+                    "reconciled": recon.get("ready"),
+                    "reconcile_error": recon.get("last_error") or None},
+            "pipeline": {"bars_generated": health.get("bars"),
+                         "stale": health.get("stale")},
+            "positions": [{"symbol": m.symbol, "strategy": m.strategy, "quantity": m.quantity,
+                           "average_price": m.average_price, "ltp": m.ltp,
+                           "pnl": round(m.unrealized + m.realized, 2)} for m in marks],
+            "risk": {"state": worst, "limits": risk.get("limits"), "strategies": strategies,
+                     "realized_pnl": _total(strategies, "realized_pnl"),
+                     "unrealized_pnl": _total(strategies, "unrealized_pnl")},
+            "supervisor": {"restarts": self.engine.restart_count(),
+                           "state": "safe_stopped" if self.engine.safe_stop_reason
+                           else "running", "rss_mib": health.get("rss_mib")},
+        }
+
+    # -- commands ------------------------------------------------------------------------------
+    def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        if name == CHAOS_COMMAND:
+            return self.chaos(args)
+        strategy = str(args.get("strategy") or "")
+        known = self.engine.parts.strategies
+        if not known:
+            raise CommandRejected(f"{name}: this engine runs no strategy")
+        if strategy and strategy not in known:
+            raise CommandRejected(f"{name}: unknown strategy {strategy!r} (running: "
+                                  f"{', '.join(known)})")
+        targets = (strategy,) if strategy else known
+        message = Command(name, (("strategy", strategy),) if strategy else (),
+                          self.engine.clock.time())
+        if name in ("pause", "resume"):
+            for target in targets:
+                self.engine.tell(f"strategy.{target}", message)
+            return {"summary": f"{name}: sent to {', '.join(targets)}"}
+        if name in ("kill", "flatten", "unhalt"):
+            reply = self.ask_actor("risk", message, timeout=30.0)
+            if not isinstance(reply, dict) or not reply.get("ok"):
+                why = reply.get("error") if isinstance(reply, dict) else "no answer"
+                raise CommandRejected(f"{name}: {why}")
+            states = ", ".join(f"{k} {v}" for k, v in sorted(reply["states"].items()))
+            return {"summary": f"{name}: {states}", "states": reply["states"]}
+        raise CommandRejected(f"unknown command {name!r}")
+
+    def chaos(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Crash ``args["actor"]`` (fault injection), or list the actors that can be crashed."""
+        supervisor = self.engine.supervisor
+        if supervisor is None:
+            raise CommandRejected("chaos: the engine is not running")
+        names = [spec.name for spec in supervisor.spec.descendants()]
+        actor = args.get("actor")
+        if actor is None:
+            return {"summary": f"chaos: {len(names)} actors can be crashed", "actors": names}
+        if actor not in names:
+            raise CommandRejected(f"chaos: no actor {actor!r} (try chaos without an actor for "
+                                  "the list)")
+        reason = str(args.get("reason") or "chaos: injected by the operator channel")
+        logger.warning("chaos: crashing {} ({})", actor, reason)
+        self.engine.tell(str(actor), Crash(reason))
+        return {"summary": f"chaos: crash sent to {actor}", "actor": actor}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def ask_actor(self, name: str, message: Any, timeout: float = _ASK_TIMEOUT_S) -> Any:
+        try:
+            return self.engine.ask(name, message, timeout=timeout)
+        except Exception as exc:  # a missing or busy actor is "unknown" in the status
+            logger.debug("operator: {} did not answer {}: {}", name, type(message).__name__,
+                         exc)
+            return None
+
+
+def graceful_stop(engine: Engine, policy: str, *, timeout_s: float) -> bool:
+    """Carry out the stop-signal ``policy`` before the engine stops; True when it completed
+    within ``timeout_s``. Entries are closed first either way; ``keep_stops`` then cancels the
+    working entries (an entry left at the broker could fill with no engine to protect it) and
+    leaves every stop resting; ``flatten`` has the exit coordinator close everything. Neither
+    latches a risk state: the next start trades normally."""
+    if not engine.parts.strategies:
+        return True
+    operator = EngineOperator(engine)
+    engine.tell("orders", TradingGate(entries=False, reason="engine stopping"))
+    deadline = time.monotonic() + timeout_s
+    if policy == "flatten":
+        logger.warning("stopping: policy flatten: closing every position")
+        try:
+            operator.command("flatten", {})
+        except CommandRejected as exc:
+            logger.error("stopping: {}", exc)
+            return False
+        while time.monotonic() < deadline:
+            risk = operator.ask_actor("risk", StatusRequest()) or {}
+            if risk and not any(s.get("exit") for s in risk.get("strategies", {}).values()):
+                logger.info("stopping: flat")
+                return True
+            time.sleep(0.2)
+        logger.critical("stopping: not flat after {:.0f} s; stops stay where they are",
+                        timeout_s)
+        return False
+    logger.warning("stopping: policy keep_stops: working entries cancelled, stops stay at the "
+                   "broker")
+    asked: set[str] = set()
+    while time.monotonic() < deadline:
+        working = operator.ask_actor("orders", WorkingOrdersQuery())
+        if working is None:
+            return False
+        entries = [o.intent.client_id for o in working
+                   if o.intent.purpose is OrderPurpose.ENTRY]
+        if not entries:
+            return True
+        for cid in entries:
+            if cid not in asked:
+                asked.add(cid)
+                engine.tell("orders", CancelIntent(cid, "engine stopping"))
+        time.sleep(0.1)
+    logger.critical("stopping: working entries not all cancelled after {:.0f} s", timeout_s)
+    return False
+
+
+def _minus(a: Any, b: Any) -> float | None:
+    return round(a - b, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+        else None
+
+
+def _total(strategies: Mapping[str, Mapping[str, Any]], key: str) -> float | None:
+    values = [s.get(key) for s in strategies.values()]
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    return round(sum(numbers), 2) if numbers else None

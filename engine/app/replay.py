@@ -1,0 +1,328 @@
+"""Deterministic replay of a recorded session through the real actors, on the virtual clock.
+
+Owns the replay driver. Ticks are read from a session file in arrival order and delivered in
+steps of ``step_s`` seconds of market time: the driver advances the virtual clock to the step's
+start (firing every timer due by then, in order), feeds the step's ticks to the in-process
+simulated broker and, as one ``TickBatch``, to the feed actor, then sends a ``FlushToken`` to
+every actor it told and waits on the ``StepBarrier`` until every message the step caused has
+been handled (engine.runtime.barrier). Only then does the next step start, so the actors never
+run ahead
+of the decisions earlier ticks caused, and the same session and configuration give the same bars,
+orders and fills on every run.
+
+``speed`` 0 runs as fast as the machine allows; ``speed`` N paces steps at N times real time. A
+progress bar (rich) shows market time and ticks per second; the summary gives counts, rates and
+a hash of every bar, so two replays can be compared by one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from engine.app.tree import Engine, EngineParts, last_close_at
+from engine.config import Config
+from engine.market.instruments import session_bounds, trading_date
+from engine.market.session_file import SessionReader
+from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
+from engine.runtime.barrier import StepBarrier
+from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
+from engine.settings import setting
+from engine.sim.matching import SimulatedBroker
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    """Section ``[replay]``: how a session is stepped through the actors."""
+
+    step_s: float = setting(1.0, "market seconds delivered per step before the actors must "
+                            "settle (smaller: finer order timing; larger: faster)",
+                            min=0.01, max=60)
+    barrier_timeout_s: float = setting(60.0, "real seconds to wait for a step to settle before "
+                                       "reporting a stuck actor", min=0.1, max=3600)
+    progress: bool = setting(True, "show a progress bar on a terminal")
+
+
+@dataclass
+class ReplaySummary:
+    session: str
+    trading_day: date
+    ticks: int = 0
+    steps: int = 0
+    elapsed_s: float = 0.0
+    bars: int = 0
+    gaps: int = 0
+    symbols: int = 0
+    bars_hash: str = ""
+    invalid: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+    stuck_steps: int = 0
+    restarts: int = 0
+    db_path: str = ""
+    trade_reports: list[str] = field(default_factory=list)
+
+    @property
+    def ticks_per_s(self) -> float:
+        return self.ticks / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        invalid = ", ".join(f"{k} {v}" for k, v in sorted(self.invalid.items())) or "none"
+        return [
+            f"[REPLAY] {self.session} ({self.trading_day})",
+            f"  ticks {self.ticks:,} in {self.elapsed_s:.2f} s = {self.ticks_per_s:,.0f} ticks/s"
+            f" ({self.steps:,} steps)",
+            f"  bars {self.bars:,} over {self.symbols} symbols, gaps {self.gaps:,}, "
+            f"late ticks {self.late:,}, invalid: {invalid}",
+            f"  bars hash {self.bars_hash}",
+            f"  restarts {self.restarts}, stuck steps {self.stuck_steps}, database "
+            f"{self.db_path}",
+            *self.trade_reports,
+        ]
+
+
+def bars_digest(bars: list[Bar]) -> str:
+    """A stable hash of bars (sorted by symbol and start; floats by repr)."""
+    h = hashlib.sha256()
+    for b in sorted(bars, key=lambda b: (b.symbol, b.start)):
+        h.update(repr((b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume, b.ticks,
+                       b.vwap, b.source)).encode())
+    return h.hexdigest()[:16]
+
+
+class ReplayDriver:
+    """Runs one session file through a freshly built engine on a virtual clock."""
+
+    def __init__(self, cfg: Config, session: Path, *, db_path: Path, speed: float = 0.0,
+                 progress: bool | None = None,
+                 on_step: Callable[[Engine, float], None] | None = None,
+                 parts_hook: Callable[[EngineParts], None] | None = None,
+                 strategies: tuple[str, ...] = ()) -> None:
+        self.cfg = cfg
+        self.settings: ReplaySettings = cfg.section("replay")
+        self.session = session
+        self.db_path = db_path
+        self.speed = speed
+        self.progress = self.settings.progress if progress is None else progress
+        self.reader = SessionReader(session)
+        self.on_step = on_step
+        self.parts_hook = parts_hook
+        self.strategies = strategies
+        self._last_ts = 0.0  # latest bucketing time (exchange time, else receive) seen
+
+    def _parts(self) -> tuple[EngineParts, VirtualClock, SimulatedBroker]:
+        span = self.reader.time_range()
+        if span is None:
+            raise ValueError(f"{self.session}: the session holds no ticks")
+        first, _ = span
+        day = trading_date(first)
+        open_, _close = session_bounds(day, self.cfg.instrument.spec())
+        clock = VirtualClock(start=min(first, open_) - 1.0)
+        symbols = [(info.symbol, info.exchange) for info in self.reader.symbols()]
+        broker = SimulatedBroker(clock, self.cfg.instrument.spec(), self.cfg.section("matching"),
+                                 account="replay")
+        for sym, exch in symbols:
+            broker.declare_symbol(sym, exch)
+        parts = EngineParts(mode="replay", clock=clock, symbols=symbols, trading_day=day,
+                            broker=broker, db_path=self.db_path,
+                            supervision_clock=WallClock(), strategies=self.strategies,
+                            account="replay", open_gate_at_start=True)
+        if self.parts_hook is not None:
+            self.parts_hook(parts)
+        return parts, clock, broker
+
+    def run(self) -> ReplaySummary:
+        parts, clock, broker = self._parts()
+        engine = Engine(self.cfg, parts)
+        summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
+                                db_path=str(self.db_path))
+        engine.start()
+        engine.registry.track_external_sends(True)
+        started = time.perf_counter()
+        try:
+            self._drive(engine, clock, broker, summary)
+            # close the last minute that had ticks (not the rest of the session: a short
+            # recording would otherwise end in hours of gaps and heartbeats); minutes are
+            # bucketed by exchange time, so that is what decides the last one
+            _, close = session_bounds(parts.trading_day, engine.spec_instrument)
+            end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
+            self._settle(engine, clock, end, summary)
+            summary.elapsed_s = time.perf_counter() - started
+            self._collect(engine, summary)
+        finally:
+            engine.registry.track_external_sends(False)
+            engine.stop()
+        self._collect_bars(summary, parts.trading_day)
+        return summary
+
+    # -- stepping ------------------------------------------------------------------------------
+    def _steps(self) -> Iterator[tuple[float, list[Tick]]]:
+        step = self.settings.step_s
+        current: list[Tick] = []
+        boundary: float | None = None
+        for tick in self.reader.ticks():
+            if boundary is None:
+                boundary = tick.recv_ts - (tick.recv_ts % step)
+            if tick.recv_ts >= boundary + step:
+                if current:
+                    yield boundary, current
+                    current = []
+                boundary = tick.recv_ts - (tick.recv_ts % step)
+            current.append(tick)
+            if tick.ts > self._last_ts:
+                self._last_ts = tick.ts
+        if current and boundary is not None:
+            yield boundary, current
+
+    def _drive(self, engine: Engine, clock: VirtualClock, broker: SimulatedBroker,
+               summary: ReplaySummary) -> None:
+        total = self.reader.count()
+        real0 = time.perf_counter()
+        market0: float | None = None
+        with _Progress(self.progress, total) as bar:
+            for step_start, ticks in self._steps():
+                if self.speed > 0:
+                    market0 = step_start if market0 is None else market0
+                    wait = (step_start - market0) / self.speed - (time.perf_counter() - real0)
+                    if wait > 0:
+                        time.sleep(wait)
+                self._settle(engine, clock, step_start, summary, ticks, broker)
+                summary.ticks += len(ticks)
+                summary.steps += 1
+                if self.on_step is not None:
+                    self.on_step(engine, step_start)
+                bar.update(len(ticks), step_start)
+
+    def _settle(self, engine: Engine, clock: VirtualClock, until: float,
+                summary: ReplaySummary, ticks: list[Tick] | None = None,
+                broker: SimulatedBroker | None = None) -> None:
+        """Advance to ``until`` (timers), deliver ``ticks``, then wait for the step to settle."""
+        registry = engine.registry
+        # timers due at different moments are settled one moment at a time, so what one timer
+        # causes is handled before a later timer's message goes out (e.g. a strategy's
+        # evaluation and the order manager's poll)
+        while True:
+            due = clock.next_due()
+            if due is None or due >= until:
+                break
+            clock.advance_to(due)
+            self._barrier(registry, summary, due)
+        clock.advance_to(until)
+        if ticks:
+            assert broker is not None
+            for tick in ticks:
+                broker.on_tick(tick)
+            registry.tell("feed", TickBatch(tuple(ticks)))
+        self._barrier(registry, summary, until)
+
+    def _barrier(self, registry: Any, summary: ReplaySummary, until: float) -> None:
+        """Wait until every message told from outside actors since the last call is handled,
+        and everything those messages caused."""
+        targets = registry.take_external_sends()
+        if not targets:
+            return
+        barrier = StepBarrier()
+        barrier.add(len(targets))
+        token = FlushToken(summary.steps, barrier)
+        for name in targets:
+            registry.tell(name, token)
+        registry.take_external_sends()  # the tokens themselves
+        if not barrier.wait(self.settings.barrier_timeout_s):
+            summary.stuck_steps += 1
+            logger.error("replay: step at {} did not settle within {:.0f} s ({} token(s) "
+                         "outstanding); continuing", fmt_ist(until),
+                         self.settings.barrier_timeout_s, barrier.outstanding)
+            barrier.reset()
+
+    # -- results -------------------------------------------------------------------------------
+    def _collect(self, engine: Engine, summary: ReplaySummary) -> None:
+        from actors.bar_builder import builder_name
+
+        for sym in engine.symbols():
+            try:
+                stats = engine.ask(builder_name(sym), StatusRequest(), timeout=10)
+            except Exception as exc:
+                logger.warning("replay: no stats from {}: {}", builder_name(sym), exc)
+                continue
+            summary.late += stats.late
+            for reason, n in stats.invalid.items():
+                summary.invalid[reason] = summary.invalid.get(reason, 0) + n
+        summary.restarts = engine.restart_count()
+
+    def _collect_bars(self, summary: ReplaySummary, day: date) -> None:
+        from engine.store.database import Database
+
+        db = Database(self.db_path, self.cfg.store)
+        try:
+            bars: list[Bar] = []
+            gaps = 0
+            for info in self.reader.symbols():
+                bars.extend(db.bars(info.symbol, day))
+                gaps += len(db.bar_gaps(info.symbol, day))
+        finally:
+            db.close()
+        summary.bars = len(bars)
+        summary.gaps = gaps
+        summary.bars_hash = bars_digest(bars)
+        if self.strategies:
+            from engine.trading.trades import day_report
+
+            db = Database(self.db_path, self.cfg.store)
+            try:
+                summary.trade_reports = [day_report(db, name, day, "replay")
+                                         for name in self.strategies]
+            finally:
+                db.close()
+
+
+class _Progress:
+    """A rich progress bar showing market time and ticks/s (silent when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._progress: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]replay[/] {task.fields[market]}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("replay", total=self.total, market="",
+                                                 rate="")
+            self._t0 = time.perf_counter()
+        return self
+
+    def update(self, n: int, market_ts: float) -> None:
+        if self._progress is None:
+            return
+        self._progress.advance(self._task, n)
+        now = time.perf_counter()
+        if now - self._last >= 0.2:
+            self._last = now
+            done = self._progress.tasks[0].completed
+            rate = done / (now - self._t0) if now > self._t0 else 0.0
+            self._progress.update(self._task, market=fmt_ist(market_ts),
+                                  rate=f"{rate:,.0f} ticks/s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

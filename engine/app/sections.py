@@ -1,0 +1,125 @@
+"""The application's configuration: which ``[section]`` holds which settings, and its loader.
+
+Owns the table of sections. Each settings class lives beside the code it tunes; listing it here
+is what makes it configurable (and, by the completeness test, what requires its keys to be
+documented in config.toml). Strategies bring their own sections: every strategy the registry
+finds (built-in, in ``[engine] strategy_paths``, or installed) adds ``[its name]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.feed import MarketDataSettings
+from actors.health import HealthSettings
+from actors.order_manager import OrderSettings
+from actors.position_monitor import PositionSettings
+from actors.reconciler import ReconcileSettings
+from actors.recorder import RecorderSettings
+from engine.app.accounts import AccountsSettings
+from engine.app.control import ControlSettings
+from engine.app.replay import ReplaySettings
+from engine.config import Config, ConfigError, EngineSettings, Sections
+from engine.config import describe_defaults as _describe
+from engine.config import load_config as _load
+from engine.market.bars import BarSettings
+from engine.market.instruments import InstrumentSettings
+from engine.market.session_file import SessionFileSettings
+from engine.market.swings import SwingSettings
+from engine.market.synth import SynthSettings
+from engine.market.universe import UniverseSettings
+from engine.openalgo.feed import FeedSettings
+from engine.openalgo.rest import RestSettings
+from engine.report.data import ReportSettings
+from engine.runtime.logs import LoggingSettings
+from engine.runtime.supervisor import SupervisionSettings
+from engine.sim.matching import MatchingSettings
+from engine.sim.settings import SimulatorSettings
+from engine.store.database import StoreSettings
+from engine.trading.risk import RiskSettings
+from strategies.registry import StrategyError, discover
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionGroups:
+    """Supervision settings per group of the supervisor tree."""
+
+    root: SupervisionSettings = field(default_factory=SupervisionSettings)
+    market_data: SupervisionSettings = field(default_factory=SupervisionSettings)
+    strategy: SupervisionSettings = field(default_factory=SupervisionSettings)
+    # broker calls block the order manager legitimately (a 10 s timeout, retries): a hang is
+    # only a hang well past that
+    execution: SupervisionSettings = field(default_factory=lambda: SupervisionSettings(
+        liveness_timeout=60.0))
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(f"{name}.{key}", problem)
+                for name in ("root", "market_data", "strategy", "execution")
+                for key, problem in getattr(self, name).problems()]
+
+
+#: The engine's own sections, in config.toml's order; strategies' sections follow.
+SECTIONS: dict[str, type[Any]] = {
+    "engine": EngineSettings,
+    "logging": LoggingSettings,
+    "instrument": InstrumentSettings,
+    "supervision": SupervisionGroups,
+    "store": StoreSettings,
+    "openalgo": RestSettings,
+    "feed": FeedSettings,
+    "market_data": MarketDataSettings,
+    "bars": BarSettings,
+    "health": HealthSettings,
+    "swings": SwingSettings,
+    "replay": ReplaySettings,
+    "recorder": RecorderSettings,
+    "orders": OrderSettings,
+    "positions": PositionSettings,
+    "risk": RiskSettings,
+    "reconcile": ReconcileSettings,
+    "accounts": AccountsSettings,
+    "control": ControlSettings,
+    "report": ReportSettings,
+    "universe": UniverseSettings,
+    "session_file": SessionFileSettings,
+    "synth": SynthSettings,
+    "simulator": SimulatorSettings,
+    "matching": MatchingSettings,
+}
+
+
+def catalog(engine: EngineSettings) -> Sections:
+    """Every section for these engine settings: the engine's own, then one per strategy found.
+    The configured strategy must be one of them."""
+    try:
+        found = discover(engine.strategy_paths)
+    except StrategyError as exc:
+        raise ConfigError(str(exc), key="engine.strategy_paths") from None
+    if engine.strategy not in found:
+        raise ConfigError(f"unknown strategy {engine.strategy!r}; known: "
+                          f"{', '.join(sorted(found))}", key="engine.strategy")
+    sections = dict(SECTIONS)
+    for name, entry in found.items():
+        if entry.settings_class is None:
+            continue
+        if name in sections:
+            raise ConfigError(f"strategy {name!r} ({entry.origin}) takes the name of an engine "
+                              f"section", key="engine.strategy_paths")
+        sections[name] = entry.settings_class
+    return sections
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, str] | None = None) -> Config:
+    """The application's configuration from ``path`` (None: defaults), the environment and
+    ``overrides`` (``section.key`` → text)."""
+    return _load(path, catalog, env=env, overrides=overrides)
+
+
+def describe_defaults(engine: EngineSettings | None = None) -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting of ``catalog(engine)``."""
+    return _describe(catalog(engine or EngineSettings()))

@@ -1,0 +1,177 @@
+"""NIFTY instruments: option symbol format, tick rounding, expiries and the trading session.
+
+Owns the facts about what is traded (openalgo-protocol.md, "Instruments"): the symbol format
+``NIFTY<DDMMMYY><strike><CE|PE>``, the 0.05 tick, the session hours in IST, and the weekly expiry
+rule. Lot size, freeze quantity, strike step and holidays are configuration (``[instrument]``),
+passed in as an ``InstrumentSpec``, never literals here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from engine.runtime.clock import IST
+from engine.settings import setting
+
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_OPTION_RE = re.compile(r"^(?P<root>[A-Z]+?)(?P<dd>\d{2})(?P<mon>[A-Z]{3})(?P<yy>\d{2})"
+                        r"(?P<strike>\d+)(?P<kind>CE|PE)$")
+
+INDEX_SYMBOL = "NIFTY"
+INDEX_EXCHANGE = "NSE_INDEX"
+OPTION_EXCHANGE = "NFO"
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    """Contract facts that change over the years; loaded from ``[instrument]`` in config."""
+
+    lot_size: int = 65
+    tick_size: float = 0.05
+    freeze_quantity: int = 1800
+    strike_step: int = 50
+    expiry_weekday: int = 1  # Monday=0 ... NIFTY weekly expiry on Tuesday
+    session_open: time = time(9, 15)
+    session_close: time = time(15, 30)
+    holidays: frozenset[date] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSettings:
+    """Contract facts and session hours (section ``[instrument]``), read into ``spec()``."""
+
+    lot_size: int = setting(65, "NIFTY lot size (changes over the years)", min=1, max=10_000)
+    tick_size: float = setting(0.05, "price tick in rupees", min=0.01, max=1.0)
+    freeze_quantity: int = setting(1800, "largest order quantity the exchange accepts",
+                                   min=1, max=1_000_000)
+    strike_step: int = setting(50, "distance between listed strikes", min=1, max=1000)
+    expiry_weekday: int = setting(1, "weekday of the weekly expiry (Monday=0)", min=0, max=4)
+    session_open: str = setting("09:15", "market open, IST (HH:MM)")
+    session_close: str = setting("15:30", "market close, IST (HH:MM)")
+    holidays: tuple[str, ...] = setting((), "exchange holidays, YYYY-MM-DD")
+
+    def spec(self) -> InstrumentSpec:
+        return InstrumentSpec(
+            lot_size=self.lot_size, tick_size=self.tick_size,
+            freeze_quantity=self.freeze_quantity, strike_step=self.strike_step,
+            expiry_weekday=self.expiry_weekday, session_open=parse_hhmm(self.session_open),
+            session_close=parse_hhmm(self.session_close),
+            holidays=frozenset(date.fromisoformat(d) for d in self.holidays))
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Checks beyond one field's type and range, as (key, problem) for the config loader."""
+        found: list[tuple[str, str]] = []
+        for key in ("session_open", "session_close"):
+            try:
+                parse_hhmm(getattr(self, key))
+            except ValueError:
+                found.append((key, f"expected HH:MM, got {getattr(self, key)!r}"))
+        for day in self.holidays:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                found.append(("holidays", f"expected YYYY-MM-DD, got {day!r}"))
+        if not found and parse_hhmm(self.session_open) >= parse_hhmm(self.session_close):
+            found.append(("session_close", "must be after session_open"))
+        return found
+
+
+def parse_hhmm(text: str) -> time:
+    """An IST wall-clock time ``HH:MM`` (no UTC offset)."""
+    parsed = time.fromisoformat(text)
+    if parsed.tzinfo is not None:  # session times are IST wall-clock times, no offsets
+        raise ValueError(f"a time with a UTC offset: {text!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSymbol:
+    root: str
+    expiry: date
+    strike: int
+    kind: str  # "CE" | "PE"
+
+    def __str__(self) -> str:
+        return option_symbol(self.root, self.expiry, self.strike, self.kind)
+
+
+def option_symbol(root: str, expiry: date, strike: int, kind: str) -> str:
+    """``NIFTY`` + ``30JAN25`` + ``24000`` + ``CE``."""
+    if kind not in ("CE", "PE"):
+        raise ValueError(f"option type must be CE or PE, got {kind!r}")
+    return f"{root}{expiry.day:02d}{MONTHS[expiry.month - 1]}{expiry.year % 100:02d}{strike}{kind}"
+
+
+def parse_option_symbol(symbol: str) -> OptionSymbol:
+    m = _OPTION_RE.match(symbol)
+    if not m or m["mon"] not in MONTHS:
+        raise ValueError(f"not an option symbol: {symbol!r}")
+    expiry = date(2000 + int(m["yy"]), MONTHS.index(m["mon"]) + 1, int(m["dd"]))
+    return OptionSymbol(m["root"], expiry, int(m["strike"]), m["kind"])
+
+
+def round_to_tick(price: float, tick: float = 0.05) -> float:
+    """Nearest multiple of the tick, as a clean float (2 decimals)."""
+    if not math.isfinite(price):
+        raise ValueError(f"price is not finite: {price}")
+    return round(round(price / tick) * tick, 2)
+
+
+def floor_to_tick(price: float, tick: float = 0.05) -> float:
+    return round(math.floor(price / tick + 1e-9) * tick, 2)
+
+
+def ceil_to_tick(price: float, tick: float = 0.05) -> float:
+    return round(math.ceil(price / tick - 1e-9) * tick, 2)
+
+
+def atm_strike(spot: float, rounding: int = 100) -> int:
+    """Spot rounded to the nearest ``rounding`` (halves round up)."""
+    return int(math.floor(spot / rounding + 0.5) * rounding)
+
+
+def is_trading_day(day: date, spec: InstrumentSpec) -> bool:
+    return day.weekday() < 5 and day not in spec.holidays
+
+
+def next_expiry(day: date, spec: InstrumentSpec) -> date:
+    """The nearest weekly expiry on or after ``day``; a holiday moves it to the trading day
+    before."""
+    candidate = day + timedelta(days=(spec.expiry_weekday - day.weekday()) % 7)
+    while True:
+        expiry = candidate
+        while not is_trading_day(expiry, spec):
+            expiry -= timedelta(days=1)
+        if expiry >= day:
+            return expiry
+        candidate += timedelta(days=7)
+
+
+def session_bounds(day: date, spec: InstrumentSpec) -> tuple[float, float]:
+    """Epoch seconds of the session's open and close on ``day`` (IST)."""
+    open_ = datetime.combine(day, spec.session_open, IST).timestamp()
+    close = datetime.combine(day, spec.session_close, IST).timestamp()
+    return open_, close
+
+
+def minute_start(ts: float) -> float:
+    """Start of the IST minute containing ``ts`` (IST is a whole-minute offset from UTC)."""
+    return math.floor(ts / 60.0) * 60.0
+
+
+def trading_date(ts: float) -> date:
+    return datetime.fromtimestamp(ts, IST).date()
+
+
+def universe_symbols(atm: int, expiry: date, spec: InstrumentSpec, width: int = 20,
+                     root: str = INDEX_SYMBOL) -> list[str]:
+    """ATM ± width strikes, CE and PE for each: 2 × (2·width + 1) symbols, strike order."""
+    out: list[str] = []
+    for k in range(-width, width + 1):
+        strike = atm + k * spec.strike_step
+        out.append(option_symbol(root, expiry, strike, "CE"))
+        out.append(option_symbol(root, expiry, strike, "PE"))
+    return out

@@ -1,0 +1,466 @@
+"""The recorded-session file: one SQLite file (WAL while written) holding one session's ticks.
+
+Owns the on-disk format shared by the recorder, the synthetic-day generator and replay:
+
+- ``ticks``: one row per tick in arrival order (``seq`` 1, 2, 3, ...) with the raw fields of
+  ``engine.messages.Tick`` (symbol, exchange, ltp, cumulative volume, exchange time, receive time,
+  bid, ask, oi);
+- ``meta``: key/value text (format marker, schema version, and whatever the producer records:
+  date, seed, generator version, instrument facts, universe, created);
+- ``symbols``: the instruments of the session (symbol, exchange, kind, strike, expiry).
+
+``SessionWriter`` appends ticks in batches, one transaction per batch: a process killed at any
+moment loses at most the batch not yet committed and never leaves a corrupt file. ``SessionReader``
+streams the ticks back as ``Tick`` objects in arrival order, in chunks, so memory stays flat for
+any file size. A path that is missing, not SQLite, or not a session file raises
+``SessionFileError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from itertools import starmap
+from math import isfinite
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlite_utils
+from loguru import logger
+
+from engine.market.instruments import parse_option_symbol
+from engine.messages import Tick
+from engine.runtime.clock import Clock, WallClock, fmt_ist
+from engine.settings import setting
+
+FORMAT_NAME = "nifty-engine-session"
+SCHEMA_VERSION = 1
+
+# Column order of the ``ticks`` table after ``seq`` is exactly ``Tick``'s field order, so a row
+# is turned into a Tick positionally (the fastest way there is); a test pins the match.
+TICK_COLUMNS: tuple[str, ...] = ("symbol", "exchange", "ltp", "recv_ts", "exchange_ts", "volume",
+                                 "bid", "ask", "oi")
+
+_TICK_TYPES: dict[str, type] = {"seq": int, "symbol": str, "exchange": str, "ltp": float,
+                                 "recv_ts": float, "exchange_ts": float, "volume": int,
+                                 "bid": float, "ask": float, "oi": int}
+_TICK_NOT_NULL = {"symbol", "exchange", "ltp", "recv_ts", "bid", "ask"}
+_INSERT_TICK = (f"INSERT INTO ticks (seq, {', '.join(TICK_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(TICK_COLUMNS) + 1))})")
+_SELECT_TICKS = f"SELECT {', '.join(TICK_COLUMNS)} FROM ticks"
+_REQUIRED_COLUMNS: dict[str, set[str]] = {
+    "meta": {"key", "value"},
+    "symbols": {"symbol", "exchange", "kind", "strike", "expiry"},
+    "ticks": {"seq", *TICK_COLUMNS},
+}
+_READ_CHUNK = 8192
+_RESERVED_META = frozenset({"format", "schema_version"})
+
+
+class SessionFileError(Exception):
+    """A session file cannot be opened, read or written as asked; names the path."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"session file {self.path}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFileSettings:
+    """Tunables of session-file writing (section ``session_file``)."""
+
+    batch_size: int = setting(500, "ticks per write transaction (a crash loses at most one batch)",
+                              min=1, max=1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """One instrument of a session. ``kind`` is INDEX, CE, PE or OTHER."""
+
+    symbol: str
+    exchange: str
+    kind: str
+    strike: int | None = None
+    expiry: date | None = None
+
+    @classmethod
+    def for_symbol(cls, symbol: str, exchange: str) -> SymbolInfo:
+        """Describe a symbol from its name: an option symbol is parsed, an index is named so."""
+        if exchange.endswith("_INDEX"):
+            return cls(symbol, exchange, "INDEX")
+        try:
+            option = parse_option_symbol(symbol)
+        except ValueError:
+            return cls(symbol, exchange, "OTHER")
+        return cls(symbol, exchange, option.kind, option.strike, option.expiry)
+
+
+def _meta_text(value: object) -> str:
+    """Meta values are text: strings as they are, anything else as canonical JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _check_not_reserved(meta: Mapping[str, object]) -> None:
+    reserved = sorted(_RESERVED_META & set(meta))
+    if reserved:
+        raise ValueError(f"meta keys {reserved} are set by the session file itself")
+
+
+def _now(clock: Clock | None) -> float:
+    """Engine time from ``clock``; without one, the wall clock (for tools run outside an engine)."""
+    if clock is not None:
+        return clock.time()
+    wall = WallClock()
+    try:
+        return wall.time()
+    finally:
+        wall.stop()
+
+
+def _remove_with_sidecars(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
+class SessionWriter:
+    """Appends ticks to a session file in batches (one transaction per batch, WAL).
+
+    ``append``/``extend`` buffer; a full batch is committed at once. ``flush`` commits a partial
+    batch (the owner calls it on a timer so a quiet feed is not held back). ``close`` flushes and
+    leaves a self-contained file (journal mode back to DELETE). A new file gets the format marker,
+    the schema version, ``created`` (from ``clock``) and the given ``meta``; ``append=True`` opens
+    an existing session file and continues its sequence. ``batch_size`` defaults to
+    ``SessionFileSettings.batch_size``.
+    """
+
+    def __init__(self, path: str | Path, *, batch_size: int | None = None,
+                 meta: Mapping[str, object] | None = None,
+                 symbols: Iterable[SymbolInfo] = (), append: bool = False,
+                 overwrite: bool = False, clock: Clock | None = None) -> None:
+        if batch_size is None:
+            batch_size = SessionFileSettings().batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_not_reserved(meta or {})
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self._buffer: list[tuple[Any, ...]] = []
+        self._closed = False
+        exists = self.path.exists()
+        if exists and overwrite:
+            _remove_with_sidecars(self.path)
+            exists = False
+        if exists and not append:
+            raise SessionFileError(self.path, "already exists (pass append=True to continue it "
+                                              "or overwrite=True to replace it)")
+        if not exists and not self.path.parent.is_dir():
+            raise SessionFileError(self.path, "its directory does not exist")
+        self._conn = _connect(self.path, read_only=False)
+        self._db = sqlite_utils.Database(self._conn)
+        try:
+            if exists:
+                self._next_seq = self._continue(meta or {}, symbols)
+            else:
+                self._next_seq = self._create(meta or {}, symbols, clock)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- schema and side tables ----------------------------------------------------------------
+    def _create(self, meta: Mapping[str, object], symbols: Iterable[SymbolInfo],
+                clock: Clock | None) -> int:
+        """A new file: schema, marker, meta and symbols in one transaction (all or nothing)."""
+        self._prepare()
+        with self._db.atomic():
+            self._create_schema()
+            self._put_meta({"format": FORMAT_NAME, "schema_version": str(SCHEMA_VERSION),
+                            "created": fmt_ist(_now(clock), with_date=True), **meta})
+            self.add_symbols(symbols)
+        return 1
+
+    def _continue(self, meta: Mapping[str, object], symbols: Iterable[SymbolInfo]) -> int:
+        """An existing session file: check it, then carry on after its last tick."""
+        _validate(self.path, self._conn)
+        self._prepare()
+        with self._db.atomic():
+            self._put_meta(meta)
+            self.add_symbols(symbols)
+        return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM ticks").fetchone()[0])
+
+    def _prepare(self) -> None:
+        try:
+            self._db.enable_wal()
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise SessionFileError(self.path, f"cannot open for writing: {exc}") from exc
+
+    # -- schema and side tables ----------------------------------------------------------------
+    def _create_schema(self) -> None:
+        with self._db.atomic():
+            self._db["meta"].create({"key": str, "value": str}, pk="key",
+                                    not_null={"value"})
+            self._db["symbols"].create({"symbol": str, "exchange": str, "kind": str,
+                                        "strike": int, "expiry": str},
+                                       pk=("symbol", "exchange"), not_null={"kind"})
+            self._db["ticks"].create(_TICK_TYPES, pk="seq", not_null=_TICK_NOT_NULL)
+
+    def set_meta(self, values: Mapping[str, object]) -> None:
+        """Insert or replace meta keys (committed at once)."""
+        self._check_open()
+        _check_not_reserved(values)
+        self._put_meta(values)
+
+    def _put_meta(self, values: Mapping[str, object]) -> None:
+        rows = [{"key": str(k), "value": _meta_text(v)} for k, v in values.items()]
+        if rows:
+            with self._db.atomic():
+                self._db["meta"].upsert_all(rows, pk="key")
+
+    def add_symbols(self, symbols: Iterable[SymbolInfo]) -> None:
+        """Insert or replace instrument rows (committed at once)."""
+        self._check_open()
+        rows = [{"symbol": s.symbol, "exchange": s.exchange, "kind": s.kind, "strike": s.strike,
+                 "expiry": s.expiry.isoformat() if s.expiry else None} for s in symbols]
+        if rows:
+            with self._db.atomic():
+                self._db["symbols"].upsert_all(rows, pk=("symbol", "exchange"))
+
+    # -- ticks ---------------------------------------------------------------------------------
+    def append(self, tick: Tick) -> None:
+        """Buffer one tick; commits when the batch is full. A bad tick raises and adds nothing."""
+        self._check_open()
+        self._buffer.append(self._row(tick, self._next_seq + len(self._buffer)))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def extend(self, ticks: Iterable[Tick]) -> None:
+        """``append`` each tick in order."""
+        for tick in ticks:
+            self.append(tick)
+
+    def flush(self) -> None:
+        """Commit every buffered tick now (one transaction per full batch).
+
+        A failed commit (disk full, file locked) raises ``SessionFileError`` and keeps the batch
+        buffered, so a later ``flush`` can still write it.
+        """
+        self._check_open()
+        while self._buffer:
+            batch = self._buffer[:self.batch_size]
+            try:
+                with self._db.atomic():
+                    self._conn.executemany(_INSERT_TICK, batch)
+            except sqlite3.Error as exc:
+                raise SessionFileError(self.path, f"cannot write ticks: {exc}") from exc
+            del self._buffer[:len(batch)]
+            self._next_seq += len(batch)
+
+    @property
+    def pending(self) -> int:
+        """Ticks buffered and not yet committed."""
+        return len(self._buffer)
+
+    @property
+    def written(self) -> int:
+        """Ticks committed to the file by this writer and any earlier one (the last seq)."""
+        return self._next_seq - 1
+
+    def close(self) -> None:
+        """Flush, then leave a single self-contained file (journal mode DELETE) unless another
+        connection still reads it (then the file stays in WAL mode, complete). Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+            try:
+                self._db.disable_wal()
+            except sqlite3.OperationalError as exc:
+                logger.debug("session file {} stays in WAL mode: {}", self.path, exc)
+        finally:
+            self._closed = True
+            self._conn.close()
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionFileError(self.path, "writer is closed")
+
+    def _row(self, tick: Tick, seq: int) -> tuple[Any, ...]:
+        """The row for ``tick``, or a clear error for a value the file could not hold as given
+        (checked here so one bad tick can never block the batch it would have joined)."""
+        if type(tick) is Tick:
+            sym, exch, ltp, recv, ex_ts, vol, bid, ask, oi = (
+                tick.symbol, tick.exchange, tick.ltp, tick.recv_ts, tick.exchange_ts,
+                tick.volume, tick.bid, tick.ask, tick.oi)
+            # the common case in one expression; anything unusual gets the precise check below
+            if (type(sym) is str and sym and type(exch) is str and exch
+                    and type(ltp) in _PLAIN_NUMBERS and type(recv) in _PLAIN_NUMBERS
+                    and type(bid) in _PLAIN_NUMBERS and type(ask) in _PLAIN_NUMBERS
+                    and (ex_ts is None or type(ex_ts) in _PLAIN_NUMBERS)
+                    and (vol is None or type(vol) is int) and (oi is None or type(oi) is int)
+                    and isfinite(ltp) and isfinite(recv) and isfinite(bid) and isfinite(ask)
+                    and (ex_ts is None or isfinite(ex_ts))):
+                return (seq, sym, exch, ltp, recv, ex_ts, vol, bid, ask, oi)
+        _check_tick(tick)
+        return (seq, tick.symbol, tick.exchange, tick.ltp, tick.recv_ts, tick.exchange_ts,
+                tick.volume, tick.bid, tick.ask, tick.oi)
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _check_tick(tick: object) -> None:
+    """Raise the precise error for a tick the file cannot hold as given."""
+    if not isinstance(tick, Tick):
+        raise TypeError(f"SessionWriter.append expects a Tick, got {type(tick).__name__}")
+    for name in ("symbol", "exchange"):
+        text = getattr(tick, name)
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"tick {name} must be a non-empty string, got {text!r}")
+    for name in ("ltp", "recv_ts", "bid", "ask", "exchange_ts"):
+        value = getattr(tick, name)
+        if value is None and name == "exchange_ts":
+            continue
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError(f"{tick.symbol}: {name} is not a finite number ({value!r})")
+    for name in ("volume", "oi"):
+        value = getattr(tick, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{tick.symbol}: {name} must be an integer or None, got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class SessionReader:
+    """Reads a session file: meta, symbols, count, time range and the ticks in arrival order."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SessionFileError(self.path, "does not exist")
+        if not self.path.is_file():
+            raise SessionFileError(self.path, "is not a file")
+        self._conn = _connect(self.path, read_only=True)
+        try:
+            self._meta = _validate(self.path, self._conn)
+        except SessionFileError:
+            self._conn.close()
+            raise
+
+    def meta(self) -> dict[str, str]:
+        """Every meta key with its text value (JSON for structured values)."""
+        return dict(self._meta)
+
+    def symbols(self) -> list[SymbolInfo]:
+        rows = self._query("SELECT symbol, exchange, kind, strike, expiry FROM symbols "
+                           "ORDER BY rowid")
+        return [SymbolInfo(s, e, k, strike, date.fromisoformat(x) if x else None)
+                for s, e, k, strike, x in rows]
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM ticks")[0][0])
+
+    def time_range(self) -> tuple[float, float] | None:
+        """Earliest and latest receive time, or None for a file with no ticks."""
+        lo, hi = self._query("SELECT MIN(recv_ts), MAX(recv_ts) FROM ticks")[0]
+        return None if lo is None else (float(lo), float(hi))
+
+    def ticks(self, start: float | None = None, end: float | None = None) -> Iterator[Tick]:
+        """Ticks in arrival (seq) order with ``start <= recv_ts < end`` (either bound optional).
+
+        Streams in chunks; the iterator holds a read snapshot of the file until exhausted.
+        """
+        where: list[str] = []
+        params: list[float] = []
+        if start is not None:
+            where.append("recv_ts >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("recv_ts < ?")
+            params.append(end)
+        sql = _SELECT_TICKS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        try:
+            cursor = self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise SessionFileError(self.path, f"cannot read ticks: {exc}") from exc
+        return self._stream(cursor)
+
+    def _stream(self, cursor: sqlite3.Cursor) -> Iterator[Tick]:
+        try:
+            while True:
+                try:
+                    rows = cursor.fetchmany(_READ_CHUNK)
+                except sqlite3.Error as exc:
+                    raise SessionFileError(self.path, f"cannot read ticks: {exc}") from exc
+                if not rows:
+                    return
+                yield from starmap(Tick, rows)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SessionReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise SessionFileError(self.path, f"cannot read: {exc}") from exc
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """Open without ever creating a file by accident (URI mode ro/rwc), autocommit mode."""
+    mode = "ro" if read_only else "rwc"
+    uri = f"{path.resolve().as_uri()}?mode={mode}"
+    try:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise SessionFileError(path, f"cannot open: {exc}") from exc
+
+
+def _validate(path: Path, conn: sqlite3.Connection) -> dict[str, str]:
+    """Check the format marker, schema version and columns; return the meta table."""
+    try:
+        tables = {name: {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+                  for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise SessionFileError(path, f"not an SQLite database ({exc})") from exc
+    missing = sorted(set(_REQUIRED_COLUMNS) - set(tables))
+    if missing:
+        raise SessionFileError(path, f"not a session file (missing tables: {', '.join(missing)})")
+    for table, needed in _REQUIRED_COLUMNS.items():
+        lacking = sorted(needed - tables[table])
+        if lacking:
+            raise SessionFileError(path, f"wrong schema: table {table} lacks "
+                                         f"{', '.join(lacking)}")
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT_NAME:
+        raise SessionFileError(path, f"not a session file (format {meta.get('format')!r})")
+    version = meta.get("schema_version", "")
+    if version != str(SCHEMA_VERSION):
+        raise SessionFileError(path, f"unsupported schema version {version!r} "
+                                     f"(this engine reads {SCHEMA_VERSION})")
+    return meta

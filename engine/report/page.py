@@ -1,0 +1,240 @@
+"""The day report as one self-contained HTML file (``run.py report``).
+
+Owns ``build_report`` / ``write_report``: a header (date, strategies, accounts), the day summary
+and trade table (``engine.trading.trades``), a per-trade R bar chart, the closed-trade equity
+curve with its drawdown, one symbol's 1-minute candles (default: the most traded) with swings,
+entries, stops and exits, and the day's risk events and reconciliation corrections. The CSS is
+inline and every chart is a PNG (``engine.report.charts``) embedded as a ``data:`` URI; every text
+from the database is HTML-escaped. A day without trades still renders and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import os
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+from engine.messages import (
+    RiskEvent,
+)
+from engine.report.data import (
+    DayData,
+    ReportError,
+    ReportSettings,
+    load_day,
+)
+from engine.runtime.clock import to_ist
+from engine.store.database import Correction, StoredTrade
+from engine.trading.trades import trade_table
+
+
+def build_report(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
+                 symbol: str | None = None, strategy: str | None = None,
+                 settings: ReportSettings | None = None) -> str:
+    """The HTML text of one day's report (see the module docstring)."""
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    return render(data, settings or ReportSettings())
+
+
+def write_report(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None,
+                 *, trading_date: date | str | None = None, symbol: str | None = None,
+                 strategy: str | None = None, settings: ReportSettings | None = None) -> Path:
+    """Write the report; returns its path (default: ``<db stem>-report-<date>.html`` beside the
+    database). The file is replaced whole: a reader never sees half a report."""
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    out = Path(out_path) if out_path is not None else default_out_path(data.db_path, data.day)
+    text = render(data, settings or ReportSettings())
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ReportError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    return out
+
+
+def default_out_path(db_path: Path, day: date) -> Path:
+    """``<db stem>-report-<YYYY-MM-DD>.html`` in the database's directory."""
+    return db_path.with_name(f"{db_path.stem}-report-{day.isoformat()}.html")
+
+
+def render(data: DayData, settings: ReportSettings) -> str:
+    """The whole HTML page of ``data``."""
+    charts = _Charts(settings)
+    title = f"Day report {data.day.isoformat()}"
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        _header(data),
+        "<h2>Summary</h2>",
+        _summary(data),
+        "<h2>Trades</h2>",
+        _trade_rows(data.trades),
+    ]
+    if data.trades:
+        parts += ["<h2>R per trade</h2>", charts.image("r_per_trade", data, "R multiple per trade"),
+                  "<h2>Equity and drawdown</h2>",
+                  charts.image("equity", data, "cumulative P&L and drawdown")]
+    parts += [f"<h2>Candles{': ' + _e(data.symbol) if data.symbol else ''}</h2>",
+              _candles(data, charts),
+              "<h2>Risk events</h2>", _risk_events(data.risk_events),
+              "<h2>Reconciliation corrections</h2>", _corrections(data.corrections),
+              "<h2>Plain-text trade table</h2>",
+              f"<pre class=\"plain\">{_e(trade_table(data.trades))}</pre>"]
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
+            f"</body>\n</html>\n")
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1150px; color: #1f2328; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.3em; }
+h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eaeef2; text-align: left; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pos { color: #1a7f37; } .neg { color: #cf222e; }
+.cards { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.card { border: 1px solid #d0d7de; border-radius: 6px; padding: 0.5em 1em; min-width: 7em; }
+.card .label { font-size: 0.8em; color: #57606a; }
+.card .value { font-size: 1.3em; font-variant-numeric: tabular-nums; }
+.note { color: #57606a; font-style: italic; }
+img { max-width: 100%; display: block; }
+pre.plain { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _e(text: object) -> str:
+    """HTML-escaped text (every value from the database goes through here)."""
+    return html.escape(str(text), quote=True)
+
+
+def _money(amount: float) -> str:
+    sign = "-" if amount < 0 else ""
+    return f"{sign}₹{abs(amount):,.2f}"
+
+
+def _sign_class(value: float) -> str:
+    return "pos" if value > 0 else "neg" if value < 0 else ""
+
+
+def _time(ts: float) -> str:
+    return to_ist(ts).strftime("%H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]],
+           table_id: str) -> str:
+    """An HTML table; each cell is (css class, already-escaped text)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    lines = ["".join(f"<td class=\"{cls}\">{text}</td>" if cls else f"<td>{text}</td>"
+                     for cls, text in row) for row in rows]
+    body = "\n".join(f"<tr>{line}</tr>" for line in lines)
+    return f"<table id=\"{table_id}\">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n" \
+           f"</tbody>\n</table>"
+
+
+def _header(data: DayData) -> str:
+    strategy = data.strategy or (", ".join(data.strategies) if data.strategies else "(none)")
+    rows = [("Date", data.day.isoformat()), ("Strategy", strategy),
+            ("Account", ", ".join(data.accounts) or "(none)"), ("Database", str(data.db_path))]
+    cells = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table id=\"header\">\n{cells}\n</table>"
+
+
+def _summary(data: DayData) -> str:
+    s = data.summary
+    cards = [("Trades", str(s.trades), ""), ("Wins", str(s.wins), ""),
+             ("Losses", str(s.losses), ""),
+             ("Total R", f"{s.total_r:+.2f}", _sign_class(s.total_r)),
+             ("P&L", _money(s.pnl), _sign_class(s.pnl)),
+             ("Max drawdown", f"{_money(s.max_drawdown)} ({s.max_drawdown_r:.2f} R)", "")]
+    html_cards = "".join(f"<div class=\"card\"><div class=\"label\">{_e(label)}</div>"
+                         f"<div class=\"value {cls}\">{_e(value)}</div></div>"
+                         for label, value, cls in cards)
+    note = "" if data.trades else f"<p class=\"note\">No trades on {_e(data.day.isoformat())}.</p>"
+    return f"<div class=\"cards\" id=\"summary\">{html_cards}</div>{note}"
+
+
+def _trade_rows(trades: Sequence[StoredTrade]) -> str:
+    if not trades:
+        return "<p class=\"note\">No trades.</p>"
+    headers = ("#", "strategy", "account", "symbol", "side", "qty", "entry (IST)", "entry price",
+               "exit (IST)", "exit price", "P&L", "R", "exit reason")
+    rows = [[("num", str(i)), ("", _e(t.strategy)), ("", _e(t.account)), ("", _e(t.symbol)),
+             ("", _e(t.action.value)), ("num", str(t.quantity)), ("", _time(t.entry_ts)),
+             ("num", f"{t.entry_price:.2f}"), ("", _time(t.exit_ts)),
+             ("num", f"{t.exit_price:.2f}"),
+             (f"num {_sign_class(t.pnl)}", _e(f"{t.pnl:+,.2f}")),
+             (f"num {_sign_class(t.r_multiple)}", f"{t.r_multiple:+.2f}"),
+             ("", _e(t.exit_reason or "-"))]
+            for i, t in enumerate(trades, start=1)]
+    return _table(headers, rows, "trades")
+
+
+def _risk_events(events: Sequence[RiskEvent]) -> str:
+    if not events:
+        return "<p class=\"note\">No risk events.</p>"
+    headers = ("time (IST)", "strategy", "account", "kind", "threshold", "value", "action",
+               "orders")
+    rows = [[("", _time(e.ts)), ("", _e(e.strategy)), ("", _e(e.account or "-")),
+             ("", _e(e.kind)), ("num", f"{e.threshold:,.2f}"), ("num", f"{e.value:,.2f}"),
+             ("", _e(e.action)), ("", _e(", ".join(e.order_ids) or "-"))] for e in events]
+    return _table(headers, rows, "risk-events")
+
+
+def _corrections(corrections: Sequence[Correction]) -> str:
+    if not corrections:
+        return "<p class=\"note\">No reconciliation corrections.</p>"
+    headers = ("time (IST)", "strategy", "account", "symbol", "kind", "action", "engine qty",
+               "broker qty", "order", "detail")
+
+    def qty(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    rows = [[("", _time(c.ts)), ("", _e(c.strategy)), ("", _e(c.account)), ("", _e(c.symbol)),
+             ("", _e(c.kind)), ("", _e(c.action)), ("num", qty(c.engine_quantity)),
+             ("num", qty(c.broker_quantity)),
+             ("", _e(c.client_id or c.broker_order_id or "-")), ("", _e(c.detail or "-"))]
+            for c in corrections]
+    return _table(headers, rows, "corrections")
+
+
+def _candles(data: DayData, charts: _Charts) -> str:
+    if data.symbol is None:
+        return ("<p class=\"note\">No symbol was traded or ordered that day; pass --symbol to "
+                "chart one.</p>")
+    if not data.bars:
+        return (f"<p class=\"note\">No 1-minute bars stored for {_e(data.symbol)} on "
+                f"{_e(data.day.isoformat())}.</p>")
+    legend = ("Green/red candles: up/down minutes. Blue ▲ swing lows and orange ▼ swing highs, "
+              "with their levels dashed until broken (×). Entries ◆, exits ■, stop triggers "
+              "dotted red while working.")
+    return (charts.image("candles", data, f"1-minute candles of {data.symbol}")
+            + f"<p class=\"note\">{_e(legend)}</p>")
+
+
+class _Charts:
+    """Draws the named chart of ``engine.report.charts`` and embeds it as a PNG data URI."""
+
+    def __init__(self, settings: ReportSettings) -> None:
+        # Imported here, not at the top: matplotlib is for the report writer only (see
+        # engine.report.charts), and this module is imported by every engine for its settings.
+        from engine.report import charts as report_charts
+
+        self._charts = report_charts
+        self.settings = settings
+
+    def image(self, chart: str, data: DayData, alt: str) -> str:
+        draw = getattr(self._charts, chart)
+        png = draw(data, self.settings.chart_width_in, self.settings.dpi)
+        encoded = base64.b64encode(png).decode("ascii")
+        return f"<img class=\"chart\" alt=\"{_e(alt)}\" src=\"data:image/png;base64,{encoded}\">"

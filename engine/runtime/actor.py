@@ -1,0 +1,265 @@
+"""The base class of every engine actor: a Pykka thread actor that can be supervised.
+
+Owns what all actors share and nothing more:
+- message dispatch by type (``@handles(Tick)`` on a method) with a fallback ``handle``;
+- a liveness answer (``Ping`` → ``Pong``) and a progress counter the supervisor reads to tell a
+  hung actor (blocked inside one message) from a merely busy one;
+- reporting its own exit (crash or normal stop) to its supervisor through ``Supervision``, after
+  its thread is done with its inbox, which it leaves to the supervisor: Pykka would drop the
+  ``tell`` messages still queued behind a crash, the registry moves them to the next actor;
+- recording the message that crashed it (the poison, never redelivered) as a dead letter;
+- ``current_actor()``: the engine actor running on the calling thread;
+- timers owned by one incarnation (``schedule_at``/``schedule_every``): they deliver a
+  ``TimerFired`` to the actor through the registry only while the name still maps to *this*
+  actor, and are cancelled when it exits, so a restarted actor never inherits old timers;
+- the replay flush barrier: every name told since the last ``FlushToken`` is remembered, and on a
+  token the actor forwards it to each of them before counting itself done (engine.runtime.barrier);
+- daemon threads, so an actor stuck in a blocking call never keeps the process alive.
+
+Actors address each other by name through the registry (``self.tell("orders", msg)``), never by
+holding another actor's ref; time comes from ``self.clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import pykka
+from loguru import logger
+
+from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
+from engine.runtime.registry import RUNNING, SealableInbox
+
+if TYPE_CHECKING:
+    from engine.runtime.clock import Clock, TimerHandle
+    from engine.runtime.registry import Registry
+
+Handler = Callable[[Any, Any], Any]
+
+def current_actor() -> EngineActor | None:
+    """The engine actor whose thread is executing the caller, or None outside actor threads."""
+    return getattr(RUNNING, "actor", None)
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> EngineActor | None:
+    """The engine actor behind ``ref`` (for its supervisor to read ``progress``), if still alive."""
+    actor = ref._actor_weakref()  # pykka keeps only this weak reference to the actor object
+    return actor if isinstance(actor, EngineActor) else None
+
+
+class Supervision(Protocol):
+    """What a supervised actor knows of its supervisor (implemented by
+    engine.runtime.supervisor)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def child_exited(self, generation: int, normal: bool, reason: str) -> None: ...
+
+
+class InjectedFault(RuntimeError):
+    """Raised by an actor told ``Crash`` (fault injection)."""
+
+
+def _crash(actor: EngineActor, message: Crash) -> None:
+    raise InjectedFault(f"{actor.name}: {message.reason}")
+
+
+def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a method as the handler for the given message types."""
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        existing: tuple[type, ...] = getattr(fn, "_handles", ())
+        fn._handles = existing + message_types  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class EngineActor(pykka.ThreadingActor):
+    """Subclass this; decorate handlers with ``@handles(MessageType)``."""
+
+    use_daemon_thread = True
+    _dispatch: ClassVar[dict[type, Handler]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[type, Handler] = {}
+        for klass in reversed(cls.__mro__):
+            for attr in vars(klass).values():
+                for mtype in getattr(attr, "_handles", ()):
+                    table[mtype] = attr
+        cls._dispatch = table
+
+    def __init__(self, supervision: Supervision | None = None, *, name: str | None = None,
+                 registry: Registry | None = None, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.supervision = supervision
+        self.name: str = name or (supervision.name if supervision else type(self).__name__)
+        self.registry: Registry | None = registry or (supervision.registry if supervision
+                                                      else None)
+        self.clock: Clock | None = clock or (supervision.clock if supervision else None)
+        self.generation = supervision.generation if supervision else 0
+        # Messages completed (Ping included); read by the supervisor's thread to tell a hung
+        # actor (blocked inside one message) from a busy one.
+        self.progress = 0
+        self._failure: str | None = None
+        # The message whose handler raised last, with the exception: the poison if that
+        # exception is what stopped the actor (an ask's exception only goes back to the caller).
+        self._poison: tuple[Any, BaseException] | None = None
+        # Names told since the last FlushToken (replay barrier) and this incarnation's timers.
+        self._told: set[str] = set()
+        self._timers: list[TimerHandle] = []
+
+    @staticmethod
+    def _create_actor_inbox() -> SealableInbox:
+        return SealableInbox()
+
+    # -- messaging -----------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        mtype = type(message)
+        if mtype is Ping:
+            self.progress += 1
+            return Pong(message.seq, self.name)
+        if mtype is FlushToken:
+            self._forward_token(message)
+            self.progress += 1
+            return None
+        handler = self._dispatch.get(mtype)
+        if mtype is Crash:
+            handler = _crash
+        try:
+            if handler is not None:
+                return handler(self, message)
+            return self.handle(message)
+        except Exception as exc:
+            self._poison = (message, exc)
+            raise
+        finally:
+            self.progress += 1
+
+    def handle(self, message: Any) -> Any:
+        """Fallback for messages without a ``@handles`` method."""
+        logger.warning("{} got an unexpected message {}", self.name, type(message).__name__)
+        return None
+
+    def tell(self, name: str, message: Any) -> None:
+        """Send to another actor by its stable name (the single funnel for actor sends)."""
+        if self.registry is None:
+            raise RuntimeError(f"{self.name} has no registry to send {type(message).__name__}")
+        self._told.add(name)
+        self.registry.tell(name, message)
+
+    def now(self) -> float:
+        """Engine time (the actor's clock)."""
+        return self._require_clock().time()
+
+    def raise_alert(self, kind: str, text: str, severity: Severity = Severity.WARNING,
+                    health: str | None = "health") -> None:
+        """Log ``text`` at the severity's level and tell the health actor (which throttles
+        and stores alerts) an ``Alert``."""
+        level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(severity,
+                                                                                  "INFO")
+        logger.log(level, "{}", text)
+        if health:
+            self.tell(health, Alert(kind, text, self.now(), severity))
+
+    def _forward_token(self, token: FlushToken) -> None:
+        told, self._told = self._told, set()
+        barrier = token.barrier
+        if told and self.registry is not None:
+            barrier.add(len(told))
+            for name in told:
+                self.registry.tell(name, token)
+        barrier.done()
+
+    # -- timers ----------------------------------------------------------------------------------
+    def schedule_at(self, when: float, name: str, payload: Any = None) -> TimerHandle:
+        """Deliver ``TimerFired(name, when, payload)`` to this actor at engine time ``when``."""
+        return self._own(self._require_clock().call_at(
+            when, self._timer_callback(name, payload), name=f"{self.name}:{name}"))
+
+    def schedule_every(self, interval: float, name: str, *, first: float | None = None,
+                       payload: Any = None) -> TimerHandle:
+        """Deliver ``TimerFired`` every ``interval`` engine seconds while this actor lives."""
+        return self._own(self._require_clock().call_every(
+            interval, self._timer_callback(name, payload), name=f"{self.name}:{name}",
+            first=first))
+
+    def cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+    def _own(self, handle: TimerHandle) -> TimerHandle:
+        self._timers = [h for h in self._timers if not h.cancelled and
+                        (h.interval is not None or h.due >= handle.due - 86_400)]
+        self._timers.append(handle)
+        return handle
+
+    def _require_clock(self) -> Clock:
+        if self.clock is None:
+            raise RuntimeError(f"{self.name} has no engine clock")
+        return self.clock
+
+    def _timer_callback(self, name: str, payload: Any) -> Callable[[], None]:
+        ref = self.actor_ref
+        registry = self.registry
+        clock = self._require_clock()
+        me = self.name
+
+        def fire() -> None:
+            if self.actor_stopped.is_set():
+                return
+            message = TimerFired(name, clock.time(), payload)
+            if registry is None:
+                try:
+                    ref.tell(message)
+                except pykka.ActorDeadError:
+                    pass
+            elif registry.ref(me) in (ref, None):
+                # None: not registered yet (a timer due at once from on_start can fire before
+                # the supervisor registers this incarnation); the registry stashes the message
+                # and hands it over on registration
+                registry.tell(me, message)
+
+        return fire
+
+    # -- lifecycle (Pykka's internal hooks, all run on the actor's own thread) -----------------
+    def _actor_loop_setup(self) -> None:
+        RUNNING.actor = self
+        super()._actor_loop_setup()
+
+    def _handle_failure(self, exception_type: type[BaseException] | None,
+                        exception_value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        """Pykka's single funnel for every failure: on_start, a told message, on_stop."""
+        if self._failure is None:
+            kind = exception_type.__name__ if exception_type else "Error"
+            self._failure = f"{kind}: {exception_value}"
+            if self._poison is not None and self._poison[1] is not exception_value:
+                self._poison = None  # an earlier ask's error, not what stopped the actor
+        super()._handle_failure(exception_type, exception_value, traceback)
+
+    def _actor_loop_teardown(self) -> None:
+        """Last thing the thread does: leave the inbox to the supervisor, report the exit."""
+        self.cancel_timers()
+        if self.supervision is None:
+            super()._actor_loop_teardown()  # unsupervised: Pykka's own clean-up
+        if self._poison is not None and self._failure is not None and self.registry is not None:
+            self.registry.dead_letter(self.name, self._poison[0],
+                                      f"crashed {self.name}: {self._failure}")
+        if self.supervision is not None:
+            self.supervision.child_exited(self.generation, self._failure is None,
+                                          self._failure or "stopped")

@@ -1,0 +1,350 @@
+"""The day report (engine.report and ``run.py report``): what it reads, what the page says, that
+it is self-contained and escaped, its errors — and, in a real headless Chromium, that the page
+loads with every chart decoded.
+
+Databases are real SQLite files: one made by replaying the handcrafted baseline session (one
+short trade, stopped out) through the real actors, others written row by row through the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from engine.app.cli import main
+from engine.app.command_spec import EXIT_CONFIG, EXIT_OK
+from engine.messages import (
+    Action,
+    Bar,
+    Fill,
+    OrderIntent,
+    OrderPurpose,
+    PriceType,
+    RiskEvent,
+    Swing,
+    SwingBroken,
+    SwingKind,
+)
+from engine.report.data import ReportError, load_day
+from engine.report.page import build_report, write_report
+from engine.runtime.clock import ist_epoch
+from engine.store.database import Correction, Database, StoredTrade, record
+from engine.trading.trades import summarize
+from tests.engine.browser import Browser, chromium_or_skip
+from tests.strategies.test_baseline_replay import CE, handcrafted_session, replay
+
+DAY = date(2025, 1, 30)
+HOSTILE = "<script>document.title='pwned'</script>&<b>"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def at(hour: int, minute: int, second: float = 0.0) -> float:
+    return ist_epoch(2025, 1, 30, hour, minute, second)
+
+
+def trade(symbol: str, entry: float, exit_: float, pnl: float, r: float, *,
+          strategy: str = "s1", account: str = "acc1", reason: str = "stop") -> StoredTrade:
+    return StoredTrade(strategy=strategy, account=account, symbol=symbol, trading_date=DAY,
+                       action=Action.SELL, quantity=65, entry_ts=entry, entry_price=100.0,
+                       exit_ts=exit_, exit_price=100.0 - pnl / 65, pnl=pnl, r_multiple=r,
+                       exit_reason=reason)
+
+
+def bars(symbol: str, first: float, count: int) -> list[Bar]:
+    return [Bar(symbol, first + 60 * i, 100 + i, 103 + i, 98 + i, 101 + i - 2 * (i % 2), 1000,
+                30, 100.5 + i) for i in range(count)]
+
+
+def write(db_path: Path, messages: Sequence[object]) -> Path:
+    with Database(db_path) as db:
+        db.run_write(lambda tx: [tx.apply(db.writes_for(m)) for m in messages])
+    return db_path
+
+
+def images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The handcrafted baseline session replayed: one SELL of CE, stopped out at -1.01 R."""
+    work = tmp_path_factory.mktemp("replayed")
+    summary = replay(handcrafted_session(work / "session.sqlite"), work / "engine.db")
+    assert summary.stuck_steps == 0
+    return work / "engine.db"
+
+
+@pytest.fixture
+def two_strategies(tmp_path: Path) -> Path:
+    """s1: two trades of A (+1000, -3000) and one of B (+500); s2: one trade of B. Bars of B
+    with a swing low that is broken, an entry, a stop order and the stop's fill."""
+    entry = OrderIntent("s1-1", "s1", "acc1", "B", "NFO", Action.SELL, 65, PriceType.SL,
+                        price=99.0, trigger_price=100.0, created_ts=at(9, 20))
+    stop = OrderIntent("s1-2", "s1", "acc1", "B", "NFO", Action.BUY, 65, PriceType.SL,
+                       price=106.0, trigger_price=105.0, purpose=OrderPurpose.STOP,
+                       parent_id="s1-1", created_ts=at(9, 21))
+    fills = [Fill("s1-1", "b1", "s1", "acc1", "B", "NFO", Action.SELL, 65, 100.0, 65, at(9, 21),
+                  OrderPurpose.ENTRY),
+             Fill("s1-2", "b2", "s1", "acc1", "B", "NFO", Action.BUY, 65, 105.0, 65, at(9, 25),
+                  OrderPurpose.STOP)]
+    messages: list[object] = [
+        record(trade("A", at(9, 16), at(9, 30), 1000.0, 0.5)),
+        record(trade("A", at(9, 40), at(10, 5), -3000.0, -1.5)),
+        record(trade("B", at(9, 21), at(9, 50), 500.0, 0.25)),
+        record(trade("B", at(11, 0), at(11, 30), -200.0, -0.1, strategy="s2", account="acc2")),
+        *bars("B", at(9, 15), 40),
+        Swing("B", SwingKind.LOW, 98.0, at(9, 15), 0, 100.5),
+        SwingBroken("B", SwingKind.LOW, 98.0, at(9, 15), at(9, 30), "bar"),
+        Swing("B", SwingKind.HIGH, 110.0, at(9, 24), 9, 109.0),
+        entry, stop, *fills,
+    ]
+    return write(tmp_path / "engine.db", messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the report reads and shows
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_replayed_day_reads_its_trade_and_the_traded_symbols_market(replayed: Path) -> None:
+    data = load_day(replayed)
+    assert (data.day, data.strategies, data.accounts, data.symbol) == (
+        DAY, ("baseline_v1",), ("replay",), CE)
+    [t] = data.trades
+    assert (t.pnl, t.r_multiple, t.exit_reason) == (-6565.0, -1.01, "stop")
+    assert len(data.bars) == 13
+    assert {s.kind for s in data.swings} == {SwingKind.LOW, SwingKind.HIGH}
+    assert any(b.price == 200.0 for b in data.breaks)
+    assert [(f.purpose, f.price) for f in data.fills] == [(OrderPurpose.ENTRY, 199.9),
+                                                          (OrderPurpose.STOP, 210.0)]
+    assert [o.purpose for o in data.orders] == [OrderPurpose.ENTRY, OrderPurpose.STOP]
+
+
+def test_a_replayed_day_renders_summary_table_and_three_embedded_charts(replayed: Path) -> None:
+    page = build_report(replayed)
+    assert "<title>Day report 2025-01-30</title>" in page
+    for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:36", "199.90", "210.00",
+                 "-6,565.00", "-1.01", "-₹6,565.00", "₹6,565.00 (1.01 R)", ">stop<",
+                 "No risk events.", "No reconciliation corrections."):
+        assert text in page, text
+    charts = images(page)
+    assert len(charts) == 3
+    for png in charts:
+        width, height = png_size(png)
+        assert width > 300 and height > 100
+    # self-contained: nothing fetched from anywhere
+    assert not re.search(r"(src|href)=\"(?!data:)", page)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert build_report(replayed) == page  # deterministic, charts included
+
+
+def test_the_summary_is_engine_trades_summary_and_a_strategy_can_be_chosen(
+        two_strategies: Path) -> None:
+    everyone = load_day(two_strategies)
+    assert everyone.strategies == ("s1", "s2") and everyone.accounts == ("acc1", "acc2")
+    assert len(everyone.trades) == 4
+    s1 = load_day(two_strategies, strategy="s1")
+    assert [t.pnl for t in s1.trades] == [1000.0, 500.0, -3000.0]  # by exit time
+    summary = summarize(s1.trades)
+    assert (summary.trades, summary.wins, summary.losses, summary.pnl, summary.max_drawdown) == (
+        3, 2, 1, -1500.0, 3000.0)
+    page = build_report(two_strategies, strategy="s1")
+    assert "<tr><th>Strategy</th><td>s1</td></tr>" in page
+    assert "-₹1,500.00" in page and "₹3,000.00 (1.50 R)" in page and "-0.75" in page
+    assert ">s2<" not in page and "acc2" not in page
+
+
+def test_the_most_traded_symbol_is_charted_unless_one_is_chosen(two_strategies: Path) -> None:
+    assert load_day(two_strategies, strategy="s1").symbol == "A"  # 2 trades against 1
+    page = build_report(two_strategies, strategy="s1")
+    assert "No 1-minute bars stored for A on 2025-01-30." in page
+    assert len(images(page)) == 2  # R and equity; no candles
+    chosen = load_day(two_strategies, strategy="s1", symbol="B")
+    assert (chosen.symbol, len(chosen.bars), len(chosen.swings), len(chosen.breaks)) == (
+        "B", 40, 2, 1)
+    assert [o.client_id for o in chosen.orders] == ["s1-1", "s1-2"]
+    page = build_report(two_strategies, strategy="s1", symbol="B")
+    assert "Candles: B" in page and len(images(page)) == 3
+
+
+def test_every_text_from_the_database_is_escaped(tmp_path: Path) -> None:
+    db = write(tmp_path / "engine.db", [
+        record(trade(HOSTILE, at(9, 16), at(9, 30), 100.0, 0.1, strategy=HOSTILE,
+                     account=HOSTILE, reason=HOSTILE)),
+        RiskEvent(HOSTILE, HOSTILE, 1.0, 2.0, HOSTILE, at(9, 31), (HOSTILE,), HOSTILE),
+        record(Correction(HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE, at(9, 32), DAY,
+                          detail=HOSTILE)),
+    ])
+    page = build_report(db)
+    assert "<script" not in page and "<b>" not in page
+    escaped = "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;&amp;&lt;b&gt;"
+    assert page.count(escaped) >= 10
+
+
+def test_a_day_without_trades_still_renders(tmp_path: Path) -> None:
+    order = OrderIntent("s1-1", "s1", "acc1", "B", "NFO", Action.SELL, 65, PriceType.SL,
+                        price=99.0, trigger_price=100.0, created_ts=at(9, 20))
+    db = write(tmp_path / "engine.db", [order, *bars("B", at(9, 15), 10)])
+    page = build_report(db)
+    assert "No trades on 2025-01-30." in page and "No trades.</p>" in page
+    assert "(no closed trades)" in page  # the plain-text table from engine.trading.trades
+    assert "Candles: B" in page and len(images(page)) == 1  # no R or equity chart
+
+
+def test_an_empty_database_needs_a_date_and_then_renders_no_trades(tmp_path: Path) -> None:
+    db = write(tmp_path / "engine.db", [])
+    with pytest.raises(ReportError, match=r"no trading day recorded.*pass --date"):
+        build_report(db)
+    page = build_report(db, trading_date="2025-01-30")
+    assert "No trades on 2025-01-30." in page
+    assert "No symbol was traded or ordered that day" in page and not images(page)
+
+
+def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.db"
+    with pytest.raises(ReportError, match="no such database file"):
+        build_report(missing)
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign"])
+def test_a_corrupt_or_foreign_database_is_an_error_and_is_left_untouched(
+        tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bad.db"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a database at all" * 200)
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ReportError) as err:
+        build_report(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_a_bad_date_is_an_error(two_strategies: Path) -> None:
+    with pytest.raises(ReportError, match="bad date '30-01-2025': expected YYYY-MM-DD"):
+        build_report(two_strategies, trading_date="30-01-2025")
+
+
+def test_write_report_puts_the_file_beside_the_database_by_default(two_strategies: Path) -> None:
+    out = write_report(two_strategies)
+    assert out == two_strategies.with_name("engine-report-2025-01-30.html")
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in out.parent.iterdir() if "partial" in p.name] == []
+
+
+def test_an_output_that_cannot_be_written_is_an_error(two_strategies: Path,
+                                                       tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(ReportError, match="cannot write the report"):
+        write_report(two_strategies, taken)
+    assert list(taken.iterdir()) == [] and not list(tmp_path.glob("*.partial"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_report_writes_the_file_and_prints_its_path(
+        two_strategies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "reports" / "day.html"
+    code = main(["report", str(two_strategies), "--date", "2025-01-30", "--strategy", "s1",
+                 "--symbol", "B", "--out", str(out)])
+    assert code == EXIT_OK
+    assert capsys.readouterr().out == f"{out}\n"
+    page = out.read_text(encoding="utf-8")
+    assert "Candles: B" in page and "<tr><th>Strategy</th><td>s1</td></tr>" in page
+
+
+def test_cli_report_defaults_to_the_configured_store(
+        two_strategies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", "--set", f"store.path={two_strategies}"])
+    assert code == EXIT_OK
+    assert capsys.readouterr().out.strip() == str(
+        two_strategies.with_name("engine-report-2025-01-30.html"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such database file"),
+    (["{db}", "--date", "2025-13-01"], "bad date '2025-13-01'"),
+])
+def test_cli_report_errors_are_one_line_with_exit_2(
+        two_strategies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        args: list[str], message: str) -> None:
+    argv = [a.format(missing=tmp_path / "missing.db", db=two_strategies) for a in args]
+    assert main(["report", *argv]) == EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("report: ") and message in captured.err
+    assert captured.err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_running_engine_never_loads_matplotlib() -> None:
+    """The charts' matplotlib is for the report writer only: an engine reads ``ReportSettings``
+    with its configuration, and must not pay matplotlib's import (memory, start-up) for it."""
+    code = ("import sys, engine.app.sections, engine.app.live, engine.app.tree, "
+            "engine.report.data; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[3], timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_chromium_the_browser_test_skips_locally_and_fails_on_ci(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser in there
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium on PATH"):
+        chromium_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        chromium_or_skip()
+
+
+def test_the_report_loads_in_headless_chromium_with_every_chart_decoded(
+        replayed: Path, tmp_path: Path) -> None:
+    executable = chromium_or_skip()
+    day = write_report(replayed, tmp_path / "day.html")
+    hostile_db = write(tmp_path / "hostile.db", [
+        record(trade("A", at(9, 16), at(9, 30), 100.0, 0.1, reason=HOSTILE))])
+    hostile = write_report(hostile_db, tmp_path / "hostile.html")
+    with Browser(executable, tmp_path) as browser:
+        page = browser.load(day.as_uri())
+        escaped_page = browser.load(hostile.as_uri())
+    assert page.title == "Day report 2025-01-30"
+    assert len(page.images) == 3
+    for image in page.images:
+        assert image.scheme == "data" and image.complete
+        assert image.natural_width > 300 and image.natural_height > 100, image
+    for text in ("Day report 2025-01-30", "baseline_v1", CE, "-₹6,565.00", "-1.01",
+                 "₹6,565.00 (1.01 R)", "09:24:30", "09:26:36", "No risk events."):
+        assert text in page.text, text
+    assert [u for u in page.requested if not u.startswith(("file:", "data:"))] == []
+    # the injected script is shown as text and never ran
+    assert escaped_page.title == "Day report 2025-01-30"
+    assert HOSTILE in escaped_page.text
