@@ -27,13 +27,21 @@ from typing import Any
 from loguru import logger
 
 from engine.app.control import ControlError, ControlServer
+from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import feed_connector
 from engine.app.operator import EngineOperator, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
+from engine.broker import BrokerError
 from engine.config import Config
-from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, trading_date
+from engine.market.instruments import (
+    INDEX_EXCHANGE,
+    INDEX_SYMBOL,
+    parse_option_symbol,
+    trading_date,
+)
 from engine.market.universe import select_universe, universe_pairs
+from engine.openalgo.instruments import InstrumentProvider
 from engine.openalgo.rest import OpenAlgoClient
 
 
@@ -46,12 +54,18 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
                             clock=clock, account=venue.account)
     day = trading_date(clock.time())
-    spot = None if atm else broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
+    if atm:
+        spot = None
+    elif spot is None:
+        spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
     uni = cfg.section("universe")
-    symbols = select_universe(spot, day, cfg.instrument.spec(), expiry=expiry, atm=atm,
+    symbols = select_universe(spot, day, instrument_spec(cfg, facts), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)
+    if facts is not None and facts.source == "broker":
+        symbols = _listed_only(broker, symbols, uni.width)
     parts = EngineParts(mode=venue.name, clock=clock, symbols=universe_pairs(symbols),
-                        trading_day=day, broker=broker,
+                        trading_day=day, broker=broker, facts=facts,
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
                                                ws_url=venue.ws_url, account=venue.account),
                         db_path=db_path, strategies=strategies, account=venue.account)
@@ -87,3 +101,22 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
         engine.stop()
         clock.stop()
     return engine
+
+
+def _listed_only(broker: OpenAlgoClient, symbols: list[str], width: int) -> list[str]:
+    """``symbols`` without those the broker's option chain does not list (each dropped one is
+    logged); all of them when the chain cannot be read."""
+    expiry = parse_option_symbol(symbols[0]).expiry
+    # the chain's ATM is the listed strike nearest the spot, ours the spot rounded to 100:
+    # two strikes more on each side cover the difference
+    try:
+        listed = InstrumentProvider(broker).listed_options(expiry, strike_count=width + 2)
+    except BrokerError as exc:
+        logger.warning("instruments: option chain not readable ({}); trading the universe as "
+                       "built from the naming rule", exc)
+        return symbols
+    missing = [s for s in symbols if s not in listed]
+    if missing:
+        logger.warning("instruments: the broker does not list {} of the universe's symbols, "
+                       "left out: {}", len(missing), ", ".join(missing))
+    return [s for s in symbols if s in listed]

@@ -31,6 +31,7 @@ from types import FrameType
 from loguru import logger
 
 from actors.feed import FeedCallbacks
+from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.app.venues import write_simulator_file
 from engine.config import Config
@@ -101,8 +102,10 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
     symbols: list[Pair] = [(i.symbol, i.exchange) for i in reader.symbols()]
     clock = ScaledClock(start=first - 1.0, speed=speed, paused=True)
     api_key = secrets.token_urlsafe(24)  # a private key for this run's simulator
+    # the simulator serves the session's own facts; the engine reads them back over REST
     sim = SimulatorServer(cfg.section("simulator"), api_key=api_key, clock=clock,
-                          instrument=cfg.instrument.spec(), matching=cfg.section("matching"))
+                          instrument=instrument_spec(cfg, session_facts(reader)),
+                          matching=cfg.section("matching"))
     stop = stop or threading.Event()
     engine: Engine | None = None
     published = 0
@@ -111,8 +114,10 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         sim.start()
         broker = OpenAlgoClient(replace(cfg.openalgo, host=sim.rest_url), api_key=api_key,
                                 clock=clock, account="paper")
+        day = trading_date(first)
+        facts, _spot = broker_facts(cfg, broker, day, db_path=db_path, account="paper")
         parts = EngineParts(mode="paper", clock=clock, symbols=symbols,
-                            trading_day=trading_date(first), broker=broker,
+                            trading_day=day, broker=broker, facts=facts,
                             connect=feed_connector(cfg, api_key=api_key, clock=clock,
                                                    ws_url=sim.ws_url, account="paper"),
                             db_path=db_path, record_to=record_to, strategies=strategies,
@@ -181,7 +186,8 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
     try:
         return serve_forever(settings, api_key, reader.ticks(), speed=speed,
                              symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
-                             instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
+                             instrument=instrument_spec(cfg, session_facts(reader)),
+                             matching=cfg.section("matching"),
                              on_started=started, stop_event=stop)
     finally:
         for runner in runners:
@@ -193,8 +199,14 @@ def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,
     """Record the live feed of ``symbols`` into ``out`` until ``stop`` is set."""
     api_key = cfg.secrets.require("openalgo_api_key", "recording reads your OpenAlgo feed")
     clock = WallClock()
-    parts = EngineParts(mode="record", clock=clock, symbols=symbols,
-                        trading_day=trading_date(clock.time()),
+    day = trading_date(clock.time())
+    client = OpenAlgoClient(cfg.openalgo, api_key=api_key, clock=clock)
+    try:  # the session file records the day's facts, so a replay trades the day's lots
+        facts, _spot = broker_facts(cfg, client, day, db_path=db_path, account="default")
+    finally:
+        client.close()
+    parts = EngineParts(mode="record", clock=clock, symbols=symbols, trading_day=day,
+                        facts=facts,
                         connect=feed_connector(cfg, api_key=api_key, clock=clock),
                         db_path=db_path, record_to=out)
     engine = Engine(cfg, parts)

@@ -23,7 +23,7 @@ minutes after it start; what they do is up to the test.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -139,9 +139,11 @@ def ticks(paths: Iterable[SymbolPath], every: float = 2.0) -> list[Tick]:
 
 
 def write_session(file: Path, paths: Sequence[SymbolPath], every: float = 2.0,
-                  purpose: str = "baseline_v1 test") -> Path:
-    """Write ``paths`` as a session file at ``file``."""
+                  purpose: str = "baseline_v1 test",
+                  meta: Mapping[str, object] | None = None) -> Path:
+    """Write ``paths`` as a session file at ``file`` (``meta``: more meta keys, e.g. the day's
+    ``instrument`` facts)."""
     infos = [SymbolInfo.for_symbol(sp.symbol, OPTION_EXCHANGE) for sp in paths]
-    with SessionWriter(file, symbols=infos, meta={"purpose": purpose}) as writer:
+    with SessionWriter(file, symbols=infos, meta={"purpose": purpose, **(meta or {})}) as writer:
         writer.extend(ticks(paths, every))
     return file

@@ -94,10 +94,11 @@ class Outcome:
         return self.broker_positions.get(symbol, 0)
 
 
-def replay(tmp_path: Path, paths: Sequence[SymbolPath], **strategy: Any) -> Outcome:
-    """Write ``paths`` as a session, replay it with baseline_v1 trading (``strategy``: settings
-    overrides) and collect the outcome."""
-    session = write_session(tmp_path / "session.sqlite", paths)
+def replay(tmp_path: Path, paths: Sequence[SymbolPath], *,
+           session_meta: dict[str, object] | None = None, **strategy: Any) -> Outcome:
+    """Write ``paths`` as a session (``session_meta``: more meta keys), replay it with
+    baseline_v1 trading (``strategy``: settings overrides) and collect the outcome."""
+    session = write_session(tmp_path / "session.sqlite", paths, meta=session_meta)
     db_path = tmp_path / "engine.db"
     brokers: list[SimulatedBroker] = []
 
@@ -197,6 +198,23 @@ def test_stop_distance_between_two_and_ten_percent(tmp_path: Path, hh: float,
     out = replay(tmp_path, [shape(CE, 200.0, hh, flat(201.5), flat(201.5))])
     designed_low(out, CE, 200.0)
     assert [o.quantity for o in out.entries()] == ([quantity] if quantity else [])
+
+
+def test_session_facts_size_in_the_days_lots(tmp_path: Path) -> None:
+    """A session whose instrument facts say lot size 75 (NIFTY in 2025) trades 75-lots, though
+    [instrument] says 65: stop 220 under a swing at 200 risks 20 points a unit, so R 6500 buys
+    floor(6500 / (20 × 75)) = 4 lots = 300 (with 65: 5 lots = 325)."""
+    facts = {"lot_size": 75, "tick_size": 0.05, "freeze_quantity": 1800,
+             "expiries": ["2025-01-30"], "source": "broker"}
+    out = replay(tmp_path, [shape(CE, 200.0, 219.0, flat(201.5), flat(201.5))],
+                 session_meta={"instrument": facts})
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert entry.quantity == 300 and entry.quantity % 75 == 0
+    assert out.at_broker(entry).status == "trigger pending"  # the broker's lot check passed
+    with Database(tmp_path / "engine.db") as db:
+        stored = db.instrument_facts(DAY, "replay", "NIFTY")
+    assert stored is not None and (stored.lot_size, stored.source) == (75, "session")
 
 
 @pytest.mark.parametrize(("hh", "risk", "quantity"), [
