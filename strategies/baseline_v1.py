@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import time
@@ -336,9 +336,10 @@ class _BarHighs:
             self.starts.append(start)
             self.highs.append(high)
 
-    def highest_after(self, start: float) -> float | None:
-        """The highest high of the bars that started after ``start``; None if there is none."""
-        first = bisect_right(self.starts, start)
+    def highest_from(self, start: float) -> float | None:
+        """The highest high of the bars that started at or after ``start`` (the swing bar
+        included); None if there is none."""
+        first = bisect_left(self.starts, start)
         return max(self.highs[first:]) if first < len(self.highs) else None
 
 
@@ -997,14 +998,15 @@ class BaselineV1(Strategy):
 
     # -- highs, days, snapshot --------------------------------------------------------------------
     def _track(self, symbol: str, swing_start: float) -> None:
-        """Start keeping the highest high after ``swing_start`` (bars and bar in progress)."""
+        """Start keeping the highest high from the swing bar ``swing_start`` on, the swing bar
+        included (bars and bar in progress), as production does."""
         tracked = self.d.hh.setdefault(symbol, {})
         if swing_start in tracked:
             return
         highs = self._highs.get(symbol)
-        best = highs.highest_after(swing_start) if highs is not None else None
+        best = highs.highest_from(swing_start) if highs is not None else None
         progress = self._progress.get(symbol)
-        if progress is not None and progress[0] > swing_start:
+        if progress is not None and progress[0] >= swing_start:
             best = progress[1] if best is None else max(best, progress[1])
         tracked[swing_start] = best
 
@@ -1014,7 +1016,7 @@ class BaselineV1(Strategy):
             return False
         moved = False
         for swing_start, hh in tracked.items():
-            if start > swing_start and (hh is None or high > hh):
+            if start >= swing_start and (hh is None or high > hh):
                 tracked[swing_start] = high
                 moved = True
         return moved

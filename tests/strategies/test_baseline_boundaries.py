@@ -25,12 +25,15 @@ from engine.app.replay import ReplayDriver
 from engine.app.sections import load_config
 from engine.app.tree import EngineParts
 from engine.broker import OrderRow
+from engine.market.bars import BarSettings
 from engine.messages import Action, Fill, OrderPurpose, PriceType, Swing, SwingBroken, SwingKind
 from engine.runtime.clock import ist_epoch
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import Database, StoredOrder, StoredTrade
+from engine.trading.risk import RiskSettings
 from strategies.baseline_v1 import BaselineSettings
 from tests.strategies.sessions import (
+    on_tick,
     SHAPE_BARS,
     SWING_BAR,
     Minute,
@@ -48,6 +51,10 @@ CE2 = "NIFTY30JAN2524100CE"
 CE3 = "NIFTY30JAN2524200CE"
 PE = "NIFTY30JAN2524000PE"
 R = 6500.0
+#: the handcrafted sessions trade volume only where the VWAP needs it (sessions.py): their
+#: other minutes are quote refreshes, which would be gaps; the rules tested here are not
+#: about bars, so those minutes stay flat bars unless a test says otherwise
+QUOTE_MINUTES_ARE_BARS = BarSettings(no_trade_minutes="bar")
 
 
 def at(hour: int, minute: int, second: float = 0.0) -> float:
@@ -94,9 +101,10 @@ class Outcome:
         return self.broker_positions.get(symbol, 0)
 
 
-def replay(tmp_path: Path, paths: Sequence[SymbolPath], **strategy: Any) -> Outcome:
+def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | None = None,
+           bars: BarSettings = QUOTE_MINUTES_ARE_BARS, **strategy: Any) -> Outcome:
     """Write ``paths`` as a session, replay it with baseline_v1 trading (``strategy``: settings
-    overrides) and collect the outcome."""
+    overrides; ``risk``: the ``[risk]`` section) and collect the outcome."""
     session = write_session(tmp_path / "session.sqlite", paths)
     db_path = tmp_path / "engine.db"
     brokers: list[SimulatedBroker] = []
@@ -107,8 +115,9 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], **strategy: Any) -> Outc
         assert isinstance(parts.broker, SimulatedBroker)
         brokers.append(parts.broker)
 
-    cfg = load_config(None).replace(orders=OrderSettings(),
-                                    baseline_v1=BaselineSettings(**strategy))
+    cfg = load_config(None).replace(orders=OrderSettings(), bars=bars,
+                                    baseline_v1=BaselineSettings(**strategy),
+                                    risk=risk or RiskSettings())
     summary = ReplayDriver(cfg, session, db_path=db_path, progress=False,
                            parts_hook=trade_baseline).run()
     assert summary.stuck_steps == 0 and summary.restarts == 0
@@ -471,3 +480,41 @@ def test_the_churn_guard_blocks_the_symbol_or_pauses(tmp_path: Path, settings: d
         assert pe_entry.created_ts == T0 + 60 * (6 + SHAPE_BARS) + 2.5
         assert out.state["blocked"] == [CE] and out.state["churn_paused"] is False
     assert out.state["churn_total"] == 3
+
+
+# -- production's rules (issue 17) -----------------------------------------------------------
+
+
+def wide_swing_bar(price: float, bar_high: float, *tail: Minute) -> SymbolPath:
+    """A swing Low whose own bar has the highest high: b0..b3 make a High at b0 (as in
+    ``swing_low``), b4 rallies a little, and b5 dips to ``price``, then rallies to
+    ``bar_high`` and closes near it: its second low-watch count creates the Low on b5 itself
+    (the lowest low since the High), confirmed by the swing bar's own close. ``tail``: the
+    minutes after it (their highs below ``bar_high``)."""
+    top = bar_high + 3.0
+    vwap = on_tick(price / 1.05)
+    return SymbolPath(CE, T0, (
+        path((0, top - 5), (10, vwap), (40, top), (58, top - 2), volume=[(10, 10_000)]),
+        path((0, top - 2), (20, top - 1), (40, top - 5), (58, top - 4)),
+        path((0, top - 4), (20, top - 3), (40, top - 8), (58, top - 7)),
+        path((0, top - 7), (20, top - 6), (40, top - 10), (58, top - 9)),
+        path((0, top - 9), (30, top - 5), (58, top - 6.5)),                 # b4
+        path((0, top - 6.5), (20, price), (45, bar_high), (58, bar_high - 2)),  # b5: the swing
+        *tail,
+    ))
+
+
+def test_the_stop_includes_the_swing_bars_high(tmp_path: Path) -> None:
+    """Production's stop is the highest high from the swing bar on, the swing bar included.
+    Here the swing bar (09:20, low 200) rallied to 215; later bars stay at or below 203. Stop
+    216 (16 points, 8%): 6 lots = 390, and the protective stop after the fill triggers at 216.
+    (Without the swing bar: stop 204, 4 points, 10 lots, stop trigger 204.)"""
+    out = replay(tmp_path, [wide_swing_bar(200.0, 215.0, flat(203.0), flat(203.0),
+                                           through(200.0, 203.0, 199.0, 199.5), flat(199.5))])
+    [low] = out.lows(CE)
+    assert (low.price, low.bar_start) == (200.0, T0 + 5 * 60)
+    [entry] = out.entries()
+    assert (entry.quantity, entry.trigger_price) == (390, 199.95)
+    assert out.at_broker(entry).status == "complete"
+    [stop] = out.covers()
+    assert (stop.quantity, stop.trigger_price, stop.price) == (390, 216.0, 219.0)
