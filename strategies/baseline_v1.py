@@ -166,6 +166,10 @@ class BaselineSettings:
                                      "evaluated (engine seconds)", min=0.05, max=60.0)
     eval_offset_s: float = setting(0.5, "evaluations run at this offset within the interval",
                                    min=0.0, max=60.0)
+    fresh_price_s: float = setting(5.0, "an entry is placed or switched only while the "
+                                   "symbol's last tick is at most this many seconds old "
+                                   "(engine time); otherwise it waits for a fresh tick",
+                                   min=0.1, max=3600.0)
     exchange: str = setting(OPTION_EXCHANGE, "exchange of the traded options")
 
     def problems(self) -> list[tuple[str, str]]:
@@ -392,6 +396,8 @@ class BaselineV1(Strategy):
         self._highs: dict[str, _BarHighs] = {}
         self._progress: dict[str, tuple[float, float]] = {}
         self._last: dict[str, float] = {}
+        self._tick_ts: dict[str, float] = {}  # when the symbol's last tick was received
+        self._switch_due: set[str] = set()  # option types whose switch waits for a fresh tick
         # the latest live bar seen, and the one switches were last considered at
         self._bar_minute = 0.0
         self._switch_minute = 0.0
@@ -469,11 +475,27 @@ class BaselineV1(Strategy):
     def on_bar_update(self, update: BarUpdate) -> None:
         if update.last > 0:
             self._last[update.symbol] = update.last
+            self._tick_ts[update.symbol] = update.ts
         progress = self._progress.get(update.symbol)
         if progress is None or progress[0] != update.start or update.high > progress[1]:
             self._progress[update.symbol] = (update.start, update.high)
         if self._raise_highs(update.symbol, update.start, update.high):
             self._touch()
+            self._cancel_unqualified(update.symbol)
+
+    def _cancel_unqualified(self, symbol: str) -> None:
+        """A new high moved the stop: a working entry on ``symbol`` whose candidate no longer
+        qualifies is cancelled now, on the tick (production's rule), not at the bar close. One
+        that filled in part, is being switched or cancelled, or whose swing is breaking is left
+        alone, as at the bar close."""
+        d = self.d
+        for entry in sorted(self._entries_on(symbol), key=lambda e: e.client_id):
+            if (not entry.placed or entry.cancel_ts is not None or entry.filled > 0
+                    or entry.broken_ts is not None or d.slots.get(entry.kind) != entry.client_id
+                    or self._replacement_of(entry.client_id) is not None):
+                continue
+            if self._plan(d.candidates.get(entry.swing_key)) is None:
+                self._cancel_entry(entry, "no longer qualifies (on the tick)", self.ctx.now())
 
     def on_position(self, mark: PositionMark) -> None:
         if mark.fresh and mark.ltp > 0:
@@ -601,35 +623,45 @@ class BaselineV1(Strategy):
         bar_closed = self._bar_minute > self._switch_minute
         if bar_closed:
             self._switch_minute = self._bar_minute
+            self._switch_due.update(KINDS)
             self._prune_highs()
         if self._entries_blocked(now):
             return
         for kind in KINDS:
-            self._manage(kind, now, bar_closed)
+            self._manage(kind, now)
 
-    def _manage(self, kind: str, now: float, bar_closed: bool) -> None:
+    def _manage(self, kind: str, now: float) -> None:
         d = self.d
         best = self._best(kind)
         cid = d.slots.get(kind)
         if cid is None:
-            if best is not None and self._room_for(best.candidate):
+            self._switch_due.discard(kind)
+            if (best is not None and self._room_for(best.candidate)
+                    and self._fresh(best.candidate.symbol, now)):
                 self._enter(best, now)
             return
         entry = d.entries[cid]
-        if (not bar_closed or not entry.placed or entry.done or entry.cancel_ts is not None
+        if kind not in self._switch_due:
+            return
+        if (not entry.placed or entry.done or entry.cancel_ts is not None
                 or entry.filled > 0 or entry.broken_ts is not None):
+            self._switch_due.discard(kind)
             return
         if best is None:
+            self._switch_due.discard(kind)
             if self._plan(d.candidates.get(entry.swing_key)) is None:
                 self._cancel_entry(entry, "no longer qualifies", now)
             return
         target = best.candidate
-        if target.key == entry.swing_key:
-            return
-        if (target.symbol == entry.symbol
+        if target.key == entry.swing_key or (
+                target.symbol == entry.symbol
                 and abs(best.trigger - entry.trigger) <= self.cfg.replace_threshold + _EPS
                 and abs(best.limit - entry.limit) <= self.cfg.replace_threshold + _EPS):
+            self._switch_due.discard(kind)
             return
+        if not self._fresh(target.symbol, now):
+            return  # the switch waits for a fresh tick of the target
+        self._switch_due.discard(kind)
         if not self._churn_ok(target.symbol, now):
             return
         self._touch()
@@ -702,6 +734,10 @@ class BaselineV1(Strategy):
             round(abs(p.sl_points - cfg.target_sl_points), 6),
             0 if p.candidate.strike % cfg.round_strike == 0 else 1,
             -p.candidate.price, p.candidate.symbol, p.candidate.bar_start))
+
+    def _fresh(self, symbol: str, now: float) -> bool:
+        """The symbol's last price came from a tick at most ``fresh_price_s`` ago."""
+        return now - self._tick_ts.get(symbol, -math.inf) <= self.cfg.fresh_price_s + _EPS
 
     def _may_trade(self, c: Candidate) -> bool:
         d = self.d
@@ -1054,6 +1090,7 @@ class BaselineV1(Strategy):
         self.d = _Day(day=day)
         self._highs.clear()
         self._progress.clear()
+        self._switch_due.clear()
         self._touch()
         return True
 

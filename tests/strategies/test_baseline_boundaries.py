@@ -518,3 +518,36 @@ def test_the_stop_includes_the_swing_bars_high(tmp_path: Path) -> None:
     assert out.at_broker(entry).status == "complete"
     [stop] = out.covers()
     assert (stop.quantity, stop.trigger_price, stop.price) == (390, 216.0, 219.0)
+
+
+def test_an_entry_that_stops_qualifying_is_cancelled_on_the_tick(tmp_path: Path) -> None:
+    """The issue's case: a swing low at 200 with its stop at 206 is sized at 650 (09:22:02.5).
+    At 09:22:10 the bar in progress spikes to 225: a stop distance of 26 points (13%), over the
+    10% limit. The entry is cancelled on that tick, so when the price falls through the swing
+    in the same minute (199.95 at 09:22:32) nothing fills. (At the bar close it would have been
+    too late: a short of 650 with its stop at 226, 2.61 R at risk.)"""
+    spike = path((0, 203.0), (10, 225.0), (20, 210.0), (30, 200.5), (32, 199.95), (40, 199.0),
+                 (58, 199.5))
+    out = replay(tmp_path, [shape(CE, 200.0, 205.0, spike, flat(199.5), flat(199.5))])
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert (entry.quantity, entry.created_ts) == (650, FIRST_EVAL)
+    row = out.at_broker(entry)
+    assert (row.status, row.filled_quantity) == ("cancelled", 0)
+    assert entry.updated_ts < T0 + 60 * SHAPE_BARS + 32  # before the price reached the trigger
+    assert out.position(CE) == 0 and out.covers() == [] and out.trades == []
+
+
+def test_an_entry_waits_for_a_fresh_price(tmp_path: Path) -> None:
+    """Entries open at 09:23. The CE swing (200) qualifies from 09:22:02.5, but the symbol's
+    feed is silent from 09:22:50 to 09:23:40: at 09:23 its last price (203) is 10 seconds old,
+    so no entry goes in on it. The next tick, at 09:23:40, gaps to 199, below the swing: the
+    symbol is no candidate any more and nothing is sold. (On the stale price the entry went in
+    at 09:23:00.5 and filled on the gap, as NIFTY09SEP2524000CE did at 12:20:40 in the bundled
+    day.)"""
+    before = path((0, 203.0), window=(0.0, 50.0))
+    gap = path((40, 199.0), (58, 199.5), window=(40.0, 60.0))
+    out = replay(tmp_path, [shape(CE, 200.0, 209.0, before, gap, flat(199.5))],
+                 entry_start="09:23")
+    designed_low(out, CE, 200.0)
+    assert out.entries() == [] and out.position(CE) == 0
