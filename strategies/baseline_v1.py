@@ -291,6 +291,7 @@ class Position:
     entry_client_id: str = ""
     exit_client_id: str = ""
     last_exit_reason: str = ""
+    sl_points: float = 0.0  # stop distance at entry: the position's risk per unit
     stop_failures: int = 0
     exit_failures: int = 0
     recorded: bool = False
@@ -410,6 +411,9 @@ class BaselineV1(Strategy):
         interval, offset = self.cfg.eval_interval_s, self.cfg.eval_offset_s
         first = (math.floor((now - offset) / interval) + 1) * interval + offset
         self.ctx.schedule_every(interval, EVAL_TIMER, first=first)
+        for pos in sorted(self.d.positions.values(), key=lambda p: p.symbol):
+            if pos.sl_points > 0:  # the position monitor may have restarted too
+                self.ctx.set_risk(pos.symbol, pos.sl_points)
 
     def snapshot(self) -> dict[str, Any]:
         if self._snap is None:
@@ -665,6 +669,7 @@ class BaselineV1(Strategy):
         if not self._churn_ok(target.symbol, now):
             return
         self._touch()
+        self.ctx.set_risk(target.symbol, best.sl_points)
         new_id = self.ctx.replace(cid, reason=f"switch to {target.symbol}", symbol=target.symbol,
                                   quantity=best.quantity, price=best.limit,
                                   trigger_price=best.trigger)
@@ -680,6 +685,7 @@ class BaselineV1(Strategy):
         if not self._churn_ok(c.symbol, now):
             return
         self._touch()
+        self.ctx.set_risk(c.symbol, plan.sl_points)
         cid = self.ctx.place(symbol=c.symbol, exchange=self.cfg.exchange, action=Action.SELL,
                              quantity=plan.quantity, pricetype=PriceType.SL, price=plan.limit,
                              trigger_price=plan.trigger, purpose=OrderPurpose.ENTRY,
@@ -830,7 +836,8 @@ class BaselineV1(Strategy):
         if pos is None:
             pos = d.positions[entry.symbol] = Position(
                 symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
-                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id)
+                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id,
+                sl_points=entry.stop - entry.swing_price)
             self._track(entry.symbol, entry.swing_start)
         pos.sold_qty += fill.quantity
         pos.sold_value += fill.quantity * fill.price
@@ -1016,6 +1023,7 @@ class BaselineV1(Strategy):
             entry_price=round(pos.avg_entry, 4), exit_ts=pos.exit_ts,
             exit_price=round(pos.bought_value / pos.bought_qty, 4), pnl=round(pos.realized, 2),
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
+            risk=round(pos.sold_qty * pos.sl_points, 2),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
 

@@ -61,10 +61,11 @@ class DayData:
     fills: tuple[Fill, ...]  # of ``symbol``
     risk_events: tuple[RiskEvent, ...]
     corrections: tuple[Correction, ...]
+    r_unit: str = ""  # ``[risk] r_unit``: what the trades' R is measured in ("": not said)
 
     @property
     def summary(self) -> TradeSummary:
-        return summarize(self.trades)
+        return summarize(self.trades, self.r_unit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,8 +74,10 @@ class DayData:
 
 
 def load_day(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
-             symbol: str | None = None, strategy: str | None = None) -> DayData:
-    """Read what the report of one day shows; the day defaults to the latest one recorded."""
+             symbol: str | None = None, strategy: str | None = None,
+             r_unit: str = "") -> DayData:
+    """Read what the report of one day shows; the day defaults to the latest one recorded.
+    ``r_unit``: the ``[risk] r_unit`` the R figures are in, named in the report."""
     path = Path(db_path)
     if not path.is_file():
         raise ReportError(f"{path}: no such database file")
@@ -114,7 +117,7 @@ def _read(db: Database, path: Path, day: date | None, symbol: str | None,
         db_path=path, day=day, strategy=strategy,
         strategies=tuple(sorted({o.strategy for o in owners})),
         accounts=tuple(sorted({o.account for o in owners})),
-        trades=trades, symbol=symbol,
+        trades=trades, symbol=symbol, r_unit=r_unit,
         bars=tuple(db.bars(symbol, day)) if symbol else (),
         swings=tuple(db.swings(symbol, day)) if symbol else (),
         breaks=tuple(db.swing_breaks(symbol, day)) if symbol else (),

@@ -33,12 +33,12 @@ from engine.store.database import Database, StoredOrder, StoredTrade
 from engine.trading.risk import RiskSettings
 from strategies.baseline_v1 import BaselineSettings
 from tests.strategies.sessions import (
-    on_tick,
     SHAPE_BARS,
     SWING_BAR,
     Minute,
     SymbolPath,
     flat,
+    on_tick,
     path,
     swing_low,
     write_session,
