@@ -84,7 +84,7 @@ def load_day(db_path: str | os.PathLike[str], *, trading_date: date | str | None
     day = parse_day(trading_date) if trading_date is not None else None
     try:
         with Database(path) as db:
-            return _read(db, path, day, symbol or None, strategy or None)
+            return _read(db, path, day, symbol or None, strategy or None, r_unit)
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     except DBAPIError as exc:
@@ -104,7 +104,7 @@ def parse_day(value: date | str) -> date:
 
 
 def _read(db: Database, path: Path, day: date | None, symbol: str | None,
-          strategy: str | None) -> DayData:
+          strategy: str | None, r_unit: str = "") -> DayData:
     if day is None:
         day = _latest_day(db, path, strategy)
     trades = tuple(ordered(db.trades(strategy=strategy, trading_date=day)))
