@@ -551,3 +551,30 @@ def test_an_entry_waits_for_a_fresh_price(tmp_path: Path) -> None:
                  entry_start="09:23")
     designed_low(out, CE, 200.0)
     assert out.entries() == [] and out.position(CE) == 0
+
+
+@pytest.mark.parametrize("r_unit", ["position", "fixed"])
+def test_r_is_measured_against_each_positions_own_risk(tmp_path: Path, r_unit: str) -> None:
+    """A short of 650 from 199.95 with a 4-point stop (204) risks 650 x 4 = ₹2,600, well under
+    R = ₹6,500 (the 10-lot cap). At 09:24:22 the price gaps over the stop to 220 (the stop
+    triggers and cannot fill at its limit 207): ₹13,032.50 against, -5.01 R of the position's
+    own risk, so production's latch closes everything. In the fixed unit it is -2.01 R and
+    the short stays open."""
+    move = path((0, 199.0), (20, 199.0), (22, 220.0))
+    out = replay(tmp_path, [shape(CE, 200.0, 203.0, flat(202.0),
+                                  through(200.0, 202.0, 199.0, 199.0), move, *[flat(220.0)] * 3)],
+                 risk=RiskSettings(r_unit=r_unit))
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert (entry.quantity, out.at_broker(entry).average_price) == (650, 199.95)
+    [stop] = [o for o in out.covers() if o.purpose is OrderPurpose.STOP]
+    assert stop.trigger_price == 204.0
+    if r_unit == "fixed":
+        assert out.position(CE) == -650 and out.trades == []
+        return
+    exits = [o for o in out.orders if o.purpose is OrderPurpose.EXIT]
+    assert exits and MOVE + 22 <= exits[0].created_ts <= MOVE + 27
+    assert out.broker_positions == {CE: 0}
+    [trade] = out.trades
+    assert (trade.exit_price, trade.pnl, trade.exit_reason) == (220.0, -13032.5, "daily_r")
+    assert trade.r_multiple == round(-13032.5 / 2600, 4)
