@@ -4,8 +4,8 @@
 A handcrafted session forces one trade: heavy early volume near 180 holds the VWAP down; a swing
 low at 200 (09:20, its bar's high 211) is confirmed at 09:23; the highest high from the swing
 bar on is 211 (stop 212, 12 points: 8 lots); at 09:24:30 the price trades through 199.95 (the
-entry fills at 199.90), and at 09:26:40 it reaches 212.50 (the protective stop fills). A generated session checks that two
-replays produce identical orders."""
+entry fills at 199.90), and at 09:26:40 it reaches 212.50 (the protective stop fills). A
+generated session checks that two replays produce identical orders."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The handcrafted baseline session replayed: one SELL of CE, stopped out at -1.05 R (its own risk)."""
+    """The handcrafted baseline session replayed: one SELL of CE, stopped out at -1.05 R (of
+    its own risk)."""
     work = tmp_path_factory.mktemp("replayed")
     summary = replay(handcrafted_session(work / "session.sqlite"), work / "engine.db")
     assert summary.stuck_steps == 0
@@ -138,7 +139,7 @@ def test_a_replayed_day_reads_its_trade_and_the_traded_symbols_market(replayed: 
 def test_a_replayed_day_renders_summary_table_and_three_embedded_charts(replayed: Path) -> None:
     page = build_report(replayed)
     assert "<title>Day report 2025-01-30</title>" in page
-    for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:40", "199.90", "210.00",
+    for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:40", "199.90", "212.50",
                  "-6,552.00", "-1.05", "-₹6,552.00", "₹6,552.00 (1.05 R)", ">stop<",
                  "No risk events.", "No reconciliation corrections."):
         assert text in page, text
