@@ -8,8 +8,11 @@ How the rules are carried out:
   premium (price − vwap) / vwap ≥ vwap_premium_min; a candidate failing it is dropped. A swing
   the strategy already knows (announced again after a restart) is the same candidate.
 - **Highest high.** For each candidate, entry and position the strategy keeps the highest high
-  of the bars after the swing bar, the bar in progress included (from ``Bar`` and
-  ``BarUpdate``), so the dynamic filter always sees the latest stop.
+  of the bars from the swing bar on, the swing bar and the bar in progress included (from
+  ``Bar`` and ``BarUpdate``), as production does, so the dynamic filter always sees the latest
+  stop. A new high that makes a working entry fail the dynamic filter cancels it on that tick.
+- **Fresh prices.** An entry is placed or switched only while its symbol's last ``BarUpdate``
+  is at most ``fresh_price_s`` old; otherwise it waits for a fresh tick.
 - **Decisions on the clock.** Market data and order events only update state (plus the
   protective reactions below). Everything that chooses between symbols — the ±R latch, the
   15:15 exit, new entries, strike switches, cancels — runs on a periodic evaluation timer every
@@ -32,15 +35,15 @@ How the rules are carried out:
   first evaluation after a bar closed, through ``ctx.replace`` (the order manager verifies the
   cancel at the broker before placing), and only when the trigger or limit moves by more than
   ``replace_threshold`` (a different symbol always moves). An entry whose candidate stopped
-  qualifying is cancelled at a bar close; one that filled in part, or whose swing is breaking,
-  is left alone. A slot stays taken until the broker confirms the old order gone.
+  qualifying is cancelled on the tick (``_cancel_unqualified``) or at a bar close; one that
+  filled in part, or whose swing is breaking, is left alone. A slot stays taken until the broker confirms the old order gone.
 - **Broken swings are never traded.** A break removes the candidate for good: no new order, no
   re-place, no switch to it. A working entry whose swing broke is cancelled (its unfilled rest)
   at the close of the bar the break happened in, or of a completed bar that went below the
   swing: it had its chance to fill on the break.
 - **Protective stop:** each entry fill is covered at once by a BUY stop-limit for the filled
   quantity not yet covered (partial fills included): trigger = max(stop at selection, highest
-  high since the swing + stop_offset), limit = trigger + stop_limit_offset. A stop that is
+  high from the swing bar on + stop_offset), limit = trigger + stop_limit_offset. A stop that is
   rejected (or cancelled by someone else) is placed again; after ``stop_retries`` failures the
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
@@ -51,7 +54,9 @@ How the rules are carried out:
   BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
   in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
-  (R multiple = P&L / R). A "flatten" command addressed to the strategy asks the coordinator
+  (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
+  P&L / risk under ``[risk] r_unit = "position"``). Each entry's stop distance is declared
+  with ``ctx.set_risk`` before it is placed, for the risk latch. A "flatten" command addressed to the strategy asks the coordinator
   (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
   arrive, so an event that overtakes its fill never causes a second buy.
 - **Day:** new entries only in [entry_start, entry_end). One position per symbol; no re-entry
