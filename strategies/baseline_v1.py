@@ -36,7 +36,8 @@ How the rules are carried out:
   cancel at the broker before placing), and only when the trigger or limit moves by more than
   ``replace_threshold`` (a different symbol always moves). An entry whose candidate stopped
   qualifying is cancelled on the tick (``_cancel_unqualified``) or at a bar close; one that
-  filled in part, or whose swing is breaking, is left alone. A slot stays taken until the broker confirms the old order gone.
+  filled in part, or whose swing is breaking, is left alone. A slot stays taken until the
+  broker confirms the old order gone.
 - **Broken swings are never traded.** A break removes the candidate for good: no new order, no
   re-place, no switch to it. A working entry whose swing broke is cancelled (its unfilled rest)
   at the close of the bar the break happened in, or of a completed bar that went below the
@@ -56,8 +57,8 @@ How the rules are carried out:
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
   (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
   P&L / risk under ``[risk] r_unit = "position"``). Each entry's stop distance is declared
-  with ``ctx.set_risk`` before it is placed, for the risk latch. A "flatten" command addressed to the strategy asks the coordinator
-  (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
+  with ``ctx.set_risk`` before it is placed, for the risk latch. A "flatten" command
+  addressed to the strategy asks the coordinator (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
   arrive, so an event that overtakes its fill never causes a second buy.
 - **Day:** new entries only in [entry_start, entry_end). One position per symbol; no re-entry
   into a symbol traded today.

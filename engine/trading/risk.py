@@ -3,7 +3,8 @@
 Owns the rules of execution-and-risk.md ("Risk manager") that need no actor: max loss, max
 profit, the AFL-style trailing stop (its ratchet state), the daily R limit (in the unit of
 ``r_unit``: the position monitor's sum of each position's own R, or P&L over a fixed R) and
-the end-of-day time, and their settings (section ``[risk]``). The ``RiskManager`` actor feeds them and acts.
+the end-of-day time, and their settings (section ``[risk]``). The ``RiskManager`` actor feeds
+them and acts.
 
 The trailing stop works on the P&L of the current *trade cycle* (from the moment the strategy
 went from flat to holding something), so a profit realized in an earlier cycle does not count as
