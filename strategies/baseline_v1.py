@@ -58,8 +58,9 @@ How the rules are carried out:
   (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
   P&L / risk under ``[risk] r_unit = "position"``). Each entry's stop distance is declared
   with ``ctx.set_risk`` before it is placed, for the risk latch. A "flatten" command
-  addressed to the strategy asks the coordinator (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
-  arrive, so an event that overtakes its fill never causes a second buy.
+  addressed to the strategy asks the coordinator (``ctx.exit_all``). Quantity an order
+  reported filled counts as covered before its fills arrive, so an event that overtakes its
+  fill never causes a second buy.
 - **Day:** new entries only in [entry_start, entry_end). One position per symbol; no re-entry
   into a symbol traded today.
 - **Churn guard:** a new entry on a symbol within churn_window_s of a cancel on that symbol is
