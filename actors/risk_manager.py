@@ -71,7 +71,7 @@ from engine.messages import (
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.runtime.clock import IST
 from engine.store.database import Database, StoredDailyState, StoredRiskState, record
-from engine.trading.risk import RiskSettings, Trail, Trigger, check_limits
+from engine.trading.risk import RiskSettings, Trail, Trigger, check_limits, day_r
 
 CHECK_TIMER = "risk.check"
 EOD_TIMER = "risk.eod"
@@ -192,7 +192,7 @@ class RiskManager(EngineActor):
                 logger.warning("risk[{}]: exit for unknown strategy {!r} ignored", self.account,
                                name)
                 continue
-            value = book.pnl.pnl / self._r(name) if book.pnl else 0.0
+            value = day_r(book.pnl, self._r(name)) if book.pnl else 0.0
             self._trigger(name, book, Trigger(msg.reason, 0.0, round(value, 4)))
 
     @handles(Command)
@@ -246,14 +246,15 @@ class RiskManager(EngineActor):
         out: dict[str, Any] = {"account": self.account, "limits": {
             "max_loss": s.max_loss, "max_profit": s.max_profit, "trail": s.trail,
             "trail_pct": s.trail_pct, "daily_r_target": s.daily_r_target,
-            "daily_r_stop": s.daily_r_stop, "eod_exit": s.eod_exit}, "strategies": {}}
+            "daily_r_stop": s.daily_r_stop, "r_unit": s.r_unit, "eod_exit": s.eod_exit},
+            "strategies": {}}
         for name, book in sorted(self.books.items()):
             pnl = book.pnl
             out["strategies"][name] = {
                 "state": book.state.value, "reason": book.reason,
                 "pnl": round(pnl.pnl, 2) if pnl else None,
                 "realized": round(pnl.realized, 2) if pnl else None,
-                "r": round(pnl.pnl / self._r(name), 4) if pnl else None,
+                "r": round(day_r(pnl, self._r(name)), 4) if pnl else None,
                 "fresh": pnl.fresh if pnl else None,
                 "open_positions": pnl.open_positions if pnl else 0,
                 "trail_peak": round(book.trail.peak, 2), "trail_stop": book.trail.stop_level,

@@ -66,6 +66,7 @@ from engine.messages import (
     OrderPurpose,
     OrderStatus,
     PositionMark,
+    PositionRisk,
     PriceType,
     Product,
     Severity,
@@ -90,7 +91,7 @@ REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype"
                          "trigger_price", "purpose", "product", "parent_id"})
 _TRADE_FIELDS = frozenset({"symbol", "action", "quantity", "entry_ts", "entry_price", "exit_ts",
                            "exit_price", "pnl", "r_multiple", "entry_client_id",
-                           "exit_client_id", "exit_reason"})
+                           "exit_client_id", "exit_reason", "risk"})
 
 
 class StrategyStateError(RuntimeError):
@@ -115,7 +116,8 @@ class StrategyHost(EngineActor):
                  account: str, instrument: InstrumentSpec, orders: str = "orders",
                  store: str | None = "store", health: str | None = "health",
                  risk: str = "risk", journal: Journal | None = None,
-                 load_state: StateLoader | None = None, **kw: Any) -> None:
+                 load_state: StateLoader | None = None, positions: str | None = "positions",
+                 r_unit: str = "fixed", **kw: Any) -> None:
         if supervision is None and "name" not in kw:
             kw["name"] = f"strategy.{strategy_name}"
         super().__init__(supervision, **kw)
@@ -124,6 +126,8 @@ class StrategyHost(EngineActor):
         self.instrument = instrument
         self.orders_name = orders
         self.risk_name = risk
+        self.positions_name = positions
+        self.r_unit = r_unit
         self.store = store
         self.health = health
         self.load_state = load_state
@@ -330,6 +334,11 @@ class StrategyHost(EngineActor):
                            exit_all.reason)
             self._call(self._strategy.on_exit, exit_all.reason)
 
+    def set_risk(self, symbol: str, points: float) -> None:
+        if self.positions_name:
+            self.tell(self.positions_name, PositionRisk(self.strategy_name, self.account,
+                                                        symbol, float(points), self.now()))
+
     def exit_all(self, reason: str) -> None:
         self.tell(self.risk_name, ExitAll(self.strategy_name, reason, self.now(),
                                           self.account))
@@ -446,6 +455,9 @@ class StrategyHost(EngineActor):
         fields = dict(fields)
         if "r" in fields:
             fields["r_multiple"] = fields.pop("r")
+        risk = float(fields.pop("risk", 0.0) or 0.0)
+        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
+            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
         unknown = sorted(set(fields) - _TRADE_FIELDS)
         if unknown:
             raise ValueError(f"record_trade: unknown fields {unknown}")
@@ -596,6 +608,9 @@ class HostContext:
 
     def record_trade(self, **fields: Any) -> None:
         self._host.save_trade(fields)
+
+    def set_risk(self, symbol: str, points: float) -> None:
+        self._host.set_risk(symbol, points)
 
 
 # -- (de)serialization of orders ------------------------------------------------------------------

@@ -378,10 +378,24 @@ class StrategyPnl:
     ts: float
     stale: tuple[str, ...] = ()
     premium: float = 0.0  # rupees collected on open shorts (entry price x quantity)
+    r: float | None = None  # the day's R in the configured unit (None: pnl over the fixed R)
 
     @property
     def pnl(self) -> float:
         return self.realized + self.unrealized
+
+
+@frozen
+class PositionRisk:
+    """What one unit of a strategy's position in ``symbol`` risks: its stop distance at entry,
+    in rupees (strategy host → position monitor, before the entry can fill). With ``[risk]
+    r_unit = "position"`` the position's R is its day P&L over its largest quantity × this."""
+
+    strategy: str
+    account: str
+    symbol: str
+    points: float
+    ts: float
 
 
 @frozen

@@ -171,7 +171,7 @@ class Engine:
             instrument=self.spec_instrument, db=self.db, strategies=strategies))
         positions = ChildSpec("positions", lambda s: PositionMonitor.start(
             s, account=account, settings=cfg.section("positions"), broker=broker, db=self.db,
-            r_units=r_units, exchanges=exchanges))
+            r_units=r_units, r_unit=cfg.section("risk").r_unit, exchanges=exchanges))
         risk = ChildSpec("risk", lambda s: RiskManager.start(
             s, account=account, strategies=r_units, settings=cfg.section("risk"),
             instrument=self.spec_instrument, broker=broker, db=self.db, exchanges=exchanges))
@@ -196,7 +196,7 @@ class Engine:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
                 name, factory, self.parts.account, self.spec_instrument, self.load_state,
-                self.journal)))
+                self.journal, cfg.section("risk").r_unit)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
@@ -367,12 +367,12 @@ class _Pace:
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,
-                  load: Any, journal: Any) -> Callable[[Any], Any]:
+                  load: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
     from actors.strategy_host import StrategyHost
 
     return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
                                         account=account, instrument=instrument, load_state=load,
-                                        journal=journal)
+                                        journal=journal, r_unit=r_unit)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],

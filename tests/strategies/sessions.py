@@ -50,6 +50,7 @@ class Minute:
 
     anchors: tuple[tuple[float, float], ...]
     volume: tuple[tuple[float, int], ...] = ()
+    window: tuple[float, float] = (0.0, 60.0)  # the symbol ticks only in [start, end) seconds
 
     def __post_init__(self) -> None:
         seconds = [s for s, _ in self.anchors]
@@ -71,12 +72,15 @@ class Minute:
     def seconds(self, every: float) -> list[float]:
         """The seconds at which this minute ticks: the grid and every anchor."""
         grid = {k * every for k in range(int(59.999 // every) + 1)}
-        return sorted(grid | {s for s, _ in self.anchors})
+        lo, hi = self.window
+        return sorted(s for s in grid | {s for s, _ in self.anchors} if lo <= s < hi)
 
 
-def path(*anchors: tuple[float, float], volume: Sequence[tuple[float, int]] = ()) -> Minute:
-    """A minute from its anchors ``(second, price)``."""
-    return Minute(tuple(anchors), tuple(volume))
+def path(*anchors: tuple[float, float], volume: Sequence[tuple[float, int]] = (),
+         window: tuple[float, float] = (0.0, 60.0)) -> Minute:
+    """A minute from its anchors ``(second, price)``; ``window``: the seconds it ticks in (a
+    feed silent before or after)."""
+    return Minute(tuple(anchors), tuple(volume), window)
 
 
 def flat(price: float) -> Minute:
