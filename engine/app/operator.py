@@ -21,12 +21,19 @@ Owns what ``run.py status | pause | resume | kill | flatten | unhalt`` *do* in a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from loguru import logger
 
-from engine.app.control import CHAOS_COMMAND, CommandRejected
+from engine.app.control import (
+    CHAOS_COMMAND,
+    CommandRejected,
+    ControlError,
+    ControlServer,
+    ControlSettings,
+)
 from engine.app.tree import Engine
 from engine.messages import (
     CancelIntent,
@@ -82,7 +89,9 @@ class EngineOperator:
                          "stale": health.get("stale")},
             "positions": [{"symbol": m.symbol, "strategy": m.strategy, "quantity": m.quantity,
                            "average_price": m.average_price, "ltp": m.ltp,
-                           "pnl": round(m.unrealized + m.realized, 2)} for m in marks],
+                           "pnl": round(m.unrealized + m.realized, 2),
+                           "stop": _stop_of(orders.get("working") or [], m.strategy, m.symbol)}
+                          for m in marks],
             "risk": {"state": worst, "limits": risk.get("limits"), "strategies": strategies,
                      "realized_pnl": _total(strategies, "realized_pnl"),
                      "unrealized_pnl": _total(strategies, "unrealized_pnl")},
@@ -150,6 +159,32 @@ class EngineOperator:
             return None
 
 
+@contextmanager
+def control_channel(engine: Engine, *, openalgo_url: str,
+                    path: str | None = None) -> Iterator[ControlServer | None]:
+    """The operator's control socket for a trading ``engine`` while the block runs (every mode
+    that trades: live, paper, paper --attach); None when ``[control] enabled`` is off or the
+    socket cannot be used (logged: the engine trades on, uncontrolled)."""
+    settings: ControlSettings = engine.cfg.section("control")
+    server: ControlServer | None = None
+    if settings.enabled:
+        server = ControlServer(path or settings.socket_path,
+                               EngineOperator(engine, openalgo_url=openalgo_url),
+                               max_request_bytes=settings.max_request_bytes,
+                               idle_timeout_s=settings.idle_timeout_s,
+                               chaos_enabled=settings.chaos_enabled)
+        try:
+            server.start()
+        except ControlError as exc:
+            logger.error("control channel not available: {}", exc)
+            server = None
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def graceful_stop(engine: Engine, policy: str, *, timeout_s: float) -> bool:
     """Carry out the stop-signal ``policy`` before the engine stops; True when it completed
     within ``timeout_s``. Entries are closed first either way; ``keep_stops`` then cancels the
@@ -195,6 +230,15 @@ def graceful_stop(engine: Engine, policy: str, *, timeout_s: float) -> bool:
         time.sleep(0.1)
     logger.critical("stopping: working entries not all cancelled after {:.0f} s", timeout_s)
     return False
+
+
+def _stop_of(working: list[Any], strategy: str, symbol: str) -> float | None:
+    """The trigger of the stop working for a position (None: no stop works)."""
+    for view in working:
+        if isinstance(view, Mapping) and view.get("strategy") == strategy \
+                and view.get("symbol") == symbol and view.get("purpose") == "stop":
+            return view.get("trigger_price")  # type: ignore[no-any-return]
+    return None
 
 
 #: Strategy states, the one needing the operator most first (status shows the worst).
