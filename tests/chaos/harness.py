@@ -582,13 +582,14 @@ def _facts(plan: ChaosPlan, layout: Layout, live: dict[str, Any], books: tuple[A
         gaps = {s: db.bar_gaps(s, day) for s in symbols}
         restarts = Counter(r.name for r in db.restarts())
         alerts = db.alerts()
+        corrections = sum(1 for c in db.corrections(trading_date=day) if c.action == "corrected")
     lost_orders, lost_trades = lost_books(layout.out)
     broker_orders, broker_trades, broker_positions = books
     return RunFacts(
         speed=plan.speed, status=live["status"], broker_positions_live=live["positions"],
         broker_orders=[*lost_orders, *broker_orders], broker_trades=[*lost_trades, *broker_trades],
         broker_positions=broker_positions, orders=orders, fills=fills, trades=trades,
-        bars=bars, gaps=gaps, session_minutes=minutes, alerts=alerts,
+        bars=bars, gaps=gaps, session_minutes=minutes, alerts=alerts, corrections=corrections,
         state_losses=len(list(layout.out.glob("lost-books-*.json"))),
         lost_trade_ids=frozenset(t.orderid for t in lost_trades),
         closed_through=minute_start(span[1]) + 60.0, restarts=restarts,
