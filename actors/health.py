@@ -144,7 +144,9 @@ class Health(EngineActor):
             return Coverage(0, 0, ())
         last = dict(report.last_tick)
         stale: list[tuple[str, float | None]] = []
-        down = self._feed_state not in ("connected", "replay")  # nothing can tick: none live
+        state = self._feed_state
+        up = state in ("connected", "replay") or (state in ("", "unknown") and report.connected)
+        down = not up  # nothing can tick: none live
         for sym in report.subscribed:
             ts = last.get(sym)
             if down or ts is None or now - ts > self.settings.stale_after_s:
