@@ -361,10 +361,13 @@ class Reconciler(EngineActor):
                       "closed at the last price: accepted by the operator, not a broker trade")
             if f.kind == "mismatch":
                 detail = f"set to the broker's {f.broker_quantity}; " + detail
-        self.tell(self.positions, PositionCorrection(
+        fix = PositionCorrection(
             strategy, self.account, f.symbol, self.exchanges.get(f.symbol, "NFO"), target,
             price, f"reconcile {f.kind}: engine {f.engine_quantity}, broker "
-                   f"{f.broker_quantity}", now, expected=expected))
+                   f"{f.broker_quantity}", now, expected=expected)
+        self.tell(self.positions, fix)
+        if strategy in self.strategies:  # its host counts positions too (stops, limits)
+            self.tell(f"strategy.{strategy}", fix)
         self._finding(f, strategy, "corrected", now, detail)
         if f.kind == "phantom":  # its stops protect nothing now
             for order in working:

@@ -65,6 +65,7 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PositionCorrection,
     PositionMark,
     PriceType,
     Product,
@@ -300,6 +301,25 @@ class StrategyHost(EngineActor):
         self._dirty = True
         self._call(self._strategy.on_fill, fill)
 
+    @handles(PositionCorrection)
+    def on_correction(self, fix: PositionCorrection) -> None:
+        """The reconciler booked the broker's quantity for one of this strategy's positions (a
+        hand close, a lost broker): the host's count follows, and the strategy hears it as the
+        command ``position_corrected`` (symbol, quantity, price)."""
+        if fix.strategy != self.strategy_name:
+            return
+        held = self.net.get(fix.symbol, 0)
+        if fix.expected is not None and held != fix.expected:
+            logger.warning("{}: correction of {} to {} skipped: the host holds {}, not {}",
+                           self.name, fix.symbol, fix.quantity, held, fix.expected)
+            return
+        logger.warning("{}: {} corrected by reconciliation: {} -> {} ({})", self.name,
+                       fix.symbol, held, fix.quantity, fix.reason)
+        self.net[fix.symbol] = fix.quantity
+        self._dirty = True
+        self._call(self._strategy.on_command, "position_corrected",
+                   {"symbol": fix.symbol, "quantity": fix.quantity, "price": fix.price})
+
     @handles(PositionMark)
     def on_position(self, mark: PositionMark) -> None:
         if mark.strategy in ("", self.strategy_name):
@@ -395,10 +415,24 @@ class StrategyHost(EngineActor):
         self.views[cid] = _view_of(intent)
         if intent.purpose is OrderPurpose.ENTRY and not self.can_trade:
             self._refuse(intent, now)
+        elif (why := self._opens_a_position(intent)) is not None:
+            self._refuse(intent, now, why)
         else:
             self._persist_before_sending()
             self.tell(self.orders_name, intent)
         return cid
+
+    def _opens_a_position(self, intent: OrderIntent) -> str | None:
+        """A stop or exit closes a position; from flat (or on the wrong side) it would open
+        one nobody asked for (a position the reconciler closed at the broker): refused."""
+        if intent.purpose is OrderPurpose.ENTRY:
+            return None
+        held = self.net.get(intent.symbol, 0)
+        if (held < 0 and intent.action is Action.BUY) or (held > 0 and
+                                                          intent.action is Action.SELL):
+            return None
+        return (f"{intent.purpose.value} {intent.action.value} would open a position: the "
+                f"strategy holds {held} of {intent.symbol}")
 
     def cancel(self, cid: str, reason: str = "") -> None:
         if cid not in self.intents:
@@ -530,13 +564,15 @@ class StrategyHost(EngineActor):
             del self.views[cid]
         self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
 
-    def _refuse(self, intent: OrderIntent, now: float) -> None:
-        why = "not reconciled yet" if not self.gate_open else "paused"
-        logger.warning("{}: entry {} on {} not sent: entries are closed ({})", self.name,
-                       intent.client_id, intent.symbol, why)
+    def _refuse(self, intent: OrderIntent, now: float, reason: str | None = None) -> None:
+        if reason is None:
+            why = "not reconciled yet" if not self.gate_open else "paused"
+            reason = f"entries closed ({why})"
+        logger.warning("{}: {} {} on {} not sent: {}", self.name, intent.purpose.value,
+                       intent.client_id, intent.symbol, reason)
         self.tell(self.name, OrderEvent(
             intent.client_id, OrderStatus.REJECTED, now, self.strategy_name, self.account,
-            intent.symbol, purpose=intent.purpose, reason=f"entries closed ({why})"))
+            intent.symbol, purpose=intent.purpose, reason=reason))
 
 
 class HostContext:
