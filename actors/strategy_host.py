@@ -140,6 +140,7 @@ class StrategyHost(EngineActor):
         self.net: dict[str, int] = {}
         self.fill_keys: set[tuple[str, int]] = set()
         self.paused = False
+        self.corrected: set[str] = set()  # symbols the reconciler corrected (not persisted)
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
         self.gate_open = False
         self._dirty = False
@@ -294,6 +295,7 @@ class StrategyHost(EngineActor):
         self.fill_keys.add(fill.key)
         signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
         self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
+        self.corrected.discard(fill.symbol)
         view = self.views.get(fill.client_id)
         if view is not None and fill.cumulative_quantity > view.filled_quantity:
             self.views[fill.client_id] = dataclasses.replace(
@@ -316,6 +318,7 @@ class StrategyHost(EngineActor):
         logger.warning("{}: {} corrected by reconciliation: {} -> {} ({})", self.name,
                        fix.symbol, held, fix.quantity, fix.reason)
         self.net[fix.symbol] = fix.quantity
+        self.corrected.add(fix.symbol)
         self._dirty = True
         self._call(self._strategy.on_command, "position_corrected",
                    {"symbol": fix.symbol, "quantity": fix.quantity, "price": fix.price})
@@ -423,9 +426,10 @@ class StrategyHost(EngineActor):
         return cid
 
     def _opens_a_position(self, intent: OrderIntent) -> str | None:
-        """A stop or exit closes a position; from flat (or on the wrong side) it would open
-        one nobody asked for (a position the reconciler closed at the broker): refused."""
-        if intent.purpose is OrderPurpose.ENTRY:
+        """On a symbol the reconciler corrected, a stop or exit from flat (or on the wrong
+        side) would open a position nobody asked for (the one closed at the broker): refused,
+        until the strategy's next fill on the symbol."""
+        if intent.purpose is OrderPurpose.ENTRY or intent.symbol not in self.corrected:
             return None
         held = self.net.get(intent.symbol, 0)
         if (held < 0 and intent.action is Action.BUY) or (held > 0 and
