@@ -34,12 +34,15 @@ seconds (rendered in IST), money in rupees, R as a multiple of the initial risk:
 
     connection  openalgo_url: str, websocket: str ("connected", "reconnecting", ...),
                 last_tick_ts: float, subscribed: int, live: int, coverage: float (percent)
-    api         authenticated: bool, last_request: str ("POST placeorder"),
-                last_response: str ("200 success, 41 ms"), last_order_id: str
+    api         authenticated: bool | None (the last REST call: key accepted / refused /
+                no answer), reachable: bool, last_request: str ("POST placeorder"),
+                last_response: str ("200 ok, 41 ms"), last_order_id: str, reconciled: bool,
+                reconcile_hold: str (why entries are held), divergent: {symbol: {engine,
+                broker}}
     pipeline    bars_generated: int, vwap_active: int (symbols with a live VWAP),
                 stale: list of symbol names or of {"symbol": str, "age_s": float | None}
     positions   list of {symbol, strategy, quantity (signed), average_price, ltp, pnl, stop}
-    risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason,
+    risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason, paused,
                 realized_pnl, unrealized_pnl, r, realized_r, unrealized_r,
                 limits: {name: value}, strategies: {name: the same fields, per strategy}
     supervisor  restarts: int, by_child: {name: int}, state ("running" | "safe_stopped"),
