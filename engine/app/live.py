@@ -26,10 +26,9 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.control import ControlError, ControlServer
 from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import feed_connector
-from engine.app.operator import EngineOperator, graceful_stop
+from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
 from engine.broker import BrokerError
@@ -70,34 +69,20 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
                                                ws_url=venue.ws_url, account=venue.account),
                         db_path=db_path, strategies=strategies, account=venue.account)
     engine = Engine(cfg, parts)
-    server: ControlServer | None = None
-    settings = cfg.section("control")
     engine.start()
     try:
-        if settings.enabled:
-            server = ControlServer(control_path or settings.socket_path,
-                                   EngineOperator(engine, openalgo_url=venue.rest_url),
-                                   max_request_bytes=settings.max_request_bytes,
-                                   idle_timeout_s=settings.idle_timeout_s,
-                                   chaos_enabled=settings.chaos_enabled)
-            try:
-                server.start()
-            except ControlError as exc:
-                logger.error("control channel not available: {}", exc)
-                server = None
-        logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
-                    len(symbols), venue.rest_url, spot, db_path)
-        if on_started is not None:
-            on_started(engine)
-        while not stop.wait(0.2):
-            if engine.stopped.is_set():
-                break
-        if stop.is_set() and not engine.safe_stop_reason:
-            graceful_stop(engine, cfg.engine.on_signal,
-                          timeout_s=cfg.engine.shutdown_timeout_s)
+        with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
+            logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
+                        len(symbols), venue.rest_url, spot, db_path)
+            if on_started is not None:
+                on_started(engine)
+            while not stop.wait(0.2):
+                if engine.stopped.is_set():
+                    break
+            if stop.is_set() and not engine.safe_stop_reason:
+                graceful_stop(engine, cfg.engine.on_signal,
+                              timeout_s=cfg.engine.shutdown_timeout_s)
     finally:
-        if server is not None:
-            server.stop()
         engine.stop()
         clock.stop()
     return engine
