@@ -51,6 +51,7 @@ from engine.config import Config
 from engine.market.instruments import (
     INDEX_SYMBOL,
     InstrumentFacts,
+    is_index,
     minute_start,
     session_bounds,
 )
@@ -228,7 +229,8 @@ class Engine:
         margin = close_margin(self.cfg, self.clock)
         return [ChildSpec(builder_name(sym), _bar_factory(
             sym, self.cfg.bars, self.session, downstream, history,
-            self.load_state, margin)) for sym in self.symbols()]
+            self.load_state, margin, traded=not is_index(exchange)))
+            for sym, exchange in self.parts.symbols]
 
     def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
         broker = self.parts.broker
@@ -377,7 +379,7 @@ def _host_factory(name: str, factory: Any, account: str, instrument: Any,
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
                  downstream: tuple[str, ...], history: Any, load: Any,
-                 margin: float) -> Callable[[Any], Any]:
+                 margin: float, *, traded: bool) -> Callable[[Any], Any]:
     return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
                                       downstream=downstream, history=history,
-                                      load_snapshot=load, close_margin_s=margin)
+                                      load_snapshot=load, close_margin_s=margin, traded=traded)

@@ -29,6 +29,12 @@ INDEX_EXCHANGE = "NSE_INDEX"
 OPTION_EXCHANGE = "NFO"
 
 
+def is_index(exchange: str) -> bool:
+    """An index (``NSE_INDEX``, ``BSE_INDEX``): quoted, never traded, so its feed carries no
+    traded volume."""
+    return exchange.endswith("_INDEX")
+
+
 @dataclass(frozen=True, slots=True)
 class InstrumentSpec:
     """Contract facts that change over the years; loaded from ``[instrument]`` in config."""
