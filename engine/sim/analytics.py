@@ -39,9 +39,10 @@ class MarginEstimate:
     """The simulator's margin rule: no broker to ask, so a flat, documented estimate.
 
     A bought option needs its premium (price, else LTP, × quantity); nothing else is blocked.
-    A sold option blocks ``span_rate`` + ``exposure_rate`` of the notional (index spot ×
-    quantity) as SPAN and exposure margin; any other instrument the same rates of its own
-    notional (price, else LTP, × quantity). No hedge or spread benefit.
+    A sold option blocks ``span_rate`` + ``exposure_rate`` of the notional (index spot, or
+    the strike while the index has no price, × quantity) as SPAN and exposure margin; any
+    other instrument the same rates of its own notional (price, else LTP, × quantity). No
+    hedge or spread benefit.
     """
 
     span_rate: float = 0.10
@@ -157,14 +158,13 @@ class Analytics:
             priced += 1
             price = limit if limit > 0 else self._ltp(symbol, exchange)
             try:
-                parse_option_symbol(symbol)
-                is_option = True
+                strike = float(parse_option_symbol(symbol).strike)
             except ValueError:
-                is_option = False
-            if is_option and p["action"].upper() == "BUY":
+                strike = None
+            if strike is not None and p["action"].upper() == "BUY":
                 total += price * qty
                 continue
-            notional = (self._spot() if is_option else price) * qty
+            notional = (price if strike is None else self._spot() or strike) * qty
             span += rule.span_rate * notional
             exposure += rule.exposure_rate * notional
             total += (rule.span_rate + rule.exposure_rate) * notional
