@@ -139,8 +139,8 @@ class Analytics:
         try:
             spot = self._ltp(underlying, quote_exchange)
         except BrokerError as exc:
-            raise BrokerError(f"Failed to fetch underlying price: {exc.message}",
-                              status=exc.status) from None
+            raise type(exc)(f"Failed to fetch underlying price: {exc.message}",
+                            status=exc.status) from None
         if spot <= 0:
             raise BrokerError("Underlying LTP not available", status=404)
         return spot
