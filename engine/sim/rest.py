@@ -3,9 +3,9 @@
 Two parts:
 - ``RestApi``: transport-free request handling: JSON body (or, for a GET endpoint, the query
   parameters) → schema validation (400) → API key (403) → the simulated broker → OpenAlgo's
-  reply body. Broker errors map to 400 (rejected),
-  404 (order not found) or 500; a number or date too large for the broker to compute with is a
-  400; the analyzer flag adds ``"mode": "analyze"`` to replies.
+  reply body. Broker errors map to 400 (rejected), 404 (order not found) or 500; a number or
+  date too large for the broker to compute with is a 400; the analyzer flag adds
+  ``"mode": "analyze"`` to replies.
 - ``RestServer``: a threaded ``http.server`` (one thread per connection, keep-alive) that applies,
   per request and in this order, the armed faults (stall, then 429 / HTTP error / malformed body /
   lost reply) and the per-client-IP moving-window rate limits, then answers from ``RestApi``.
