@@ -1,10 +1,11 @@
 """The simulator's REST side: OpenAlgo's ``/api/v1/<endpoint>`` API over HTTP/1.1 on loopback.
 
 Two parts:
-- ``RestApi``: transport-free request handling: JSON body → schema validation (400) → API key
-  (403) → the simulated broker → OpenAlgo's reply body. Broker errors map to 400 (rejected),
-  404 (order not found) or 500; a number or date too large for the broker to compute with is a
-  400; the analyzer flag adds ``"mode": "analyze"`` to replies.
+- ``RestApi``: transport-free request handling: JSON body (or, for a GET endpoint, the query
+  parameters) → schema validation (400) → API key (403) → the simulated broker → OpenAlgo's
+  reply body. Broker errors map to 400 (rejected), 404 (order not found) or 500; a number or
+  date too large for the broker to compute with is a 400; the analyzer flag adds
+  ``"mode": "analyze"`` to replies.
 - ``RestServer``: a threaded ``http.server`` (one thread per connection, keep-alive) that applies,
   per request and in this order, the armed faults (stall, then 429 / HTTP error / malformed body /
   lost reply) and the per-client-IP moving-window rate limits, then answers from ``RestApi``.
@@ -24,24 +25,38 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from loguru import logger
 
 from engine.broker import BrokerError, OrderNotFound, RejectedError
+from engine.market.instruments import trading_date
 from engine.sim import wire
+from engine.sim.analytics import Analytics
 from engine.sim.contracts import MasterContract
 from engine.sim.faults import FaultInjector, RestFault
+from engine.sim.groups import OrderGroups
 from engine.sim.matching import INTERVALS, SimulatedBroker
 from engine.sim.ratelimit import MovingWindowLimiter
 
 if TYPE_CHECKING:
     from engine.sim.settings import SimulatorSettings
 
-ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder"})
+ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder", "optionsorder",
+                             "optionsmultiorder"})
 _API_PREFIX = "/api/v1/"
-_ERRORS_APART = frozenset({"optionsymbol", "optionchain"})
+#: How each endpoint words a validation error (its restx_api/ module): a message with the
+#: errors apart, or the errors themselves as the message; every other: the errors as text.
+_ERRORS_APART = {"optionsymbol": "Validation error", "optionchain": "Validation error",
+                 "optionsorder": "Validation error", "optionsmultiorder": "Validation error",
+                 "syntheticfuture": "Validation error", "optiongreeks": "Validation failed"}
+_ERRORS_AS_MESSAGE = frozenset({"instruments", "market/holidays", "market/timings"})
+#: Endpoints with their own wrong-key answer (restx_api/telegram_bot.py).
+_AUTH_ERRORS = {"telegram/notify": (401, "Invalid or missing API key")}
+_TELEGRAM_STOPPED = "Telegram bot is stopped. Start the bot to send notifications."
 _MALFORMED_BODIES = (b'{"status": "success", "data": {"orders": [{"orderid": ',
                      b"<html><body><h1>502 Bad Gateway</h1></body></html>")
 
@@ -59,25 +74,34 @@ class RestApi:
                  settings: SimulatorSettings) -> None:
         self._broker = broker
         self._contract = MasterContract(broker, broker.instrument)
+        self._groups = OrderGroups(broker, self._contract)
+        self._analytics = Analytics(broker, self._contract)
         self._key = api_key.encode()
         self._settings = settings
         self._strings = settings.string_numbers
         self.analyze = settings.analyze_mode
 
-    def handle(self, endpoint: str, body: bytes) -> Reply:
-        try:
-            data = json.loads(body) if body else None
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
-            return 400, error_body("Invalid JSON body")
+    def handle(self, endpoint: str, body: bytes, query: str | None = None) -> Reply:
+        """One request: the JSON ``body``, or for a GET endpoint the ``query`` string."""
+        if query is not None:
+            data: object = dict(reversed(parse_qsl(query)))  # the first of repeated names
+        else:
+            try:
+                data = json.loads(body) if body else None
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+                return 400, error_body("Invalid JSON body")
         try:
             fields = wire.validate(endpoint, data)
         except wire.ValidationFailed as exc:
-            if endpoint in _ERRORS_APART:  # restx_api/option_symbol.py, option_chain.py
-                return 400, {**error_body("Validation error"), "errors": exc.errors}
+            if endpoint in _ERRORS_APART:
+                return 400, {**error_body(_ERRORS_APART[endpoint]), "errors": exc.errors}
+            if endpoint in _ERRORS_AS_MESSAGE:
+                return 400, {"status": "error", "message": exc.errors}
             return 400, error_body(str(exc))
         if not hmac.compare_digest(fields.pop("apikey").encode("utf-8", "surrogatepass"),
                                    self._key):
-            return 403, error_body("Invalid openalgo apikey")
+            status, message = _AUTH_ERRORS.get(endpoint, (403, "Invalid openalgo apikey"))
+            return status, error_body(message)
         try:
             payload = self._dispatch(endpoint, fields)
         except OrderNotFound as exc:
@@ -204,6 +228,57 @@ class RestApi:
         return self._contract.option_chain(f["underlying"], f["exchange"], f["expiry_date"],
                                            f.get("strike_count"), self._broker.clock.time())
 
+    def _on_instruments(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.instruments(f.get("exchange"))
+
+    # -- order groups (engine/sim/groups.py) ---------------------------------------------------
+    def _on_basketorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.basket(f["strategy"], f["orders"])
+
+    def _on_splitorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.split(f["strategy"], f, f["splitsize"])
+
+    def _on_optionsorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.options_order(f["strategy"], f)
+
+    def _on_optionsmultiorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.options_multiorder(f["strategy"], f, f["legs"],
+                                               "analyze" if self.analyze else "live")
+
+    # -- computed from prices (engine/sim/analytics.py) ----------------------------------------
+    def _on_syntheticfuture(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.synthetic_future(f["underlying"], f["exchange"],
+                                                f["expiry_date"])
+
+    def _on_optiongreeks(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.option_greeks(f, self._broker.clock.time())
+
+    def _on_margin(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.margin(f["positions"])
+
+    # -- the market calendar (engine/market/calendar.py) ---------------------------------------
+    def _on_market_holidays(self, f: dict[str, Any]) -> dict[str, Any]:
+        year = f.get("year") or trading_date(self._broker.clock.time()).year
+        calendar = self._broker.instrument.calendar
+        return {"year": year, "timezone": "Asia/Kolkata",
+                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges)}
+
+    def _on_market_timings(self, f: dict[str, Any]) -> dict[str, Any]:
+        try:
+            day = date.fromisoformat(f["date"]) if len(f["date"]) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise RejectedError("Invalid date format. Use YYYY-MM-DD")
+        if not date(2020, 1, 1) <= day <= date(2050, 12, 31):
+            raise RejectedError("Date must be between 2020-01-01 and 2050-12-31")
+        calendar = self._broker.instrument.calendar
+        return {"data": wire.timings_json(calendar.session(day), calendar.exchanges)}
+
+    def _on_telegram_notify(self, f: dict[str, Any]) -> dict[str, Any]:
+        # the simulator runs no Telegram bot: OpenAlgo's answer while its bot is stopped
+        raise BrokerError(_TELEGRAM_STOPPED, status=409)
+
     def _on_analyzer(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"data": self._analyzer_data()}
 
@@ -251,9 +326,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.owner.serve(self)
 
     def do_GET(self) -> None:
+        self.server.owner.serve(self, get=True)
+
+    def do_PUT(self) -> None:
         self.server.owner.refuse(self, 405, "Method Not Allowed")
 
-    do_PUT = do_DELETE = do_PATCH = do_GET  # noqa: N815
+    do_DELETE = do_PATCH = do_PUT  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("simulator http: {}", format % args)
@@ -339,14 +417,17 @@ class RestServer:
         self._drain_body(handler)
         handler.send_json(status, error_body(message))
 
-    def serve(self, handler: _Handler) -> None:
-        path = handler.path.split("?", 1)[0]
+    def serve(self, handler: _Handler, *, get: bool = False) -> None:
+        path, _, query = handler.path.partition("?")
         body = self._drain_body(handler)
         if body is None:
             handler.send_json(411, error_body("Content-Length required"))
             handler.close_connection = True
             return
         endpoint = path[len(_API_PREFIX):].strip("/") if path.startswith(_API_PREFIX) else ""
+        if get != (endpoint in wire.GET_ENDPOINTS) and (get or endpoint in wire.ENDPOINTS):
+            handler.send_json(405, error_body("Method Not Allowed"))
+            return
         if endpoint not in wire.ENDPOINTS:
             handler.send_json(404, error_body(f"Not found: {path}"))
             return
@@ -366,7 +447,7 @@ class RestServer:
                                       f"Rate limit exceeded: {limit} per "
                                       f"{self._settings.rate_window_s:g} second")
             return
-        status, payload = self.api.handle(endpoint, body)
+        status, payload = self.api.handle(endpoint, body, query if get else None)
         if fault is not None:  # lose_reply: processed, never answered
             logger.info("simulator: {} processed ({}), reply withheld", endpoint, status)
             self._hold(handler)

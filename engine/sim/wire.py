@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -32,7 +33,7 @@ _MODES_BY_NAME = {"LTP": 1, "QUOTE": 2, "DEPTH": 3}
 class ValidationFailed(ValueError):
     """A request body failed its schema; ``str()`` is OpenAlgo's message text."""
 
-    def __init__(self, errors: dict[str, list[str]]) -> None:
+    def __init__(self, errors: dict[str, Any]) -> None:
         self.errors = errors
         super().__init__(str(errors))
 
@@ -40,7 +41,8 @@ class ValidationFailed(ValueError):
 @dataclass(frozen=True, slots=True)
 class Field:
     """One request field: kind is str | float | int | qty | bool | date | pairs (a non-empty
-    list of ``{"symbol", "exchange"}`` objects)."""
+    list of ``{"symbol", "exchange"}`` objects) | list (of objects of the ``item`` schema, with
+    ``min``/``max`` items and ``range_error`` otherwise)."""
 
     kind: str
     required: bool = False
@@ -51,6 +53,7 @@ class Field:
     min_inclusive: bool = True
     range_error: str = ""
     nullable: bool = False
+    item: Mapping[str, Field] | None = None
 
 
 def _req(kind: str, **kw: Any) -> Field:
@@ -75,6 +78,31 @@ _ORDER_FIELDS: dict[str, Field] = {
     "price": Field("float", default=0.0, **_PRICE),
     "trigger_price": Field("float", default=0.0, **_TRIGGER),
     "disclosed_quantity": Field("int", default=0, **_DISCLOSED),
+}
+
+_BASKET_ITEM: dict[str, Field] = {k: v for k, v in _ORDER_FIELDS.items()
+                                   if k not in ("apikey", "strategy")}
+_OPTION_TARGET: dict[str, Field] = {
+    "underlying": _req("str"), "exchange": _req("str", choices=EXCHANGES),
+    "expiry_date": Field("str"), "strike_int": Field("int", nullable=True, min=1),
+}
+_OPTION_LEG: dict[str, Field] = {
+    "offset": _req("str"), "option_type": _req("str", choices=_OPTION_TYPES),
+    "action": _req("str", choices=_ACTIONS),
+    "quantity": _req("int", min=1, range_error="Quantity must be a positive integer."),
+    "splitsize": Field("int", default=0, nullable=True, min=0,
+                       range_error="Split size must be a non-negative integer."),
+    "pricetype": Field("str", default="MARKET", choices=_PRICE_TYPES),
+    "product": Field("str", default="MIS", choices=("MIS", "NRML")),
+    "price": Field("float", default=0.0, **_PRICE),
+    "trigger_price": Field("float", default=0.0, **_TRIGGER),
+    "disclosed_quantity": Field("int", default=0, **_DISCLOSED),
+}
+_MARGIN_POSITION: dict[str, Field] = {  # numbers as strings, checked by the service
+    "symbol": _req("str"), "exchange": _req("str", choices=EXCHANGES),
+    "action": _req("str", choices=_ACTIONS), "quantity": _req("str"),
+    "product": _req("str", choices=_PRODUCTS), "pricetype": _req("str", choices=_PRICE_TYPES),
+    "price": Field("str", default="0"), "trigger_price": Field("str", default="0"),
 }
 
 SCHEMAS: dict[str, dict[str, Field]] = {
@@ -140,9 +168,50 @@ SCHEMAS: dict[str, dict[str, Field]] = {
                     "interest_rate": Field("float", nullable=True, min=0, max=100)},
     "analyzer": {"apikey": _API_KEY},
     "analyzer/toggle": {"apikey": _API_KEY, "mode": _req("bool")},
+    # order groups (engine/sim/groups.py); restx_api/schemas.py
+    "basketorder": {"apikey": _API_KEY, "strategy": _req("str"),
+                    "orders": _req("list", item=_BASKET_ITEM)},
+    "splitorder": {
+        **_ORDER_FIELDS,
+        "quantity": _req("qty", min=0, min_inclusive=False,
+                         range_error="Total quantity must be a positive number."),
+        "splitsize": _req("int", min=1, range_error="Split size must be a positive integer."),
+    },
+    "optionsorder": {"apikey": _API_KEY, "strategy": _req("str"), **_OPTION_TARGET,
+                     **_OPTION_LEG},
+    "optionsmultiorder": {"apikey": _API_KEY, "strategy": _req("str"), **_OPTION_TARGET,
+                          "legs": _req("list", item={**_OPTION_LEG, "expiry_date": Field("str")},
+                                       min=1, max=20,
+                                       range_error="Legs must contain 1 to 20 items.")},
+    # what OpenAlgo computes from prices (engine/sim/analytics.py)
+    "syntheticfuture": {"apikey": _API_KEY, "underlying": _req("str"),
+                        "exchange": _req("str", choices=EXCHANGES), "expiry_date": _req("str")},
+    "optiongreeks": {"apikey": _API_KEY, "symbol": _req("str"),
+                     "exchange": _req("str", choices=F_AND_O_EXCHANGES),
+                     "interest_rate": Field("float", min=0, max=100),
+                     "forward_price": Field("float", min=0),
+                     "underlying_symbol": Field("str"), "underlying_exchange": Field("str"),
+                     "expiry_time": Field("str")},
+    "margin": {"apikey": _API_KEY,
+               "positions": _req("list", item=_MARGIN_POSITION, min=1, max=50,
+                                 range_error="Positions must contain 1 to 50 items.")},
+    # the master contract as a download (GET, query parameters); restx_api/data_schemas.py
+    "instruments": {"apikey": _API_KEY, "exchange": Field("str", choices=EXCHANGES),
+                    "format": Field("str", choices=("json",))},
+    # the market calendar (engine/market/calendar.py)
+    "market/holidays": {"apikey": _API_KEY, "year": Field("int", min=2020, max=2050)},
+    "market/timings": {"apikey": _API_KEY, "date": _req("str")},
+    # restx_api/telegram_bot.py reads these with dict.get (no schema): others are ignored
+    "telegram/notify": {"apikey": Field("str", default=""), "username": Field("str"),
+                        "message": Field("str"), "priority": Field("int"),
+                        "wait_for_delivery": Field("bool")},
 }
 
 ENDPOINTS = frozenset(SCHEMAS)
+#: Endpoints OpenAlgo serves to GET with query parameters; every other one is POST with JSON.
+GET_ENDPOINTS = frozenset({"instruments"})
+#: Endpoints whose unknown request fields are dropped, not refused.
+_LENIENT = frozenset({"telegram/notify"})
 
 _INVALID = {
     "str": "Not a valid string.",
@@ -159,14 +228,23 @@ _FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
 
 def validate(endpoint: str, body: object) -> dict[str, Any]:
     """The request's fields, typed and with defaults filled in; ``ValidationFailed`` otherwise."""
-    schema = SCHEMAS[endpoint]
+    out, errors = _load(SCHEMAS[endpoint], body, lenient=endpoint in _LENIENT)
+    if errors:
+        raise ValidationFailed(errors)
+    return out
+
+
+def _load(schema: Mapping[str, Field], body: object,
+          lenient: bool = False) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """One object against ``schema``: (fields, errors by field name)."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"_schema": ["Invalid input type."]})
-    errors: dict[str, list[str]] = {}
+        return {}, {"_schema": ["Invalid input type."]}
+    errors: dict[Any, Any] = {}
     out: dict[str, Any] = {}
-    for name in body:
-        if name not in schema:
-            errors[str(name)] = ["Unknown field."]
+    if not lenient:
+        for name in body:
+            if name not in schema:
+                errors[str(name)] = ["Unknown field."]
     for name, spec in schema.items():
         if name not in body:
             if spec.required:
@@ -182,20 +260,47 @@ def validate(endpoint: str, body: object) -> dict[str, Any]:
                 out[name] = None
             continue
         try:
-            out[name] = _convert(spec, value)
+            out[name] = _items(spec, value) if spec.kind == "list" else _convert(spec, value)
+        except _ItemErrors as exc:
+            errors[name] = exc.errors
         except ValueError as exc:
             errors[name] = [str(exc)]
-    if not errors and "quantity" in out and out.get("exchange") != "CRYPTO":
+    if not errors and out.get("exchange") != "CRYPTO":
         for name in ("quantity", "position_size"):
-            if name in out:
+            if name in out and schema[name].kind == "qty":
                 qty = out[name]
                 if qty != int(qty):
                     errors[name] = [f"Fractional quantity ({qty}) is not allowed for non-crypto "
                                     f"exchanges."]
                 else:
                     out[name] = int(qty)
+    return out, errors
+
+
+class _ItemErrors(ValueError):
+    """Errors of a list's items, by item index (marshmallow's nested form)."""
+
+    def __init__(self, errors: dict[int, Any]) -> None:
+        self.errors = errors
+        super().__init__(str(errors))
+
+
+def _items(spec: Field, value: object) -> list[dict[str, Any]]:
+    """A list of objects of ``spec.item``; each item's errors under its index."""
+    if not isinstance(value, list):
+        raise ValueError("Not a valid list.")
+    if (spec.min is not None and len(value) < spec.min) or \
+            (spec.max is not None and len(value) > spec.max):
+        raise ValueError(spec.range_error)
+    assert spec.item is not None
+    out, errors = [], {}
+    for i, item in enumerate(value):
+        fields, item_errors = _load(spec.item, item)
+        if item_errors:
+            errors[i] = item_errors
+        out.append(fields)
     if errors:
-        raise ValidationFailed(errors)
+        raise _ItemErrors(errors)
     return out
 
 
@@ -384,6 +489,22 @@ def depth_json(d: Depth, q: Quote, last_quantity: int) -> dict[str, Any]:
 def history_json(bars: list[HistoryBar]) -> list[dict[str, Any]]:
     return [{"timestamp": int(b.timestamp), "open": b.open, "high": b.high, "low": b.low,
              "close": b.close, "volume": b.volume, "oi": b.oi} for b in bars]
+
+
+def holidays_json(days: list[date], exchanges: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``market/holidays`` data: each listed holiday closes every exchange of the calendar."""
+    return [{"date": d.isoformat(), "description": "Trading holiday",
+             "holiday_type": "TRADING_HOLIDAY", "closed_exchanges": list(exchanges),
+             "open_exchanges": []} for d in days]
+
+
+def timings_json(session: tuple[float, float] | None,
+                 exchanges: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``market/timings`` data: each exchange's open and close in epoch ms; [] when closed."""
+    if session is None:
+        return []
+    start, end = (round(t * 1000) for t in session)
+    return [{"exchange": x, "start_time": start, "end_time": end} for x in exchanges]
 
 
 def order_update_frame(row: OrderRow, *, analyze: bool) -> dict[str, Any]:
