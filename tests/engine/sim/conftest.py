@@ -45,7 +45,7 @@ def sim_factory(clock: VirtualClock) -> Iterator[SimFactory]:
 
     def make(matching: MatchingSettings | None = None, **overrides: Any) -> SimulatorServer:
         sim = SimulatorServer(replace(BASE_SETTINGS, **overrides), api_key=API_KEY, clock=clock,
-                              matching=matching)
+                              matching=matching or MatchingSettings(broker="ideal"))
         started.append(sim.start())
         return sim
 
