@@ -17,7 +17,7 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError
+from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -81,6 +81,9 @@ class Spy:
     def orderbook(self) -> list[OrderRow]:
         return self._call("orderbook")
 
+    def tradebook(self) -> list[TradeRow]:
+        return self.sim.tradebook()  # a read, not an order-endpoint call
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
@@ -95,7 +98,7 @@ class Harness:
         self.clock = VirtualClock(T0)
         self.registry = Registry(self.clock)
         self.db = Database(tmp_path / "engine.db", StoreSettings(flush_interval_s=60.0))
-        self.sim = SimulatedBroker(self.clock, SPEC, matching or MatchingSettings(),
+        self.sim = SimulatedBroker(self.clock, SPEC, matching or MatchingSettings(broker="ideal"),
                                    account="sim")
         self.sim.declare_symbol(CE, "NFO")
         self.broker = Spy(self.sim)
@@ -388,7 +391,7 @@ def test_requests_are_spaced_on_the_engine_clock_and_cancels_go_first(harness: H
 
 
 def test_partial_fills_emit_each_new_quantity(make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("p-1", quantity=195))
     for _ in range(3):
         h.market(98.9)
@@ -402,7 +405,7 @@ def test_partial_fills_emit_each_new_quantity(make: Callable[..., Harness]) -> N
 
 def test_a_fill_reported_by_the_stream_and_the_poll_is_applied_once(
         make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("d-1", quantity=130))
     h.market(98.9)  # first lot: the stream reports it
     h.sync()
@@ -625,7 +628,7 @@ def test_an_unreadable_orderbook_is_alerted_once_and_polling_goes_on(harness: Ha
 
 def test_a_restart_resumes_working_orders_and_applies_each_fill_once(
         make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("w-1", quantity=130))
     h.market(98.9)
     h.sync()
