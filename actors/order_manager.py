@@ -68,6 +68,7 @@ from engine.broker import (
     OutcomeUnknown,
     RateLimited,
     RejectedError,
+    SemiAutoMode,
 )
 from engine.market.instruments import InstrumentSpec, trading_date
 from engine.messages import (
@@ -433,6 +434,8 @@ class OrderManager(EngineActor):
                 price=i.price, trigger_price=i.trigger_price)
         except OutcomeUnknown as exc:
             self._placement_unknown(order, exc)
+        except SemiAutoMode as exc:
+            self._semi_auto(order, exc)
         except (RejectedError, AuthError, OrderNotFound, RateLimited, BrokerUnavailable) as exc:
             # refused, or provably never processed: no order exists at the broker
             self._request("placeorder", order, f"{type(exc).__name__}: {exc.message}")
@@ -449,6 +452,18 @@ class OrderManager(EngineActor):
             self._read_status(order)
         self._settle(order)
         return True
+
+    def _semi_auto(self, order: TrackedOrder, exc: SemiAutoMode) -> None:
+        """OpenAlgo queued the order in its Action Center (no order id): not placed by us, and
+        nothing more is sent. The gate closes for everything and one line says what to do."""
+        self._request("placeorder", order, f"semi-auto: {exc.message}")
+        self._counts["semi_auto"] += 1
+        self._emit(self.book.transition(order, S.REJECTED, self.now(),
+                                        "queued in OpenAlgo's Action Center (semi-auto mode), "
+                                        "not placed by the engine"))
+        if self._gate.entries or self._gate.exits:
+            self._alert("semi_auto_mode", SemiAutoMode.HINT, Severity.CRITICAL)
+            self._on_gate(TradingGate(entries=False, exits=False, reason=SemiAutoMode.HINT))
 
     def _placement_unknown(self, order: TrackedOrder, exc: BrokerError) -> None:
         self._request("placeorder", order, f"outcome unknown: {exc.message}")

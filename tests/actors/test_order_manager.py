@@ -17,7 +17,14 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError, TradeRow
+from engine.broker import (
+    BrokerUnavailable,
+    OrderRow,
+    OutcomeUnknown,
+    RejectedError,
+    SemiAutoMode,
+    TradeRow,
+)
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -798,3 +805,21 @@ def test_a_cancel_pending_carried_over_as_complete_books_no_fill(
     assert [f.client_id for f in h.fills()] == ["done-1"]
     assert S.COMPLETE not in h.statuses("e-1")
     assert h.statuses("e-1")[-1] is S.CANCELLED
+
+
+def test_a_semi_auto_reply_closes_the_gate_and_is_never_nothing_to_do(
+        make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def queued(**kw: Any) -> str:
+        raise SemiAutoMode("order queued for approval in the Action Center",
+                           endpoint="placeorder", status=200)
+
+    h.broker.hooks["place_order"] = queued
+    h.send(intent("q-1"))
+    h.send(intent("q-2", purpose=OrderPurpose.EXIT, action=Action.SELL))
+    assert h.statuses("q-1")[-1] is S.REJECTED
+    assert "Action Center" in h.events("q-1")[-1].reason
+    assert h.statuses("q-2")[-1] is S.REJECTED  # not sent: the gate is closed for exits too
+    assert h.broker.names().count("place_order") == 1
+    assert [a.kind for a in h.alerts()].count("semi_auto_mode") == 1
