@@ -227,7 +227,8 @@ class Reconciler(EngineActor):
             holder = max(holders, key=lambda m: (abs(m.quantity), m.strategy))
             strategy, target = holder.strategy, holder.quantity + diff
             side = "BUY" if diff > 0 else "SELL"
-            price = _last_complete_price(book, f.symbol, side)
+            price = _last_complete_price(book, f.symbol, side) or self._last_trade_price(
+                f.symbol, side)
             detail = f"closed at {price or 'the last price'} ({side} seen at the broker)" \
                 if f.kind == "phantom" else f"set to the broker's {f.broker_quantity}"
         self.tell(self.positions, PositionCorrection(
@@ -280,6 +281,16 @@ class Reconciler(EngineActor):
             self._finding(f, mark.strategy, "fallback stop placed", now,
                           f"{missing} uncovered")
 
+    def _last_trade_price(self, symbol: str, side: str) -> float:
+        """The broker's latest trade on ``side`` for ``symbol`` (0 if none or unreadable): for
+        brokers whose orderbook rows carry no average price (Zerodha, Angel)."""
+        try:
+            trades = self.broker.tradebook()
+        except BrokerError:
+            return 0.0
+        done = [t for t in trades if t.symbol == symbol and t.action.upper() == side]
+        return done[-1].average_price if done else 0.0
+
     def _place_fallback_stop(self, mark: PositionMark, quantity: int, now: float) -> None:
         tick = self.instrument.tick_size
         base = max(mark.average_price, mark.ltp)
@@ -305,5 +316,5 @@ def _last_complete_price(book: list[OrderRow], symbol: str, side: str) -> float:
     """Average price of the broker's latest complete order on ``side`` for ``symbol`` (0 if
     none): the stop that filled unseen."""
     done = [r for r in book if r.symbol == symbol and r.action.upper() == side
-            and r.status.lower() == "complete" and r.average_price > 0]
-    return done[-1].average_price if done else 0.0
+            and r.status.lower() == "complete" and (r.average_price or 0.0) > 0]
+    return (done[-1].average_price or 0.0) if done else 0.0
