@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from engine.broker import OrderRow, TradeRow
+from engine.broker import OrderRow
 from engine.sim.personalities.base import (
     MarketFacts,
     Personality,
@@ -16,7 +16,6 @@ from engine.sim.personalities.base import (
     dumps,
     openalgo_frame,
 )
-from engine.sim.personalities.zerodha import orderstatus_average
 
 
 def order_data_transform(rows: list[OrderRow]) -> list[OrderRow]:
@@ -39,13 +38,6 @@ class Angel(Personality):
 
     def orderbook(self, rows: list[OrderRow]) -> list[OrderRow]:
         return order_data_transform(rows)
-
-    def order_status(self, rows: list[OrderRow], orderid: str,
-                     trades: list[TradeRow]) -> OrderRow | None:
-        row = next((r for r in self.orderbook(rows) if r.orderid == orderid), None)
-        if row is None:
-            return None
-        return replace(row, average_price=orderstatus_average(row, trades))
 
     def order_update_frame(self, row: OrderRow, *, analyze: bool, user_id: str,
                            broker: str) -> dict[str, Any] | None:

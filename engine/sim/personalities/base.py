@@ -74,8 +74,16 @@ class Personality:
 
     def order_status(self, rows: list[OrderRow], orderid: str,
                      trades: list[TradeRow]) -> OrderRow | None:
-        """``orderstatus`` for ``orderid`` (None: not found)."""
-        return next((r for r in self.orderbook(rows) if r.orderid == orderid), None)
+        """``orderstatus`` for ``orderid`` (None: not found). services/orderstatus_service.py
+        reads it from the (transformed) orderbook, so a row without ``average_price`` gets the
+        FIRST tradebook row of the order (not the average of its fills), and only when it says
+        ``complete``; else 0.0."""
+        row = next((r for r in self.orderbook(rows) if r.orderid == orderid), None)
+        if row is None or row.average_price is not None:
+            return row
+        price = next((t.average_price for t in trades if t.orderid == row.orderid), 0.0) \
+            if row.status == "complete" else 0.0
+        return replace(row, average_price=price)
 
     def order_update(self, row: OrderRow) -> OrderRow:
         """An order-update frame's row (also the in-process broker's listener row)."""

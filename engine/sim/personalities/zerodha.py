@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from engine.broker import OrderRow, TradeRow
+from engine.broker import OrderRow
 from engine.sim.personalities.base import (
     OPENALGO_STATUSES,
     MarketFacts,
@@ -39,14 +39,6 @@ def order_data_transform(rows: list[OrderRow]) -> list[OrderRow]:
     return out
 
 
-def orderstatus_average(row: OrderRow, trades: list[TradeRow]) -> float:
-    """services/orderstatus_service.py: ``average_price`` is the FIRST tradebook row of the order
-    (not the average of its fills), and only when the row says ``complete``; else 0.0."""
-    if row.status != "complete":
-        return 0.0
-    return next((t.average_price for t in trades if t.orderid == row.orderid), 0.0)
-
-
 class Zerodha(Personality):
     name = "zerodha"
     #: restx_api/*.py: ``os.getenv("API_RATE_LIMIT", "10 per second")``: 10/s when unset
@@ -56,14 +48,6 @@ class Zerodha(Personality):
 
     def orderbook(self, rows: list[OrderRow]) -> list[OrderRow]:
         return order_data_transform(rows)
-
-    def order_status(self, rows: list[OrderRow], orderid: str,
-                     trades: list[TradeRow]) -> OrderRow | None:
-        # services/orderstatus_service.py reads the (transformed) orderbook
-        row = next((r for r in self.orderbook(rows) if r.orderid == orderid), None)
-        if row is None:
-            return None
-        return replace(row, average_price=orderstatus_average(row, trades))
 
     def order_update(self, row: OrderRow) -> OrderRow:
         # broker/zerodha/streaming/zerodha_order_adapter.py _STATUS_MAP: in-between -> "open";
