@@ -644,8 +644,11 @@ class OrderBook:
             qty = sum(t.quantity for t in mine)
             value = sum(t.quantity * t.average_price for t in mine)
             status = claim.status
-            if engine_status(status, qty, order.intent.quantity) is S.COMPLETE \
-                    and qty < order.intent.quantity:
+            try:
+                claimed: OrderStatus | None = engine_status(status, qty, order.intent.quantity)
+            except BadBrokerReport:  # an in-between state with a fill: priced, state kept
+                claimed = None
+            if claimed is S.COMPLETE and qty < order.intent.quantity:
                 logger.info("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
                             "kept working", self.account, order.client_id, qty,
                             order.intent.quantity)

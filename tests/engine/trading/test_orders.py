@@ -401,6 +401,14 @@ def test_complete_without_a_filled_quantity_waits_for_the_tradebook() -> None:
     assert order.status is S.COMPLETE and not book.claims
 
 
+def test_a_fill_without_a_price_in_an_in_between_state_is_priced_and_keeps_the_state() -> None:
+    book, order = placed_book()
+    assert book.apply_report(report("B1", "modify pending", 65, 0.0)) == []
+    msgs = book.apply_trades([TradeRow("B1", CE, "NFO", "BUY", 65, 99.5, "MIS")], T0 + 1)
+    assert [(f.quantity, f.price) for f in fills(msgs)] == [(65, 99.5)]
+    assert order.status is S.OPEN and order.filled == 65
+
+
 def test_a_complete_the_tradebook_does_not_show_is_no_fill() -> None:
     book, order = placed_book()
     assert book.apply_report(report("B1", "complete", 0, 0.0)) == []
