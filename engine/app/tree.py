@@ -77,10 +77,11 @@ from engine.store.database import (
 Pair = tuple[str, str]
 
 #: History requests per second when the bar builders backfill over REST at start. OpenAlgo
-#: allows 50 calls/s per client for all non-order endpoints together; a burst of one request per
-#: symbol draws 429s whose ``retry_after`` a builder would sit out inside its start, long enough
-#: for its supervisor to take it for hung (with 82 options: market_data gave up).
-HISTORY_CALLS_PER_S = 20.0
+#: allows 10 calls/s per endpoint when API_RATE_LIMIT is unset (restx_api/history.py; 50 with its
+#: sample .env); a burst of one request per symbol draws 429s whose ``retry_after`` a builder
+#: would sit out inside its start, long enough for its supervisor to take it for hung (with 82
+#: options: market_data gave up).
+HISTORY_CALLS_PER_S = 8.0
 
 
 @dataclass

@@ -17,6 +17,7 @@ up, the hold time passes or the server stops, and then closed.
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import math
 import select
@@ -40,6 +41,7 @@ from engine.sim.contracts import MasterContract
 from engine.sim.faults import FaultInjector, RestFault
 from engine.sim.groups import OrderGroups
 from engine.sim.matching import INTERVALS, SimulatedBroker
+from engine.sim.personalities import RateLimits
 from engine.sim.ratelimit import MovingWindowLimiter
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
 
 ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder", "optionsorder",
                              "optionsmultiorder"})
+#: endpoints OpenAlgo refuses in semi-auto mode, with the operation name of its message
+_SEMI_AUTO_REFUSED = {"cancelorder": "Cancel order", "modifyorder": "Modify order",
+                      "cancelallorder": "Cancel all orders", "closeposition": "Close position",
+                      "analyzer/toggle": "Analyzer toggle"}
 _API_PREFIX = "/api/v1/"
 #: How each endpoint words a validation error (its restx_api/ module): a message with the
 #: errors apart, or the errors themselves as the message; every other: the errors as text.
@@ -79,7 +85,10 @@ class RestApi:
         self._key = api_key.encode()
         self._settings = settings
         self._strings = settings.string_numbers
-        self.analyze = settings.analyze_mode
+        self._personality = broker.personality
+        self._string_fields = broker.personality.string_fields
+        self.analyze = settings.analyze_mode or broker.personality.analyze
+        self._pending_ids = itertools.count(1)
 
     def handle(self, endpoint: str, body: bytes, query: str | None = None) -> Reply:
         """One request: the JSON ``body``, or for a GET endpoint the ``query`` string."""
@@ -102,6 +111,10 @@ class RestApi:
                                    self._key):
             status, message = _AUTH_ERRORS.get(endpoint, (403, "Invalid openalgo apikey"))
             return status, error_body(message)
+        if self._settings.semi_auto and not self.analyze:
+            queued = self._semi_auto(endpoint)
+            if queued is not None:
+                return queued
         try:
             payload = self._dispatch(endpoint, fields)
         except OrderNotFound as exc:
@@ -119,6 +132,23 @@ class RestApi:
         if self.analyze:
             payload["mode"] = "analyze"
         return 200, payload
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return self._personality.rate_limits
+
+    def _semi_auto(self, endpoint: str) -> Reply | None:
+        """services/order_router_service.py: orders go to the Action Center (success, no
+        orderid); services/cancel_order_service.py and its siblings refuse with 403."""
+        if endpoint in ("placeorder", "placesmartorder"):
+            return 200, {"status": "success",
+                         "message": "Order queued for approval in Action Center",
+                         "mode": "semi_auto", "pending_order_id": next(self._pending_ids)}
+        refused = _SEMI_AUTO_REFUSED.get(endpoint)
+        if refused is not None:
+            return 403, error_body(f"{refused} operation is not allowed in Semi-Auto mode. "
+                                   f"Please switch to Auto mode.")
+        return None
 
     def _dispatch(self, endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
@@ -158,7 +188,8 @@ class RestApi:
 
     def _on_orderstatus(self, f: dict[str, Any]) -> dict[str, Any]:
         row = self._broker.order_status(strategy=f["strategy"], orderid=f["orderid"])
-        return {"data": wire.order_status_json(row, analyze=self.analyze, strings=self._strings)}
+        return {"data": wire.order_status_json(row, analyze=self.analyze, strings=self._strings,
+                                               string_fields=self._string_fields)}
 
     def _on_openposition(self, f: dict[str, Any]) -> dict[str, Any]:
         qty = self._broker.open_position(strategy=f["strategy"], symbol=f["symbol"],
@@ -166,14 +197,16 @@ class RestApi:
         return {"quantity": str(qty) if self._strings else qty}
 
     def _on_orderbook(self, f: dict[str, Any]) -> dict[str, Any]:
-        return {"data": wire.orderbook_json(self._broker.orderbook(), strings=self._strings)}
+        return {"data": wire.orderbook_json(self._broker.orderbook(), strings=self._strings,
+                                            string_fields=self._string_fields)}
 
     def _on_tradebook(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"data": [wire.trade_json(t, strings=self._strings)
                          for t in self._broker.tradebook()]}
 
     def _on_positionbook(self, f: dict[str, Any]) -> dict[str, Any]:
-        return {"data": [wire.position_json(p, strings=self._strings)
+        return {"data": [wire.position_json(p, strings=self._strings,
+                                            personality=self._personality)
                          for p in self._broker.positionbook()]}
 
     def _on_funds(self, f: dict[str, Any]) -> dict[str, Any]:
@@ -455,14 +488,16 @@ class RestServer:
         handler.send_json(status, payload)
 
     def _limit_for(self, endpoint: str) -> int:
+        """The endpoint's limit: the setting, or (0) the broker personality's default."""
         s = self._settings
         if not s.rate_limits_enabled:
             return 0
+        defaults = self.api.rate_limits
         if endpoint in ORDER_ENDPOINTS:
-            return s.order_rate_per_s
+            return s.order_rate_per_s or defaults.order
         if endpoint == "placesmartorder":
-            return s.smart_order_rate_per_s
-        return s.default_rate_per_s
+            return s.smart_order_rate_per_s or defaults.smart_order
+        return s.default_rate_per_s or defaults.default
 
     def _answer_fault(self, handler: _Handler, fault: RestFault) -> None:
         if fault.kind == "rate_limit":

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.broker import Depth, Funds, HistoryBar, OrderRow, PositionRow, Quote, TradeRow
 from engine.sim.matching import DEPTH_LEVELS, MarketSnapshot, touch_prices
+from engine.sim.personalities import MarketFacts, Personality
 
 EXCHANGES = ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "NCO", "NSE_INDEX",
              "BSE_INDEX", "MCX_INDEX", "CRYPTO")
@@ -404,34 +405,44 @@ def _num(value: float | int, as_string: bool) -> float | int | str:
     return str(value) if isinstance(value, int) else f"{value:.2f}"
 
 
-def order_json(row: OrderRow, *, strings: bool = False) -> dict[str, Any]:
-    """An orderbook row (live format)."""
-    return {
+def order_json(row: OrderRow, *, strings: bool = False,
+               string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """An orderbook row (live format); a field the row does not have (None) is left out, and
+    ``string_fields`` (or all numbers, with ``strings``) are sent as text."""
+    def num(name: str, value: float | int) -> float | int | str:
+        return _num(value, strings or name in string_fields)
+
+    data: dict[str, Any] = {
         "action": row.action, "symbol": row.symbol, "exchange": row.exchange,
         "orderid": row.orderid, "product": row.product,
-        "quantity": _num(row.quantity, strings), "price": _num(row.price, strings),
+        "quantity": num("quantity", row.quantity), "price": num("price", row.price),
         "pricetype": row.pricetype, "order_status": row.status,
-        "trigger_price": _num(row.trigger_price, strings), "timestamp": row.timestamp,
-        "average_price": _num(row.average_price, strings),
-        "filled_quantity": _num(row.filled_quantity, strings),
+        "trigger_price": num("trigger_price", row.trigger_price), "timestamp": row.timestamp,
     }
-
-
-def order_status_json(row: OrderRow, *, analyze: bool, strings: bool = False) -> dict[str, Any]:
-    """``orderstatus`` data: live uses ``pricetype``; sandbox ``price_type`` + pending_quantity."""
-    data = order_json(row, strings=strings)
-    if analyze:
-        data["price_type"] = data.pop("pricetype")
-        data["pending_quantity"] = _num(row.quantity - row.filled_quantity, strings)
+    if row.average_price is not None:
+        data["average_price"] = num("average_price", row.average_price)
+    if row.filled_quantity is not None:
+        data["filled_quantity"] = num("filled_quantity", row.filled_quantity)
     return data
 
 
-def orderbook_json(rows: list[OrderRow], *, strings: bool = False) -> dict[str, Any]:
+def order_status_json(row: OrderRow, *, analyze: bool, strings: bool = False,
+                      string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``orderstatus`` data: live uses ``pricetype``; sandbox ``price_type`` + pending_quantity."""
+    data = order_json(row, strings=strings, string_fields=string_fields)
+    if analyze:
+        data["price_type"] = data.pop("pricetype")
+        data["pending_quantity"] = _num(row.quantity - (row.filled_quantity or 0), strings)
+    return data
+
+
+def orderbook_json(rows: list[OrderRow], *, strings: bool = False,
+                   string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
     def count(pred: Any) -> int:
         return sum(1 for r in rows if pred(r))
 
     return {
-        "orders": [order_json(r, strings=strings) for r in rows],
+        "orders": [order_json(r, strings=strings, string_fields=string_fields) for r in rows],
         "statistics": {
             "total_buy_orders": count(lambda r: r.action == "BUY"),
             "total_sell_orders": count(lambda r: r.action == "SELL"),
@@ -451,11 +462,15 @@ def trade_json(row: TradeRow, *, strings: bool = False) -> dict[str, Any]:
     }
 
 
-def position_json(row: PositionRow, *, strings: bool = False) -> dict[str, Any]:
+def position_json(row: PositionRow, *, strings: bool = False,
+                  personality: Personality | None = None) -> dict[str, Any]:
+    average: float | str = _num(row.average_price, strings)
+    if personality is not None and not strings:
+        average = personality.position_average(row.average_price)
     return {
         "symbol": row.symbol, "exchange": row.exchange, "product": row.product,
         "quantity": _num(row.quantity, strings),
-        "average_price": _num(row.average_price, strings),
+        "average_price": average,
         "ltp": _num(row.ltp, strings), "pnl": _num(row.pnl, strings),
     }
 
@@ -507,15 +522,23 @@ def timings_json(session: tuple[float, float] | None,
     return [{"exchange": x, "start_time": start, "end_time": end} for x in exchanges]
 
 
-def order_update_frame(row: OrderRow, *, analyze: bool) -> dict[str, Any]:
+def order_update_frame(row: OrderRow, *, analyze: bool,
+                       personality: Personality | None = None, user_id: str = "",
+                       broker: str = "") -> dict[str, Any]:
+    if personality is not None:
+        frame = personality.order_update_frame(row, analyze=analyze, user_id=user_id,
+                                               broker=broker)
+        if frame is not None:
+            return frame
+    filled = row.filled_quantity or 0
     return {
         "type": "order_update", "orderid": row.orderid, "symbol": row.symbol,
         "exchange": row.exchange, "action": row.action, "quantity": row.quantity,
         "price": row.price, "trigger_price": row.trigger_price, "pricetype": row.pricetype,
         "product": row.product, "order_status": row.status,
-        "filled_quantity": row.filled_quantity,
-        "pending_quantity": row.quantity - row.filled_quantity,
-        "average_price": row.average_price, "rejection_reason": row.rejection_reason,
+        "filled_quantity": filled,
+        "pending_quantity": row.quantity - filled,
+        "average_price": row.average_price or 0.0, "rejection_reason": row.rejection_reason,
         "strategy": row.strategy, "timestamp": row.timestamp,
         "mode": "analyze" if analyze else "live",
     }
@@ -533,11 +556,15 @@ class FrameBuilder:
     directly (integer paise steps) instead of as thirty small dicts.
     """
 
-    __slots__ = ("_broker", "_cache", "_level_qty", "_ltp", "_ltt", "_snap", "_tick_size")
+    __slots__ = ("_broker", "_cache", "_level_qty", "_ltp", "_ltt", "_personality", "_snap",
+                 "_tick_size", "_ts")
 
     def __init__(self, snap: MarketSnapshot, ltp: float, ltt: float, tick_size: float,
-                 level_quantity: int, broker: str) -> None:
+                 level_quantity: int, broker: str,
+                 personality: Personality | None = None) -> None:
         self._snap = snap
+        self._personality = personality
+        self._ts = ltt
         self._ltp = ltp
         self._tick_size = tick_size
         self._level_qty = level_quantity
@@ -556,6 +583,10 @@ class FrameBuilder:
         s = self._snap
         head = {"type": "market_data", "symbol": s.symbol, "exchange": s.exchange, "mode": mode,
                 "broker": self._broker}
+        if self._personality is not None:
+            text = self._personality.market_frame(mode, head, self._facts())
+            if text is not None:
+                return text
         if mode == 1:
             head["data"] = {"ltp": self._ltp, "ltt": self._ltt}
             return json.dumps(head, separators=(",", ":"))
@@ -574,6 +605,18 @@ class FrameBuilder:
         text = json.dumps(head, separators=(",", ":"))  # ends with the data object's "}}"
         return (f'{text[:-2]},"depth":{{"buy":{_ladder_json(best_bid, -tick, qty)},'
                 f'"sell":{_ladder_json(best_ask, tick, qty)}}}}}}}')
+
+
+    def _facts(self) -> MarketFacts:
+        s, tick, qty = self._snap, self._tick_size, self._level_qty
+        best_bid, best_ask = touch_prices(s.ltp, s.bid, s.ask, tick)
+        return MarketFacts(
+            ltp=self._ltp, ltt=self._ts, volume=s.volume, open=s.open, high=s.high, low=s.low,
+            close=s.close, last_quantity=s.last_trade_quantity, average_price=s.average_price,
+            total_buy_quantity=_ladder_total(best_bid, -tick, qty),
+            total_sell_quantity=_ladder_total(best_ask, tick, qty),
+            oi=s.oi, bids=json.loads(_ladder_json(best_bid, -tick, qty)),
+            asks=json.loads(_ladder_json(best_ask, tick, qty)))
 
 
 def _ladder_total(best: float, step: float, qty: int) -> int:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from engine.messages import Tick
 from engine.runtime.clock import VirtualClock, ist_epoch
+from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.sim.wire import ENDPOINTS, SCHEMAS, Field
 from tests.fuzz.support import (
@@ -52,7 +53,8 @@ WS_CODES = {"AUTHENTICATION_ERROR", "NOT_AUTHENTICATED", "INVALID_MODE", "INVALI
 def sim() -> Iterator[SimulatorServer]:
     settings = SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
                                  lost_reply_hold_s=1.0)
-    server = SimulatorServer(settings, api_key=API_KEY, clock=VirtualClock(T0)).start()
+    server = SimulatorServer(settings, api_key=API_KEY, clock=VirtualClock(T0),
+                             matching=MatchingSettings(broker="ideal")).start()
     server.publish(Tick(SYM, "NFO", 100.0, T0, T0, 1000, 99.95, 100.05, 10))
     try:
         yield server

@@ -47,7 +47,8 @@ def sim_factory(clock: VirtualClock) -> Iterator[SimFactory]:
     def make(matching: MatchingSettings | None = None, instrument: InstrumentSpec | None = None,
              **overrides: Any) -> SimulatorServer:
         sim = SimulatorServer(replace(BASE_SETTINGS, **overrides), api_key=API_KEY, clock=clock,
-                              matching=matching, instrument=instrument)
+                              matching=matching or MatchingSettings(broker="ideal"),
+                              instrument=instrument)
         started.append(sim.start())
         return sim
 
