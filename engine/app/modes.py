@@ -38,9 +38,11 @@ from engine.app.venues import write_simulator_file
 from engine.config import Config
 from engine.market.instruments import trading_date
 from engine.market.session_file import SessionReader
+from engine.messages import Tick
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.pacing import Pacer
 from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
 from engine.sim.server import SimulatorServer, serve_forever
 
@@ -67,12 +69,21 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
 
 
 def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | None = None,
-                   account: str = "default") -> Callable[[FeedCallbacks], FeedClient]:
-    """A factory the Feed actor calls (on every start) to get a fresh feed client."""
+                   account: str = "default",
+                   pacer: Pacer | None = None) -> Callable[[FeedCallbacks], FeedClient]:
+    """A factory the Feed actor calls (on every start) to get a fresh feed client. With a
+    ``pacer`` (paper), every received batch of ticks is reported to it."""
     settings = cfg.feed if ws_url is None else replace(cfg.feed, ws_url=ws_url)
 
     def connect(cb: FeedCallbacks) -> FeedClient:
-        return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=cb.on_ticks,
+        on_ticks = cb.on_ticks
+        if pacer is not None:
+            def on_ticks(ticks: list[Tick], _inner: Callable[[list[Tick]], None] = on_ticks
+                         ) -> None:
+                _inner(ticks)
+                if ticks:
+                    pacer.consumed(max(t.ts for t in ticks))
+        return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=on_ticks,
                           on_status=cb.on_status, on_order_update=cb.on_order_update,
                           account=account)
 
@@ -110,6 +121,9 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
     stop = stop or threading.Event()
     engine: Engine | None = None
     published = 0
+    # the market waits for the machine: never ahead of what the engine has taken in
+    pacer = Pacer(backlog=lambda: sim.pending_ticks() + (
+        engine.registry.backlog() if engine is not None else 0))
     try:
         sim.declare_symbols(symbols)
         sim.start()
@@ -120,7 +134,8 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         parts = EngineParts(mode="paper", clock=clock, symbols=symbols,
                             trading_day=day, broker=broker, facts=facts,
                             connect=feed_connector(cfg, api_key=api_key, clock=clock,
-                                                   ws_url=sim.ws_url, account="paper"),
+                                                   ws_url=sim.ws_url, account="paper",
+                                                   pacer=pacer),
                             db_path=db_path, record_to=record_to, strategies=strategies,
                             account="paper", open_gate_at_start=bool(strategies))
         engine = Engine(cfg, parts)
@@ -131,7 +146,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
             _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
             if on_started is not None:
                 on_started(engine, sim)
-            playback = sim.play(reader.ticks(), clock)
+            playback = sim.play(reader.ticks(), clock, pacer=pacer)
             clock.resume()
             logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols),
                         speed)
@@ -139,6 +154,10 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 if engine.stopped.is_set():
                     break
             published = playback.published
+            if pacer.waits:
+                logger.info("paper: the machine could not keep up at {}x: market time stood "
+                            "still {:.0f} s (engine) while the engine caught up ({} waits, "
+                            "{:.1f} s real)", speed, clock.held_s, pacer.waits, pacer.waited_s)
             if not stop.is_set():
                 # let the last minute close on the engine clock (minute end + grace)
                 end = last_close_at(cfg, clock, last) + 0.5

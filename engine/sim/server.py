@@ -30,6 +30,7 @@ from loguru import logger
 from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, InstrumentSpec
 from engine.messages import Tick
 from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.pacing import Pacer
 from engine.sim.faults import FaultInjector
 from engine.sim.feed import FeedServer
 from engine.sim.matching import MatchingSettings, SimulatedBroker
@@ -49,10 +50,13 @@ class Playback:
     """A background thread publishing ticks as the clock reaches each tick's time."""
 
     def __init__(self, sim: SimulatorServer, ticks: Iterable[Tick], clock: Clock,
-                 name: str) -> None:
+                 name: str, pacer: Pacer | None = None) -> None:
         self._sim = sim
         self._ticks = ticks
         self._clock = clock
+        self._pacer = pacer
+        # a scaled clock is held at each tick's time until it is out (engine.runtime.pacing)
+        self._leash = clock if isinstance(clock, ScaledClock) and pacer is not None else None
         self._stop = threading.Event()
         self.done = threading.Event()
         self.published = 0
@@ -70,17 +74,26 @@ class Playback:
 
     def _run(self) -> None:
         try:
+            pacer, leash = self._pacer, self._leash
             for tick in self._ticks:
                 # paced by arrival time: a recorded session replays as it was received,
                 # late and out-of-order ticks included
+                if leash is not None:
+                    leash.hold_at(tick.recv_ts)
                 if self._stop.is_set() or not self._wait_until(tick.recv_ts):
                     return
+                if pacer is not None:
+                    if not pacer.wait(self._stop):
+                        return
+                    pacer.published(tick.ts)
                 self._sim.publish(tick)
                 self.published += 1
         except Exception as exc:
             self.error = exc
             logger.exception("simulator playback failed after {} ticks", self.published)
         finally:
+            if self._leash is not None:
+                self._leash.hold_at(float("inf"))
             self.done.set()
 
     def _wait_until(self, due: float) -> bool:
@@ -209,11 +222,13 @@ class SimulatorServer:
                               self.broker.personality)
         self._feed.submit_tick(frames, (tick.symbol, tick.exchange))
 
-    def play(self, ticks: Iterable[Tick], clock: Clock | None = None) -> Playback:
+    def play(self, ticks: Iterable[Tick], clock: Clock | None = None,
+             pacer: Pacer | None = None) -> Playback:
         """Publish ``ticks`` from a background thread, each once ``clock.time() >= tick.recv_ts``
-        (its arrival time in the recording)."""
+        (its arrival time in the recording); with a ``pacer``, also only once the consumer keeps
+        up, a scaled clock standing still meanwhile (``engine.runtime.pacing``)."""
         playback = Playback(self, ticks, clock or self.clock,
-                            name=f"sim-playback-{len(self._playbacks) + 1}")
+                            name=f"sim-playback-{len(self._playbacks) + 1}", pacer=pacer)
         self._playbacks.append(playback)
         return playback
 
@@ -221,6 +236,10 @@ class SimulatorServer:
     def connected_clients(self) -> int:
         """Open WebSocket connections, authenticated or not."""
         return self._feed.connected_clients()
+
+    def pending_ticks(self) -> int:
+        """Ticks published but not yet turned into frames by the feed server."""
+        return self._feed.pending()
 
     def subscriptions(self) -> list[set[tuple[str, str, int]]]:
         """Per open WebSocket connection, its (symbol, exchange, mode) subscriptions."""
