@@ -580,10 +580,11 @@ RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTra
     | StoredAccount | StoredInstrumentFacts
 
 
-def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
+def record(row: RecordRow, *, durable: bool = True, soon: bool = False) -> StoreRecord:
     """The ``StoreRecord`` message that asks the writer to persist ``row`` (``durable``: commit
-    before answering; otherwise it rides the next batch)."""
-    return StoreRecord(row.TABLE, tuple(sql_values(row).items()), durable)
+    before answering; ``soon``: commit once nothing more urgent waits; otherwise it rides the
+    next batch)."""
+    return StoreRecord(row.TABLE, tuple(sql_values(row).items()), durable and not soon, soon)
 
 
 # ---------------------------------------------------------------------------------------------
