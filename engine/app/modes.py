@@ -24,7 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +35,12 @@ from loguru import logger
 from actors.feed import FeedCallbacks
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
+from engine.app.session_end import (
+    SessionChecks,
+    cancel_entries_at_safe_stop,
+    check_dead_letters,
+    check_session,
+)
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.app.venues import write_simulator_file
 from engine.config import Config
@@ -41,10 +49,11 @@ from engine.market.session_file import SessionReader
 from engine.messages import Tick
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
-from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.clock import IST, Clock, ScaledClock, WallClock
 from engine.runtime.pacing import Pacer
 from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
 from engine.sim.server import SimulatorServer, serve_forever
+from engine.store.database import Database
 
 Pair = tuple[str, str]
 
@@ -98,6 +107,9 @@ class PaperResult:
     record_to: Path | None
     stopped_early: bool
     safe_stop: str | None
+    checks: SessionChecks = field(default_factory=SessionChecks)
+    strategies: tuple[str, ...] = ()
+    trading_day: date | None = None
 
 
 def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
@@ -119,6 +131,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                           instrument=instrument_spec(cfg, session_facts(reader)),
                           matching=cfg.section("matching"))
     stop = stop or threading.Event()
+    checks = SessionChecks()
     engine: Engine | None = None
     published = 0
     # the market waits for the machine: never ahead of what the engine has taken in
@@ -168,13 +181,40 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 if not engine.safe_stop_reason:
                     graceful_stop(engine, cfg.engine.on_signal,
                                   timeout_s=cfg.engine.shutdown_timeout_s)
+            if strategies and not engine.safe_stop_reason:
+                check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
+                              account="paper", day_over=not stop.is_set()
+                              and past_eod(cfg, last))
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
             engine.stop()
+            if safe:
+                entries_at_safe_stop(cfg, db_path, "paper", checks, lambda: OpenAlgoClient(
+                    replace(cfg.openalgo, host=sim.rest_url), api_key=api_key, clock=clock,
+                    account="paper"))
+            if strategies:
+                check_dead_letters(checks, engine.registry)
         sim.stop()
         clock.stop()
-    return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe)
+    return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe,
+                       checks, strategies, trading_date(first))
+
+
+def past_eod(cfg: Config, ts: float) -> bool:
+    """Whether ``ts`` is at or after the risk manager's end-of-day exit on its day."""
+    eod = dtime.fromisoformat(cfg.section("risk").eod_exit)
+    return ts >= datetime.combine(trading_date(ts), eod, IST).timestamp()
+
+
+def entries_at_safe_stop(cfg: Config, db_path: Path, account: str, checks: SessionChecks,
+                         connect: Callable[[], OpenAlgoClient]) -> None:
+    """A safe stop: working entries are cancelled from the database, each verified."""
+    db = Database(db_path, cfg.store)
+    try:
+        cancel_entries_at_safe_stop(db, connect, account, checks)
+    finally:
+        db.close()
 
 
 def _wait_for_subscriptions(sim: SimulatorServer, wanted: set[str], timeout: float) -> None:
