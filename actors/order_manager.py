@@ -119,16 +119,18 @@ _PRIORITY = {CANCEL: 0, OrderPurpose.STOP.value: 1, OrderPurpose.EXIT.value: 1,
 class OrderSettings:
     """Section ``[orders]``: request rate, fill polling, cancel verification, unknown outcomes."""
 
-    rate_per_s: float = setting(8.0, "order requests (place and cancel) per second at most; "
-                                "keep below the broker's 10/s", min=0.1, max=100.0)
+    rate_per_s: float = setting(8.0, "order requests (place and cancel) per real second at "
+                                "most; keep below the broker's 10/s", min=0.1, max=100.0)
     poll_interval_s: float = setting(1.0, "orderbook poll while orders are working, seconds "
-                                     "(at most one orderbook read per interval)", min=0.01,
+                                     "(at most one orderbook read per interval; real seconds: "
+                                     "scaled by the clock's speed in paper)", min=0.01,
                                      max=60.0)
     cancel_confirm_timeout_s: float = setting(10.0, "a cancel the broker has not confirmed "
-                                              "within this many seconds is given up: the old "
-                                              "order stays, no replacement", min=0.05, max=600.0)
+                                              "within this many (real) seconds is given up: the "
+                                              "old order stays, no replacement", min=0.05,
+                                              max=600.0)
     cancel_poll_s: float = setting(0.5, "order status reads while a cancel awaits confirmation, "
-                                   "seconds apart", min=0.01, max=60.0)
+                                   "real seconds apart", min=0.01, max=60.0)
     resend_attempts: int = setting(2, "re-sends of an order whose placement outcome was unknown "
                                    "and that the orderbook does not show (each checked first)",
                                    min=0, max=10)
@@ -187,7 +189,7 @@ class OrderManager(EngineActor):
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
         self._recover()
-        self.schedule_every(self.settings.poll_interval_s, POLL_TIMER)
+        self.schedule_every(self._real_s(self.settings.poll_interval_s), POLL_TIMER)
 
     # -- messages ------------------------------------------------------------------------------
     @handles(OrderIntent)
@@ -451,7 +453,7 @@ class OrderManager(EngineActor):
                     continue
                 sent = self._place(order) if kind == PLACE else self._send_cancel(order)
                 if sent:
-                    self._next_send = now + 1.0 / self.settings.rate_per_s
+                    self._next_send = now + self._real_s(1.0 / self.settings.rate_per_s)
         finally:
             self._draining = False
 
@@ -524,6 +526,15 @@ class OrderManager(EngineActor):
         self._unknown_since[order.client_id] = self.now()
         self._emit(self.book.transition(order, S.UNKNOWN, self.now(),
                                         f"placement outcome unknown: {exc.message}"))
+
+    def _real_s(self, seconds: float) -> float:
+        """A broker-facing interval (a rate, a poll, a confirmation timeout) in engine seconds:
+        real seconds scaled by the clock's speed, so paper at 60x polls the broker once a real
+        second, as live does, not 60 times (against a 10/s limit that stalls the actor behind
+        429s); on a virtual clock (replay, an in-process broker) as configured."""
+        assert self.clock is not None
+        speed = self.clock.speed
+        return seconds * speed if math.isfinite(speed) else seconds
 
     def _settle_engine_s(self) -> float:
         """``unknown_settle_s`` in engine seconds: real time scaled by the clock's speed (a
@@ -604,11 +615,11 @@ class OrderManager(EngineActor):
         else:
             self._request("cancelorder", leg, "ok", leg.broker_order_id)
             self._counts["cancels"] += 1
-        leg.cancel_deadline = self.now() + self.settings.cancel_confirm_timeout_s
+        leg.cancel_deadline = self.now() + self._real_s(self.settings.cancel_confirm_timeout_s)
         self._read_status(leg)
         if leg.status is S.CANCEL_PENDING:
-            self.schedule_at(self.now() + self.settings.cancel_poll_s, CANCEL_TIMER,
-                             payload=leg.client_id)
+            self.schedule_at(self.now() + self._real_s(self.settings.cancel_poll_s),
+                             CANCEL_TIMER, payload=leg.client_id)
         self._settle(leg)
         return True
 
@@ -629,7 +640,8 @@ class OrderManager(EngineActor):
                         f"cancel within {timeout:g}s; the order stays tracked")
             self._settle(leg)
             return
-        self.schedule_at(now + self.settings.cancel_poll_s, CANCEL_TIMER, payload=client_id)
+        self.schedule_at(now + self._real_s(self.settings.cancel_poll_s), CANCEL_TIMER,
+                         payload=client_id)
 
     def _settle(self, order: TrackedOrder) -> None:
         """When the cancel of the strategy's order is over: place its replacement only if the
@@ -768,7 +780,8 @@ class OrderManager(EngineActor):
                 self._emit(self.book.transition(order, S.UNKNOWN, now, "restart: the request "
                                                 "may have been sent; checking the orderbook"))
             elif order.status is S.CANCEL_PENDING:
-                order.cancel_deadline = now + self.settings.cancel_confirm_timeout_s
+                order.cancel_deadline = now + self._real_s(
+                    self.settings.cancel_confirm_timeout_s)
                 self.schedule_at(now, CANCEL_TIMER, payload=order.client_id)
         for order in restored:
             if order.is_parent:

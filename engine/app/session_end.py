@@ -153,7 +153,7 @@ def check_dead_letters(checks: SessionChecks, registry: Registry) -> None:
             lost[key] = lost.get(key, 0) + 1
     for (what, name), n in sorted(lost.items()):
         checks.failures.append(f"{n} {what} message(s) to {name} became dead letters")
-    total = registry.dead_letter_count()
+    total = registry.dead_letter_count
     if total:
         checks.notes.append(f"dead letters: {total} in all (market data and records "
                             f"included)")
