@@ -189,7 +189,7 @@ class OrderManager(EngineActor):
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
         self._recover()
-        self.schedule_every(self._real_s(self.settings.poll_interval_s), POLL_TIMER)
+        self.schedule_every(self.real_s(self.settings.poll_interval_s), POLL_TIMER)
 
     # -- messages ------------------------------------------------------------------------------
     @handles(OrderIntent)
@@ -453,7 +453,7 @@ class OrderManager(EngineActor):
                     continue
                 sent = self._place(order) if kind == PLACE else self._send_cancel(order)
                 if sent:
-                    self._next_send = now + self._real_s(1.0 / self.settings.rate_per_s)
+                    self._next_send = now + self.real_s(1.0 / self.settings.rate_per_s)
         finally:
             self._draining = False
 
@@ -526,15 +526,6 @@ class OrderManager(EngineActor):
         self._unknown_since[order.client_id] = self.now()
         self._emit(self.book.transition(order, S.UNKNOWN, self.now(),
                                         f"placement outcome unknown: {exc.message}"))
-
-    def _real_s(self, seconds: float) -> float:
-        """A broker-facing interval (a rate, a poll, a confirmation timeout) in engine seconds:
-        real seconds scaled by the clock's speed, so paper at 60x polls the broker once a real
-        second, as live does, not 60 times (against a 10/s limit that stalls the actor behind
-        429s); on a virtual clock (replay, an in-process broker) as configured."""
-        assert self.clock is not None
-        speed = self.clock.speed
-        return seconds * speed if math.isfinite(speed) else seconds
 
     def _settle_engine_s(self) -> float:
         """``unknown_settle_s`` in engine seconds: real time scaled by the clock's speed (a
@@ -615,10 +606,10 @@ class OrderManager(EngineActor):
         else:
             self._request("cancelorder", leg, "ok", leg.broker_order_id)
             self._counts["cancels"] += 1
-        leg.cancel_deadline = self.now() + self._real_s(self.settings.cancel_confirm_timeout_s)
+        leg.cancel_deadline = self.now() + self.real_s(self.settings.cancel_confirm_timeout_s)
         self._read_status(leg)
         if leg.status is S.CANCEL_PENDING:
-            self.schedule_at(self.now() + self._real_s(self.settings.cancel_poll_s),
+            self.schedule_at(self.now() + self.real_s(self.settings.cancel_poll_s),
                              CANCEL_TIMER, payload=leg.client_id)
         self._settle(leg)
         return True
@@ -640,7 +631,7 @@ class OrderManager(EngineActor):
                         f"cancel within {timeout:g}s; the order stays tracked")
             self._settle(leg)
             return
-        self.schedule_at(now + self._real_s(self.settings.cancel_poll_s), CANCEL_TIMER,
+        self.schedule_at(now + self.real_s(self.settings.cancel_poll_s), CANCEL_TIMER,
                          payload=client_id)
 
     def _settle(self, order: TrackedOrder) -> None:
@@ -780,7 +771,7 @@ class OrderManager(EngineActor):
                 self._emit(self.book.transition(order, S.UNKNOWN, now, "restart: the request "
                                                 "may have been sent; checking the orderbook"))
             elif order.status is S.CANCEL_PENDING:
-                order.cancel_deadline = now + self._real_s(
+                order.cancel_deadline = now + self.real_s(
                     self.settings.cancel_confirm_timeout_s)
                 self.schedule_at(now, CANCEL_TIMER, payload=order.client_id)
         for order in restored:

@@ -91,7 +91,7 @@ def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | Non
                          ) -> None:
                 _inner(ticks)
                 if ticks:
-                    pacer.consumed(max(t.ts for t in ticks))
+                    pacer.consumed(max(t.ts for t in ticks), len(ticks))
         return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=on_ticks,
                           on_status=cb.on_status, on_order_update=cb.on_order_update,
                           account=account)

@@ -73,7 +73,7 @@ def check_session(checks: SessionChecks, *, registry: Registry, db: Database,
         checks.failures.append(f"{len(unknown)} order(s) in unknown state: "
                                f"{', '.join(unknown)}")
     try:
-        risk = registry.ask("risk", StatusRequest(), timeout=10.0)
+        risk = registry.ask("risk", StatusRequest(), timeout=30.0)
     except Exception as exc:  # a check never raises
         checks.failures.append(f"the risk manager did not answer ({type(exc).__name__})")
         risk = {}
@@ -125,7 +125,7 @@ def _positions(registry: Registry, broker: Broker, account: str, attempts: int,
             time.sleep(pause_s)
         try:
             marks: tuple[PositionMark, ...] = registry.ask(
-                "positions", PositionQuery(account=account), timeout=10.0)
+                "positions", PositionQuery(account=account), timeout=30.0)
             rows = broker.positionbook()
         except Exception as exc:  # a check never raises
             checks.failures.append(f"positions not compared: {type(exc).__name__}: {exc}")

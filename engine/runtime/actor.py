@@ -216,6 +216,14 @@ class EngineActor(pykka.ThreadingActor):
         return self._own(clock.call_every(interval, fire, name=f"{self.name}:{name}",
                                           first=first))
 
+    def real_s(self, seconds: float) -> float:
+        """A real-time interval (a broker rate, a poll, a confirmation timeout) in engine
+        seconds: scaled by the clock's speed, so paper at 60x calls the broker as often per
+        real second as live does, not 60 times as often (against a 10/s limit the actor stalls
+        behind 429s and its timers read as timeouts); as given on a virtual clock (replay)."""
+        speed = self._require_clock().speed
+        return seconds * speed if math.isfinite(speed) else seconds
+
     def cancel_timers(self) -> None:
         for handle in self._timers:
             handle.cancel()

@@ -78,15 +78,17 @@ class Playback:
             for tick in self._ticks:
                 # paced by arrival time: a recorded session replays as it was received,
                 # late and out-of-order ticks included
+                if pacer is not None and not pacer.wait_transit(tick.recv_ts, self._stop):
+                    return
                 if leash is not None:
                     leash.hold_at(tick.recv_ts)
                 if self._stop.is_set() or not self._wait_until(tick.recv_ts):
                     return
+                if pacer is not None and not pacer.wait(self._stop):
+                    return
+                sent = self._sim.publish(tick)
                 if pacer is not None:
-                    if not pacer.wait(self._stop):
-                        return
-                    pacer.published(tick.ts)
-                self._sim.publish(tick)
+                    pacer.published(tick.ts, tick.recv_ts if sent else None)
                 self.published += 1
         except Exception as exc:
             self.error = exc
@@ -212,8 +214,9 @@ class SimulatorServer:
         for symbol, exchange in pairs:
             self.broker.declare_symbol(symbol, exchange)
 
-    def publish(self, tick: Tick) -> None:
-        """Apply one tick to the broker now, then send it to every subscriber in its modes."""
+    def publish(self, tick: Tick) -> bool:
+        """Apply one tick to the broker now, then send it to every subscriber in its modes.
+        Returns whether it went out with a valid (positive) price: a client drops the others."""
         if self.faults.take_zero_price():
             tick = replace(tick, ltp=0.0)
         snap = self.broker.on_tick(tick)
@@ -221,6 +224,7 @@ class SimulatorServer:
                               self._level_quantity, self.settings.broker_name,
                               self.broker.personality)
         self._feed.submit_tick(frames, (tick.symbol, tick.exchange))
+        return tick.ltp > 0
 
     def play(self, ticks: Iterable[Tick], clock: Clock | None = None,
              pacer: Pacer | None = None) -> Playback:
