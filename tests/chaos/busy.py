@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from actors.feed import MarketDataSettings
 from engine.market.bars import BarSettings
 from engine.market.instruments import minute_start
 from engine.market.session_file import SessionReader
@@ -61,6 +60,9 @@ price_min = 1.0
 price_max = 10000.0
 """
 DIVERGENCE = ("reconcile_orphan", "reconcile_phantom", "reconcile_mismatch")
+#: market seconds the clock may run past a tick in transit (engine.runtime.pacing.Pacer's
+#: ``transit_s``; a constant here so this module also runs against code without a pacer)
+TRANSIT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ def run_busy(plan: BusyPlan, out: Path) -> BusyResult:
     (out / "paper.out").write_text(paper.stdout)
     (out / "paper.err").write_text(paper.stderr[-200_000:])
     checks = [_ended_clean(paper.returncode, paper.stdout),
-              *_from_db(paper_db, replay_db, session, plan.speed)]
+              *_from_db(paper_db, replay_db, session)]
     result = BusyResult(out, checks, paper_exit=paper.returncode, real_s=real_s)
     market_s = span[1] - span[0]
     result.lines = [
@@ -142,13 +144,13 @@ def _ended_clean(code: int, stdout: str) -> Check:
                  f"exit {code}; " + ("; ".join(checks) or "no end-of-session checks printed"))
 
 
-def _borderline(reader: SessionReader, speed: float) -> set[tuple[str, float]]:
-    """(symbol, minute) pairs with a tick recorded as arriving within the transit margin
-    before its minute's grace deadline: the engine stamps arrival on its own clock, and at
-    ``speed`` a real millisecond of transit is ``speed`` market milliseconds, so such a tick
-    may count as late in paper (on an idle machine too) where the replay takes it."""
+def _borderline(reader: SessionReader) -> set[tuple[str, float]]:
+    """(symbol, minute) pairs with a tick recorded as arriving within ``TRANSIT_S`` before its
+    minute's grace deadline: the engine stamps arrival on its own clock, and the pacer lets
+    market time run at most that far past a tick still in transit, so such a tick may count
+    as late in paper (on an idle machine too) where the replay takes it."""
     grace = BarSettings().grace_s
-    margin = MarketDataSettings().close_transit_s * speed
+    margin = TRANSIT_S
     found = set()
     for tick in reader.ticks():
         minute = minute_start(tick.ts)
@@ -158,13 +160,13 @@ def _borderline(reader: SessionReader, speed: float) -> set[tuple[str, float]]:
     return found
 
 
-def _from_db(paper_db: Path, replay_db: Path, session: Path, speed: float) -> list[Check]:
+def _from_db(paper_db: Path, replay_db: Path, session: Path) -> list[Check]:
     reader = SessionReader(session)
     symbols = [i.symbol for i in reader.symbols()]
     span = reader.time_range()
     assert span is not None
     day = datetime.fromtimestamp(span[0], IST).date()
-    excused = _borderline(reader, speed)
+    excused = _borderline(reader)
     paper, replay = Database(paper_db), Database(replay_db)
     try:
         differ = []
