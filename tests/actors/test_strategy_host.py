@@ -419,3 +419,24 @@ def test_bars_reach_the_strategy_in_order(world: World) -> None:
         world.tell(Bar(f"S{k}", T0, 1, 2, 1, 2, 10, 1, 1.5))
     world.sync()
     assert [s[1] for s in world.probe.seen if s[0] == "bar"] == [f"S{k}" for k in range(5)]
+
+
+def test_a_kill_between_the_intent_and_the_state_never_reuses_an_id(world: World) -> None:
+    """The intent is committed by the order manager, the host's state after it (``soon``): a
+    kill in between leaves a journal order the saved state does not know. The restarted host
+    adopts it and continues past its id."""
+    world.host(journal=True)
+    world.tell(TradingGate(entries=True))
+    world.command("place")
+    world.stop_host()
+    lost = OrderIntent(client_id="probe-250130-00002", strategy="probe", account="acct",
+                       symbol=CE, exchange="NFO", action=Action.SELL, quantity=65,
+                       pricetype=PriceType.SL, price=197.0, trigger_price=199.95,
+                       created_ts=T0)
+    world.registry.ask("store", lost, timeout=10)  # committed; the state never heard of it
+    world.host(journal=True)
+    world.tell(TradingGate(entries=True))
+    world.command("place")
+    assert world.intents()[-1].client_id == "probe-250130-00003"
+    status = world.registry.ask(NAME, StatusRequest(), timeout=10)
+    assert status["orders_today"] == 3
