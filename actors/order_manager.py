@@ -162,6 +162,10 @@ class OrderManager(EngineActor):
         if self.clock is None:
             raise ValueError("OrderManager needs an engine clock")
         self.broker = broker
+        # reads the manager repeats on its own timers (status, orderbook, tradebook): one
+        # attempt each, never a retry pause on the actor's thread
+        once = getattr(broker, "without_retries", None)
+        self._reads: Broker = once() if once is not None else broker
         self.account = account
         self.settings = settings
         self.instrument = instrument
@@ -295,7 +299,7 @@ class OrderManager(EngineActor):
             if oid is None or oid in seen or placed >= cutoff:
                 continue  # not sent, in the rows, or too recent to be sure of the rows
             try:
-                row = self.broker.order_status(strategy=leg.intent.strategy, orderid=oid)
+                row = self._reads.order_status(strategy=leg.intent.strategy, orderid=oid)
             except OrderNotFound:
                 lost.append(leg.client_id)
                 self._emit(self.book.transition(
@@ -689,7 +693,7 @@ class OrderManager(EngineActor):
         if order.broker_order_id is None:
             return
         try:
-            row = self.broker.order_status(strategy=order.intent.strategy,
+            row = self._reads.order_status(strategy=order.intent.strategy,
                                            orderid=order.broker_order_id)
         except BrokerError as exc:
             logger.info("orders[{}]: status of {} not read: {}", self.account, order.client_id,
@@ -705,7 +709,7 @@ class OrderManager(EngineActor):
             return
         ids = list(self.book.claims)
         try:
-            trades = self.broker.tradebook()
+            trades = self._reads.tradebook()
         except BrokerError as exc:
             self._counts["tradebook_failures"] += 1
             logger.info("orders[{}]: tradebook not read ({}); {} fill(s) wait for the next "
@@ -725,7 +729,7 @@ class OrderManager(EngineActor):
             return
         now = self.now()
         try:
-            rows = self.broker.orderbook()
+            rows = self._reads.orderbook()
         except BrokerError as exc:
             self._counts["poll_failures"] += 1
             if not self._poll_failing:

@@ -9,9 +9,10 @@ request).
 The session: a synthetic opening (``engine.market.synth.generate_session``, the real 82-option
 universe
 plus the index, from 09:15) in which the farthest out-of-the-money call is replaced by trigger
-ticks ``spacing`` seconds apart, starting 8 s in (after the bar builders' paced history
-backfill), whose price rises one tick each time (so each is a new high of its minute and its
-``BarUpdate`` goes out at once). Two sides, each in its own process, on the same file:
+ticks ``spacing`` seconds apart, starting after the bar builders' paced history backfill
+(8 s plus an eighth of a second per symbol), whose price rises one tick each time (so each is
+a new high of its minute and its ``BarUpdate`` goes out at once). Two sides, each in its own
+process, on the same file:
 
 - ``engine``: ``run_paper`` (in-process simulator over loopback sockets, the scaled clock at
   1x) with the bench-only ``ProbeStrategy`` (bench/plugins/probe_strategy.py): feed client →
@@ -79,11 +80,14 @@ class Plan:
 
 
 def build_session(folder: Path, *, width: int, samples: int, spacing_s: float,
-                  lead_s: float = 8.0) -> Plan:
+                  lead_s: float | None = None) -> Plan:
     """A synthetic opening whose farthest OTM call is replaced by ``samples`` rising ticks."""
     from engine.market.session_file import SessionReader, SessionWriter
     from engine.market.synth import generate_session
 
+    if lead_s is None:
+        # after the bar builders' history backfill: 2·(2·width+1)+1 symbols at 8 reads a second
+        lead_s = 8.0 + (2 * (2 * width + 1) + 1) / 8.0
     minutes = int((lead_s + samples * spacing_s) // 60) + 2
     background = generate_session(folder / "background.sqlite", date=DAY, seed=SEED,
                                   width=width, start="09:15", minutes=minutes)
