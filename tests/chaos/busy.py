@@ -35,6 +35,7 @@ from engine.market.synth import SynthSettings, bundled_day_path, small_session
 from engine.messages import OrderPurpose
 from engine.runtime.clock import IST
 from engine.store.database import Database
+from tests.chaos.harness import SMALL_SESSION_STRATEGY
 from tests.chaos.invariants import Check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +51,6 @@ console = false
 width = {width}
 [risk]
 eod_exit = "{eod}"
-"""
-SMALL_SESSION_STRATEGY = """\
-[baseline_v1]
-vwap_premium_min = -1.0
-sl_pct_min = 0.0
-sl_pct_max = 0.5
-price_min = 1.0
-price_max = 10000.0
 """
 DIVERGENCE = ("reconcile_orphan", "reconcile_phantom", "reconcile_mismatch")
 #: market seconds the clock may run past a tick in transit (engine.runtime.pacing.Pacer's
