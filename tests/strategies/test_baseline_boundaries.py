@@ -12,6 +12,7 @@ after the shape do is up to each test.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -133,8 +134,25 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | 
         stored = db.strategy_state("strategy.baseline_v1")
     assert stored is not None
     return Outcome(orders, fills, trades, swings, breaks, stored.state["strategy"],
-                   {row.orderid: row for row in broker.orderbook()},
+                   broker_rows(broker),
                    {row.symbol: row.quantity for row in broker.positionbook()})
+
+
+def broker_rows(broker: SimulatedBroker) -> dict[str, OrderRow]:
+    """The broker's orderbook with each order's filled quantity and average price taken from
+    its tradebook: the default personality (zerodha) leaves both out of the orderbook rows."""
+    done: dict[str, tuple[int, float]] = {}
+    for trade in broker.tradebook():
+        quantity, value = done.get(trade.orderid, (0, 0.0))
+        done[trade.orderid] = (quantity + trade.quantity, value + trade.quantity
+                               * trade.average_price)
+    rows = {}
+    for row in broker.orderbook():
+        quantity, value = done.get(row.orderid, (0, 0.0))
+        rows[row.orderid] = dataclasses.replace(
+            row, filled_quantity=quantity,
+            average_price=round(value / quantity, 2) if quantity else 0.0)
+    return rows
 
 
 def shape(symbol: str, price: float, hh: float, *tail: Minute, vwap: float | None = None,
