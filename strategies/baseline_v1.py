@@ -312,6 +312,11 @@ class Position:
     def avg_entry(self) -> float:
         return self.sold_value / self.sold_qty if self.sold_qty else 0.0
 
+    @property
+    def risk(self) -> float:
+        """Rupees the position risks: quantity sold × stop distance at entry (its own R)."""
+        return self.sold_qty * self.sl_points
+
     def live_covers(self) -> list[Cover]:
         return [c for c in self.covers.values() if not c.done]
 
@@ -1030,7 +1035,7 @@ class BaselineV1(Strategy):
             entry_price=round(pos.avg_entry, 4), exit_ts=pos.exit_ts,
             exit_price=round(pos.bought_value / pos.bought_qty, 4), pnl=round(pos.realized, 2),
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
-            risk=round(pos.sold_qty * pos.sl_points, 2),
+            risk=round(pos.risk, 2),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
 
@@ -1039,13 +1044,17 @@ class BaselineV1(Strategy):
                       key=lambda p: p.symbol)
 
     def cumulative_r(self) -> float:
-        """(Realized P&L + unrealized at the last price) / R."""
-        unrealized = 0.0
+        """The day's R at the last prices, in ``[risk] r_unit`` as the risk latch measures it:
+        the sum of each position's P&L (realized + unrealized) over its own risk ("position"),
+        or the day's P&L over ``risk_per_trade`` ("fixed", and any position of unknown risk)."""
+        total = 0.0
         for pos in self.d.positions.values():
+            pnl = pos.realized
             if pos.open_qty > 0:
-                last = self._last.get(pos.symbol, pos.avg_entry)
-                unrealized += (pos.avg_entry - last) * pos.open_qty
-        return (self.d.realized + unrealized) / self.cfg.risk_per_trade
+                pnl += (pos.avg_entry - self._last.get(pos.symbol, pos.avg_entry)) * pos.open_qty
+            own = self.ctx.r_unit == "position" and pos.risk > 0
+            total += pnl / (pos.risk if own else self.cfg.risk_per_trade)
+        return total
 
     # -- highs, days, snapshot --------------------------------------------------------------------
     def _track(self, symbol: str, swing_start: float) -> None:
