@@ -6,8 +6,8 @@ Two paths:
 - **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events,
   positions' risk declarations and ``StoreRecord`` rows such as risk state, unless marked
   ``durable=False``): committed before the handler returns, so a sender that ``ask``-s knows
-  the row is on disk (the order manager asks before sending a request). Anything buffered is written in the same transaction first,
-  so order is preserved.
+  the row is on disk (the order manager asks before sending a request). Anything buffered is
+  written in the same transaction first, so order is preserved.
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
   timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
