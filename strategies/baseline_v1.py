@@ -49,10 +49,10 @@ How the rules are carried out:
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
 - **Closing everything** (the ±R latch, 15:15, max loss / profit, trailing stop, flatten) is
-  not the strategy's: the risk manager evaluates the day limits (``[risk]``: cumulative R =
-  (realized + unrealized at fresh prices) / R, at +daily_r_target or −daily_r_stop; the
-  ``eod_exit`` time) and its exit coordinator cancels the entries and closes every position
-  BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
+  not the strategy's: the risk manager evaluates the day limits (``[risk]``: the day's R in
+  ``r_unit``, at +daily_r_target or −daily_r_stop; the ``eod_exit`` time) and its exit
+  coordinator cancels the entries and closes every position BUY-first, cancelling each stop
+  and checking it did not fill first. The strategy learns it
   in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
   (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
