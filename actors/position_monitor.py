@@ -272,7 +272,13 @@ class PositionMonitor(EngineActor):
         self._roll_day(now)
         key = (fix.strategy, fix.symbol)
         current = self._positions.get(key)
-        if fix.quantity == (current.quantity if current is not None else 0):
+        held = current.quantity if current is not None else 0
+        if fix.expected is not None and held != fix.expected:
+            logger.warning("positions[{}]: correction of {} {} skipped: it moved to {} since the "
+                           "reconciler saw {}", self.account, fix.strategy, fix.symbol, held,
+                           fix.expected)
+            return
+        if fix.quantity == held:
             logger.info("positions[{}]: correction of {} {} matches ({}); nothing to change",
                         self.account, fix.strategy, fix.symbol, fix.quantity)
             return

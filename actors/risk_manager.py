@@ -11,7 +11,8 @@ Owns, for every strategy on one account (execution-and-risk.md, "Risk manager"):
 - **States** ``ACTIVE`` → ``REDUCING`` (operator kill: entries closed, stops stay) → ``HALTED``
   (a limit fired, the day ended, or flatten: entries closed, everything being closed). They
   latch for the trading day, persist in ``risk_state`` (committed before acting) and come back
-  after a restart; only an operator ``unhalt`` returns to ACTIVE. The state is enforced through
+  after a restart; an operator ``resume`` lifts a kill (REDUCING), ``unhalt`` either. The
+  worst state goes to health (the heartbeat's ``State:``). The state is enforced through
   the order manager's per-strategy ``TradingGate`` (which tells the host). Every trigger is a
   ``RiskEvent`` in the store and a critical alert.
 - **The exit coordinator** (one per strategy; idempotent; also what ``ExitAll`` from a strategy
@@ -54,6 +55,7 @@ from engine.messages import (
     CancelIntent,
     Command,
     ExitAll,
+    HealthUpdate,
     OrderIntent,
     OrderPurpose,
     PositionQuery,
@@ -145,6 +147,7 @@ class RiskManager(EngineActor):
             self._restore(name, book, today)
         self.schedule_every(self.settings.check_interval_s, CHECK_TIMER)
         self._schedule_eod(now)
+        self._report_state()
         for name, book in sorted(self.books.items()):
             if book.state is not RiskState.ACTIVE:
                 self._send_gate(name, book)
@@ -212,6 +215,9 @@ class RiskManager(EngineActor):
                 if book.state is RiskState.ACTIVE:
                     self._set_state(name, book, RiskState.REDUCING, "operator kill")
                 self.tell(f"strategy.{name}", Command("kill", command.args, self.now()))
+            elif command.name == "resume":  # lifts a kill; a HALTED latch needs unhalt
+                if book.state is RiskState.REDUCING:
+                    self._set_state(name, book, RiskState.ACTIVE, "operator resume")
             elif command.name == "unhalt":
                 if book.state is not RiskState.ACTIVE:
                     book.job = None
@@ -306,6 +312,14 @@ class RiskManager(EngineActor):
         book.state, book.reason = state, reason
         self._persist(name, book, durable=True)
         self._send_gate(name, book)
+        self._report_state()
+
+    def _report_state(self) -> None:
+        """The worst state over the strategies, for the heartbeat's ``State:``."""
+        states = {b.state for b in self.books.values()}
+        worst = next((s for s in (RiskState.HALTED, RiskState.REDUCING) if s in states),
+                     RiskState.ACTIVE)
+        self.tell(HEALTH, HealthUpdate("state", worst.value, source=self.name))
 
     def _send_gate(self, name: str, book: Book) -> None:
         active = book.state is RiskState.ACTIVE

@@ -65,6 +65,7 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PositionCorrection,
     PositionMark,
     PositionRisk,
     PriceType,
@@ -143,6 +144,7 @@ class StrategyHost(EngineActor):
         self.net: dict[str, int] = {}
         self.fill_keys: set[tuple[str, int]] = set()
         self.paused = False
+        self.corrected: set[str] = set()  # symbols the reconciler corrected (not persisted)
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
         self.gate_open = False
         self._dirty = False
@@ -297,12 +299,33 @@ class StrategyHost(EngineActor):
         self.fill_keys.add(fill.key)
         signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
         self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
+        self.corrected.discard(fill.symbol)
         view = self.views.get(fill.client_id)
         if view is not None and fill.cumulative_quantity > view.filled_quantity:
             self.views[fill.client_id] = dataclasses.replace(
                 view, filled_quantity=fill.cumulative_quantity)
         self._dirty = True
         self._call(self._strategy.on_fill, fill)
+
+    @handles(PositionCorrection)
+    def on_correction(self, fix: PositionCorrection) -> None:
+        """The reconciler booked the broker's quantity for one of this strategy's positions (a
+        hand close, a lost broker): the host's count follows, and the strategy hears it as the
+        command ``position_corrected`` (symbol, quantity, price)."""
+        if fix.strategy != self.strategy_name:
+            return
+        held = self.net.get(fix.symbol, 0)
+        if fix.expected is not None and held != fix.expected:
+            logger.warning("{}: correction of {} to {} skipped: the host holds {}, not {}",
+                           self.name, fix.symbol, fix.quantity, held, fix.expected)
+            return
+        logger.warning("{}: {} corrected by reconciliation: {} -> {} ({})", self.name,
+                       fix.symbol, held, fix.quantity, fix.reason)
+        self.net[fix.symbol] = fix.quantity
+        self.corrected.add(fix.symbol)
+        self._dirty = True
+        self._call(self._strategy.on_command, "position_corrected",
+                   {"symbol": fix.symbol, "quantity": fix.quantity, "price": fix.price})
 
     @handles(PositionMark)
     def on_position(self, mark: PositionMark) -> None:
@@ -404,10 +427,25 @@ class StrategyHost(EngineActor):
         self.views[cid] = _view_of(intent)
         if intent.purpose is OrderPurpose.ENTRY and not self.can_trade:
             self._refuse(intent, now)
+        elif (why := self._opens_a_position(intent)) is not None:
+            self._refuse(intent, now, why)
         else:
             self._persist_before_sending()
             self.tell(self.orders_name, intent)
         return cid
+
+    def _opens_a_position(self, intent: OrderIntent) -> str | None:
+        """On a symbol the reconciler corrected, a stop or exit from flat (or on the wrong
+        side) would open a position nobody asked for (the one closed at the broker): refused,
+        until the strategy's next fill on the symbol."""
+        if intent.purpose is OrderPurpose.ENTRY or intent.symbol not in self.corrected:
+            return None
+        held = self.net.get(intent.symbol, 0)
+        if (held < 0 and intent.action is Action.BUY) or (held > 0 and
+                                                          intent.action is Action.SELL):
+            return None
+        return (f"{intent.purpose.value} {intent.action.value} would open a position: the "
+                f"strategy holds {held} of {intent.symbol}")
 
     def cancel(self, cid: str, reason: str = "") -> None:
         if cid not in self.intents:
@@ -546,13 +584,15 @@ class StrategyHost(EngineActor):
             del self.views[cid]
         self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
 
-    def _refuse(self, intent: OrderIntent, now: float) -> None:
-        why = "not reconciled yet" if not self.gate_open else "paused"
-        logger.warning("{}: entry {} on {} not sent: entries are closed ({})", self.name,
-                       intent.client_id, intent.symbol, why)
+    def _refuse(self, intent: OrderIntent, now: float, reason: str | None = None) -> None:
+        if reason is None:
+            why = "not reconciled yet" if not self.gate_open else "paused"
+            reason = f"entries closed ({why})"
+        logger.warning("{}: {} {} on {} not sent: {}", self.name, intent.purpose.value,
+                       intent.client_id, intent.symbol, reason)
         self.tell(self.name, OrderEvent(
             intent.client_id, OrderStatus.REJECTED, now, self.strategy_name, self.account,
-            intent.symbol, purpose=intent.purpose, reason=f"entries closed ({why})"))
+            intent.symbol, purpose=intent.purpose, reason=reason))
 
 
 class HostContext:

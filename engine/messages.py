@@ -288,7 +288,9 @@ class Fill:
 class BrokerOrderUpdate:
     """The broker reported an order's state (order-update stream, or an orderbook poll).
 
-    Fields follow OpenAlgo's ``order_update`` frame; ``filled_quantity`` is cumulative.
+    Fields follow OpenAlgo's ``order_update`` frame; ``filled_quantity`` is cumulative. A fill
+    is booked only from a report that gives both quantity and price; others are priced from the
+    broker's tradebook (source ``tradebook``).
     """
 
     orderid: str
@@ -297,14 +299,14 @@ class BrokerOrderUpdate:
     action: str
     quantity: int
     status: str  # OpenAlgo's lowercase status: open, trigger pending, complete, ...
-    filled_quantity: int
-    average_price: float
+    filled_quantity: int | None  # None: the report does not say (Zerodha/Angel orderbook rows)
+    average_price: float | None  # None or 0: not known from this report
     ts: float
     price: float = 0.0
     trigger_price: float = 0.0
     pricetype: str = ""
     rejection_reason: str = ""
-    source: str = "stream"  # "stream" | "poll" | "status"
+    source: str = "stream"  # "stream" | "poll" | "status" | "tradebook"
 
 
 @frozen
@@ -402,7 +404,8 @@ class PositionRisk:
 class PositionCorrection:
     """The reconciler's verdict on one position: the broker is the truth. The monitor sets the
     engine quantity to ``quantity`` (signed), closing any difference at ``price`` (rupees; 0:
-    at the last known price) and recording ``reason``."""
+    at the last known price) and recording ``reason``. With ``expected``, a position that moved
+    since the reconciler looked is left alone (the next pass looks again)."""
 
     strategy: str
     account: str
@@ -412,6 +415,7 @@ class PositionCorrection:
     price: float
     reason: str
     ts: float
+    expected: int | None = None  # set: applied only while the engine still holds this much
 
 
 @frozen
@@ -430,6 +434,31 @@ class WorkingOrdersQuery:
     paired with status, filled quantity and broker id (``WorkingOrder``)."""
 
     strategy: str = ""
+
+
+@frozen
+class OrderSync:
+    """The reconciler's orderbook read, handed to the order manager (asked): it applies the rows
+    of its working orders and resolves, through ``orderstatus``, every working order it placed
+    before ``since`` that the rows do not show. Answered with an ``OrderSyncReply``."""
+
+    rows: tuple[Any, ...]  # engine.broker.OrderRow, as the broker reported them
+    since: float  # engine time just before the rows were read
+
+
+@frozen
+class OrderSyncReply:
+    """What an ``OrderSync`` found. ``busy``: symbols with a placement or fill after ``since``
+    or an order whose outcome is unknown (a broker position read meanwhile may not match);
+    ``vanished``: (client id, what ``orderstatus`` said) for orders missing from the rows;
+    ``lost``: client ids of orders the broker has never heard of (ended ``expired``);
+    ``known_ids``: every broker order id that is one of this engine's orders today."""
+
+    working: tuple[WorkingOrder, ...]
+    busy: tuple[str, ...] = ()
+    vanished: tuple[tuple[str, str], ...] = ()
+    lost: tuple[str, ...] = ()
+    known_ids: frozenset[str] = frozenset()
 
 
 @frozen

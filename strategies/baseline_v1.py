@@ -619,11 +619,30 @@ class BaselineV1(Strategy):
             pos = self.d.positions.get(str(args.get("symbol", "")))
             if pos is not None:
                 self._protect(pos)
+        elif name == "position_corrected":
+            self._corrected(str(args.get("symbol", "")), int(args.get("quantity", 0)),
+                            float(args.get("price") or 0.0))
         elif name == "resume":
             if self.d.killed or self.d.churn_paused:
                 logger.info("baseline_v1: resumed (kill and churn pause lifted)")
             self.d.killed = False
             self.d.churn_paused = False
+
+    def _corrected(self, symbol: str, quantity: int, price: float) -> None:
+        """The reconciler booked the broker's quantity (a hand close, a lost broker): what the
+        broker no longer holds is bought back at ``price`` (0: the last price), like a fill
+        from outside the engine, so no stop is re-placed for a position that is gone."""
+        pos = self.d.positions.get(symbol)
+        closed = (pos.open_qty + min(quantity, 0)) if pos is not None else 0
+        price = price or self._last.get(symbol, 0.0)
+        if pos is None or closed <= 0 or price <= 0:
+            return
+        now = self.ctx.now()
+        self._exit_fill(pos, Fill(client_id="reconcile", broker_order_id="", strategy=self.name,
+                                  account="", symbol=symbol, exchange=self.cfg.exchange,
+                                  action=Action.BUY, quantity=closed, price=price,
+                                  cumulative_quantity=closed, ts=now,
+                                  purpose=OrderPurpose.EXIT))
 
     # -- evaluation (on the timer) ----------------------------------------------------------------
     def _evaluate(self) -> None:

@@ -8,6 +8,7 @@ code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.app.control import ControlError, ControlSettings, render_status, sen
 from engine.app.sections import catalog
 from engine.config import Config, ConfigError
 from engine.runtime.logs import setup_logging
+from engine.sim.personalities import NAMES
 from strategies.registry import discover
 
 
@@ -79,6 +81,11 @@ def _db_option(p: argparse.ArgumentParser) -> None:
                    "state_dir/<mode>-<date>.db)")
 
 
+def _broker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", choices=NAMES, help="broker personality of the simulated broker: "
+                   "what OpenAlgo returns in front of it (default: matching.broker, zerodha)")
+
+
 def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("session", nargs="?", help="session file (default: the bundled trading day)")
     p.add_argument("--speed", type=float, default=0.0,
@@ -87,6 +94,7 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
+    _broker_option(p)
     _db_option(p)
 
 
@@ -101,6 +109,7 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
                    "keeps running when the engine stops or is restarted")
     p.add_argument("--atm", type=int, help="with --attach: ATM strike (default: from the spot)")
     p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD")
+    _broker_option(p)
     _db_option(p)
 
 
@@ -127,6 +136,9 @@ def _configure_simulator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-port", type=int, help="WebSocket port (default: simulator.ws_port)")
     p.add_argument("--faults", metavar="FILE", help="play this fault schedule (JSON: random "
                    "REST faults and timed events; see engine/sim/schedule.py) while serving")
+    _broker_option(p)
+    p.add_argument("--semi-auto", action="store_true", help="answer as OpenAlgo in semi-auto "
+                   "(Action Center) mode: orders queued, never placed")
 
 
 def _configure_report(p: argparse.ArgumentParser) -> None:
@@ -448,7 +460,16 @@ def run_status(args: argparse.Namespace, cfg: Config) -> int:
     except ControlError as exc:
         print(f"status: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(render_status(status))
+    return _print_out(render_status(status))
+
+
+def _print_out(text: str) -> int:
+    """Print to stdout; a reader that went away (``status | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so the flush at exit cannot fail again
+        os.dup2(devnull, sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -461,8 +482,7 @@ def run_operator_command(args: argparse.Namespace, cfg: Config) -> int:
     except ControlError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(summarize(args.command, result))
-    return EXIT_OK
+    return _print_out(summarize(args.command, result))
 
 
 def _configure_live(p: argparse.ArgumentParser) -> None:

@@ -26,14 +26,13 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.control import ControlError, ControlServer
 from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import feed_connector
-from engine.app.operator import EngineOperator, graceful_stop
+from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
-from engine.broker import BrokerError
-from engine.config import Config
+from engine.broker import BrokerError, SemiAutoMode
+from engine.config import Config, ConfigError
 from engine.market.instruments import (
     INDEX_EXCHANGE,
     INDEX_SYMBOL,
@@ -45,6 +44,19 @@ from engine.openalgo.instruments import InstrumentProvider
 from engine.openalgo.rest import OpenAlgoClient
 
 
+def _refuse_semi_auto(broker: OpenAlgoClient) -> None:
+    """OpenAlgo in semi-auto (Action Center) mode queues every order for a person to approve:
+    the engine refuses to trade through it (ConfigError: one line, exit 2). A probe that cannot
+    be read leaves it to the first order reply, which shows the mode too."""
+    try:
+        mode = broker.order_mode()
+    except BrokerError as exc:
+        logger.warning("OpenAlgo order mode not read ({}); an order reply will show it", exc)
+        return
+    if mode == "semi_auto":
+        raise ConfigError(SemiAutoMode.HINT, key="openalgo")
+
+
 def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
                 stop: threading.Event, atm: int | None = None, expiry: date | None = None,
                 control_path: str | None = None, on_started: Any = None) -> Engine:
@@ -53,6 +65,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     clock = venue.clock
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
                             clock=clock, account=venue.account)
+    if venue.name == "live":
+        _refuse_semi_auto(broker)
     day = trading_date(clock.time())
     facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
     if atm:
@@ -70,34 +84,20 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
                                                ws_url=venue.ws_url, account=venue.account),
                         db_path=db_path, strategies=strategies, account=venue.account)
     engine = Engine(cfg, parts)
-    server: ControlServer | None = None
-    settings = cfg.section("control")
     engine.start()
     try:
-        if settings.enabled:
-            server = ControlServer(control_path or settings.socket_path,
-                                   EngineOperator(engine, openalgo_url=venue.rest_url),
-                                   max_request_bytes=settings.max_request_bytes,
-                                   idle_timeout_s=settings.idle_timeout_s,
-                                   chaos_enabled=settings.chaos_enabled)
-            try:
-                server.start()
-            except ControlError as exc:
-                logger.error("control channel not available: {}", exc)
-                server = None
-        logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
-                    len(symbols), venue.rest_url, spot, db_path)
-        if on_started is not None:
-            on_started(engine)
-        while not stop.wait(0.2):
-            if engine.stopped.is_set():
-                break
-        if stop.is_set() and not engine.safe_stop_reason:
-            graceful_stop(engine, cfg.engine.on_signal,
-                          timeout_s=cfg.engine.shutdown_timeout_s)
+        with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
+            logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
+                        len(symbols), venue.rest_url, spot, db_path)
+            if on_started is not None:
+                on_started(engine)
+            while not stop.wait(0.2):
+                if engine.stopped.is_set():
+                    break
+            if stop.is_set() and not engine.safe_stop_reason:
+                graceful_stop(engine, cfg.engine.on_signal,
+                              timeout_s=cfg.engine.shutdown_timeout_s)
     finally:
-        if server is not None:
-            server.stop()
         engine.stop()
         clock.stop()
     return engine

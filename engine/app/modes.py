@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -32,6 +32,7 @@ from loguru import logger
 
 from actors.feed import FeedCallbacks
 from engine.app.facts import broker_facts, instrument_spec, session_facts
+from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.app.venues import write_simulator_file
 from engine.config import Config
@@ -124,23 +125,30 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                             account="paper", open_gate_at_start=bool(strategies))
         engine = Engine(cfg, parts)
         engine.start()
-        _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
-        if on_started is not None:
-            on_started(engine, sim)
-        playback = sim.play(reader.ticks(), clock)
-        clock.resume()
-        logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols), speed)
-        while not stop.is_set() and not playback.join(0.2):
-            if engine.stopped.is_set():
-                break
-        published = playback.published
-        if not stop.is_set():
-            # let the last minute close on the engine clock (minute end + grace)
-            end = last_close_at(cfg, clock, last) + 0.5
-            while clock.time() < end and not stop.is_set():
-                time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
-        else:
-            playback.stop()
+        with ExitStack() as channel:
+            if strategies:  # a paper run that trades is operated like live
+                channel.enter_context(control_channel(engine, openalgo_url=sim.rest_url))
+            _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
+            if on_started is not None:
+                on_started(engine, sim)
+            playback = sim.play(reader.ticks(), clock)
+            clock.resume()
+            logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols),
+                        speed)
+            while not stop.is_set() and not playback.join(0.2):
+                if engine.stopped.is_set():
+                    break
+            published = playback.published
+            if not stop.is_set():
+                # let the last minute close on the engine clock (minute end + grace)
+                end = last_close_at(cfg, clock, last) + 0.5
+                while clock.time() < end and not stop.is_set():
+                    time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
+            else:
+                playback.stop()
+                if not engine.safe_stop_reason:
+                    graceful_stop(engine, cfg.engine.on_signal,
+                                  timeout_s=cfg.engine.shutdown_timeout_s)
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:

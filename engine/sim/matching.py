@@ -15,6 +15,8 @@ Options (``MatchingSettings``): partial fills in chunks of N lots per tick, acti
 clock seconds, a seeded random rejection rate, and the freeze quantity. Validation failures raise
 ``RejectedError`` (HTTP 400 at the server); broker-side rejections (the rejection rate, forced
 rejections) produce an order with status ``rejected`` and a reason, as a broker's RMS does.
+``broker`` picks the personality (``engine.sim.personalities``): how the books and order updates
+read, and whether a cancel waits in ``cancel pending`` (the order can still fill meanwhile).
 
 Deterministic: order ids are ``<yymmdd><9-digit counter>`` from the clock's IST date, time comes
 only from the clock passed in, randomness only from a seeded ``random.Random``. Thread-safe: every
@@ -28,7 +30,7 @@ import math
 import random
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 
 from loguru import logger
@@ -50,6 +52,7 @@ from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_sta
 from engine.messages import Tick
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
+from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
 
 ACTIONS = ("BUY", "SELL")
 PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
@@ -61,6 +64,8 @@ COMPLETE = "complete"
 REJECTED = "rejected"
 CANCELLED = "cancelled"
 TERMINAL_STATUSES = frozenset({COMPLETE, REJECTED, CANCELLED})
+#: The strategy tag of orders placed "by hand" at the broker (``close_by_hand``).
+HAND_TAG = "by_hand"
 
 #: history intervals the simulator can build from its one-minute bars, in seconds (0 = daily)
 INTERVALS: dict[str, int] = {
@@ -90,6 +95,9 @@ class MatchingSettings:
                                                   "quantity, as the exchange does")
     depth_lots_per_level: int = setting(10, "quantity in lots shown at each synthesized depth "
                                             "level", min=1, max=10_000)
+    broker: str = setting("zerodha", "broker personality: what OpenAlgo returns in front of "
+                                     "this broker (replay, paper and run.py simulator)",
+                          choices=NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +222,7 @@ class _Order:
     fill_value: float = 0.0
     rejection_reason: str = ""
     updated_ts: float = 0.0
+    cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
 
     @property
     def average_price(self) -> float:
@@ -276,6 +285,7 @@ class SimulatedBroker:
         self.instrument = instrument or InstrumentSpec()
         self.settings = settings or MatchingSettings()
         self._rng = rng or random.Random(self.settings.seed)
+        self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
@@ -458,8 +468,9 @@ class SimulatedBroker:
                      trigger_price: float, disclosed_quantity: int = 0) -> str:
         with self._lock:
             order = self._order(orderid, "modifyorder")
-            if order.status not in (OPEN, TRIGGER_PENDING):
-                raise RejectedError(f"Order {orderid} is {order.status} and cannot be modified",
+            if order.status not in (OPEN, TRIGGER_PENDING) or order.cancelling:
+                raise RejectedError(f"Order {orderid} is {self._row(order).status} and cannot "
+                                    f"be modified",
                                     endpoint="modifyorder")
             action, pricetype, product = action.upper(), pricetype.upper(), product.upper()
             if (symbol, exchange, action) != (order.symbol, order.exchange, order.action):
@@ -498,11 +509,27 @@ class SimulatedBroker:
     def cancel_order(self, *, strategy: str, orderid: str) -> str:
         with self._lock:
             order = self._order(orderid, "cancelorder")
-            if order.status in TERMINAL_STATUSES:
-                raise RejectedError(f"Order {orderid} is already {order.status} and cannot be "
+            if order.status in TERMINAL_STATUSES or order.cancelling:
+                status = CANCEL_PENDING if order.cancelling else order.status
+                raise RejectedError(f"Order {orderid} is already {status} and cannot be "
                                     f"cancelled", endpoint="cancelorder")
-            self._finish(order, CANCELLED)
+            latency = self.personality.cancel_latency_s
+            if latency <= 0:
+                self._finish(order, CANCELLED)
+                return orderid
+            # the exchange confirms later; the order can still fill meanwhile
+            order.cancelling = True
+            order.updated_ts = now = self.clock.time()
+            self._notify(order)
+            self.clock.call_at(now + latency, lambda: self._confirm_cancel(orderid),
+                               name=f"sim-cancel-{orderid}")
             return orderid
+
+    def _confirm_cancel(self, orderid: str) -> None:
+        with self._lock:
+            order = self._orders[orderid]
+            if order.status not in TERMINAL_STATUSES:
+                self._finish(order, CANCELLED)
 
     def cancel_all_orders(self, *, strategy: str) -> CancelAllResult:
         """Cancel every open / trigger-pending order of the account (as OpenAlgo does)."""
@@ -535,16 +562,69 @@ class SimulatedBroker:
                                     endpoint="closeposition")
             return "All Open Positions SquaredOff"
 
+    # -- what happens behind the engine's back (fault injection) ----------------------------------
+    def close_by_hand(self) -> str | None:
+        """Close the first open position with a MARKET order tagged ``HAND_TAG``, as an operator
+        at the broker's terminal would; its order id, or None when nothing is open."""
+        with self._lock:
+            for pos in self._positions.values():
+                if pos.quantity:
+                    return self.place_order(strategy=HAND_TAG, symbol=pos.symbol,
+                                            exchange=pos.exchange, action="BUY"
+                                            if pos.quantity < 0 else "SELL",
+                                            quantity=min(abs(pos.quantity),
+                                                         self._max_order_quantity()),
+                                            product=pos.product)
+            return None
+
+    def cancel_by_hand(self) -> str | None:
+        """Cancel the oldest working order (a resting stop first) as if by hand; its id, or
+        None when nothing works."""
+        with self._lock:
+            working = [o for o in self._orders.values() if o.status not in TERMINAL_STATUSES]
+            working.sort(key=lambda o: (o.working != "STOP", o.placed_ts))
+            if not working:
+                return None
+            self._finish(working[0], CANCELLED)
+            return working[0].orderid
+
+    def lose_state(self) -> dict[str, list[dict[str, object]]]:
+        """Forget every order, trade and position, as a broker restarted with empty books.
+        Order ids keep counting (a real broker never reuses one). Returns what was lost."""
+        with self._lock:
+            lost: dict[str, list[dict[str, object]]] = {
+                "orders": [_as_dict(self._row(o)) for o in self._orders.values()],
+                "trades": [_as_dict(t) for t in self.tradebook()],
+                "positions": [_as_dict(p) for p in self.positionbook()]}
+            self._orders.clear()
+            self._working.clear()
+            self._trades.clear()
+            self._positions.clear()
+            return lost
+
     # -- Broker interface: books -----------------------------------------------------------------
     def order_status(self, *, strategy: str, orderid: str) -> OrderRow:
+        """The order as OpenAlgo reports it in front of this personality's broker."""
         with self._lock:
-            return self._row(self._order(orderid, "orderstatus"))
+            self._order(orderid, "orderstatus")
+            row = self.personality.order_status(self.raw_orderbook(), str(orderid),
+                                                self.tradebook())
+            if row is None:
+                raise OrderNotFound(f"Order {orderid} not found", endpoint="orderstatus",
+                                    status=404)
+            return row
 
     def open_position(self, *, strategy: str, symbol: str, exchange: str, product: str) -> int:
         with self._lock:
             return self._position_qty(symbol, exchange, product.upper())
 
     def orderbook(self) -> list[OrderRow]:
+        """The orderbook as OpenAlgo lists it in front of this personality's broker."""
+        with self._lock:
+            return self.personality.orderbook(self.raw_orderbook())
+
+    def raw_orderbook(self) -> list[OrderRow]:
+        """Every order as the simulated exchange knows it (all fields, in-between states)."""
         with self._lock:
             return [self._row(o) for o in self._orders.values()]
 
@@ -811,14 +891,15 @@ class SimulatedBroker:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
-                        status=o.status, timestamp=fmt_timestamp(o.placed_ts),
+                        status=CANCEL_PENDING if o.cancelling and o.status not in
+                        TERMINAL_STATUSES else o.status, timestamp=fmt_timestamp(o.placed_ts),
                         average_price=o.average_price, filled_quantity=o.filled_quantity,
                         strategy=o.strategy, rejection_reason=o.rejection_reason)
 
     def _notify(self, order: _Order) -> None:
         if not self._listeners:
             return
-        row = self._row(order)
+        row = self.personality.order_update(self._row(order))
         for listener in list(self._listeners):
             try:
                 listener(row)
@@ -877,3 +958,7 @@ class SimulatedBroker:
             return datetime.combine(day, time(0), IST).timestamp()
         session_open = datetime.combine(day, self.instrument.session_open, IST).timestamp()
         return session_open + math.floor((start - session_open) / seconds) * seconds
+
+
+def _as_dict(row: object) -> dict[str, object]:
+    return asdict(row)  # type: ignore[call-overload, no-any-return]
