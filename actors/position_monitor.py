@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import pykka
 from loguru import logger
 
 from engine.broker import Broker, BrokerError
@@ -370,9 +371,11 @@ class PositionMonitor(EngineActor):
         try:
             self.registry.ask(self.store, msg, timeout=STORE_TIMEOUT_S)
         except Exception as exc:  # the declaration still counts; the failure is loud
+            # a timed-out ask stays queued: the store (or the next one) may still write it
+            outcome = "not confirmed stored" if isinstance(exc, pykka.Timeout) else "not stored"
             self._alert("position_risk_not_stored", f"{msg.strategy} {msg.symbol}: stop "
-                        f"distance {msg.points:g} not stored ({type(exc).__name__}: {exc}); "
-                        f"after a restart this position is measured in the fixed R",
+                        f"distance {msg.points:g} {outcome} ({type(exc).__name__}: {exc}); "
+                        f"after a restart this position may be measured in the fixed R",
                         Severity.CRITICAL)
 
     def _correction_price(self, fix: PositionCorrection, pos: _Position) -> tuple[float, str]:
