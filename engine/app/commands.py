@@ -424,8 +424,7 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     settings = cfg.section("report")
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
-                           symbol=args.symbol, strategy=args.strategy, settings=settings,
-                           r_unit=cfg.section("risk").r_unit)
+                           symbol=args.symbol, strategy=args.strategy, settings=settings)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_CONFIG

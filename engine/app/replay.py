@@ -277,8 +277,7 @@ class ReplayDriver:
 
             db = Database(self.db_path, self.cfg.store)
             try:
-                summary.trade_reports = [day_report(db, name, day, "replay",
-                                                    self.cfg.section("risk").r_unit)
+                summary.trade_reports = [day_report(db, name, day, "replay")
                                          for name in self.strategies]
             finally:
                 db.close()
