@@ -1,8 +1,9 @@
 """The closed-trade table and the day summary of a strategy, from the store's ``trades`` rows.
 
 Owns how a day's trades are shown and summed up: ``trade_table`` (one line per trade: symbol,
-side, quantity, entry time and price, exit time and price, P&L, R, exit reason), ``summarize``
-(trades, wins, losses, total R, P&L and the maximum drawdown of the closed-trade equity curve)
+side, quantity, entry time and price, exit time and price, P&L, with ``[charges]`` given also
+the charges and net P&L, R, exit reason), ``summarize`` (trades, wins, losses, total R, gross
+P&L, charges, net P&L and the maximum drawdown of the closed-trade equity curve)
 and ``store_summary`` / ``load_summary`` (the summary kept in the database as the
 ``strategy_state`` row ``summary.<strategy>.<account>.<YYYY-MM-DD>``).
 
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from engine.messages import StoreRecord
 from engine.runtime.clock import to_ist
 from engine.store.database import Database, StoredStrategyState, StoredTrade, record
+from engine.trading.charges import ChargeSettings, trade_charges
 
 SUMMARY_VERSION = 1
 
@@ -33,6 +35,9 @@ _COLUMNS: tuple[tuple[str, int, str], ...] = (
     ("price", 9, ">"), ("exit", 8, "<"), ("price", 9, ">"), ("pnl", 11, ">"), ("R", 6, ">"),
     ("reason", 0, "<"),
 )
+#: with charges: gross P&L, charges and net P&L where ``pnl`` stands
+_CHARGED_COLUMNS: tuple[tuple[str, int, str], ...] = (
+    *_COLUMNS[:7], ("gross", 11, ">"), ("charges", 8, ">"), ("net", 11, ">"), *_COLUMNS[8:])
 
 
 class Sender(Protocol):
@@ -53,12 +58,21 @@ class TradeSummary:
     max_drawdown: float
     max_drawdown_r: float
     r_unit: str = ""  # the ``[risk] r_unit`` the R figures are in ("": not said)
+    charges: float | None = None  # brokerage, taxes and fees (None: not counted)
+
+    @property
+    def net_pnl(self) -> float:
+        """P&L after charges (gross when they were not counted)."""
+        return round(self.pnl - (self.charges or 0.0), 2)
 
     def line(self) -> str:
         unit = f" ({r_unit_name(self.r_unit)})" if self.r_unit else ""
+        pnl = (f"P&L {money(self.pnl)}" if self.charges is None else
+               f"P&L gross {money(self.pnl)} | charges {money(self.charges)} | net "
+               f"{money(self.net_pnl)}")
         return (f"trades {self.trades} | wins {self.wins} | losses {self.losses} | "
-                f"total R {self.total_r:+.2f}{unit} | P&L {_money(self.pnl)} | max drawdown "
-                f"{_money(self.max_drawdown)} ({self.max_drawdown_r:.2f} R)")
+                f"total R {self.total_r:+.2f}{unit} | {pnl} | max drawdown "
+                f"{money(self.max_drawdown)} ({self.max_drawdown_r:.2f} R)")
 
 
 def r_unit_name(r_unit: str) -> str:
@@ -72,9 +86,11 @@ def ordered(trades: Iterable[StoredTrade]) -> list[StoredTrade]:
                                          t.entry_client_id or "", t.exit_client_id or ""))
 
 
-def summarize(trades: Iterable[StoredTrade], r_unit: str = "") -> TradeSummary:
+def summarize(trades: Iterable[StoredTrade], r_unit: str = "",
+              charges: ChargeSettings | None = None) -> TradeSummary:
     """Counts, totals and the maximum drawdown of the equity curve of closed trades; ``r_unit``
-    says which unit their R multiples are in (``[risk] r_unit``)."""
+    says which unit their R multiples are in (``[risk] r_unit``); with ``charges`` the summary
+    also holds what they cost (net P&L)."""
     rows = ordered(trades)
     equity = equity_r = peak = peak_r = 0.0
     drawdown = drawdown_r = 0.0
@@ -90,33 +106,40 @@ def summarize(trades: Iterable[StoredTrade], r_unit: str = "") -> TradeSummary:
     return TradeSummary(trades=len(rows), wins=wins, losses=losses,
                         total_r=round(equity_r, 4), pnl=round(equity, 2),
                         max_drawdown=round(drawdown, 2), max_drawdown_r=round(drawdown_r, 4),
-                        r_unit=r_unit)
+                        r_unit=r_unit,
+                        charges=None if charges is None else round(
+                            sum(trade_charges(rows, charges)), 2))
 
 
-def trade_table(trades: Iterable[StoredTrade], r_unit: str = "") -> str:
+def trade_table(trades: Iterable[StoredTrade], r_unit: str = "",
+                charges: ChargeSettings | None = None) -> str:
     """A fixed-width text table of ``trades`` followed by the summary line (which names the
-    unit of R, ``r_unit``, when given)."""
+    unit of R, ``r_unit``, when given); with ``charges``, gross, charges and net P&L columns."""
     rows = ordered(trades)
-    lines = [_row([title for title, _, _ in _COLUMNS])]
+    columns = _COLUMNS if charges is None else _CHARGED_COLUMNS
+    lines = [_row([title for title, _, _ in columns], columns)]
     lines.append("-" * len(lines[0]))
-    for t in rows:
+    costs = trade_charges(rows, charges) if charges is not None else [None] * len(rows)
+    for t, cost in zip(rows, costs, strict=True):
+        money = [f"{t.pnl:+.2f}"] if cost is None else [
+            f"{t.pnl:+.2f}", f"{cost:.2f}", f"{t.pnl - cost:+.2f}"]
         lines.append(_row([
             t.symbol, t.action.value, str(t.quantity), _time(t.entry_ts), f"{t.entry_price:.2f}",
-            _time(t.exit_ts), f"{t.exit_price:.2f}", f"{t.pnl:+.2f}", f"{t.r_multiple:+.2f}",
+            _time(t.exit_ts), f"{t.exit_price:.2f}", *money, f"{t.r_multiple:+.2f}",
             t.exit_reason or "-",
-        ]))
+        ], columns))
     if not rows:
         lines.append("(no closed trades)")
-    lines.append(summarize(rows, r_unit).line())
+    lines.append(summarize(rows, r_unit, charges).line())
     return "\n".join(lines)
 
 
 def day_report(db: Database, strategy: str, day: date, account: str | None = None,
-               r_unit: str = "") -> str:
+               r_unit: str = "", charges: ChargeSettings | None = None) -> str:
     """The table and summary of one strategy's day, read from ``db``."""
     title = f"[TRADES] {strategy} {day.isoformat()}" + (f" ({account})" if account else "")
     trades = db.trades(strategy=strategy, trading_date=day, account=account)
-    return f"{title}\n{trade_table(trades, r_unit)}"
+    return f"{title}\n{trade_table(trades, r_unit, charges)}"
 
 
 def summary_name(strategy: str, account: str, day: date) -> str:
@@ -153,9 +176,9 @@ def load_summary(db: Database, strategy: str, account: str, day: date) -> TradeS
     return TradeSummary(**row.state)
 
 
-def _row(cells: Sequence[str]) -> str:
+def _row(cells: Sequence[str], columns: Sequence[tuple[str, int, str]] = _COLUMNS) -> str:
     out = []
-    for (_, width, align), cell in zip(_COLUMNS, cells, strict=True):
+    for (_, width, align), cell in zip(columns, cells, strict=True):
         out.append(f"{cell:{align}{width}}" if width else cell)
     return "  ".join(out).rstrip()
 
@@ -164,6 +187,7 @@ def _time(ts: float) -> str:
     return to_ist(ts).strftime("%H:%M:%S")
 
 
-def _money(amount: float) -> str:
+def money(amount: float) -> str:
+    """Rupees with a sign and thousands separators: -₹1,234.50."""
     sign = "-" if amount < 0 else ""
     return f"{sign}₹{abs(amount):,.2f}"
