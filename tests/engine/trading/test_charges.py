@@ -79,5 +79,5 @@ def test_disabled_charges_are_zero_and_bad_dated_rates_are_config_errors() -> No
     from engine.app.sections import load_config
     from engine.config import ConfigError
 
-    with pytest.raises(ConfigError, match="charges.gst_pct"):
+    with pytest.raises(ConfigError, match=r"charges\.gst_pct"):
         load_config(None, env={}, overrides={"charges.gst_pct": "18"})
