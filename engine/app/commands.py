@@ -24,6 +24,7 @@ from engine.app.command_spec import (
 from engine.app.config_doc import render_config_toml
 from engine.app.control import ControlError, ControlSettings, render_status, send_command, summarize
 from engine.app.research_cli import (
+    CliHelpers,
     configure_backtest,
     configure_sweep,
     configure_synth_days,
@@ -212,7 +213,7 @@ def run_synth(args: argparse.Namespace, cfg: Config) -> int:
     from engine.market.synth import generate_session
 
     if args.days is not None:
-        return run_synth_days(args, cfg)
+        return run_synth_days(args, cfg, _helpers())
     init_logging(cfg)
     synth = cfg.section("synth")
     day = args.date or synth.default_date
@@ -569,6 +570,18 @@ def run_new_strategy(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _helpers() -> CliHelpers:
+    return CliHelpers(init_logging, _state, _strategies)
+
+
+def _run_backtest(args: argparse.Namespace, cfg: Config) -> int:
+    return run_backtest_cmd(args, cfg, _helpers())
+
+
+def _run_sweep(args: argparse.Namespace, cfg: Config) -> int:
+    return run_sweep_cmd(args, cfg, _helpers())
+
+
 COMMANDS: list[CommandSpec] = [
     CommandSpec("replay", "replay a recorded session on the virtual clock", _configure_replay,
                 run_replay),
@@ -579,9 +592,9 @@ COMMANDS: list[CommandSpec] = [
                 run_record_cmd),
     CommandSpec("synth", "generate a synthetic trading day", _configure_synth, run_synth),
     CommandSpec("backtest", "replay many days, each in a fresh engine: per-day table, combined "
-                "summary and HTML report", configure_backtest, run_backtest_cmd),
+                "summary and HTML report", configure_backtest, _run_backtest),
     CommandSpec("sweep", "replay a grid of parameter sets over many days (process pool or "
-                "Ray), ranked", configure_sweep, run_sweep_cmd),
+                "Ray), ranked", configure_sweep, _run_sweep),
     CommandSpec("simulator", "run the OpenAlgo-compatible simulator standalone",
                 _configure_simulator, run_simulator_cmd),
     CommandSpec("report", "write the day report (HTML)", _configure_report, run_report),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,23 +22,24 @@ if TYPE_CHECKING:
     from engine.app.sweep import SweepResult
 
 
-def _state(cfg: Config) -> Path:
-    from engine.app.commands import _state as state_dir
+@dataclass(frozen=True, slots=True)
+class CliHelpers:
+    """What the handlers borrow from ``engine.app.commands`` (passed in, so that neither
+    module imports the other): logging set-up, the state folder, the strategy choice."""
 
-    return state_dir(cfg)
-
-
-def _quiet_logging(cfg: Config) -> None:
-    """Engine logs to the log file only: the terminal shows the progress bar and the tables."""
-    from engine.app.commands import init_logging
-
-    init_logging(cfg, console=False)
+    init_logging: Callable[..., None]
+    state: Callable[[Config], Path]
+    strategies: Callable[[Config, str | None], tuple[str, ...]]
 
 
-def _strategy(cfg: Config, chosen: str | None) -> str:
-    from engine.app.commands import _strategies
-
-    return _strategies(cfg, chosen)[0]
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--set`` values of the command line (as ``engine.app.cli`` reads them), for
+    re-loading the configuration with a parameter set on top."""
+    out: dict[str, str] = {}
+    for item in [*args.overrides, *getattr(args, "command_overrides", [])]:
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _sessions_options(p: argparse.ArgumentParser) -> None:
@@ -63,7 +65,7 @@ def configure_synth_days(p: argparse.ArgumentParser) -> None:
                    "(default: synth.width)")
 
 
-def run_synth_days(args: argparse.Namespace, cfg: Config) -> int:
+def run_synth_days(args: argparse.Namespace, cfg: Config, helpers: CliHelpers) -> int:
     from engine.market.synth_days import generate_days, plan_days
 
     synth = cfg.section("synth")
@@ -76,11 +78,12 @@ def run_synth_days(args: argparse.Namespace, cfg: Config) -> int:
     except ValueError:
         print(f"synth: bad --start {args.start!r}: expected YYYY-MM-DD", file=sys.stderr)
         return EXIT_CONFIG
-    out = Path(args.out) if args.out else _state(cfg) / "sessions" / f"synth-{start}-x{args.days}"
+    out = (Path(args.out) if args.out else
+           helpers.state(cfg) / "sessions" / f"synth-{start}-x{args.days}")
     if out.exists() and not out.is_dir():
         print(f"synth: --out {out} is a file; with --days it is a folder", file=sys.stderr)
         return EXIT_CONFIG
-    _quiet_logging(cfg)
+    helpers.init_logging(cfg, console=False)
     spec = cfg.instrument.spec()
     try:
         plans = plan_days(start, args.days, seed, synth, spec)
@@ -113,7 +116,7 @@ def configure_backtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="no HTML reports")
 
 
-def run_backtest_cmd(args: argparse.Namespace, cfg: Config) -> int:
+def run_backtest_cmd(args: argparse.Namespace, cfg: Config, helpers: CliHelpers) -> int:
     from engine.app.backtest import SessionsError, day_table, expand_sessions, run_backtest
 
     try:
@@ -121,9 +124,9 @@ def run_backtest_cmd(args: argparse.Namespace, cfg: Config) -> int:
     except SessionsError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    strategy = _strategy(cfg, args.strategy)
-    out = Path(args.out) if args.out else _state(cfg) / "backtest"
-    _quiet_logging(cfg)
+    strategy = helpers.strategies(cfg, args.strategy)[0]
+    out = Path(args.out) if args.out else helpers.state(cfg) / "backtest"
+    helpers.init_logging(cfg, console=False)
     backtest = run_backtest(cfg, sessions, out, strategy,
                             progress=(not args.no_progress) and sys.stderr.isatty(),
                             reports=not args.no_report)
@@ -160,9 +163,8 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="job result cache folder (default: state_dir/sweep-cache)")
 
 
-def run_sweep_cmd(args: argparse.Namespace, cfg: Config) -> int:
+def run_sweep_cmd(args: argparse.Namespace, cfg: Config, helpers: CliHelpers) -> int:
     from engine.app.backtest import DayProgress, SessionsError, expand_sessions
-    from engine.app.cli import _overrides
     from engine.app.sections import load_config
     from engine.app.sweep import (
         ProcessExecutor,
@@ -179,7 +181,7 @@ def run_sweep_cmd(args: argparse.Namespace, cfg: Config) -> int:
     try:
         axes = parse_grid(args.grid)
         sessions = expand_sessions(args.sessions)
-        strategy = _strategy(cfg, args.strategy)
+        strategy = helpers.strategies(cfg, args.strategy)[0]
         path = Path(args.config) if args.config else default_config_path()
         base = _overrides(args)
 
@@ -193,9 +195,9 @@ def run_sweep_cmd(args: argparse.Namespace, cfg: Config) -> int:
     except (SweepError, SessionsError) as exc:
         print(f"sweep: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _quiet_logging(cfg)
-    out = Path(args.out) if args.out else _state(cfg) / "sweep"
-    cache = ResultCache(Path(args.cache) if args.cache else _state(cfg) / "sweep-cache")
+    helpers.init_logging(cfg, console=False)
+    out = Path(args.out) if args.out else helpers.state(cfg) / "sweep"
+    cache = ResultCache(Path(args.cache) if args.cache else helpers.state(cfg) / "sweep-cache")
     with DayProgress((not args.no_progress) and sys.stderr.isatty(), len(jobs), "sweep") as bar:
         try:
             result = run_sweep(jobs, by_hash, axes, executor, cache,
