@@ -277,7 +277,8 @@ class ReplayDriver:
 
             db = Database(self.db_path, self.cfg.store)
             try:
-                summary.trade_reports = [day_report(db, name, day, "replay")
+                summary.trade_reports = [day_report(db, name, day, "replay",
+                                                    self.cfg.section("charges"))
                                          for name in self.strategies]
             finally:
                 db.close()
