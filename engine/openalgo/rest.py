@@ -168,16 +168,17 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
-def _untrusted(exc: requests.RequestException) -> bool:
-    """True when the server's certificate was refused (untrusted, or for another host): the
-    handshake failed, so the request was never sent."""
+def _refused_certificate(exc: requests.RequestException) -> str | None:
+    """Why the server's certificate was refused (untrusted, expired, for another host), or None
+    for any other failure. A refused certificate ends the handshake: nothing was sent."""
     if not isinstance(exc, requests.exceptions.SSLError) or not exc.args:
-        return False
+        return None
     cause = exc.args[0]
     reason = cause.reason if isinstance(cause, MaxRetryError) else cause
-    inner = reason.args[0] if isinstance(reason, Exception) and reason.args else reason
-    return isinstance(inner, ssl.SSLCertVerificationError) or \
-        isinstance(reason, ssl.SSLCertVerificationError)
+    for error in (reason, *getattr(reason, "args", ())):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return str(error.verify_message or error.reason or "certificate verify failed")
+    return None
 
 
 class OpenAlgoClient:
@@ -356,12 +357,13 @@ class OpenAlgoClient:
                                           verify=self._access.verify)
         except requests.RequestException as exc:
             what = self._key.scrub(f"{type(exc).__name__}: {exc}")[:_MESSAGE_LIMIT]
-            if _untrusted(exc):  # refused in the TLS handshake: nothing was sent
-                raise _Retryable(self._error(UntrustedServer, endpoint, None,
-                                             f"TLS handshake failed ({what}); if the server's "
-                                             f"certificate is signed by your own CA, set "
-                                             f"[openalgo] ca_bundle"),
-                                 self._settings.retry_delay_s) from None
+            refused = _refused_certificate(exc)
+            if refused is not None:  # in the TLS handshake: nothing was sent
+                raise _Retryable(self._error(
+                    UntrustedServer, endpoint, None,
+                    f"the server's TLS certificate was refused ({refused}); if your own CA "
+                    f"signed it, set [openalgo] ca_bundle to that CA's PEM file"),
+                    self._settings.retry_delay_s) from None
             if _never_sent(exc):
                 raise _Retryable(self._error(BrokerUnavailable, endpoint, None,
                                              f"cannot connect ({what})"),
