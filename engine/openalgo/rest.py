@@ -17,8 +17,8 @@ Retry policy (``RestSettings.retries`` attempts in total, ``retry_delay_s`` apar
 - A reverse proxy in front of OpenAlgo (``engine.openalgo.access``) is told apart by its body,
   which is not OpenAlgo's JSON: its 401/403 → ``ProxyAuthError`` (never retried), its 502/503/504
   are 5xx as above, each with one line saying the proxy, not OpenAlgo, answered. A TLS failure
-  (an untrusted certificate) happens before anything is sent: retried, then
-  ``BrokerUnavailable`` naming ``[openalgo] ca_bundle``.
+  (a refused certificate) happens before anything is sent: retried, then
+  ``UntrustedServer`` (a ``BrokerUnavailable``) naming ``[openalgo] ca_bundle``.
 - Order-creating endpoints (placeorder, placesmartorder, closeposition) are never re-sent once the
   request may have reached the server, because a second copy can double (or reverse) a position.
   A read timeout, a connection dropped after sending, a 5xx, or a 2xx reply that cannot be read
@@ -95,11 +95,6 @@ class RestSettings:
                         "OpenAlgo base URL; REST endpoints live under /api/v1/")
     ca_bundle: str = setting("", "CA certificates (PEM file) trusted for the https:// and wss:// "
                              "URLs instead of the default store; verification is always on")
-
-    def problems(self) -> list[tuple[str, str]]:
-        if self.ca_bundle and not Path(self.ca_bundle).is_file():
-            return [("ca_bundle", f"no such file: {self.ca_bundle!r}")]
-        return []
     timeout_s: float = setting(10.0, "timeout of one HTTP request (connect and read), seconds",
                                min=0.05, max=120.0)
     retries: int = setting(3, "attempts in total for a retryable failure (1 = never retry)",
@@ -107,6 +102,11 @@ class RestSettings:
     retry_delay_s: float = setting(2.0, "pause between attempts, seconds", min=0.0, max=60.0)
     max_retry_after_s: float = setting(30.0, "longest wait honoured for a 429's retry_after, "
                                        "seconds", min=0.0, max=600.0)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            return [("ca_bundle", f"no such file: {self.ca_bundle!r}")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)

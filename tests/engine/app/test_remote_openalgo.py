@@ -23,8 +23,10 @@ from cryptography.fernet import Fernet
 from engine.app.accounts import AccountVault, KeyCipher
 from engine.app.control import send_command
 from engine.app.live import run_trading
+from engine.app.sections import load_config
 from engine.app.tree import Engine
 from engine.app.venues import live_venue, write_simulator_file
+from engine.config import ConfigError
 from engine.market.instruments import (
     INDEX_EXCHANGE,
     INDEX_SYMBOL,
@@ -187,3 +189,10 @@ def test_wrong_credentials_give_one_line_and_exit_2(nginx: Nginx, tls: Tls,
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), path
     assert "401" in (nginx.prefix / "access.log").read_text()
+
+
+def test_a_ca_bundle_that_is_not_a_file_is_a_configuration_error(tls: Tls) -> None:
+    with pytest.raises(ConfigError, match=r"openalgo\.ca_bundle: no such file"):
+        load_config(None, overrides={"openalgo.ca_bundle": "/nonexistent/ca.pem"})
+    cfg = load_config(None, overrides={"openalgo.ca_bundle": str(tls.ca)})
+    assert cfg.section("openalgo").ca_bundle == str(tls.ca)
