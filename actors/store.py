@@ -3,11 +3,11 @@
 Every actor sends its store-bound messages here (see ``engine.store.database.STORED_TYPES``).
 Two paths:
 
-- **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events and
-  ``StoreRecord`` rows such as risk state, unless marked ``durable=False``): committed before
-  the handler returns, so a sender that ``ask``-s knows the row is on disk (the order manager
-  asks before sending a request). Anything buffered is written in the same transaction first,
-  so order is preserved.
+- **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events,
+  positions' risk declarations and ``StoreRecord`` rows such as risk state, unless marked
+  ``durable=False``): committed before the handler returns, so a sender that ``ask``-s knows
+  the row is on disk (the order manager asks before sending a request). Anything buffered is
+  written in the same transaction first, so order is preserved.
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
   timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
@@ -43,6 +43,7 @@ from engine.messages import (
     LoadStates,
     OrderEvent,
     OrderIntent,
+    PositionRisk,
     RiskEvent,
     StoreRecord,
     TimerFired,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from engine.runtime.registry import Registry
 
 IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
-                                              StoreRecord})
+                                              PositionRisk, StoreRecord})
 FLUSH_TIMER = "store.flush"
 
 

@@ -494,11 +494,15 @@ class StrategyHost(EngineActor):
         if "r" in fields:
             fields["r_multiple"] = fields.pop("r")
         risk = float(fields.pop("risk", 0.0) or 0.0)
-        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
-            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
         unknown = sorted(set(fields) - _TRADE_FIELDS)
         if unknown:
             raise ValueError(f"record_trade: unknown fields {unknown}")
+        # the unit goes with the row: a report made after the setting changed still says
+        # what this trade's R was measured in
+        fields["r_unit"] = "fixed"
+        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
+            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
+            fields["r_unit"] = "position"
         try:
             trade = StoredTrade(strategy=self.strategy_name, account=self.account,
                                 trading_date=trading_date(float(fields["exit_ts"])),
@@ -651,6 +655,10 @@ class HostContext:
 
     def set_risk(self, symbol: str, points: float) -> None:
         self._host.set_risk(symbol, points)
+
+    @property
+    def r_unit(self) -> str:
+        return self._host.r_unit
 
 
 # -- (de)serialization of orders ------------------------------------------------------------------

@@ -49,10 +49,10 @@ How the rules are carried out:
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
 - **Closing everything** (the ±R latch, 15:15, max loss / profit, trailing stop, flatten) is
-  not the strategy's: the risk manager evaluates the day limits (``[risk]``: cumulative R =
-  (realized + unrealized at fresh prices) / R, at +daily_r_target or −daily_r_stop; the
-  ``eod_exit`` time) and its exit coordinator cancels the entries and closes every position
-  BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
+  not the strategy's: the risk manager evaluates the day limits (``[risk]``: the day's R in
+  ``r_unit``, at +daily_r_target or −daily_r_stop; the ``eod_exit`` time) and its exit
+  coordinator cancels the entries and closes every position BUY-first, cancelling each stop
+  and checking it did not fill first. The strategy learns it
   in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
   (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
@@ -311,6 +311,11 @@ class Position:
     @property
     def avg_entry(self) -> float:
         return self.sold_value / self.sold_qty if self.sold_qty else 0.0
+
+    @property
+    def risk(self) -> float:
+        """Rupees the position risks: quantity sold × stop distance at entry (its own R)."""
+        return self.sold_qty * self.sl_points
 
     def live_covers(self) -> list[Cover]:
         return [c for c in self.covers.values() if not c.done]
@@ -1049,7 +1054,7 @@ class BaselineV1(Strategy):
             entry_price=round(pos.avg_entry, 4), exit_ts=pos.exit_ts,
             exit_price=round(pos.bought_value / pos.bought_qty, 4), pnl=round(pos.realized, 2),
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
-            risk=round(pos.sold_qty * pos.sl_points, 2),
+            risk=round(pos.risk, 2),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
 
@@ -1058,13 +1063,17 @@ class BaselineV1(Strategy):
                       key=lambda p: p.symbol)
 
     def cumulative_r(self) -> float:
-        """(Realized P&L + unrealized at the last price) / R."""
-        unrealized = 0.0
+        """The day's R at the last prices, in ``[risk] r_unit`` as the risk latch measures it:
+        the sum of each position's P&L (realized + unrealized) over its own risk ("position"),
+        or the day's P&L over ``risk_per_trade`` ("fixed", and any position of unknown risk)."""
+        total = 0.0
         for pos in self.d.positions.values():
+            pnl = pos.realized
             if pos.open_qty > 0:
-                last = self._last.get(pos.symbol, pos.avg_entry)
-                unrealized += (pos.avg_entry - last) * pos.open_qty
-        return (self.d.realized + unrealized) / self.cfg.risk_per_trade
+                pnl += (pos.avg_entry - self._last.get(pos.symbol, pos.avg_entry)) * pos.open_qty
+            own = self.ctx.r_unit == "position" and pos.risk > 0
+            total += pnl / (pos.risk if own else self.cfg.risk_per_trade)
+        return total
 
     # -- highs, days, snapshot --------------------------------------------------------------------
     def _track(self, symbol: str, swing_start: float) -> None:

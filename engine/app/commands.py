@@ -23,6 +23,15 @@ from engine.app.command_spec import (
 )
 from engine.app.config_doc import render_config_toml
 from engine.app.control import ControlError, ControlSettings, render_status, send_command, summarize
+from engine.app.research_cli import (
+    CliHelpers,
+    configure_backtest,
+    configure_sweep,
+    configure_synth_days,
+    run_backtest_cmd,
+    run_sweep_cmd,
+    run_synth_days,
+)
 from engine.app.sections import catalog
 from engine.config import Config, ConfigError
 from engine.runtime.logs import setup_logging
@@ -119,6 +128,7 @@ def _configure_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output session file (default: state_dir/sessions/"
                    "synth-DATE-seedS.db)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    configure_synth_days(p)
 
 
 def _configure_record(p: argparse.ArgumentParser) -> None:
@@ -202,6 +212,8 @@ def run_replay(args: argparse.Namespace, cfg: Config) -> int:
 def run_synth(args: argparse.Namespace, cfg: Config) -> int:
     from engine.market.synth import generate_session
 
+    if args.days is not None:
+        return run_synth_days(args, cfg, _helpers())
     init_logging(cfg)
     synth = cfg.section("synth")
     day = args.date or synth.default_date
@@ -449,7 +461,7 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
                            symbol=args.symbol, strategy=args.strategy, settings=settings,
-                           r_unit=cfg.section("risk").r_unit)
+                           charges=cfg.section("charges"))
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -582,6 +594,18 @@ def run_new_strategy(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _helpers() -> CliHelpers:
+    return CliHelpers(init_logging, _state, _strategies)
+
+
+def _run_backtest(args: argparse.Namespace, cfg: Config) -> int:
+    return run_backtest_cmd(args, cfg, _helpers())
+
+
+def _run_sweep(args: argparse.Namespace, cfg: Config) -> int:
+    return run_sweep_cmd(args, cfg, _helpers())
+
+
 COMMANDS: list[CommandSpec] = [
     CommandSpec("replay", "replay a recorded session on the virtual clock", _configure_replay,
                 run_replay),
@@ -591,6 +615,10 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("record", "record the live feed to a session file", _configure_record,
                 run_record_cmd),
     CommandSpec("synth", "generate a synthetic trading day", _configure_synth, run_synth),
+    CommandSpec("backtest", "replay many days, each in a fresh engine: per-day table, combined "
+                "summary and HTML report", configure_backtest, _run_backtest),
+    CommandSpec("sweep", "replay a grid of parameter sets over many days (process pool or "
+                "Ray), ranked", configure_sweep, _run_sweep),
     CommandSpec("simulator", "run the OpenAlgo-compatible simulator standalone",
                 _configure_simulator, run_simulator_cmd),
     CommandSpec("report", "write the day report (HTML)", _configure_report, run_report),

@@ -278,7 +278,7 @@ class ReplayDriver:
             db = Database(self.db_path, self.cfg.store)
             try:
                 summary.trade_reports = [day_report(db, name, day, "replay",
-                                                    self.cfg.section("risk").r_unit)
+                                                    self.cfg.section("charges"))
                                          for name in self.strategies]
             finally:
                 db.close()

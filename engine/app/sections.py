@@ -39,6 +39,7 @@ from engine.runtime.supervisor import SupervisionSettings
 from engine.sim.matching import MatchingSettings
 from engine.sim.settings import SimulatorSettings
 from engine.store.database import StoreSettings
+from engine.trading.charges import ChargeSettings
 from engine.trading.risk import RiskSettings
 from strategies.registry import StrategyError, discover
 
@@ -79,6 +80,7 @@ SECTIONS: dict[str, type[Any]] = {
     "orders": OrderSettings,
     "positions": PositionSettings,
     "risk": RiskSettings,
+    "charges": ChargeSettings,
     "reconcile": ReconcileSettings,
     "accounts": AccountsSettings,
     "control": ControlSettings,

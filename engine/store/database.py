@@ -69,6 +69,7 @@ from engine.messages import (
     OrderPurpose,
     OrderStatus,
     PositionMark,
+    PositionRisk,
     PriceType,
     Product,
     RestartRecord,
@@ -398,7 +399,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (trading_date, account, underlying)
         )""",
     )),
-    Migration(5, "accounts: the basic-auth login of a proxy in front of OpenAlgo", (
+    Migration(5, "the risk each position was sized to, and the unit of each trade's R", (
+        """CREATE TABLE position_risks (
+            strategy      TEXT NOT NULL,
+            account       TEXT NOT NULL,
+            symbol        TEXT NOT NULL,
+            trading_date  TEXT NOT NULL,
+            points        REAL NOT NULL CHECK (points > 0),
+            ts            REAL NOT NULL,
+            PRIMARY KEY (strategy, account, symbol, trading_date)
+        )""",
+        "ALTER TABLE trades ADD COLUMN r_unit TEXT NOT NULL DEFAULT ''",
+    )),
+    Migration(6, "accounts: the basic-auth login of a proxy in front of OpenAlgo", (
         "ALTER TABLE accounts ADD COLUMN basic_auth_user TEXT",
         "ALTER TABLE accounts ADD COLUMN basic_auth_encrypted BLOB",
     )),
@@ -516,6 +529,7 @@ class StoredTrade:
     entry_client_id: str | None = None
     exit_client_id: str | None = None
     exit_reason: str = ""
+    r_unit: str = ""  # what ``r_multiple`` is measured in (``[risk] r_unit``; "": not recorded)
 
 
 @frozen
@@ -756,6 +770,8 @@ _MESSAGE_ROWS: dict[type, Callable[[Any], tuple[RowWrite, ...]]] = {
     Fill: _plain("fills", Op.INSERT_NEW, day_of="ts"),
     RiskEvent: _plain("risk_events", day_of="ts"),
     PositionMark: _position_rows,
+    PositionRisk: _plain("position_risks", Op.UPSERT, ("strategy", "account", "symbol",
+                                                        "trading_date"), day_of="ts"),
     Bar: _plain("bars", Op.UPSERT, ("symbol", "start"), day_of="start"),
     BarGap: _plain("bar_gaps", Op.INSERT_NEW, day_of="start"),
     Swing: _plain("swings", day_of="bar_start", rename=_SWING_COLUMNS),
@@ -1083,6 +1099,14 @@ class Database:
                             ("strategy", "account", "symbol"),
                             (lambda t: [t.c.quantity != 0]) if open_only else None)
         return [_build(PositionMark, r) for r in rows]
+
+    def position_risks(self, account: str | None = None,
+                       trading_date: date | None = None) -> list[PositionRisk]:
+        """The stop distance each position of the day was declared with (the latest for each
+        strategy and symbol), by strategy and symbol."""
+        rows = self._select("position_risks", {"account": account, "trading_date": trading_date},
+                            ("strategy", "account", "symbol"))
+        return [_build(PositionRisk, r) for r in rows]
 
     def last_prices(self) -> dict[str, StoredPrice]:
         return {r["symbol"]: _build(StoredPrice, r) for r in self._select("prices")}
