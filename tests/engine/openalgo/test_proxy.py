@@ -197,3 +197,17 @@ def test_credentials_never_travel_in_clear_text() -> None:
     ProxyAccess().check_urls("http://openalgo.example")  # nothing to leak without a login
     with pytest.raises(ValueError, match="':'"):
         BasicAuth("a:b", PASSWORD)
+
+
+def test_without_nginx_the_test_skips_saying_why_but_never_under_ci(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.engine import proxy as support
+
+    monkeypatch.setattr(support.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(support, "NGINX_PLACES", ())
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"no nginx .*apt-get install nginx"):
+        support.nginx_or_skip()
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        support.nginx_or_skip()
