@@ -81,10 +81,14 @@ class Secrets:
 
     openalgo_api_key: str | None = None
     fernet_key: str | None = None
+    basic_auth_user: str | None = None  # the login of a proxy in front of OpenAlgo
+    basic_auth_password: str | None = None
 
     ENV_NAMES: typing.ClassVar[dict[str, str]] = {
         "openalgo_api_key": "OPENALGO_API_KEY",
         "fernet_key": "NIFTY_ENGINE_FERNET_KEY",
+        "basic_auth_user": "NIFTY_ENGINE_BASIC_AUTH_USER",
+        "basic_auth_password": "NIFTY_ENGINE_BASIC_AUTH_PASSWORD",
     }
 
     @classmethod
@@ -92,7 +96,9 @@ class Secrets:
         return cls(**{f: (env.get(var) or None) for f, var in cls.ENV_NAMES.items()})
 
     def values(self) -> list[str]:
-        return [v for v in (self.openalgo_api_key, self.fernet_key) if v]
+        """The values the log redactor masks (the proxy's user name is not one)."""
+        return [v for v in (self.openalgo_api_key, self.fernet_key, self.basic_auth_password)
+                if v]
 
     def require(self, field_name: str, why: str) -> str:
         value = getattr(self, field_name)

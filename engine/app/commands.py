@@ -359,6 +359,13 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
                      help="primary (default) or backup (a market-data fallback)")
     add.add_argument("--key-stdin", action="store_true",
                      help="read the API key from standard input instead of OPENALGO_API_KEY")
+    add.add_argument("--basic-auth-user", metavar="USER",
+                     help="the login of a proxy (nginx) in front of OpenAlgo; its password comes "
+                     "from NIFTY_ENGINE_BASIC_AUTH_PASSWORD or, with --basic-auth-stdin, from "
+                     "standard input — never an argument")
+    add.add_argument("--basic-auth-stdin", action="store_true",
+                     help="read the proxy's password from standard input (after the API key's "
+                     "line when --key-stdin is given too)")
     listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
     remove = actions.add_parser("remove", help="delete a stored account")
     remove.add_argument("name")
@@ -367,25 +374,41 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
                             help="engine database (default: store.path)")
 
 
-def _api_key_input(args: argparse.Namespace) -> str:
-    """The API key for ``accounts add``: standard input (hidden when a terminal) or the env."""
+def _secret_input(from_stdin: bool, prompt: str, env_name: str, flag: str) -> str:
+    """A secret for ``accounts add``: one line of standard input (hidden when a terminal) or
+    the environment variable ``env_name``."""
     import getpass
     import os
 
-    from engine.app.accounts import API_KEY_ENV, InvalidAccount
+    from engine.app.accounts import InvalidAccount
 
-    if args.key_stdin:
-        return getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.read()
-    key = os.environ.get(API_KEY_ENV, "")
-    if not key:
-        raise InvalidAccount(f"no API key: set {API_KEY_ENV}, or pipe it in with --key-stdin")
-    return key
+    if from_stdin:
+        return getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise InvalidAccount(f"no {prompt.rstrip(': ')}: set {env_name}, or pipe it in with "
+                             f"{flag}")
+    return value
+
+
+def _basic_auth_input(args: argparse.Namespace) -> Any:
+    """The proxy login for ``accounts add`` (None without ``--basic-auth-user``)."""
+    from engine.app.accounts import BASIC_AUTH_PASSWORD_ENV, InvalidAccount, check_basic_auth
+
+    if not args.basic_auth_user:
+        if args.basic_auth_stdin:
+            raise InvalidAccount("--basic-auth-stdin needs --basic-auth-user")
+        return None
+    password = _secret_input(args.basic_auth_stdin, "basic-auth password: ",
+                             BASIC_AUTH_PASSWORD_ENV, "--basic-auth-stdin")
+    return check_basic_auth(args.basic_auth_user, password, "basic auth")
 
 
 def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
     import os
 
     from engine.app.accounts import (
+        API_KEY_ENV,
         FERNET_ENV,
         AccountError,
         AccountVault,
@@ -405,8 +428,9 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
             vault = AccountVault(db, cipher, clock)
             if args.accounts_action == "add":
                 check_account(args.name, args.host, args.ws_url, args.role)  # before the key
-                created = vault.add(args.name, args.host, args.ws_url, args.role,
-                                    _api_key_input(args))
+                api_key = _secret_input(args.key_stdin, "API key: ", API_KEY_ENV, "--key-stdin")
+                created = vault.add(args.name, args.host, args.ws_url, args.role, api_key,
+                                    _basic_auth_input(args))
                 print(f"{'added' if created else 'updated'} account {args.name} in {path}")
             elif args.accounts_action == "remove":
                 vault.remove(args.name)

@@ -4,9 +4,10 @@ Owns every log sink of the process. Each sink gets the same ``Redactor`` as its 
 rewrites the record before formatting: the message, the ``extra`` values and the exception text
 (formatted here, because a traceback carries exception messages and URLs). Known secret values
 (from the environment) are replaced literally; anything shaped like an API key assignment
-(``apikey=...``, ``"api_key": "..."``, ``Authorization: Bearer ...``) is masked by pattern, so a key
-never seen before is still hidden. Standard-library logging (Pykka, urllib3, websocket-client) is
-routed into loguru and therefore through the same filter. ``diagnose`` is off on every sink:
+(``apikey=...``, ``"api_key": "..."``, ``Authorization: Bearer ...``, ``Authorization: Basic ...``)
+is masked by pattern, so a key or a proxy login never seen before is still hidden.
+Standard-library logging (Pykka, urllib3, websocket-client) is routed into loguru and therefore
+through the same filter. ``diagnose`` is off on every sink:
 variable values in tracebacks could hold a key.
 """
 
@@ -37,6 +38,8 @@ _PATTERNS = [
     re.compile(rf"(?i)(['\"]{_KEY_NAMES}['\"]\s*:\s*['\"])([^'\"]*)(['\"])"),
     # Authorization: Bearer VALUE
     re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/=-]+)"),
+    # Authorization: Basic VALUE (header lines and header dicts; "basic auth" text stays)
+    re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*['\"]?basic\s+)([A-Za-z0-9+/=]+)"),
 ]
 
 CONSOLE_FORMAT = ("<green>{extra[ist]}</green> | <level>{level: <8}</level> | "

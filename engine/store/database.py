@@ -411,6 +411,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE trades ADD COLUMN r_unit TEXT NOT NULL DEFAULT ''",
     )),
+    Migration(6, "accounts: the basic-auth login of a proxy in front of OpenAlgo", (
+        "ALTER TABLE accounts ADD COLUMN basic_auth_user TEXT",
+        "ALTER TABLE accounts ADD COLUMN basic_auth_encrypted BLOB",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -549,7 +553,8 @@ class Correction:
 
 @frozen
 class StoredAccount:
-    """A broker account; the API key is stored only encrypted and never shown in a repr."""
+    """A broker account; the API key and the proxy's password are stored only encrypted and never
+    shown in a repr."""
 
     TABLE: ClassVar[str] = "accounts"
     name: str
@@ -558,6 +563,8 @@ class StoredAccount:
     role: str
     updated_ts: float
     api_key_encrypted: bytes | None = field(default=None, repr=False)
+    basic_auth_user: str | None = None
+    basic_auth_encrypted: bytes | None = field(default=None, repr=False)
 
 
 @frozen

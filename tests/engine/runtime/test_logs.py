@@ -66,6 +66,13 @@ def test_key_in_bound_extra_and_stdlib_logging(sinks) -> None:
     assert KEY not in text
 
 
+def test_basic_auth_headers_masked() -> None:
+    r = Redactor()
+    assert "dHJhZGVyOnB3" not in r.redact("Authorization: Basic dHJhZGVyOnB3")
+    assert "dHJhZGVyOnB3" not in r.redact("{'Authorization': 'Basic dHJhZGVyOnB3'}")
+    assert r.redact("basic auth as trader") == "basic auth as trader"
+
+
 def test_bearer_tokens_masked() -> None:
     r = Redactor()
     assert "abc.def" not in r.redact("Authorization: Bearer abc.def")
