@@ -46,7 +46,15 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
                             clock=clock, account=venue.account)
     day = trading_date(clock.time())
-    spot = None if atm else broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    try:
+        # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
+        # one line and an exit code from the command line, not an engine retrying forever)
+        broker.funds()
+        spot = None if atm else broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    except BaseException:
+        broker.close()
+        clock.stop()
+        raise
     uni = cfg.section("universe")
     symbols = select_universe(spot, day, cfg.instrument.spec(), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)

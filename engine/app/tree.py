@@ -59,7 +59,7 @@ from engine.runtime.supervisor import (
     start_tree,
 )
 from engine.sim.matching import SimulatedBroker
-from engine.store.database import Database, StoredOrder, StoredStrategyState
+from engine.store.database import Database, DatabaseOwner, StoredOrder, StoredStrategyState
 
 Pair = tuple[str, str]
 
@@ -106,7 +106,8 @@ class Engine:
         self.session = session_bounds(parts.trading_day, self.spec_instrument)
         db_path = parts.db_path or Path(cfg.store.path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(db_path, cfg.store)
+        self.db = Database(db_path, cfg.store,
+                           owner=DatabaseOwner(parts.mode, parts.trading_day))
         self.registry = Registry(self.clock, stash_limit=cfg.supervision.root.stash_limit,
                                  on_dead_letter=self._on_dead_letter)
         self.supervisor: SupervisorHandle | None = None
