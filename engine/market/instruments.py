@@ -61,9 +61,10 @@ class InstrumentSettings:
             session_close=parse_hhmm(self.session_close),
             holidays=frozenset(date.fromisoformat(d) for d in self.holidays))
 
-    def problems(self) -> list[tuple[str, str]]:
-        """Checks beyond one field's type and range, as (key, problem) for the config loader."""
-        found: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """Checks beyond one field's type and range, as (key or keys, problem) for the config
+        loader."""
+        found: list[tuple[str | tuple[str, ...], str]] = []
         for key in ("session_open", "session_close"):
             try:
                 parse_hhmm(getattr(self, key))
@@ -75,7 +76,7 @@ class InstrumentSettings:
             except ValueError:
                 found.append(("holidays", f"expected YYYY-MM-DD, got {day!r}"))
         if not found and parse_hhmm(self.session_open) >= parse_hhmm(self.session_close):
-            found.append(("session_close", "must be after session_open"))
+            found.append((("session_close", "session_open"), "must be after session_open"))
         return found
 
 

@@ -131,6 +131,11 @@ class LoggingSettings:
     retention: int = setting(10, "rotated log files kept", min=1, max=1000)
     console: bool = setting(True, "also log to the console (stderr)")
 
+    def problems(self) -> list[tuple[str, str]]:
+        """The rotation as loguru will read it (a bad one would fail only once logging starts)."""
+        problem = rotation_problem(self.rotation)
+        return [("rotation", problem)] if problem else []
+
 
 def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation: str = "50 MB",
                   retention: int = 10, console: bool = True, secrets: Iterable[str] = (),
