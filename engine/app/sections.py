@@ -98,6 +98,9 @@ def catalog(engine: EngineSettings) -> Sections:
         found = discover(engine.strategy_paths)
     except StrategyError as exc:
         raise ConfigError(str(exc), key="engine.strategy_paths") from None
+    except OSError as exc:  # a folder that cannot be listed (a name too long, no permission)
+        raise ConfigError(f"cannot read {_short(str(exc.filename))}: {exc.strerror}",
+                          key="engine.strategy_paths") from None
     if engine.strategy not in found:
         raise ConfigError(f"unknown strategy {engine.strategy!r}; known: "
                           f"{', '.join(sorted(found))}", key="engine.strategy")
@@ -110,6 +113,10 @@ def catalog(engine: EngineSettings) -> Sections:
                               f"section", key="engine.strategy_paths")
         sections[name] = entry.settings_class
     return sections
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def cross_section_problems(cfg: Config) -> list[Problem]:
