@@ -5,7 +5,8 @@ Owns the operator's view of whether the engine is well:
   ``[HEARTBEAT] Positions: 2 | Data: 82/82 | Coverage: 100.0% | Stale: 0 | Restarts: 0 |
   State: ACTIVE``, logged and stored;
 - per-symbol staleness from the feed's reports (a symbol is stale when it has not ticked for
-  ``stale_after_s``; one that never ticked is stale too);
+  ``stale_after_s``; one that never ticked is stale too; while the feed is not connected every
+  symbol is: coverage counts only symbols that can tick now);
 - the "feed silent" alert when no symbol has ticked for ``feed_silent_after_s`` during market
   hours;
 - alerts from every actor: each kind at most once per ``alert_throttle_s``; a critical one at
@@ -154,9 +155,12 @@ class Health(EngineActor):
             return Coverage(0, 0, ())
         last = dict(report.last_tick)
         stale: list[tuple[str, float | None]] = []
+        state = self._feed_state
+        up = state in ("connected", "replay") or (state in ("", "unknown") and report.connected)
+        down = not up  # nothing can tick: none live
         for sym in report.subscribed:
             ts = last.get(sym)
-            if ts is None or now - ts > self.settings.stale_after_s:
+            if down or ts is None or now - ts > self.settings.stale_after_s:
                 stale.append((sym, None if ts is None else now - ts))
         return Coverage(len(report.subscribed) - len(stale), len(report.subscribed),
                         tuple(stale))
@@ -201,6 +205,7 @@ class Health(EngineActor):
             "subscribed": cov.total,
             "live": cov.live,
             "coverage": 100.0 * cov.live / cov.total if cov.total else 0.0,
+            "stale_after_s": self.settings.stale_after_s,
             "stale": [{"symbol": s, "age_s": age} for s, age in cov.stale],
             "last_tick_ts": newest,
             "positions": self._positions,

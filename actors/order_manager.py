@@ -77,6 +77,8 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    OrderSync,
+    OrderSyncReply,
     Severity,
     StatusRequest,
     TimerFired,
@@ -177,6 +179,7 @@ class OrderManager(EngineActor):
         self._reports: Counter[str] = Counter()
         self._poll_failing = False
         self._unknown_since: dict[str, float] = {}  # client id -> engine time it became unknown
+        self._touched: dict[str, float] = {}  # symbol -> engine time of its last request or fill
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -258,6 +261,53 @@ class OrderManager(EngineActor):
         return tuple(WorkingOrder(o.intent, o.status, o.filled, o.broker_order_id)
                      for o in self.book.working_top()
                      if query.strategy in ("", o.intent.strategy))
+
+    @handles(OrderSync)
+    def _on_sync(self, sync: OrderSync) -> OrderSyncReply:
+        """The reconciler's orderbook read: see ``OrderSync``. A working order placed before
+        ``since`` (less ``unknown_settle_s``, for a broker whose book lags) must be in the rows;
+        one that is not is read through ``orderstatus``: what it says is applied and alerted;
+        "not found" means the broker has never heard of it: it is ended ``expired`` (it cannot
+        fill) and reported as lost. A read that fails leaves it for the next pass."""
+        busy = {sym for sym, ts in self._touched.items() if ts >= sync.since}
+        busy |= {o.intent.symbol for o in self.book.working_legs()
+                 if o.broker_order_id is None}
+        now = self.now()
+        rows: list[OrderRow] = list(sync.rows)
+        for row in rows:
+            order = self.book.by_broker_id(row.orderid)
+            if order is not None and order.working:
+                self._apply(update_from_row(row, now, "reconcile"))
+        seen = {row.orderid for row in rows}
+        cutoff = sync.since - self._settle_engine_s()
+        vanished: list[tuple[str, str]] = []
+        lost: list[str] = []
+        for leg in self.book.working_legs():
+            oid = leg.broker_order_id
+            placed = max(leg.first_attempt_ts or leg.intent.created_ts,
+                         self._touched.get(leg.intent.symbol, float("-inf")))
+            if oid is None or oid in seen or placed >= cutoff:
+                continue  # not sent, in the rows, or too recent to be sure of the rows
+            try:
+                row = self.broker.order_status(strategy=leg.intent.strategy, orderid=oid)
+            except OrderNotFound:
+                lost.append(leg.client_id)
+                self._emit(self.book.transition(
+                    leg, S.EXPIRED, now, f"the broker does not know {oid} (orderstatus: not "
+                    f"found): broker state lost"))
+                self._settle(leg)
+                continue
+            except BrokerError as exc:
+                logger.info("orders[{}]: {} missing from the orderbook; status not read: {}",
+                            self.account, leg.client_id, exc)
+                continue
+            vanished.append((leg.client_id, row.status))
+            self._alert("order_vanished", f"{leg.client_id} ({oid}) was missing from the "
+                        f"orderbook; orderstatus says {row.status!r}")
+            self._apply(update_from_row(row, now, "status"))
+        working = self._on_working(WorkingOrdersQuery())
+        return OrderSyncReply(working, tuple(sorted(busy)), tuple(vanished), tuple(lost),
+                              self.book.known_ids())
 
     @handles(TimerFired)
     def _on_timer(self, timer: TimerFired) -> None:
@@ -420,6 +470,7 @@ class OrderManager(EngineActor):
             return False
         now = self.now()
         order.attempts += 1
+        self._touched[order.intent.symbol] = now
         if order.first_attempt_ts is None:
             order.first_attempt_ts = now
         i = order.intent
@@ -595,15 +646,22 @@ class OrderManager(EngineActor):
 
     # -- what the broker reports -----------------------------------------------------------------
     def _apply(self, report: BrokerOrderUpdate) -> None:
+        order = self.book.by_broker_id(report.orderid)
+        asked = order is not None and (not order.working or order.status is S.CANCEL_PENDING
+                                       or self.book.top(order).cancel is not None)
         msgs = self.book.apply_report(report)
-        if msgs is None:
+        if msgs is None or order is None:
             self._reports["unmatched"] += 1
             return
         self._reports[report.source] += 1
         self._emit(msgs)
-        order = self.book.by_broker_id(report.orderid)
-        if order is not None:
-            self._settle(order)
+        if not asked and order.status is S.CANCELLED:
+            self._counts["cancelled_at_broker"] += 1
+            self._alert("cancelled_at_broker", f"{order.client_id} ({order.intent.purpose.value} "
+                        f"{order.intent.action.value} {order.intent.symbol}) was cancelled at "
+                        f"the broker, not by the engine", Severity.CRITICAL
+                        if order.intent.purpose is OrderPurpose.STOP else Severity.WARNING)
+        self._settle(order)
 
     def _read_status(self, order: TrackedOrder) -> None:
         """Read one order's status from the broker and apply it (errors only logged)."""
@@ -709,6 +767,7 @@ class OrderManager(EngineActor):
                                    self.account, msg.key)
                     continue
                 self._counts["fills"] += 1
+                self._touched[msg.symbol] = self.now()
             else:
                 order = self.book.get(msg.client_id)
                 if order is not None and order.split_parent is not None:

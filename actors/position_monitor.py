@@ -25,8 +25,13 @@ Owns, for its account (execution-and-risk.md, "Position monitor"):
 
 P&L is that of the current trading day (IST) per strategy, never summed over history: a new
 trading day resets the realized P&L (open quantities carry over). A position's ``r_multiple``
-is its day P&L (realized + unrealized) over the strategy's rupees of one R (``r_units``; none
-known: 0). Unrealized P&L uses the last valid price (0 while no price is known).
+is its day P&L (realized + unrealized) over one R: with ``r_unit = "position"`` (``[risk]``)
+its own risk, the largest quantity it had today × the stop distance its strategy declared
+(``PositionRisk``); otherwise, or while none was declared, the strategy's fixed rupees of one R
+(``r_units``; none known: 0). The ``StrategyPnl`` carries the day's R as the sum of its
+positions' (``r``). Unrealized P&L uses the last valid price (0 while no price is known).
+Declarations are not persisted: after a restart of this actor alone a position is measured in
+the fixed unit until its strategy declares it again (baseline_v1 does when it starts).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from engine.messages import (
     PositionCorrection,
     PositionMark,
     PositionQuery,
+    PositionRisk,
     Severity,
     StatusRequest,
     StrategyPnl,
@@ -99,6 +105,8 @@ class _Position:
     quantity: int = 0
     average: float = 0.0
     realized: float = 0.0
+    peak: int = 0  # the largest quantity held today (either side)
+    points: float = 0.0  # stop distance per unit its strategy declared (PositionRisk)
 
     def trade(self, signed: int, price: float) -> float:
         """Apply a signed quantity at ``price``; returns the rupees it realized."""
@@ -109,6 +117,7 @@ class _Position:
         if held == 0 or (held > 0) == (signed > 0):  # open or add
             self.average = (self.average * abs(held) + price * abs(signed)) / abs(after)
             self.quantity = after
+            self.peak = max(self.peak, abs(after))
             return 0.0
         closed = min(abs(held), abs(signed))
         realized = (price - self.average) * closed * (1 if held > 0 else -1)
@@ -117,6 +126,7 @@ class _Position:
         elif (after > 0) != (held > 0):  # flipped through zero: the rest opens here
             self.average = price
         self.quantity = after
+        self.peak = max(self.peak, abs(after))
         self.realized += realized
         return realized
 
@@ -162,7 +172,7 @@ class PositionMonitor(EngineActor):
 
     def __init__(self, supervision: Supervision | None = None, *, account: str,
                  settings: PositionSettings, broker: Broker | None, db: Database | None,
-                 r_units: Mapping[str, float] | None = None,
+                 r_units: Mapping[str, float] | None = None, r_unit: str = "fixed",
                  exchanges: Mapping[str, str] | None = None, risk: str | None = "risk",
                  feed: str | None = "feed", store: str | None = "store",
                  health: str | None = "health", **kw: Any) -> None:
@@ -176,6 +186,7 @@ class PositionMonitor(EngineActor):
         self.broker = broker
         self.db = db
         self.r_units = dict(r_units or {})
+        self.r_unit = r_unit
         self.exchanges = dict(exchanges or {})
         self.risk = risk
         self.feed = feed
@@ -226,6 +237,14 @@ class PositionMonitor(EngineActor):
         if applied:
             self._changed({(fill.strategy, fill.symbol)}, now)
 
+    @handles(PositionRisk)
+    def _on_risk(self, msg: PositionRisk) -> None:
+        if msg.account != self.account or not msg.points > 0:
+            return
+        self._roll_day(self.now())
+        pos = self._position(msg.strategy, msg.symbol, "")
+        pos.points = msg.points
+
     @handles(OrderEvent)
     def _on_order_event(self, event: OrderEvent) -> None:
         """Order states are the order manager's; positions move only by fills."""
@@ -250,7 +269,13 @@ class PositionMonitor(EngineActor):
         self._roll_day(now)
         key = (fix.strategy, fix.symbol)
         current = self._positions.get(key)
-        if fix.quantity == (current.quantity if current is not None else 0):
+        held = current.quantity if current is not None else 0
+        if fix.expected is not None and held != fix.expected:
+            logger.warning("positions[{}]: correction of {} {} skipped: it moved to {} since the "
+                           "reconciler saw {}", self.account, fix.strategy, fix.symbol, held,
+                           fix.expected)
+            return
+        if fix.quantity == held:
             logger.info("positions[{}]: correction of {} {} matches ({}); nothing to change",
                         self.account, fix.strategy, fix.symbol, fix.quantity)
             return
@@ -358,6 +383,7 @@ class PositionMonitor(EngineActor):
         self._day = day
         for key, pos in list(self._positions.items()):
             pos.realized = 0.0
+            pos.peak = abs(pos.quantity)
             if pos.quantity == 0:
                 del self._positions[key]
                 self._dirty.discard(key)
@@ -483,7 +509,25 @@ class PositionMonitor(EngineActor):
             realized=sum(p.realized for p in mine),
             unrealized=sum(p.unrealized(self._ltp(p.symbol)) for p in open_),
             open_positions=len(open_), fresh=not stale, ts=now, stale=stale,
-            premium=sum(p.average * -p.quantity for p in open_ if p.quantity < 0))
+            premium=sum(p.average * -p.quantity for p in open_ if p.quantity < 0),
+            r=self._day_r(mine))
+
+    def _r_of(self, pos: _Position, pnl: float) -> float | None:
+        """``pnl`` of ``pos`` in R (module doc); None when no unit is known."""
+        if self.r_unit == "position" and pos.points > 0 and pos.peak > 0:
+            return pnl / (pos.peak * pos.points)
+        r_unit = self.r_units.get(pos.strategy, 0.0)
+        return pnl / r_unit if r_unit > 0 else None
+
+    def _day_r(self, positions: Iterable[_Position]) -> float | None:
+        total = 0.0
+        for pos in positions:
+            pnl = pos.realized + pos.unrealized(self._ltp(pos.symbol))
+            r = self._r_of(pos, pnl)
+            if r is None:
+                return None
+            total += r
+        return total
 
     def _freshness(self, strategy: str, now: float) -> tuple[bool, tuple[str, ...]]:
         stale = self._stale_symbols((p.symbol for p in self._positions.values()
@@ -493,12 +537,11 @@ class PositionMonitor(EngineActor):
     def _mark(self, pos: _Position, now: float) -> PositionMark:
         ltp = self._ltp(pos.symbol)
         unrealized = pos.unrealized(ltp)
-        r_unit = self.r_units.get(pos.strategy, 0.0)
+        r = self._r_of(pos, pos.realized + unrealized)
         return PositionMark(
             strategy=pos.strategy, account=self.account, symbol=pos.symbol,
             quantity=pos.quantity, average_price=pos.average, ltp=ltp, unrealized=unrealized,
-            realized=pos.realized,
-            r_multiple=(pos.realized + unrealized) / r_unit if r_unit > 0 else 0.0,
+            realized=pos.realized, r_multiple=r if r is not None else 0.0,
             ts=now, fresh=self._fresh(pos.symbol, now))
 
     def _ltp(self, symbol: str) -> float:

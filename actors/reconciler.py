@@ -6,18 +6,24 @@ Owns (execution-and-risk.md, "Reconciler"):
   strategy — until one startup pass has succeeded; failed passes are retried every
   ``startup_retry_s`` with an alert), every ``interval_s``, and after every feed reconnect
   (``FeedStatus`` from the feed).
-- **What**: the position monitor's positions (summed per symbol over the account's strategies)
-  against the broker's positionbook, with the orderbook as evidence. A symbol on which the
-  engine has a working order is left for this pass (a fill the order manager has not reported
-  yet would otherwise be counted twice); it is compared on the next.
-  * phantom (engine holds, broker flat, e.g. a stop filled unseen): closed internally at the
-    price of the broker's last complete order on the closing side (else the last price);
+- **What**, every pass, every symbol: the broker's orderbook is read, then its positionbook,
+  then the orderbook again; the second read goes to the order manager (``OrderSync``), which
+  applies it to its working orders and resolves through ``orderstatus`` any of them the book
+  no longer shows (alerted; one the broker has never heard of is *lost*). Then the position
+  monitor's positions (summed per symbol) are compared with the broker's, working orders or
+  not; only a symbol that moved while the books were read (a fill, a placement, an order of
+  unknown outcome) waits for the next pass.
+  * phantom (engine holds, broker flat: a hand close) and quantity mismatch: the broker is the
+    truth; the difference is booked at the price of the broker's trades that are not the
+    engine's (tradebook), on the strategy that holds the most; a phantom's stops are cancelled
+    (orphan stops). No such trade: nothing is booked (never a guessed price), entries are
+    held until the operator's ``unhalt``, which accepts the broker's quantity at the last price;
   * orphan (broker holds, engine flat): alerted; adopted into ``adopt_strategy`` only when
     ``adopt_orphans`` is set;
-  * quantity mismatch: the broker is the truth; the difference is booked on the strategy that
-    holds the most of the symbol.
-  Each finding is a ``reconciliation`` row, a ``PositionCorrection`` to the monitor and ONE
-  alert per distinct finding (the same mismatch seen again is not alerted again).
+  * lost orders (broker state loss): entries held, one critical alert, the operator decides;
+  * a broker order with one of this engine's strategy tags that the engine does not know, and
+    a stop working on a symbol flat at the broker and in the engine (cancelled): alerted.
+  Each finding is a ``reconciliation`` row and ONE alert per distinct finding.
 - **Missing stops**: a short with less stop quantity working than it holds (and no exit
   working) is a missing stop. Its strategy is asked to protect it at once (``Command``
   ``protect``); if it is still missing on the next pass, the reconciler places a stop-limit BUY
@@ -34,14 +40,18 @@ from typing import Any
 
 from loguru import logger
 
-from engine.broker import Broker, BrokerError, OrderRow
+from engine.broker import Broker, BrokerError, OrderRow, TradeRow
 from engine.market.instruments import InstrumentSpec, ceil_to_tick, round_to_tick, trading_date
 from engine.messages import (
     Action,
+    CancelIntent,
     Command,
     FeedStatus,
     OrderIntent,
     OrderPurpose,
+    OrderStatus,
+    OrderSync,
+    OrderSyncReply,
     PositionCorrection,
     PositionMark,
     PositionQuery,
@@ -51,7 +61,6 @@ from engine.messages import (
     TimerFired,
     TradingGate,
     WorkingOrder,
-    WorkingOrdersQuery,
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
@@ -122,6 +131,13 @@ class Reconciler(EngineActor):
         self._asked_protect: set[tuple[str, str]] = set()
         self._fallback_seq = 0
         self._counts: dict[str, int] = {}
+        self.hold = ""  # why entries are halted by reconciliation (the operator lifts it)
+        self.lost_orders = 0
+        self.divergent: dict[str, tuple[int, int]] = {}  # symbol -> (engine, broker), last pass
+        self._loss_alerted = False
+        self._accept_unpriced = False
+        self._strangers: set[str] = set()
+        self._orphans_alerted: set[str] = set()
 
     def on_start(self) -> None:
         now = self.now()
@@ -138,11 +154,28 @@ class Reconciler(EngineActor):
         if status.state == "connected":
             self._run("feed reconnect")
 
+    @handles(Command)
+    def _on_command(self, command: Command) -> None:
+        """``unhalt``: the operator has looked at the broker. The hold is lifted and positions
+        the broker shows flat with no trade to price them are accepted at the last price."""
+        if command.name != "unhalt" or not self.hold:
+            return
+        logger.warning("reconciler[{}]: operator unhalt: hold lifted ({})", self.account,
+                       self.hold)
+        self.hold, self._loss_alerted, self._accept_unpriced = "", False, True
+        if self.ready:
+            self.tell(self.orders, TradingGate(entries=True, exits=True,
+                                               reason="operator unhalt after reconciliation"))
+        self._run("operator unhalt")
+
     @handles(StatusRequest)
     def _on_status(self, _: StatusRequest) -> dict[str, Any]:
         return {"ready": self.ready, "passes": self.passes, "failures": self.failures,
                 "last_ok_ts": self.last_ok_ts, "last_error": self.last_error,
-                "findings": dict(sorted(self._counts.items()))}
+                "findings": dict(sorted(self._counts.items())), "hold": self.hold or None,
+                "lost_orders": self.lost_orders,
+                "divergent": {s: {"engine": e, "broker": b}
+                              for s, (e, b) in self.divergent.items()}}
 
     # -- one pass ------------------------------------------------------------------------------
     def _run(self, why: str) -> None:
@@ -163,10 +196,11 @@ class Reconciler(EngineActor):
             self.last_ok_ts, self.last_error = now, ""
             if startup:
                 self.ready = True
-                logger.info("reconciler[{}]: startup reconciliation done; entries open",
-                            self.account)
-                self.tell(self.orders, TradingGate(entries=True, exits=True,
-                                                   reason="startup reconciliation done"))
+                logger.info("reconciler[{}]: startup reconciliation done; entries {}",
+                            self.account, f"stay halted ({self.hold})" if self.hold else "open")
+                if not self.hold:
+                    self.tell(self.orders, TradingGate(entries=True, exits=True,
+                                                       reason="startup reconciliation done"))
         if why in ("startup", "periodic"):
             delay = self.settings.interval_s if self.ready else self.settings.startup_retry_s
             self.schedule_at(now + delay, RUN_TIMER,
@@ -174,6 +208,7 @@ class Reconciler(EngineActor):
 
     def _reconcile(self, why: str, now: float) -> bool:
         try:
+            first = self.broker.orderbook()
             broker_rows = self.broker.positionbook()
             book = self.broker.orderbook()
         except BrokerError as exc:
@@ -181,10 +216,13 @@ class Reconciler(EngineActor):
             return False
         assert self.registry is not None
         timeout = self.settings.timeout_s
+        sync: OrderSyncReply = self.registry.ask(self.orders, OrderSync(tuple(book), now),
+                                                 timeout=timeout)
         marks: tuple[PositionMark, ...] = self.registry.ask(
             self.positions, PositionQuery(account=self.account), timeout=timeout)
-        working: tuple[WorkingOrder, ...] = self.registry.ask(
-            self.orders, WorkingOrdersQuery(), timeout=timeout)
+        working = sync.working
+        if sync.lost:
+            self._state_lost(sync.lost, now)
         at_broker: dict[str, int] = {}
         for row in broker_rows:
             at_broker[row.symbol] = at_broker.get(row.symbol, 0) + int(row.quantity)
@@ -194,47 +232,149 @@ class Reconciler(EngineActor):
         for mark in marks:
             engine[mark.symbol] = engine.get(mark.symbol, 0) + mark.quantity
             holders.setdefault(mark.symbol, []).append(mark)
-        busy = {o.intent.symbol for o in working}
-        corrected: set[str] = set()
+        # a fill or a placement while the books were read: that symbol is compared next pass
+        busy = set(sync.busy) | _moved(first, book)
+        self._foreign_orders(book, sync.known_ids, busy, now)
+        diverged: set[str] = set()
+        open_: dict[str, tuple[int, int]] = {}  # left as they are: the operator's to resolve
+        trades: list[TradeRow] | None = None
         for symbol in sorted(engine.keys() | at_broker.keys()):
             mine, theirs = engine.get(symbol, 0), at_broker.get(symbol, 0)
             if mine == theirs or symbol in busy:
                 continue
+            diverged.add(symbol)
             finding = Finding("phantom" if theirs == 0 else "orphan" if mine == 0
                               else "mismatch", symbol, mine, theirs)
-            self._correct(finding, holders.get(symbol, []), book, now)
-            corrected.add(symbol)
+            if finding.kind != "orphan" and trades is None:
+                trades = self._tradebook()
+            if not self._correct(finding, holders.get(symbol, []), trades, sync.known_ids,
+                                 working, now):
+                open_[symbol] = (mine, theirs)
+        self.divergent = open_
+        self._accept_unpriced = False
+        calm = tuple(m for m in marks if m.symbol not in diverged and m.symbol not in busy)
         # the marks of a symbol just corrected are wrong: its stops are checked next pass
         # (a stop sized on them could open a position the broker does not hold)
-        self._check_stops(tuple(m for m in marks if m.symbol not in corrected), working, now)
+        self._check_stops(calm, working, now)
+        self._orphan_stops(engine, at_broker, working, diverged | busy, now)
         logger.debug("reconciler[{}]: pass ({}) ok: {} engine symbol(s), {} at the broker",
                      self.account, why, len(engine), len(at_broker))
         return True
 
+    def _tradebook(self) -> list[TradeRow] | None:
+        try:
+            return self.broker.tradebook()
+        except BrokerError as exc:
+            logger.warning("reconciler[{}]: tradebook unreadable ({}); nothing is priced this "
+                           "pass", self.account, exc)
+            return None
+
+    # -- broker state loss, strangers ----------------------------------------------------------
+    def _state_lost(self, lost: tuple[str, ...], now: float) -> None:
+        """Orders the broker has never heard of: entries stop until the operator decides."""
+        self.lost_orders += len(lost)
+        reason = (f"broker state lost: {self.lost_orders} order(s) unknown to the broker; "
+                  f"the operator decides (run.py status, then unhalt or flatten)")
+        self._hold(reason)
+        if not self._loss_alerted:
+            self._loss_alerted = True
+            self._alert("broker_state_loss", f"the broker does not know {len(lost)} working "
+                        f"order(s) of this engine ({', '.join(lost[:5])}"
+                        f"{', …' if len(lost) > 5 else ''}): its state was lost; entries are "
+                        f"halted, the orders ended as expired; check the broker, then "
+                        f"`run.py unhalt` (accept the broker's positions) or `run.py flatten`",
+                        Severity.CRITICAL)
+
+    def _hold(self, reason: str) -> None:
+        if self.hold == reason:
+            return
+        self.hold = reason
+        logger.critical("reconciler[{}]: entries halted: {}", self.account, reason)
+        self.tell(self.orders, TradingGate(entries=False, exits=True, reason=reason))
+
+    def _foreign_orders(self, book: list[OrderRow], known: frozenset[str], busy: set[str],
+                        now: float) -> None:
+        """Orders at the broker tagged with one of this engine's strategies that the engine
+        does not know (another engine on the account, a hand-placed order): alerted once."""
+        for row in book:
+            if row.strategy not in self.strategies or row.orderid in known \
+                    or row.orderid in self._strangers or row.symbol in busy:
+                continue
+            self._strangers.add(row.orderid)
+            working = row.status.lower() in ("open", "trigger pending")
+            self._counts["unknown_order"] = self._counts.get("unknown_order", 0) + 1
+            self._alert("reconcile_unknown_order", f"broker order {row.orderid} ({row.action} "
+                        f"{row.quantity} {row.symbol} {row.pricetype}, {row.status}) carries "
+                        f"the tag {row.strategy!r} but is not this engine's",
+                        Severity.CRITICAL if working else Severity.WARNING)
+
+    def _orphan_stops(self, engine: dict[str, int], at_broker: dict[str, int],
+                      working: tuple[WorkingOrder, ...], skip: set[str], now: float) -> None:
+        """A stop working on a symbol that is flat at the broker and in the engine protects
+        nothing and would open a position when it triggers: it is cancelled (verified by the
+        order manager; asked again every pass while it works)."""
+        for order in working:
+            i = order.intent
+            if i.purpose is not OrderPurpose.STOP or i.symbol in skip \
+                    or engine.get(i.symbol, 0) or at_broker.get(i.symbol, 0) \
+                    or order.status is OrderStatus.CANCEL_PENDING:
+                continue
+            self._cancel_stop(order, "orphan stop: the position is flat at the broker", now)
+
+    def _cancel_stop(self, order: WorkingOrder, why: str, now: float) -> None:
+        cid = order.intent.client_id
+        self._counts["orphan_stop"] = self._counts.get("orphan_stop", 0) + 1
+        if cid not in self._orphans_alerted:
+            self._orphans_alerted.add(cid)
+            self._alert("reconcile_orphan_stop", f"{cid} ({order.intent.symbol}): {why}; "
+                        f"cancelling it", Severity.CRITICAL)
+        self.tell(self.orders, CancelIntent(cid, f"reconciler: {why}"))
+
     # -- corrections ---------------------------------------------------------------------------
-    def _correct(self, f: Finding, holders: list[PositionMark], book: list[OrderRow],
-                 now: float) -> None:
+    def _correct(self, f: Finding, holders: list[PositionMark], trades: list[TradeRow] | None,
+                 known: frozenset[str], working: tuple[WorkingOrder, ...], now: float) -> bool:
+        """Book the broker's figure, or say why not; True when corrected."""
         diff = f.broker_quantity - f.engine_quantity
         if f.kind == "orphan" and not self.settings.adopt_orphans:
             self._finding(f, self.settings.adopt_strategy, "alert only (adopt_orphans off)",
                           now, "")
-            return
+            return False
         if f.kind == "orphan":
             strategy = self.settings.adopt_strategy
-            target, price = f.broker_quantity, 0.0
+            target, price, expected = f.broker_quantity, 0.0, 0
             detail = "adopted"
         else:
             holder = max(holders, key=lambda m: (abs(m.quantity), m.strategy))
-            strategy, target = holder.strategy, holder.quantity + diff
+            strategy, target, expected = holder.strategy, holder.quantity + diff, \
+                holder.quantity
             side = "BUY" if diff > 0 else "SELL"
-            price = _last_complete_price(book, f.symbol, side)
-            detail = f"closed at {price or 'the last price'} ({side} seen at the broker)" \
-                if f.kind == "phantom" else f"set to the broker's {f.broker_quantity}"
-        self.tell(self.positions, PositionCorrection(
+            price = _trade_price(trades or [], f.symbol, side, abs(diff), known)
+            if price <= 0 and not self._accept_unpriced:
+                self._finding(f, strategy, "not booked: no broker trade prices it", now,
+                              f"no {side} trade of {abs(diff)} at the broker; the operator "
+                              "decides (unhalt accepts the broker's quantity at the last price)")
+                self._hold(f"{f.symbol}: engine {f.engine_quantity}, broker "
+                           f"{f.broker_quantity}, no broker trade to price the difference; "
+                           "the operator decides (run.py status, then unhalt)")
+                return False
+            detail = (f"closed at {price:g} ({side} traded at the broker)" if price > 0 else
+                      "closed at the last price: accepted by the operator, not a broker trade")
+            if f.kind == "mismatch":
+                detail = f"set to the broker's {f.broker_quantity}; " + detail
+        fix = PositionCorrection(
             strategy, self.account, f.symbol, self.exchanges.get(f.symbol, "NFO"), target,
             price, f"reconcile {f.kind}: engine {f.engine_quantity}, broker "
-                   f"{f.broker_quantity}", now))
+                   f"{f.broker_quantity}", now, expected=expected)
+        self.tell(self.positions, fix)
+        if strategy in self.strategies:  # its host counts positions too (stops, limits)
+            self.tell(f"strategy.{strategy}", fix)
         self._finding(f, strategy, "corrected", now, detail)
+        if f.kind == "phantom":  # its stops protect nothing now
+            for order in working:
+                if order.intent.symbol == f.symbol and order.intent.purpose is OrderPurpose.STOP:
+                    self._cancel_stop(order, "orphan stop: the position was closed at the "
+                                      "broker", now)
+        return True
 
     def _finding(self, f: Finding, strategy: str, action: str, now: float, detail: str) -> None:
         self._counts[f.kind] = self._counts.get(f.kind, 0) + 1
@@ -301,9 +441,23 @@ class Reconciler(EngineActor):
 
 
 
-def _last_complete_price(book: list[OrderRow], symbol: str, side: str) -> float:
-    """Average price of the broker's latest complete order on ``side`` for ``symbol`` (0 if
-    none): the stop that filled unseen."""
-    done = [r for r in book if r.symbol == symbol and r.action.upper() == side
-            and r.status.lower() == "complete" and r.average_price > 0]
-    return done[-1].average_price if done else 0.0
+def _trade_price(trades: list[TradeRow], symbol: str, side: str, quantity: int,
+                 known: frozenset[str]) -> float:
+    """Average price of the broker's latest trades on ``side`` for ``symbol`` that are not this
+    engine's orders (a hand close, a stop filled unseen is the engine's and already applied),
+    covering ``quantity``; 0 when the tradebook does not show that much (never a guess)."""
+    taken, value = 0, 0.0
+    for t in reversed(trades):
+        if t.symbol != symbol or t.action.upper() != side or t.orderid in known:
+            continue
+        part = min(t.quantity, quantity - taken)
+        taken, value = taken + part, value + part * t.average_price
+        if taken >= quantity:
+            return round(value / taken, 2)
+    return 0.0
+
+
+def _moved(before: list[OrderRow], after: list[OrderRow]) -> set[str]:
+    """Symbols whose orders changed (new, filled more, changed state) between two reads."""
+    seen = {r.orderid: (r.status, r.filled_quantity) for r in before}
+    return {r.symbol for r in after if seen.get(r.orderid) != (r.status, r.filled_quantity)}

@@ -11,7 +11,8 @@ Owns, for every strategy on one account (execution-and-risk.md, "Risk manager"):
 - **States** ``ACTIVE`` → ``REDUCING`` (operator kill: entries closed, stops stay) → ``HALTED``
   (a limit fired, the day ended, or flatten: entries closed, everything being closed). They
   latch for the trading day, persist in ``risk_state`` (committed before acting) and come back
-  after a restart; only an operator ``unhalt`` returns to ACTIVE. The state is enforced through
+  after a restart; an operator ``resume`` lifts a kill (REDUCING), ``unhalt`` either. The
+  worst state goes to health (the heartbeat's ``State:``). The state is enforced through
   the order manager's per-strategy ``TradingGate`` (which tells the host). Every trigger is a
   ``RiskEvent`` in the store and a critical alert.
 - **The exit coordinator** (one per strategy; idempotent; also what ``ExitAll`` from a strategy
@@ -54,6 +55,7 @@ from engine.messages import (
     CancelIntent,
     Command,
     ExitAll,
+    HealthUpdate,
     OrderIntent,
     OrderPurpose,
     PositionQuery,
@@ -71,7 +73,7 @@ from engine.messages import (
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.runtime.clock import IST
 from engine.store.database import Database, StoredDailyState, StoredRiskState, record
-from engine.trading.risk import RiskSettings, Trail, Trigger, check_limits
+from engine.trading.risk import RiskSettings, Trail, Trigger, check_limits, day_r
 
 CHECK_TIMER = "risk.check"
 EOD_TIMER = "risk.eod"
@@ -145,6 +147,7 @@ class RiskManager(EngineActor):
             self._restore(name, book, today)
         self.schedule_every(self.settings.check_interval_s, CHECK_TIMER)
         self._schedule_eod(now)
+        self._report_state()
         for name, book in sorted(self.books.items()):
             if book.state is not RiskState.ACTIVE:
                 self._send_gate(name, book)
@@ -192,7 +195,7 @@ class RiskManager(EngineActor):
                 logger.warning("risk[{}]: exit for unknown strategy {!r} ignored", self.account,
                                name)
                 continue
-            value = book.pnl.pnl / self._r(name) if book.pnl else 0.0
+            value = day_r(book.pnl, self._r(name)) if book.pnl else 0.0
             self._trigger(name, book, Trigger(msg.reason, 0.0, round(value, 4)))
 
     @handles(Command)
@@ -212,6 +215,9 @@ class RiskManager(EngineActor):
                 if book.state is RiskState.ACTIVE:
                     self._set_state(name, book, RiskState.REDUCING, "operator kill")
                 self.tell(f"strategy.{name}", Command("kill", command.args, self.now()))
+            elif command.name == "resume":  # lifts a kill; a HALTED latch needs unhalt
+                if book.state is RiskState.REDUCING:
+                    self._set_state(name, book, RiskState.ACTIVE, "operator resume")
             elif command.name == "unhalt":
                 if book.state is not RiskState.ACTIVE:
                     book.job = None
@@ -246,14 +252,15 @@ class RiskManager(EngineActor):
         out: dict[str, Any] = {"account": self.account, "limits": {
             "max_loss": s.max_loss, "max_profit": s.max_profit, "trail": s.trail,
             "trail_pct": s.trail_pct, "daily_r_target": s.daily_r_target,
-            "daily_r_stop": s.daily_r_stop, "eod_exit": s.eod_exit}, "strategies": {}}
+            "daily_r_stop": s.daily_r_stop, "r_unit": s.r_unit, "eod_exit": s.eod_exit},
+            "strategies": {}}
         for name, book in sorted(self.books.items()):
             pnl = book.pnl
             out["strategies"][name] = {
                 "state": book.state.value, "reason": book.reason,
                 "pnl": round(pnl.pnl, 2) if pnl else None,
                 "realized": round(pnl.realized, 2) if pnl else None,
-                "r": round(pnl.pnl / self._r(name), 4) if pnl else None,
+                "r": round(day_r(pnl, self._r(name)), 4) if pnl else None,
                 "fresh": pnl.fresh if pnl else None,
                 "open_positions": pnl.open_positions if pnl else 0,
                 "trail_peak": round(book.trail.peak, 2), "trail_stop": book.trail.stop_level,
@@ -305,6 +312,14 @@ class RiskManager(EngineActor):
         book.state, book.reason = state, reason
         self._persist(name, book, durable=True)
         self._send_gate(name, book)
+        self._report_state()
+
+    def _report_state(self) -> None:
+        """The worst state over the strategies, for the heartbeat's ``State:``."""
+        states = {b.state for b in self.books.values()}
+        worst = next((s for s in (RiskState.HALTED, RiskState.REDUCING) if s in states),
+                     RiskState.ACTIVE)
+        self.tell(HEALTH, HealthUpdate("state", worst.value, source=self.name))
 
     def _send_gate(self, name: str, book: Book) -> None:
         active = book.state is RiskState.ACTIVE

@@ -65,7 +65,9 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PositionCorrection,
     PositionMark,
+    PositionRisk,
     PriceType,
     Product,
     Severity,
@@ -90,7 +92,7 @@ REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype"
                          "trigger_price", "purpose", "product", "parent_id"})
 _TRADE_FIELDS = frozenset({"symbol", "action", "quantity", "entry_ts", "entry_price", "exit_ts",
                            "exit_price", "pnl", "r_multiple", "entry_client_id",
-                           "exit_client_id", "exit_reason"})
+                           "exit_client_id", "exit_reason", "risk"})
 
 
 class StrategyStateError(RuntimeError):
@@ -115,7 +117,8 @@ class StrategyHost(EngineActor):
                  account: str, instrument: InstrumentSpec, orders: str = "orders",
                  store: str | None = "store", health: str | None = "health",
                  risk: str = "risk", journal: Journal | None = None,
-                 load_state: StateLoader | None = None, **kw: Any) -> None:
+                 load_state: StateLoader | None = None, positions: str | None = "positions",
+                 r_unit: str = "fixed", **kw: Any) -> None:
         if supervision is None and "name" not in kw:
             kw["name"] = f"strategy.{strategy_name}"
         super().__init__(supervision, **kw)
@@ -124,6 +127,8 @@ class StrategyHost(EngineActor):
         self.instrument = instrument
         self.orders_name = orders
         self.risk_name = risk
+        self.positions_name = positions
+        self.r_unit = r_unit
         self.store = store
         self.health = health
         self.load_state = load_state
@@ -139,6 +144,7 @@ class StrategyHost(EngineActor):
         self.net: dict[str, int] = {}
         self.fill_keys: set[tuple[str, int]] = set()
         self.paused = False
+        self.corrected: set[str] = set()  # symbols the reconciler corrected (not persisted)
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
         self.gate_open = False
         self._dirty = False
@@ -293,12 +299,33 @@ class StrategyHost(EngineActor):
         self.fill_keys.add(fill.key)
         signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
         self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
+        self.corrected.discard(fill.symbol)
         view = self.views.get(fill.client_id)
         if view is not None and fill.cumulative_quantity > view.filled_quantity:
             self.views[fill.client_id] = dataclasses.replace(
                 view, filled_quantity=fill.cumulative_quantity)
         self._dirty = True
         self._call(self._strategy.on_fill, fill)
+
+    @handles(PositionCorrection)
+    def on_correction(self, fix: PositionCorrection) -> None:
+        """The reconciler booked the broker's quantity for one of this strategy's positions (a
+        hand close, a lost broker): the host's count follows, and the strategy hears it as the
+        command ``position_corrected`` (symbol, quantity, price)."""
+        if fix.strategy != self.strategy_name:
+            return
+        held = self.net.get(fix.symbol, 0)
+        if fix.expected is not None and held != fix.expected:
+            logger.warning("{}: correction of {} to {} skipped: the host holds {}, not {}",
+                           self.name, fix.symbol, fix.quantity, held, fix.expected)
+            return
+        logger.warning("{}: {} corrected by reconciliation: {} -> {} ({})", self.name,
+                       fix.symbol, held, fix.quantity, fix.reason)
+        self.net[fix.symbol] = fix.quantity
+        self.corrected.add(fix.symbol)
+        self._dirty = True
+        self._call(self._strategy.on_command, "position_corrected",
+                   {"symbol": fix.symbol, "quantity": fix.quantity, "price": fix.price})
 
     @handles(PositionMark)
     def on_position(self, mark: PositionMark) -> None:
@@ -329,6 +356,11 @@ class StrategyHost(EngineActor):
             logger.warning("{}: exit coordinator closing everything ({})", self.name,
                            exit_all.reason)
             self._call(self._strategy.on_exit, exit_all.reason)
+
+    def set_risk(self, symbol: str, points: float) -> None:
+        if self.positions_name:
+            self.tell(self.positions_name, PositionRisk(self.strategy_name, self.account,
+                                                        symbol, float(points), self.now()))
 
     def exit_all(self, reason: str) -> None:
         self.tell(self.risk_name, ExitAll(self.strategy_name, reason, self.now(),
@@ -395,10 +427,25 @@ class StrategyHost(EngineActor):
         self.views[cid] = _view_of(intent)
         if intent.purpose is OrderPurpose.ENTRY and not self.can_trade:
             self._refuse(intent, now)
+        elif (why := self._opens_a_position(intent)) is not None:
+            self._refuse(intent, now, why)
         else:
             self._persist_before_sending()
             self.tell(self.orders_name, intent)
         return cid
+
+    def _opens_a_position(self, intent: OrderIntent) -> str | None:
+        """On a symbol the reconciler corrected, a stop or exit from flat (or on the wrong
+        side) would open a position nobody asked for (the one closed at the broker): refused,
+        until the strategy's next fill on the symbol."""
+        if intent.purpose is OrderPurpose.ENTRY or intent.symbol not in self.corrected:
+            return None
+        held = self.net.get(intent.symbol, 0)
+        if (held < 0 and intent.action is Action.BUY) or (held > 0 and
+                                                          intent.action is Action.SELL):
+            return None
+        return (f"{intent.purpose.value} {intent.action.value} would open a position: the "
+                f"strategy holds {held} of {intent.symbol}")
 
     def cancel(self, cid: str, reason: str = "") -> None:
         if cid not in self.intents:
@@ -446,6 +493,9 @@ class StrategyHost(EngineActor):
         fields = dict(fields)
         if "r" in fields:
             fields["r_multiple"] = fields.pop("r")
+        risk = float(fields.pop("risk", 0.0) or 0.0)
+        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
+            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
         unknown = sorted(set(fields) - _TRADE_FIELDS)
         if unknown:
             raise ValueError(f"record_trade: unknown fields {unknown}")
@@ -530,13 +580,15 @@ class StrategyHost(EngineActor):
             del self.views[cid]
         self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
 
-    def _refuse(self, intent: OrderIntent, now: float) -> None:
-        why = "not reconciled yet" if not self.gate_open else "paused"
-        logger.warning("{}: entry {} on {} not sent: entries are closed ({})", self.name,
-                       intent.client_id, intent.symbol, why)
+    def _refuse(self, intent: OrderIntent, now: float, reason: str | None = None) -> None:
+        if reason is None:
+            why = "not reconciled yet" if not self.gate_open else "paused"
+            reason = f"entries closed ({why})"
+        logger.warning("{}: {} {} on {} not sent: {}", self.name, intent.purpose.value,
+                       intent.client_id, intent.symbol, reason)
         self.tell(self.name, OrderEvent(
             intent.client_id, OrderStatus.REJECTED, now, self.strategy_name, self.account,
-            intent.symbol, purpose=intent.purpose, reason=f"entries closed ({why})"))
+            intent.symbol, purpose=intent.purpose, reason=reason))
 
 
 class HostContext:
@@ -596,6 +648,9 @@ class HostContext:
 
     def record_trade(self, **fields: Any) -> None:
         self._host.save_trade(fields)
+
+    def set_risk(self, symbol: str, points: float) -> None:
+        self._host.set_risk(symbol, points)
 
 
 # -- (de)serialization of orders ------------------------------------------------------------------

@@ -378,6 +378,7 @@ class StrategyPnl:
     ts: float
     stale: tuple[str, ...] = ()
     premium: float = 0.0  # rupees collected on open shorts (entry price x quantity)
+    r: float | None = None  # the day's R in the configured unit (None: pnl over the fixed R)
 
     @property
     def pnl(self) -> float:
@@ -385,10 +386,24 @@ class StrategyPnl:
 
 
 @frozen
+class PositionRisk:
+    """What one unit of a strategy's position in ``symbol`` risks: its stop distance at entry,
+    in rupees (strategy host → position monitor, before the entry can fill). With ``[risk]
+    r_unit = "position"`` the position's R is its day P&L over its largest quantity × this."""
+
+    strategy: str
+    account: str
+    symbol: str
+    points: float
+    ts: float
+
+
+@frozen
 class PositionCorrection:
     """The reconciler's verdict on one position: the broker is the truth. The monitor sets the
     engine quantity to ``quantity`` (signed), closing any difference at ``price`` (rupees; 0:
-    at the last known price) and recording ``reason``."""
+    at the last known price) and recording ``reason``. With ``expected``, a position that moved
+    since the reconciler looked is left alone (the next pass looks again)."""
 
     strategy: str
     account: str
@@ -398,6 +413,7 @@ class PositionCorrection:
     price: float
     reason: str
     ts: float
+    expected: int | None = None  # set: applied only while the engine still holds this much
 
 
 @frozen
@@ -416,6 +432,31 @@ class WorkingOrdersQuery:
     paired with status, filled quantity and broker id (``WorkingOrder``)."""
 
     strategy: str = ""
+
+
+@frozen
+class OrderSync:
+    """The reconciler's orderbook read, handed to the order manager (asked): it applies the rows
+    of its working orders and resolves, through ``orderstatus``, every working order it placed
+    before ``since`` that the rows do not show. Answered with an ``OrderSyncReply``."""
+
+    rows: tuple[Any, ...]  # engine.broker.OrderRow, as the broker reported them
+    since: float  # engine time just before the rows were read
+
+
+@frozen
+class OrderSyncReply:
+    """What an ``OrderSync`` found. ``busy``: symbols with a placement or fill after ``since``
+    or an order whose outcome is unknown (a broker position read meanwhile may not match);
+    ``vanished``: (client id, what ``orderstatus`` said) for orders missing from the rows;
+    ``lost``: client ids of orders the broker has never heard of (ended ``expired``);
+    ``known_ids``: every broker order id that is one of this engine's orders today."""
+
+    working: tuple[WorkingOrder, ...]
+    busy: tuple[str, ...] = ()
+    vanished: tuple[tuple[str, str], ...] = ()
+    lost: tuple[str, ...] = ()
+    known_ids: frozenset[str] = frozenset()
 
 
 @frozen

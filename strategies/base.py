@@ -117,7 +117,14 @@ class StrategyContext(Protocol):
         """Raise an operator alert (throttled by the health actor)."""
 
     def record_trade(self, **fields: Any) -> None:
-        """Persist a closed trade (symbol, entry/exit prices and times, quantity, pnl, r)."""
+        """Persist a closed trade (symbol, entry/exit prices and times, quantity, pnl, r).
+        ``risk`` (optional): the rupees the trade risked (quantity × stop distance at entry);
+        with ``[risk] r_unit = "position"`` the recorded R is pnl / risk."""
+
+    def set_risk(self, symbol: str, points: float) -> None:
+        """Say what one unit of a position in ``symbol`` risks (its stop distance at entry, in
+        rupees), before the entry can fill: with ``[risk] r_unit = "position"`` the risk
+        latch measures that position against it. Without it, the fixed R is used."""
 
 
 class Strategy:

@@ -8,8 +8,11 @@ How the rules are carried out:
   premium (price − vwap) / vwap ≥ vwap_premium_min; a candidate failing it is dropped. A swing
   the strategy already knows (announced again after a restart) is the same candidate.
 - **Highest high.** For each candidate, entry and position the strategy keeps the highest high
-  of the bars after the swing bar, the bar in progress included (from ``Bar`` and
-  ``BarUpdate``), so the dynamic filter always sees the latest stop.
+  of the bars from the swing bar on, the swing bar and the bar in progress included (from
+  ``Bar`` and ``BarUpdate``), as production does, so the dynamic filter always sees the latest
+  stop. A new high that makes a working entry fail the dynamic filter cancels it on that tick.
+- **Fresh prices.** An entry is placed or switched only while its symbol's last ``BarUpdate``
+  is at most ``fresh_price_s`` old; otherwise it waits for a fresh tick.
 - **Decisions on the clock.** Market data and order events only update state (plus the
   protective reactions below). Everything that chooses between symbols — the ±R latch, the
   15:15 exit, new entries, strike switches, cancels — runs on a periodic evaluation timer every
@@ -32,15 +35,16 @@ How the rules are carried out:
   first evaluation after a bar closed, through ``ctx.replace`` (the order manager verifies the
   cancel at the broker before placing), and only when the trigger or limit moves by more than
   ``replace_threshold`` (a different symbol always moves). An entry whose candidate stopped
-  qualifying is cancelled at a bar close; one that filled in part, or whose swing is breaking,
-  is left alone. A slot stays taken until the broker confirms the old order gone.
+  qualifying is cancelled on the tick (``_cancel_unqualified``) or at a bar close; one that
+  filled in part, or whose swing is breaking, is left alone. A slot stays taken until the
+  broker confirms the old order gone.
 - **Broken swings are never traded.** A break removes the candidate for good: no new order, no
   re-place, no switch to it. A working entry whose swing broke is cancelled (its unfilled rest)
   at the close of the bar the break happened in, or of a completed bar that went below the
   swing: it had its chance to fill on the break.
 - **Protective stop:** each entry fill is covered at once by a BUY stop-limit for the filled
   quantity not yet covered (partial fills included): trigger = max(stop at selection, highest
-  high since the swing + stop_offset), limit = trigger + stop_limit_offset. A stop that is
+  high from the swing bar on + stop_offset), limit = trigger + stop_limit_offset. A stop that is
   rejected (or cancelled by someone else) is placed again; after ``stop_retries`` failures the
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
@@ -51,9 +55,12 @@ How the rules are carried out:
   BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
   in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
-  (R multiple = P&L / R). A "flatten" command addressed to the strategy asks the coordinator
-  (``ctx.exit_all``). Quantity an order reported filled counts as covered before its fills
-  arrive, so an event that overtakes its fill never causes a second buy.
+  (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
+  P&L / risk under ``[risk] r_unit = "position"``). Each entry's stop distance is declared
+  with ``ctx.set_risk`` before it is placed, for the risk latch. A "flatten" command
+  addressed to the strategy asks the coordinator (``ctx.exit_all``). Quantity an order
+  reported filled counts as covered before its fills arrive, so an event that overtakes its
+  fill never causes a second buy.
 - **Day:** new entries only in [entry_start, entry_end). One position per symbol; no re-entry
   into a symbol traded today.
 - **Churn guard:** a new entry on a symbol within churn_window_s of a cancel on that symbol is
@@ -71,7 +78,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import time
@@ -166,6 +173,10 @@ class BaselineSettings:
                                      "evaluated (engine seconds)", min=0.05, max=60.0)
     eval_offset_s: float = setting(0.5, "evaluations run at this offset within the interval",
                                    min=0.0, max=60.0)
+    fresh_price_s: float = setting(5.0, "an entry is placed or switched only while the "
+                                   "symbol's last tick is at most this many seconds old "
+                                   "(engine time); otherwise it waits for a fresh tick",
+                                   min=0.1, max=3600.0)
     exchange: str = setting(OPTION_EXCHANGE, "exchange of the traded options")
 
     def problems(self) -> list[tuple[str | tuple[str, str], str]]:
@@ -288,6 +299,7 @@ class Position:
     entry_client_id: str = ""
     exit_client_id: str = ""
     last_exit_reason: str = ""
+    sl_points: float = 0.0  # stop distance at entry: the position's risk per unit
     stop_failures: int = 0
     exit_failures: int = 0
     recorded: bool = False
@@ -337,9 +349,10 @@ class _BarHighs:
             self.starts.append(start)
             self.highs.append(high)
 
-    def highest_after(self, start: float) -> float | None:
-        """The highest high of the bars that started after ``start``; None if there is none."""
-        first = bisect_right(self.starts, start)
+    def highest_from(self, start: float) -> float | None:
+        """The highest high of the bars that started at or after ``start`` (the swing bar
+        included); None if there is none."""
+        first = bisect_left(self.starts, start)
         return max(self.highs[first:]) if first < len(self.highs) else None
 
 
@@ -392,6 +405,8 @@ class BaselineV1(Strategy):
         self._highs: dict[str, _BarHighs] = {}
         self._progress: dict[str, tuple[float, float]] = {}
         self._last: dict[str, float] = {}
+        self._tick_ts: dict[str, float] = {}  # when the symbol's last tick was received
+        self._switch_due: set[str] = set()  # option types whose switch waits for a fresh tick
         # the latest live bar seen, and the one switches were last considered at
         self._bar_minute = 0.0
         self._switch_minute = 0.0
@@ -404,6 +419,9 @@ class BaselineV1(Strategy):
         interval, offset = self.cfg.eval_interval_s, self.cfg.eval_offset_s
         first = (math.floor((now - offset) / interval) + 1) * interval + offset
         self.ctx.schedule_every(interval, EVAL_TIMER, first=first)
+        for pos in sorted(self.d.positions.values(), key=lambda p: p.symbol):
+            if pos.sl_points > 0:  # the position monitor may have restarted too
+                self.ctx.set_risk(pos.symbol, pos.sl_points)
 
     def snapshot(self) -> dict[str, Any]:
         if self._snap is None:
@@ -469,11 +487,27 @@ class BaselineV1(Strategy):
     def on_bar_update(self, update: BarUpdate) -> None:
         if update.last > 0:
             self._last[update.symbol] = update.last
+            self._tick_ts[update.symbol] = update.ts
         progress = self._progress.get(update.symbol)
         if progress is None or progress[0] != update.start or update.high > progress[1]:
             self._progress[update.symbol] = (update.start, update.high)
         if self._raise_highs(update.symbol, update.start, update.high):
             self._touch()
+            self._cancel_unqualified(update.symbol)
+
+    def _cancel_unqualified(self, symbol: str) -> None:
+        """A new high moved the stop: a working entry on ``symbol`` whose candidate no longer
+        qualifies is cancelled now, on the tick (production's rule), not at the bar close. One
+        that filled in part, is being switched or cancelled, or whose swing is breaking is left
+        alone, as at the bar close."""
+        d = self.d
+        for entry in sorted(self._entries_on(symbol), key=lambda e: e.client_id):
+            if (not entry.placed or entry.cancel_ts is not None or entry.filled > 0
+                    or entry.broken_ts is not None or d.slots.get(entry.kind) != entry.client_id
+                    or self._replacement_of(entry.client_id) is not None):
+                continue
+            if self._plan(d.candidates.get(entry.swing_key)) is None:
+                self._cancel_entry(entry, "no longer qualifies (on the tick)", self.ctx.now())
 
     def on_position(self, mark: PositionMark) -> None:
         if mark.fresh and mark.ltp > 0:
@@ -581,11 +615,30 @@ class BaselineV1(Strategy):
             pos = self.d.positions.get(str(args.get("symbol", "")))
             if pos is not None:
                 self._protect(pos)
+        elif name == "position_corrected":
+            self._corrected(str(args.get("symbol", "")), int(args.get("quantity", 0)),
+                            float(args.get("price") or 0.0))
         elif name == "resume":
             if self.d.killed or self.d.churn_paused:
                 logger.info("baseline_v1: resumed (kill and churn pause lifted)")
             self.d.killed = False
             self.d.churn_paused = False
+
+    def _corrected(self, symbol: str, quantity: int, price: float) -> None:
+        """The reconciler booked the broker's quantity (a hand close, a lost broker): what the
+        broker no longer holds is bought back at ``price`` (0: the last price), like a fill
+        from outside the engine, so no stop is re-placed for a position that is gone."""
+        pos = self.d.positions.get(symbol)
+        closed = (pos.open_qty + min(quantity, 0)) if pos is not None else 0
+        price = price or self._last.get(symbol, 0.0)
+        if pos is None or closed <= 0 or price <= 0:
+            return
+        now = self.ctx.now()
+        self._exit_fill(pos, Fill(client_id="reconcile", broker_order_id="", strategy=self.name,
+                                  account="", symbol=symbol, exchange=self.cfg.exchange,
+                                  action=Action.BUY, quantity=closed, price=price,
+                                  cumulative_quantity=closed, ts=now,
+                                  purpose=OrderPurpose.EXIT))
 
     # -- evaluation (on the timer) ----------------------------------------------------------------
     def _evaluate(self) -> None:
@@ -601,38 +654,49 @@ class BaselineV1(Strategy):
         bar_closed = self._bar_minute > self._switch_minute
         if bar_closed:
             self._switch_minute = self._bar_minute
+            self._switch_due.update(KINDS)
             self._prune_highs()
         if self._entries_blocked(now):
             return
         for kind in KINDS:
-            self._manage(kind, now, bar_closed)
+            self._manage(kind, now)
 
-    def _manage(self, kind: str, now: float, bar_closed: bool) -> None:
+    def _manage(self, kind: str, now: float) -> None:
         d = self.d
         best = self._best(kind)
         cid = d.slots.get(kind)
         if cid is None:
-            if best is not None and self._room_for(best.candidate):
+            self._switch_due.discard(kind)
+            if (best is not None and self._room_for(best.candidate)
+                    and self._fresh(best.candidate.symbol, now)):
                 self._enter(best, now)
             return
         entry = d.entries[cid]
-        if (not bar_closed or not entry.placed or entry.done or entry.cancel_ts is not None
+        if kind not in self._switch_due:
+            return
+        if (not entry.placed or entry.done or entry.cancel_ts is not None
                 or entry.filled > 0 or entry.broken_ts is not None):
+            self._switch_due.discard(kind)
             return
         if best is None:
+            self._switch_due.discard(kind)
             if self._plan(d.candidates.get(entry.swing_key)) is None:
                 self._cancel_entry(entry, "no longer qualifies", now)
             return
         target = best.candidate
-        if target.key == entry.swing_key:
-            return
-        if (target.symbol == entry.symbol
+        if target.key == entry.swing_key or (
+                target.symbol == entry.symbol
                 and abs(best.trigger - entry.trigger) <= self.cfg.replace_threshold + _EPS
                 and abs(best.limit - entry.limit) <= self.cfg.replace_threshold + _EPS):
+            self._switch_due.discard(kind)
             return
+        if not self._fresh(target.symbol, now):
+            return  # the switch waits for a fresh tick of the target
+        self._switch_due.discard(kind)
         if not self._churn_ok(target.symbol, now):
             return
         self._touch()
+        self.ctx.set_risk(target.symbol, best.sl_points)
         new_id = self.ctx.replace(cid, reason=f"switch to {target.symbol}", symbol=target.symbol,
                                   quantity=best.quantity, price=best.limit,
                                   trigger_price=best.trigger)
@@ -648,6 +712,7 @@ class BaselineV1(Strategy):
         if not self._churn_ok(c.symbol, now):
             return
         self._touch()
+        self.ctx.set_risk(c.symbol, plan.sl_points)
         cid = self.ctx.place(symbol=c.symbol, exchange=self.cfg.exchange, action=Action.SELL,
                              quantity=plan.quantity, pricetype=PriceType.SL, price=plan.limit,
                              trigger_price=plan.trigger, purpose=OrderPurpose.ENTRY,
@@ -702,6 +767,10 @@ class BaselineV1(Strategy):
             round(abs(p.sl_points - cfg.target_sl_points), 6),
             0 if p.candidate.strike % cfg.round_strike == 0 else 1,
             -p.candidate.price, p.candidate.symbol, p.candidate.bar_start))
+
+    def _fresh(self, symbol: str, now: float) -> bool:
+        """The symbol's last price came from a tick at most ``fresh_price_s`` ago."""
+        return now - self._tick_ts.get(symbol, -math.inf) <= self.cfg.fresh_price_s + _EPS
 
     def _may_trade(self, c: Candidate) -> bool:
         d = self.d
@@ -794,7 +863,8 @@ class BaselineV1(Strategy):
         if pos is None:
             pos = d.positions[entry.symbol] = Position(
                 symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
-                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id)
+                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id,
+                sl_points=entry.stop - entry.swing_price)
             self._track(entry.symbol, entry.swing_start)
         pos.sold_qty += fill.quantity
         pos.sold_value += fill.quantity * fill.price
@@ -980,6 +1050,7 @@ class BaselineV1(Strategy):
             entry_price=round(pos.avg_entry, 4), exit_ts=pos.exit_ts,
             exit_price=round(pos.bought_value / pos.bought_qty, 4), pnl=round(pos.realized, 2),
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
+            risk=round(pos.sold_qty * pos.sl_points, 2),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
 
@@ -998,14 +1069,15 @@ class BaselineV1(Strategy):
 
     # -- highs, days, snapshot --------------------------------------------------------------------
     def _track(self, symbol: str, swing_start: float) -> None:
-        """Start keeping the highest high after ``swing_start`` (bars and bar in progress)."""
+        """Start keeping the highest high from the swing bar ``swing_start`` on, the swing bar
+        included (bars and bar in progress), as production does."""
         tracked = self.d.hh.setdefault(symbol, {})
         if swing_start in tracked:
             return
         highs = self._highs.get(symbol)
-        best = highs.highest_after(swing_start) if highs is not None else None
+        best = highs.highest_from(swing_start) if highs is not None else None
         progress = self._progress.get(symbol)
-        if progress is not None and progress[0] > swing_start:
+        if progress is not None and progress[0] >= swing_start:
             best = progress[1] if best is None else max(best, progress[1])
         tracked[swing_start] = best
 
@@ -1015,7 +1087,7 @@ class BaselineV1(Strategy):
             return False
         moved = False
         for swing_start, hh in tracked.items():
-            if start > swing_start and (hh is None or high > hh):
+            if start >= swing_start and (hh is None or high > hh):
                 tracked[swing_start] = high
                 moved = True
         return moved
@@ -1053,6 +1125,7 @@ class BaselineV1(Strategy):
         self.d = _Day(day=day)
         self._highs.clear()
         self._progress.clear()
+        self._switch_due.clear()
         self._touch()
         return True
 

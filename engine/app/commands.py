@@ -8,6 +8,7 @@ code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -420,7 +421,8 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     settings = cfg.section("report")
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
-                           symbol=args.symbol, strategy=args.strategy, settings=settings)
+                           symbol=args.symbol, strategy=args.strategy, settings=settings,
+                           r_unit=cfg.section("risk").r_unit)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -456,7 +458,16 @@ def run_status(args: argparse.Namespace, cfg: Config) -> int:
     except ControlError as exc:
         print(f"status: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(render_status(status))
+    return _print_out(render_status(status))
+
+
+def _print_out(text: str) -> int:
+    """Print to stdout; a reader that went away (``status | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so the flush at exit cannot fail again
+        os.dup2(devnull, sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -469,8 +480,7 @@ def run_operator_command(args: argparse.Namespace, cfg: Config) -> int:
     except ControlError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(summarize(args.command, result))
-    return EXIT_OK
+    return _print_out(summarize(args.command, result))
 
 
 def _configure_live(p: argparse.ArgumentParser) -> None:

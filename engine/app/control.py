@@ -34,12 +34,15 @@ seconds (rendered in IST), money in rupees, R as a multiple of the initial risk:
 
     connection  openalgo_url: str, websocket: str ("connected", "reconnecting", ...),
                 last_tick_ts: float, subscribed: int, live: int, coverage: float (percent)
-    api         authenticated: bool, last_request: str ("POST placeorder"),
-                last_response: str ("200 success, 41 ms"), last_order_id: str
+    api         authenticated: bool | None (the last REST call: key accepted / refused /
+                no answer), reachable: bool, last_request: str ("POST placeorder"),
+                last_response: str ("200 ok, 41 ms"), last_order_id: str, reconciled: bool,
+                reconcile_hold: str (why entries are held), divergent: {symbol: {engine,
+                broker}}
     pipeline    bars_generated: int, vwap_active: int (symbols with a live VWAP),
                 stale: list of symbol names or of {"symbol": str, "age_s": float | None}
     positions   list of {symbol, strategy, quantity (signed), average_price, ltp, pnl, stop}
-    risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason,
+    risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason, paused,
                 realized_pnl, unrealized_pnl, r, realized_r, unrealized_r,
                 limits: {name: value}, strategies: {name: the same fields, per strategy}
     supervisor  restarts: int, by_child: {name: int}, state ("running" | "safe_stopped"),
@@ -680,15 +683,38 @@ def _render_connection(conn: Mapping[str, Any]) -> list[str]:
 
 
 def _render_api(api: Mapping[str, Any]) -> list[str]:
-    auth = api.get("authenticated")
-    auth_text = ("ok" if auth else "FAILED") if isinstance(auth, bool) else UNKNOWN
-    return [
-        "[API STATUS]",
-        _line("Authentication", auth_text),
-        _line("Last request", _text(api.get("last_request"))),
-        _line("Last response", _text(api.get("last_response"))),
-        _line("Last order id", _text(api.get("last_order_id"))),
-    ]
+    auth, reachable = api.get("authenticated"), api.get("reachable")
+    if isinstance(auth, bool):
+        auth_text = "ok (last call)" if auth else "FAILED (the key was refused)"
+    elif reachable is False:
+        auth_text = "unknown (the broker did not answer the last call)"
+    else:
+        auth_text = "unknown (no REST call yet)"
+    lines = ["[API STATUS]", _line("Authentication", auth_text)]
+    if isinstance(reachable, bool):
+        lines.append(_line("Broker", "reachable" if reachable else "UNREACHABLE"))
+    lines += [_line("Last request", _text(api.get("last_request"))),
+              _line("Last response", _text(api.get("last_response"))),
+              _line("Last order id", _text(api.get("last_order_id")) if api.get(
+                  "last_order_id") is not None else "none yet")]
+    hold, divergent = api.get("reconcile_hold"), api.get("divergent")
+    if "reconciled" in api:
+        recon = "ok" if api.get("reconciled") else "not yet"
+        if isinstance(hold, str) and hold.strip():
+            recon = f"ENTRIES HALTED: {_one_line(hold)}"
+        lines.append(_line("Reconciliation", recon))
+    if isinstance(divergent, Mapping) and divergent:
+        lines.append(_line("Diverges from broker", _divergence(divergent)))
+    return lines
+
+
+def _divergence(divergent: Mapping[str, Any]) -> str:
+    parts = []
+    for symbol, q in divergent.items():
+        q = q if isinstance(q, Mapping) else {}
+        parts.append(f"{symbol} engine {_num(q.get('engine'), '+,')} broker "
+                     f"{_num(q.get('broker'), '+,')}")
+    return "; ".join(parts)
 
 
 def _render_pipeline(pipeline: Mapping[str, Any]) -> list[str]:
@@ -700,11 +726,12 @@ def _render_pipeline(pipeline: Mapping[str, Any]) -> list[str]:
     else:
         shown = ", ".join(names[:5]) + (f", … (+{len(names) - 5})" if len(names) > 5 else "")
         stale = f"{len(names)} ({shown})"
-    vwap = pipeline.get("vwap_active")
+    vwap, bars = pipeline.get("vwap_active"), pipeline.get("bars_generated")
     return [
         "[DATA PIPELINE]",
-        _line("Bars generated", _num(pipeline.get("bars_generated"))),
-        _line("VWAP active", f"{vwap:,} symbols" if _is_number(vwap) else _num(vwap)),
+        *([_line("Bars generated", _num(bars))] if bars is not None else []),
+        *([_line("VWAP active", f"{vwap:,} symbols" if _is_number(vwap) else _num(vwap))]
+          if vwap is not None else []),
         _line("Stale symbols", stale),
     ]
 
@@ -714,7 +741,9 @@ def _render_position(pos: Any) -> str:
         return f"  {UNKNOWN}"
     parts = [f"{_text(pos.get('symbol')):<24}", f"qty {_num(pos.get('quantity'), '+,')}",
              f"avg {_num(pos.get('average_price'), ',.2f')}", f"ltp {_num(pos.get('ltp'), ',.2f')}",
-             f"P&L {_money(pos.get('pnl'))}", f"stop {_num(pos.get('stop'), ',.2f')}"]
+             f"P&L {_money(pos.get('pnl'))}",
+             f"stop {_num(pos.get('stop'), ',.2f')}" if pos.get("stop") is not None
+             else "stop NONE"]
     if pos.get("strategy") is not None:
         parts.append(f"[{_text(pos.get('strategy'))}]")
     return "  " + "  ".join(parts)
@@ -735,15 +764,23 @@ def _risk_lines(risk: Mapping[str, Any], indent: str = "") -> list[str]:
         state += f" ({_one_line(reason)})"
     pnl = (f"realized {_money(risk.get('realized_pnl'))}  "
            f"unrealized {_money(risk.get('unrealized_pnl'))}")
-    r = (f"{_r(risk.get('r'))} (realized {_r(risk.get('realized_r'))}, "
-         f"unrealized {_r(risk.get('unrealized_r'))})")
+    r = _r(risk.get("r"))
+    if risk.get("realized_r") is not None or risk.get("unrealized_r") is not None:
+        r += (f" (realized {_r(risk.get('realized_r'))}, "
+              f"unrealized {_r(risk.get('unrealized_r'))})")
     limits = risk.get("limits")
     if isinstance(limits, Mapping):
         limit_text = ", ".join(f"{k} {_text(v)}" for k, v in limits.items()) or "none"
     else:
         limit_text = UNKNOWN
-    return [indent + _line("State", state), indent + _line("P&L", pnl),
-            indent + _line("R", r), indent + _line("Limits", limit_text)]
+    lines = [indent + _line("State", state)]
+    if isinstance(risk.get("paused"), bool):
+        lines.append(indent + _line("Paused", "yes (new entries blocked)" if risk["paused"]
+                                    else "no"))
+    lines += [indent + _line("P&L", pnl), indent + _line("R", r)]
+    if limits is not None or not indent:
+        lines.append(indent + _line("Limits", limit_text))
+    return lines
 
 
 def _render_risk(risk: Mapping[str, Any]) -> list[str]:
@@ -799,6 +836,16 @@ def recommend(status: Mapping[str, Any]) -> str:
     ws = conn.get("websocket")
     if api.get("authenticated") is False or ws == "auth_failed":
         return "OpenAlgo authentication failed: check OPENALGO_API_KEY and the OpenAlgo server"
+    hold, divergent = api.get("reconcile_hold"), api.get("divergent")
+    if (isinstance(hold, str) and hold.strip()) or (isinstance(divergent, Mapping)
+                                                     and divergent):
+        what = _one_line(hold) if isinstance(hold, str) and hold.strip() else \
+            "positions diverge from the broker: " + _divergence(divergent)
+        return (f"{what}: check the broker's books, then `run.py unhalt` to accept them (or "
+                "`run.py flatten`)")
+    if api.get("reachable") is False:
+        return (f"the broker is unreachable (last call: {_text(api.get('last_response'))}): "
+                "check the OpenAlgo server and the network")
     if isinstance(ws, str) and ws.strip() and ws.lower() not in _FEED_UP | _FEED_NO_INFO:
         return (f"market feed is {_one_line(ws)}: check the OpenAlgo server and the network "
                 "(the engine reconnects by itself)")

@@ -26,14 +26,21 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.control import ControlError, ControlServer
+from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import feed_connector
-from engine.app.operator import EngineOperator, graceful_stop
+from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
+from engine.broker import BrokerError
 from engine.config import Config
-from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, trading_date
+from engine.market.instruments import (
+    INDEX_EXCHANGE,
+    INDEX_SYMBOL,
+    parse_option_symbol,
+    trading_date,
+)
 from engine.market.universe import select_universe, universe_pairs
+from engine.openalgo.instruments import InstrumentProvider
 from engine.openalgo.rest import OpenAlgoClient
 
 
@@ -50,48 +57,59 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
         # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
         # one line and an exit code from the command line, not an engine retrying forever)
         broker.funds()
-        spot = None if atm else broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+        facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
+        if atm:
+            spot = None
+        elif spot is None:
+            spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
     except BaseException:
         broker.close()
         clock.stop()
         raise
     uni = cfg.section("universe")
-    symbols = select_universe(spot, day, cfg.instrument.spec(), expiry=expiry, atm=atm,
+    symbols = select_universe(spot, day, instrument_spec(cfg, facts), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)
+    if facts is not None and facts.source == "broker":
+        symbols = _listed_only(broker, symbols, uni.width)
     parts = EngineParts(mode=venue.name, clock=clock, symbols=universe_pairs(symbols),
-                        trading_day=day, broker=broker,
+                        trading_day=day, broker=broker, facts=facts,
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
                                                ws_url=venue.ws_url, account=venue.account),
                         db_path=db_path, strategies=strategies, account=venue.account)
     engine = Engine(cfg, parts)
-    server: ControlServer | None = None
-    settings = cfg.section("control")
     engine.start()
     try:
-        if settings.enabled:
-            server = ControlServer(control_path or settings.socket_path,
-                                   EngineOperator(engine, openalgo_url=venue.rest_url),
-                                   max_request_bytes=settings.max_request_bytes,
-                                   idle_timeout_s=settings.idle_timeout_s,
-                                   chaos_enabled=settings.chaos_enabled)
-            try:
-                server.start()
-            except ControlError as exc:
-                logger.error("control channel not available: {}", exc)
-                server = None
-        logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
-                    len(symbols), venue.rest_url, spot, db_path)
-        if on_started is not None:
-            on_started(engine)
-        while not stop.wait(0.2):
-            if engine.stopped.is_set():
-                break
-        if stop.is_set() and not engine.safe_stop_reason:
-            graceful_stop(engine, cfg.engine.on_signal,
-                          timeout_s=cfg.engine.shutdown_timeout_s)
+        with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
+            logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
+                        len(symbols), venue.rest_url, spot, db_path)
+            if on_started is not None:
+                on_started(engine)
+            while not stop.wait(0.2):
+                if engine.stopped.is_set():
+                    break
+            if stop.is_set() and not engine.safe_stop_reason:
+                graceful_stop(engine, cfg.engine.on_signal,
+                              timeout_s=cfg.engine.shutdown_timeout_s)
     finally:
-        if server is not None:
-            server.stop()
         engine.stop()
         clock.stop()
     return engine
+
+
+def _listed_only(broker: OpenAlgoClient, symbols: list[str], width: int) -> list[str]:
+    """``symbols`` without those the broker's option chain does not list (each dropped one is
+    logged); all of them when the chain cannot be read."""
+    expiry = parse_option_symbol(symbols[0]).expiry
+    # the chain's ATM is the listed strike nearest the spot, ours the spot rounded to 100:
+    # two strikes more on each side cover the difference
+    try:
+        listed = InstrumentProvider(broker).listed_options(expiry, strike_count=width + 2)
+    except BrokerError as exc:
+        logger.warning("instruments: option chain not readable ({}); trading the universe as "
+                       "built from the naming rule", exc)
+        return symbols
+    missing = [s for s in symbols if s not in listed]
+    if missing:
+        logger.warning("instruments: the broker does not list {} of the universe's symbols, "
+                       "left out: {}", len(missing), ", ".join(missing))
+    return [s for s in symbols if s in listed]

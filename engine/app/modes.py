@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,8 @@ from types import FrameType
 from loguru import logger
 
 from actors.feed import FeedCallbacks
+from engine.app.facts import broker_facts, instrument_spec, session_facts
+from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.app.venues import write_simulator_file
 from engine.config import Config
@@ -101,8 +103,10 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
     symbols: list[Pair] = [(i.symbol, i.exchange) for i in reader.symbols()]
     clock = ScaledClock(start=first - 1.0, speed=speed, paused=True)
     api_key = secrets.token_urlsafe(24)  # a private key for this run's simulator
+    # the simulator serves the session's own facts; the engine reads them back over REST
     sim = SimulatorServer(cfg.section("simulator"), api_key=api_key, clock=clock,
-                          instrument=cfg.instrument.spec(), matching=cfg.section("matching"))
+                          instrument=instrument_spec(cfg, session_facts(reader)),
+                          matching=cfg.section("matching"))
     stop = stop or threading.Event()
     engine: Engine | None = None
     published = 0
@@ -111,31 +115,40 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         sim.start()
         broker = OpenAlgoClient(replace(cfg.openalgo, host=sim.rest_url), api_key=api_key,
                                 clock=clock, account="paper")
+        day = trading_date(first)
+        facts, _spot = broker_facts(cfg, broker, day, db_path=db_path, account="paper")
         parts = EngineParts(mode="paper", clock=clock, symbols=symbols,
-                            trading_day=trading_date(first), broker=broker,
+                            trading_day=day, broker=broker, facts=facts,
                             connect=feed_connector(cfg, api_key=api_key, clock=clock,
                                                    ws_url=sim.ws_url, account="paper"),
                             db_path=db_path, record_to=record_to, strategies=strategies,
                             account="paper", open_gate_at_start=bool(strategies))
         engine = Engine(cfg, parts)
         engine.start()
-        _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
-        if on_started is not None:
-            on_started(engine, sim)
-        playback = sim.play(reader.ticks(), clock)
-        clock.resume()
-        logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols), speed)
-        while not stop.is_set() and not playback.join(0.2):
-            if engine.stopped.is_set():
-                break
-        published = playback.published
-        if not stop.is_set():
-            # let the last minute close on the engine clock (minute end + grace)
-            end = last_close_at(cfg, clock, last) + 0.5
-            while clock.time() < end and not stop.is_set():
-                time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
-        else:
-            playback.stop()
+        with ExitStack() as channel:
+            if strategies:  # a paper run that trades is operated like live
+                channel.enter_context(control_channel(engine, openalgo_url=sim.rest_url))
+            _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
+            if on_started is not None:
+                on_started(engine, sim)
+            playback = sim.play(reader.ticks(), clock)
+            clock.resume()
+            logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols),
+                        speed)
+            while not stop.is_set() and not playback.join(0.2):
+                if engine.stopped.is_set():
+                    break
+            published = playback.published
+            if not stop.is_set():
+                # let the last minute close on the engine clock (minute end + grace)
+                end = last_close_at(cfg, clock, last) + 0.5
+                while clock.time() < end and not stop.is_set():
+                    time.sleep(min(0.05, max(0.0, (end - clock.time()) / speed)))
+            else:
+                playback.stop()
+                if not engine.safe_stop_reason:
+                    graceful_stop(engine, cfg.engine.on_signal,
+                                  timeout_s=cfg.engine.shutdown_timeout_s)
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
@@ -181,7 +194,8 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
     try:
         return serve_forever(settings, api_key, reader.ticks(), speed=speed,
                              symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
-                             instrument=cfg.instrument.spec(), matching=cfg.section("matching"),
+                             instrument=instrument_spec(cfg, session_facts(reader)),
+                             matching=cfg.section("matching"),
                              on_started=started, stop_event=stop)
     finally:
         for runner in runners:
@@ -193,8 +207,14 @@ def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,
     """Record the live feed of ``symbols`` into ``out`` until ``stop`` is set."""
     api_key = cfg.secrets.require("openalgo_api_key", "recording reads your OpenAlgo feed")
     clock = WallClock()
-    parts = EngineParts(mode="record", clock=clock, symbols=symbols,
-                        trading_day=trading_date(clock.time()),
+    day = trading_date(clock.time())
+    client = OpenAlgoClient(cfg.openalgo, api_key=api_key, clock=clock)
+    try:  # the session file records the day's facts, so a replay trades the day's lots
+        facts, _spot = broker_facts(cfg, client, day, db_path=db_path, account="default")
+    finally:
+        client.close()
+    parts = EngineParts(mode="record", clock=clock, symbols=symbols, trading_day=day,
+                        facts=facts,
                         connect=feed_connector(cfg, api_key=api_key, clock=clock),
                         db_path=db_path, record_to=out)
     engine = Engine(cfg, parts)

@@ -21,12 +21,19 @@ Owns what ``run.py status | pause | resume | kill | flatten | unhalt`` *do* in a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from loguru import logger
 
-from engine.app.control import CHAOS_COMMAND, CommandRejected
+from engine.app.control import (
+    CHAOS_COMMAND,
+    CommandRejected,
+    ControlError,
+    ControlServer,
+    ControlSettings,
+)
 from engine.app.tree import Engine
 from engine.messages import (
     CancelIntent,
@@ -56,32 +63,35 @@ class EngineOperator:
         risk = self.ask_actor("risk", StatusRequest()) or {}
         recon = self.ask_actor("reconciler", StatusRequest()) or {}
         marks = self.ask_actor("positions", PositionQuery()) or ()
+        hosts = {name: self.ask_actor(f"strategy.{name}", StatusRequest()) or {}
+                 for name in self.engine.parts.strategies}
         last = orders.get("last_request") or {}
-        strategies = {name: {"state": s.get("state"), "halt_reason": s.get("reason"),
-                             "realized_pnl": s.get("realized"), "r": s.get("r"),
-                             "unrealized_pnl": _minus(s.get("pnl"), s.get("realized"))}
+        strategies = {name: _strategy_state(s, hosts.get(name) or {})
                       for name, s in (risk.get("strategies") or {}).items()}
         states = [s["state"] for s in strategies.values() if s["state"]]
-        worst = next((st for st in ("HALTED", "REDUCING") if st in states), "ACTIVE") \
-            if states else None
+        worst = next((st for st in _WORST_FIRST if st in states), "ACTIVE") if states else None
+        call = getattr(self.engine.parts.broker, "last_request", None)
         return {
             "connection": {"openalgo_url": self.openalgo_url,
                            "websocket": health.get("feed_state"),
                            "last_tick_ts": health.get("last_tick_ts"),
                            "subscribed": health.get("subscribed"), "live": health.get("live"),
-                           "coverage": health.get("coverage")},
-            "api": {"authenticated": recon.get("ready", False) or None,
-                    "last_request": f"{last.get('endpoint', '')} {last.get('client_id', '')}"
-                    .strip() or None,
-                    "last_response": last.get("outcome"),
+                           "coverage": health.get("coverage"),
+                           "stale_after_s": health.get("stale_after_s")},
+            "api": {**_last_call(call, last),
                     "last_order_id": orders.get("last_order_id"),
                     "reconciled": recon.get("ready"),
-                    "reconcile_error": recon.get("last_error") or None},
+                    "reconcile_error": recon.get("last_error") or None,
+                    "reconcile_hold": recon.get("hold"),
+                    "divergent": recon.get("divergent") or {},
+                    "lost_orders": recon.get("lost_orders")},
             "pipeline": {"bars_generated": health.get("bars"),
                          "stale": health.get("stale")},
             "positions": [{"symbol": m.symbol, "strategy": m.strategy, "quantity": m.quantity,
                            "average_price": m.average_price, "ltp": m.ltp,
-                           "pnl": round(m.unrealized + m.realized, 2)} for m in marks],
+                           "pnl": round(m.unrealized + m.realized, 2),
+                           "stop": _stop_of(orders.get("working") or [], m.strategy, m.symbol)}
+                          for m in marks],
             "risk": {"state": worst, "limits": risk.get("limits"), "strategies": strategies,
                      "realized_pnl": _total(strategies, "realized_pnl"),
                      "unrealized_pnl": _total(strategies, "unrealized_pnl")},
@@ -94,28 +104,33 @@ class EngineOperator:
     def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if name == CHAOS_COMMAND:
             return self.chaos(args)
+        # refusals are phrased without the command's name: the CLI prints "<command>: <error>"
         strategy = str(args.get("strategy") or "")
         known = self.engine.parts.strategies
         if not known:
-            raise CommandRejected(f"{name}: this engine runs no strategy")
+            raise CommandRejected("this engine runs no strategy")
         if strategy and strategy not in known:
-            raise CommandRejected(f"{name}: unknown strategy {strategy!r} (running: "
+            raise CommandRejected(f"unknown strategy {strategy!r} (running: "
                                   f"{', '.join(known)})")
         targets = (strategy,) if strategy else known
         message = Command(name, (("strategy", strategy),) if strategy else (),
                           self.engine.clock.time())
-        if name in ("pause", "resume"):
+        if name not in ("pause", "resume", "kill", "flatten", "unhalt"):
+            raise CommandRejected(f"unknown command {name!r}")
+        if name in ("pause", "resume"):  # the pause is the strategy hosts'
             for target in targets:
                 self.engine.tell(f"strategy.{target}", message)
-            return {"summary": f"{name}: sent to {', '.join(targets)}"}
-        if name in ("kill", "flatten", "unhalt"):
-            reply = self.ask_actor("risk", message, timeout=30.0)
-            if not isinstance(reply, dict) or not reply.get("ok"):
-                why = reply.get("error") if isinstance(reply, dict) else "no answer"
-                raise CommandRejected(f"{name}: {why}")
-            states = ", ".join(f"{k} {v}" for k, v in sorted(reply["states"].items()))
-            return {"summary": f"{name}: {states}", "states": reply["states"]}
-        raise CommandRejected(f"unknown command {name!r}")
+        if name == "pause":
+            return {"summary": f"pause: new entries blocked for {', '.join(targets)}"}
+        # kill, flatten and unhalt latch in the risk manager; resume lifts a kill there
+        reply = self.ask_actor("risk", message, timeout=30.0)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise CommandRejected(str(reply.get("error") if isinstance(reply, dict)
+                                      else "the risk manager did not answer"))
+        if name == "unhalt":  # and the reconciler's hold (the operator has looked)
+            self.engine.tell("reconciler", message)
+        states = ", ".join(f"{k} {v}" for k, v in sorted(reply["states"].items()))
+        return {"summary": f"{name}: {states}", "states": reply["states"]}
 
     def chaos(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Crash ``args["actor"]`` (fault injection), or list the actors that can be crashed."""
@@ -142,6 +157,32 @@ class EngineOperator:
             logger.debug("operator: {} did not answer {}: {}", name, type(message).__name__,
                          exc)
             return None
+
+
+@contextmanager
+def control_channel(engine: Engine, *, openalgo_url: str,
+                    path: str | None = None) -> Iterator[ControlServer | None]:
+    """The operator's control socket for a trading ``engine`` while the block runs (every mode
+    that trades: live, paper, paper --attach); None when ``[control] enabled`` is off or the
+    socket cannot be used (logged: the engine trades on, uncontrolled)."""
+    settings: ControlSettings = engine.cfg.section("control")
+    server: ControlServer | None = None
+    if settings.enabled:
+        server = ControlServer(path or settings.socket_path,
+                               EngineOperator(engine, openalgo_url=openalgo_url),
+                               max_request_bytes=settings.max_request_bytes,
+                               idle_timeout_s=settings.idle_timeout_s,
+                               chaos_enabled=settings.chaos_enabled)
+        try:
+            server.start()
+        except ControlError as exc:
+            logger.error("control channel not available: {}", exc)
+            server = None
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def graceful_stop(engine: Engine, policy: str, *, timeout_s: float) -> bool:
@@ -189,6 +230,53 @@ def graceful_stop(engine: Engine, policy: str, *, timeout_s: float) -> bool:
         time.sleep(0.1)
     logger.critical("stopping: working entries not all cancelled after {:.0f} s", timeout_s)
     return False
+
+
+def _stop_of(working: list[Any], strategy: str, symbol: str) -> float | None:
+    """The trigger of the stop working for a position (None: no stop works)."""
+    for view in working:
+        if isinstance(view, Mapping) and view.get("strategy") == strategy \
+                and view.get("symbol") == symbol and view.get("purpose") == "stop":
+            return view.get("trigger_price")  # type: ignore[no-any-return]
+    return None
+
+
+#: Strategy states, the one needing the operator most first (status shows the worst).
+_WORST_FIRST = ("HALTED", "REDUCING", "KILLED", "PAUSED")
+
+
+def _strategy_state(risk: Mapping[str, Any], host: Mapping[str, Any]) -> dict[str, Any]:
+    """One strategy's line of the status: the risk manager's latch with the host's pause
+    (a kill is the risk manager's REDUCING for the reason "operator kill")."""
+    state, reason = risk.get("state"), risk.get("reason")
+    if state == "REDUCING" and reason == "operator kill":
+        state = "KILLED"
+    paused = host.get("paused")
+    if state == "ACTIVE" and paused:
+        state = "PAUSED"
+    return {"state": state, "halt_reason": reason or None, "paused": paused,
+            "realized_pnl": risk.get("realized"), "r": risk.get("r"),
+            "unrealized_pnl": _minus(risk.get("pnl"), risk.get("realized"))}
+
+
+def _last_call(call: Any, order_request: Mapping[str, Any]) -> dict[str, Any]:
+    """The API section from the broker client's last REST call (any endpoint): authenticated
+    is True when the server answered and accepted the key, False when it refused the key, None
+    when the last call got no answer (nothing is known of the key then); ``reachable`` says
+    whether the last call got an answer at all. An in-process broker has no REST calls."""
+    if call is None:
+        request = f"{order_request.get('endpoint', '')} {order_request.get('client_id', '')}"
+        return {"authenticated": None, "reachable": None,
+                "last_request": request.strip() or None,
+                "last_response": order_request.get("outcome")}
+    outcome = str(call.outcome)
+    answered = call.status is not None and call.status < 500
+    return {"authenticated": False if call.status in (401, 403) else (True if answered else None),
+            "reachable": answered,
+            "last_request": f"POST {call.endpoint}",
+            "last_response": f"{call.status if call.status is not None else 'no reply'} "
+                             f"{outcome}, {call.duration_s * 1000:.0f} ms",
+            "last_call_ts": call.ts}
 
 
 def _minus(a: Any, b: Any) -> float | None:

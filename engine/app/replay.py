@@ -27,6 +27,7 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.facts import instrument_spec, session_facts
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.config import Config
 from engine.market.instruments import session_bounds, trading_date
@@ -122,17 +123,18 @@ class ReplayDriver:
             raise ValueError(f"{self.session}: the session holds no ticks")
         first, _ = span
         day = trading_date(first)
-        open_, _close = session_bounds(day, self.cfg.instrument.spec())
+        facts = session_facts(self.reader)  # the session's own day: its lot size, its expiries
+        spec = instrument_spec(self.cfg, facts)
+        open_, _close = session_bounds(day, spec)
         clock = VirtualClock(start=min(first, open_) - 1.0)
         symbols = [(info.symbol, info.exchange) for info in self.reader.symbols()]
-        broker = SimulatedBroker(clock, self.cfg.instrument.spec(), self.cfg.section("matching"),
-                                 account="replay")
+        broker = SimulatedBroker(clock, spec, self.cfg.section("matching"), account="replay")
         for sym, exch in symbols:
             broker.declare_symbol(sym, exch)
         parts = EngineParts(mode="replay", clock=clock, symbols=symbols, trading_day=day,
                             broker=broker, db_path=self.db_path,
                             supervision_clock=WallClock(), strategies=self.strategies,
-                            account="replay", open_gate_at_start=True)
+                            account="replay", open_gate_at_start=True, facts=facts)
         if self.parts_hook is not None:
             self.parts_hook(parts)
         return parts, clock, broker
@@ -275,7 +277,8 @@ class ReplayDriver:
 
             db = Database(self.db_path, self.cfg.store)
             try:
-                summary.trade_reports = [day_report(db, name, day, "replay")
+                summary.trade_reports = [day_report(db, name, day, "replay",
+                                                    self.cfg.section("risk").r_unit)
                                          for name in self.strategies]
             finally:
                 db.close()

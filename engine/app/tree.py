@@ -45,9 +45,15 @@ from actors.bar_builder import BarBuilder, builder_name
 from actors.feed import ConnectionFactory, Feed, MarketDataSettings
 from actors.health import Health
 from actors.store import StoreWriter
+from engine.app.facts import instrument_spec
 from engine.broker import Broker, HistoryBar, OrderRow
 from engine.config import Config
-from engine.market.instruments import minute_start, session_bounds
+from engine.market.instruments import (
+    INDEX_SYMBOL,
+    InstrumentFacts,
+    minute_start,
+    session_bounds,
+)
 from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
 from engine.runtime.clock import Clock
 from engine.runtime.registry import Registry
@@ -59,7 +65,14 @@ from engine.runtime.supervisor import (
     start_tree,
 )
 from engine.sim.matching import SimulatedBroker
-from engine.store.database import Database, DatabaseOwner, StoredOrder, StoredStrategyState
+from engine.store.database import (
+    Database,
+    DatabaseOwner,
+    StoredInstrumentFacts,
+    StoredOrder,
+    StoredStrategyState,
+    record,
+)
 
 Pair = tuple[str, str]
 
@@ -92,6 +105,8 @@ class EngineParts:
     open_gate_at_start: bool = False
     # also write every received tick to this session file (record mode, paper --record)
     record_to: Path | None = None
+    # the day's instrument facts (broker, session file); None: [instrument] alone
+    facts: InstrumentFacts | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,12 +117,17 @@ class Engine:
         self.cfg = cfg
         self.parts = parts
         self.clock = parts.clock
-        self.spec_instrument = cfg.instrument.spec()
+        self.spec_instrument = instrument_spec(cfg, parts.facts)
         self.session = session_bounds(parts.trading_day, self.spec_instrument)
         db_path = parts.db_path or Path(cfg.store.path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(db_path, cfg.store,
                            owner=DatabaseOwner(parts.mode, parts.trading_day))
+        if parts.facts is not None:  # before the tree starts: no other writer yet
+            row = StoredInstrumentFacts.of(parts.facts, trading_date=parts.trading_day,
+                                           account=parts.account, underlying=INDEX_SYMBOL,
+                                           fetched_ts=self.clock.time())
+            self.db.run_write(lambda tx: tx.apply(self.db.writes_for(record(row))))
         self.registry = Registry(self.clock, stash_limit=cfg.supervision.root.stash_limit,
                                  on_dead_letter=self._on_dead_letter)
         self.supervisor: SupervisorHandle | None = None
@@ -153,7 +173,7 @@ class Engine:
             instrument=self.spec_instrument, db=self.db, strategies=strategies))
         positions = ChildSpec("positions", lambda s: PositionMonitor.start(
             s, account=account, settings=cfg.section("positions"), broker=broker, db=self.db,
-            r_units=r_units, exchanges=exchanges))
+            r_units=r_units, r_unit=cfg.section("risk").r_unit, exchanges=exchanges))
         risk = ChildSpec("risk", lambda s: RiskManager.start(
             s, account=account, strategies=r_units, settings=cfg.section("risk"),
             instrument=self.spec_instrument, broker=broker, db=self.db, exchanges=exchanges))
@@ -178,7 +198,7 @@ class Engine:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
                 name, factory, self.parts.account, self.spec_instrument, self.load_state,
-                self.journal)))
+                self.journal, cfg.section("risk").r_unit)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
@@ -196,7 +216,10 @@ class Engine:
             return []
         from actors.recorder import Recorder
 
-        meta = {"mode": self.parts.mode, "date": self.parts.trading_day.isoformat()}
+        meta: dict[str, object] = {"mode": self.parts.mode,
+                                   "date": self.parts.trading_day.isoformat()}
+        if self.parts.facts is not None:
+            meta["instrument"] = self.parts.facts.to_meta()
         return [ChildSpec("recorder", lambda s: Recorder.start(
             s, path=path, settings=self.cfg.section("recorder"),
             symbols=list(self.parts.symbols), meta=meta))]
@@ -346,12 +369,12 @@ class _Pace:
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,
-                  load: Any, journal: Any) -> Callable[[Any], Any]:
+                  load: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
     from actors.strategy_host import StrategyHost
 
     return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
                                         account=account, instrument=instrument, load_state=load,
-                                        journal=journal)
+                                        journal=journal, r_unit=r_unit)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],

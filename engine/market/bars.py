@@ -26,9 +26,14 @@ Rules, as implemented:
 - Session VWAP: Σ(price × delta) / Σ(delta) over the applied ticks, accumulated in the same
   exchange-time walk; each Bar carries the VWAP as of its close, or the bar's typical price
   (H+L+C)/3 while the session has had no volume.
-- Every closed minute with at least one valid tick yields a Bar (no minimum tick count). Once the
-  first bar exists, every closed session minute without a tick yields one BarGap; for an
-  aggregator started after the open (``start_watching``), from its start on.
+- Every closed minute with at least one valid tick yields a Bar (no minimum tick count), unless
+  nothing traded in it: when its ticks did not move the cumulative volume (quote refreshes
+  only), it yields a BarGap, as the broker's chart and history show no candle for it
+  (``no_trade_minutes = "gap"``, the default; ``"bar"`` keeps a flat bar of volume 0). A minute
+  that cannot tell (ticks without volume, the tick that sets the day's base, a feed reset) is a
+  Bar. History bars of volume 0 follow the same rule. Once the first bar exists, every closed
+  session minute without a tick yields one BarGap; for an aggregator started after the open
+  (``start_watching``), from its start on.
 - Late ticks: a tick whose minute has already closed (it arrived after minute end + grace) is
   counted as ``late``, logged at a throttled rate and NOT applied: the bar already went out and is
   never revised. Its cumulative volume reaches the bars through the next applied tick. Two
@@ -123,6 +128,11 @@ class BarSettings:
     history_reads: int = setting(
         3, "reads of the broker's history a starting builder tries (each retried as [openalgo] "
         "says) before it gives up the backfill and continues live only", min=1, max=10)
+    no_trade_minutes: str = setting(
+        "gap", "a closed minute whose ticks did not move the cumulative volume (quote refreshes "
+        "only: nothing traded): \"gap\" records it as a BarGap, as the broker's chart and its "
+        "history do; \"bar\" makes a flat bar of volume 0 (the engine's rule before issue 17)",
+        choices=("gap", "bar"))
     history_concurrency: int = setting(
         4, "history reads in flight at once across all builders (each returns the whole day; "
         "82 at once after a restart of the market-data group held ~35 MB at the close)",
@@ -163,6 +173,7 @@ class BarStats:
     volume_resets: int
     bad_history_bars: int
     invalid: dict[str, int] = field(default_factory=dict)
+    no_trade: int = 0  # minutes recorded as gaps because nothing traded (counted in gaps too)
 
     @property
     def invalid_total(self) -> int:
@@ -258,6 +269,8 @@ class BarAggregator:
         self._gaps = 0
         self._resets = 0
         self._bad_history = 0
+        self._no_trade = 0
+        self._no_trade_gap = settings.no_trade_minutes == "gap"
         self._invalid: dict[str, int] = {}
         self._throttle = Throttle(settings.invalid_log_interval_s)
 
@@ -375,7 +388,7 @@ class BarAggregator:
         rows = sorted((_history_row(bar) for bar in bars), key=lambda row: row[0])
         events: list[BarEvent] = []
         seeded_volume = 0
-        applied = 0
+        applied = seeded = 0
         for start, open_, high, low, close, volume, ticks in rows:
             if start + _MINUTE > now or start <= self._covered_through:
                 continue  # the bar still in progress, or a minute already covered
@@ -387,18 +400,22 @@ class BarAggregator:
                                     f"l={low} c={close} v={volume}")
                 continue
             events.extend(self._gaps_between(self._covered_through, start))
-            self._pv_sum += (high + low + close) / 3.0 * volume
-            self._volume_sum += volume
-            seeded_volume += volume
             applied += 1
             self._started = True
             self._covered_through = self._history_through = start
+            if volume == 0 and self._no_trade_gap:
+                events.append(self._no_trade_gap_at(start))  # as the live rule: no trade, no bar
+                continue
+            self._pv_sum += (high + low + close) / 3.0 * volume
+            self._volume_sum += volume
+            seeded_volume += volume
+            seeded += 1
             events.append(Bar(self.symbol, start, open_, high, low, close, volume, ticks,
                               self._vwap(high, low, close), source="history"))
         self._pristine = False
         if not applied:
             return events
-        self._history_bars += applied
+        self._history_bars += seeded
         # Minutes the clock closed before the history arrived held no tick: gaps after it.
         events.extend(self._gaps_between(self._covered_through, self._closed_through + _MINUTE))
         self._covered_through = max(self._covered_through, self._closed_through)
@@ -458,7 +475,7 @@ class BarAggregator:
         late, duplicate or an invalid reason)."""
         return BarStats(self._accepted, self._late, self._duplicate, self._partial, self._bars,
                         self._history_bars, self._gaps, self._resets, self._bad_history,
-                        dict(self._invalid))
+                        dict(self._invalid), self._no_trade)
 
     @property
     def vwap(self) -> float | None:
@@ -502,7 +519,11 @@ class BarAggregator:
         self._set_closed_through(target)
         return events
 
-    def _finish(self, minute: _Minute) -> Bar:
+    def _finish(self, minute: _Minute) -> Bar | BarGap:
+        """The minute's Bar; a BarGap instead when its ticks show nothing traded (the
+        cumulative volume did not move) and ``no_trade_minutes`` is "gap". A minute that cannot
+        tell (a tick without volume, one that only set the base at a positive volume, a feed
+        reset) counts as traded."""
         ticks = minute.ticks
         if not minute.ordered:
             ticks.sort(key=_true_order)
@@ -510,17 +531,21 @@ class BarAggregator:
         rebase = self._rebase_next
         pv_sum = self._pv_sum
         volume_sum = 0
+        unknown = False
         for tick in ticks:
             volume = tick.volume
             if volume is None:
+                unknown = True
                 continue
             if base is None or rebase:
                 rebase = False
+                unknown = unknown or volume > 0
             elif volume >= base:
                 delta = volume - base
                 pv_sum += tick.ltp * delta
                 volume_sum += delta
             else:
+                unknown = True
                 self._resets += 1
                 self._log_throttled("volume_reset", f"cumulative volume dropped {base} -> "
                                     f"{volume} at {fmt_ist(tick.ts)}; re-based")
@@ -529,11 +554,18 @@ class BarAggregator:
         self._rebase_next = rebase
         self._pv_sum = pv_sum
         self._volume_sum += volume_sum
-        high, low, close = minute.high, minute.low, float(ticks[-1].ltp)
         self._started = True
+        if not volume_sum and not unknown and self._no_trade_gap:
+            return self._no_trade_gap_at(minute.start)
+        high, low, close = minute.high, minute.low, float(ticks[-1].ltp)
         self._bars += 1
         return Bar(self.symbol, minute.start, float(ticks[0].ltp), high, low, close,
                    volume_sum, len(ticks), self._vwap(high, low, close))
+
+    def _no_trade_gap_at(self, start: float) -> BarGap:
+        self._gaps += 1
+        self._no_trade += 1
+        return BarGap(self.symbol, start)
 
     def _rebase_from(self, minute: _Minute) -> None:
         """A partial minute makes no bar; its last cumulative volume becomes the base."""

@@ -2,15 +2,19 @@
 
 Owns the facts about what is traded (openalgo-protocol.md, "Instruments"): the symbol format
 ``NIFTY<DDMMMYY><strike><CE|PE>``, the 0.05 tick, the session hours in IST, and the weekly expiry
-rule. Lot size, freeze quantity, strike step and holidays are configuration (``[instrument]``),
-passed in as an ``InstrumentSpec``, never literals here.
+rule. Lot size, tick size, freeze quantity and the expiry dates come from the broker when it can
+be asked (``InstrumentFacts``, read by ``engine.openalgo.instruments`` or from a session file);
+``[instrument]`` gives the overrides and the offline fallback, and ``resolve_spec`` merges the two
+into the ``InstrumentSpec`` the engine trades with (configuration.md, "Instrument facts").
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 
 from engine.runtime.clock import IST
@@ -37,6 +41,12 @@ class InstrumentSpec:
     session_open: time = time(9, 15)
     session_close: time = time(15, 30)
     holidays: frozenset[date] = field(default_factory=frozenset)
+    # the broker's listed expiry dates, ascending; empty: derive them from the weekday rule
+    expiries: tuple[date, ...] = ()
+
+
+#: ``[instrument]`` keys that the broker's facts replace unless listed in ``override``.
+BROKER_FACTS = ("lot_size", "tick_size", "freeze_quantity", "expiry_weekday", "holidays")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,10 @@ class InstrumentSettings:
     session_open: str = setting("09:15", "market open, IST (HH:MM)")
     session_close: str = setting("15:30", "market close, IST (HH:MM)")
     holidays: tuple[str, ...] = setting((), "exchange holidays, YYYY-MM-DD")
+    override: tuple[str, ...] = setting((), "keys of this section whose value here wins over "
+                                        "the broker's facts (lot_size, tick_size, "
+                                        "freeze_quantity, expiry_weekday, holidays); the "
+                                        "others are used only when the broker cannot be asked")
 
     def spec(self) -> InstrumentSpec:
         return InstrumentSpec(
@@ -75,6 +89,10 @@ class InstrumentSettings:
                 date.fromisoformat(day)
             except ValueError:
                 found.append(("holidays", f"expected YYYY-MM-DD, got {day!r}"))
+        for key in self.override:
+            if key not in BROKER_FACTS:
+                found.append(("override", f"{key!r} is not a broker fact; expected one of "
+                                          f"{', '.join(BROKER_FACTS)}"))
         if not found and parse_hhmm(self.session_open) >= parse_hhmm(self.session_close):
             found.append((("session_close", "session_open"), "must be after session_open"))
         return found
@@ -139,8 +157,11 @@ def is_trading_day(day: date, spec: InstrumentSpec) -> bool:
 
 
 def next_expiry(day: date, spec: InstrumentSpec) -> date:
-    """The nearest weekly expiry on or after ``day``; a holiday moves it to the trading day
-    before."""
+    """The nearest expiry on or after ``day``: the first of the broker's listed expiries when
+    known, else the weekly weekday rule, a holiday moving it to the trading day before."""
+    listed = [d for d in spec.expiries if d >= day]
+    if listed:
+        return listed[0]
     candidate = day + timedelta(days=(spec.expiry_weekday - day.weekday()) % 7)
     while True:
         expiry = candidate
@@ -176,3 +197,74 @@ def universe_symbols(atm: int, expiry: date, spec: InstrumentSpec, width: int = 
         out.append(option_symbol(root, expiry, strike, "CE"))
         out.append(option_symbol(root, expiry, strike, "PE"))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentFacts:
+    """What the broker says about the day's option contracts; None or empty: not known.
+
+    ``source`` names where they came from: ``broker`` (read from OpenAlgo at start), ``stored``
+    (today's facts from the engine database, when OpenAlgo could not be asked), ``session``
+    (a session file's record of its day) or ``synth`` (a generated day).
+    """
+
+    lot_size: int | None = None
+    tick_size: float | None = None
+    freeze_quantity: int | None = None
+    expiries: tuple[date, ...] = ()
+    source: str = "broker"
+
+    def to_meta(self) -> dict[str, object]:
+        """The facts as a session file's ``instrument`` meta value (JSON-ready)."""
+        return {"lot_size": self.lot_size, "tick_size": self.tick_size,
+                "freeze_quantity": self.freeze_quantity,
+                "expiries": [d.isoformat() for d in self.expiries], "source": self.source}
+
+    @classmethod
+    def from_meta(cls, raw: str | Mapping[str, object] | None,
+                  source: str = "session") -> InstrumentFacts | None:
+        """Facts from a session file's ``instrument`` meta (JSON text or a mapping); None when
+        absent. Raises ``ValueError`` for a value that is present but not a fact."""
+        if raw is None:
+            return None
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(data, Mapping):
+            raise ValueError(f"instrument facts: expected an object, got {data!r}")
+
+        def positive(key: str, kind: type) -> object:
+            value = data.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"instrument facts: {key} must be a positive number, "
+                                 f"got {value!r}")
+            if kind is int and value != int(value):
+                raise ValueError(f"instrument facts: {key} must be whole, got {value!r}")
+            return kind(value)
+
+        expiries = data.get("expiries") or []
+        if not isinstance(expiries, list):
+            raise ValueError(f"instrument facts: expiries must be a list, got {expiries!r}")
+        return cls(lot_size=positive("lot_size", int),  # type: ignore[arg-type]
+                   tick_size=positive("tick_size", float),  # type: ignore[arg-type]
+                   freeze_quantity=positive("freeze_quantity", int),  # type: ignore[arg-type]
+                   expiries=tuple(sorted(date.fromisoformat(str(d)) for d in expiries)),
+                   source=source)
+
+
+def resolve_spec(base: InstrumentSpec, facts: InstrumentFacts | None,
+                 overrides: tuple[str, ...] | frozenset[str] = ()) -> InstrumentSpec:
+    """The spec to trade with: ``base`` (from ``[instrument]``) with each broker fact put in,
+    except the keys in ``overrides``. A fact the broker did not give keeps the config value.
+    Listed expiries replace the weekday rule and the holidays (a holiday-moved expiry is in the
+    broker's list) unless ``expiry_weekday`` or ``holidays`` is overridden."""
+    if facts is None:
+        return base
+    changes: dict[str, object] = {}
+    for key in ("lot_size", "tick_size", "freeze_quantity"):
+        value = getattr(facts, key)
+        if value is not None and key not in overrides:
+            changes[key] = value
+    if facts.expiries and not {"expiry_weekday", "holidays"} & set(overrides):
+        changes["expiries"] = facts.expiries
+    return replace(base, **changes)  # type: ignore[arg-type]

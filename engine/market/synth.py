@@ -45,6 +45,7 @@ from engine.market.instruments import (
     INDEX_EXCHANGE,
     INDEX_SYMBOL,
     OPTION_EXCHANGE,
+    InstrumentFacts,
     InstrumentSpec,
     atm_strike,
     is_trading_day,
@@ -582,8 +583,11 @@ class SyntheticDay:
             "generator_version": GENERATOR_VERSION,
             "numpy_version": np.__version__,
             "settings": asdict(self.settings),
-            "instrument": {"lot_size": spec.lot_size, "tick_size": spec.tick_size,
-                           "freeze_quantity": spec.freeze_quantity,
+            # the day's facts as a broker would give them (InstrumentFacts.to_meta), plus the
+            # generator's own rules
+            "instrument": {**InstrumentFacts(spec.lot_size, spec.tick_size,
+                                             spec.freeze_quantity, (self.expiry,),
+                                             "synth").to_meta(),
                            "strike_step": spec.strike_step,
                            "expiry_weekday": spec.expiry_weekday,
                            "session_open": spec.session_open.isoformat(),

@@ -4,8 +4,8 @@ Owns the rule of baseline-v1.md, "Universe": read the NIFTY spot, round it to th
 ``atm_rounding`` (100) for the ATM strike, take the nearest weekly expiry (or the ``--expiry`` /
 ``--atm`` the user gave), and list ATM − width×step … ATM + width×step, CE and PE for each strike:
 with the defaults 41 strikes × 2 = 82 symbols, fixed for the day. ``UniverseSettings`` (section
-``[universe]``) holds the two numbers; strike step, expiry weekday and holidays come from the
-``InstrumentSpec``.
+``[universe]``) holds the two numbers; the strike step and the expiries come from the
+``InstrumentSpec`` (the broker's listed expiries when it was asked, else the weekday rule).
 
 Used by the CLI for live, paper and record; replay takes its symbols from the session file.
 """
@@ -70,7 +70,10 @@ def select_universe(spot: float | None, day: date, spec: InstrumentSpec, expiry:
     elif expiry < day:
         raise UniverseError(f"expiry {expiry} is before the trading day {day} (an expired "
                             f"contract cannot be traded)")
-    elif not is_trading_day(expiry, spec):
+    elif spec.expiries and expiry not in spec.expiries:
+        raise UniverseError(f"expiry {expiry} is not one the broker lists (next: "
+                            f"{', '.join(str(d) for d in spec.expiries[:3])})")
+    elif not spec.expiries and not is_trading_day(expiry, spec):
         raise UniverseError(f"expiry {expiry} is not a trading day")
     return universe_symbols(atm, expiry, spec, width=width)
 

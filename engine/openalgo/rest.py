@@ -275,6 +275,14 @@ class OpenAlgoClient:
         return self._call("analyzer/toggle", {"mode": analyze},
                           lambda body: _analyzer(body.obj("data")))
 
+    def request(self, endpoint: str, fields: Mapping[str, Any],
+                parse: Callable[[Fields], T]) -> T:
+        """A read-only endpoint whose reply is parsed elsewhere (the instrument provider), with
+        the same retries, typed errors and request log as every other call."""
+        if endpoint in ORDER_CREATING:
+            raise ValueError(f"{endpoint} creates orders; use its own method")
+        return self._call(endpoint, fields, parse)
+
     # -- transport -------------------------------------------------------------------------------
     def _call(self, endpoint: str, fields: Mapping[str, Any],
               parse: Callable[[Fields], T]) -> T:

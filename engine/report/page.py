@@ -29,23 +29,26 @@ from engine.report.data import (
 )
 from engine.runtime.clock import to_ist
 from engine.store.database import Correction, StoredTrade
-from engine.trading.trades import trade_table
+from engine.trading.trades import r_unit_name, trade_table
 
 
 def build_report(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
                  symbol: str | None = None, strategy: str | None = None,
-                 settings: ReportSettings | None = None) -> str:
+                 settings: ReportSettings | None = None, r_unit: str = "") -> str:
     """The HTML text of one day's report (see the module docstring)."""
-    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
+                    r_unit=r_unit)
     return render(data, settings or ReportSettings())
 
 
 def write_report(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None,
                  *, trading_date: date | str | None = None, symbol: str | None = None,
-                 strategy: str | None = None, settings: ReportSettings | None = None) -> Path:
+                 strategy: str | None = None, settings: ReportSettings | None = None,
+                 r_unit: str = "") -> Path:
     """Write the report; returns its path (default: ``<db stem>-report-<date>.html`` beside the
     database). The file is replaced whole: a reader never sees half a report."""
-    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy)
+    data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
+                    r_unit=r_unit)
     out = Path(out_path) if out_path is not None else default_out_path(data.db_path, data.day)
     text = render(data, settings or ReportSettings())
     partial = out.with_name(f".{out.name}.partial")
@@ -86,7 +89,7 @@ def render(data: DayData, settings: ReportSettings) -> str:
               "<h2>Risk events</h2>", _risk_events(data.risk_events),
               "<h2>Reconciliation corrections</h2>", _corrections(data.corrections),
               "<h2>Plain-text trade table</h2>",
-              f"<pre class=\"plain\">{_e(trade_table(data.trades))}</pre>"]
+              f"<pre class=\"plain\">{_e(trade_table(data.trades, data.r_unit))}</pre>"]
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
@@ -154,7 +157,8 @@ def _summary(data: DayData) -> str:
     s = data.summary
     cards = [("Trades", str(s.trades), ""), ("Wins", str(s.wins), ""),
              ("Losses", str(s.losses), ""),
-             ("Total R", f"{s.total_r:+.2f}", _sign_class(s.total_r)),
+             ("Total R" + (f" ({r_unit_name(s.r_unit)})" if s.r_unit else ""),
+              f"{s.total_r:+.2f}", _sign_class(s.total_r)),
              ("P&L", _money(s.pnl), _sign_class(s.pnl)),
              ("Max drawdown", f"{_money(s.max_drawdown)} ({s.max_drawdown_r:.2f} R)", "")]
     html_cards = "".join(f"<div class=\"card\"><div class=\"label\">{_e(label)}</div>"

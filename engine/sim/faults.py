@@ -11,13 +11,26 @@ server wires in.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from loguru import logger
+
+
+class BehindTheBack(Protocol):
+    """What an operator (or a crash) does to the broker's books behind the engine's back."""
+
+    def close_by_hand(self) -> str | None: ...
+
+    def cancel_by_hand(self) -> str | None: ...
+
+    def lose_state(self) -> dict[str, list[dict[str, object]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +103,13 @@ class FaultInjector:
 
     def __init__(self, *, drop: Callable[[bool], int],
                  push_error_frames: Callable[[int, str, str], int],
-                 reject: Callable[[int, str], None]) -> None:
+                 reject: Callable[[int, str], None],
+                 broker: BehindTheBack | None = None) -> None:
         self._lock = threading.Lock()
         self._drop = drop
         self._push_error_frames = push_error_frames
         self._reject = reject
+        self._broker = broker
         self._rest: dict[str, list[_Armed]] = {}  # armed faults by kind, oldest first
         self._frozen = False
         self._zero_prices = 0
@@ -191,6 +206,31 @@ class FaultInjector:
         (status ``rejected`` with ``reason``), as a broker's RMS does."""
         logger.info("fault: reject_orders({}, {!r})", n, reason)
         self._reject(max(0, n), reason)
+
+    def close_by_hand(self) -> str | None:
+        """An operator closes one open position at the broker (a MARKET order tagged
+        ``by_hand``). Returns its order id (None: nothing was open)."""
+        orderid = self._broker.close_by_hand() if self._broker else None
+        logger.info("fault: close_by_hand: {}", orderid or "no open position")
+        return orderid
+
+    def cancel_by_hand(self) -> str | None:
+        """An operator cancels one working order at the broker (a resting stop first)."""
+        orderid = self._broker.cancel_by_hand() if self._broker else None
+        logger.info("fault: cancel_by_hand: {}", orderid or "no working order")
+        return orderid
+
+    def lose_state(self, archive: str | None = None) -> int:
+        """The broker restarts with empty books: every order, trade and position is gone (order
+        ids keep counting). ``archive``: a file the lost books are written to as JSON (for the
+        chaos invariants and post-mortems). Returns how many orders were lost."""
+        lost = self._broker.lose_state() if self._broker else {"orders": []}
+        logger.warning("fault: lose_state: {} order(s), {} trade(s), {} position(s) lost",
+                       len(lost["orders"]), len(lost.get("trades", [])),
+                       len(lost.get("positions", [])))
+        if archive:
+            Path(archive).write_text(json.dumps(lost, indent=1))
+        return len(lost["orders"])
 
     def clear(self) -> None:
         """Disarm every fault (connections already dropped stay dropped)."""

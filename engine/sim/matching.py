@@ -28,7 +28,7 @@ import math
 import random
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 
 from loguru import logger
@@ -61,6 +61,8 @@ COMPLETE = "complete"
 REJECTED = "rejected"
 CANCELLED = "cancelled"
 TERMINAL_STATUSES = frozenset({COMPLETE, REJECTED, CANCELLED})
+#: The strategy tag of orders placed "by hand" at the broker (``close_by_hand``).
+HAND_TAG = "by_hand"
 
 #: history intervals the simulator can build from its one-minute bars, in seconds (0 = daily)
 INTERVALS: dict[str, int] = {
@@ -535,6 +537,46 @@ class SimulatedBroker:
                                     endpoint="closeposition")
             return "All Open Positions SquaredOff"
 
+    # -- what happens behind the engine's back (fault injection) ----------------------------------
+    def close_by_hand(self) -> str | None:
+        """Close the first open position with a MARKET order tagged ``HAND_TAG``, as an operator
+        at the broker's terminal would; its order id, or None when nothing is open."""
+        with self._lock:
+            for pos in self._positions.values():
+                if pos.quantity:
+                    return self.place_order(strategy=HAND_TAG, symbol=pos.symbol,
+                                            exchange=pos.exchange, action="BUY"
+                                            if pos.quantity < 0 else "SELL",
+                                            quantity=min(abs(pos.quantity),
+                                                         self._max_order_quantity()),
+                                            product=pos.product)
+            return None
+
+    def cancel_by_hand(self) -> str | None:
+        """Cancel the oldest working order (a resting stop first) as if by hand; its id, or
+        None when nothing works."""
+        with self._lock:
+            working = [o for o in self._orders.values() if o.status not in TERMINAL_STATUSES]
+            working.sort(key=lambda o: (o.working != "STOP", o.placed_ts))
+            if not working:
+                return None
+            self._finish(working[0], CANCELLED)
+            return working[0].orderid
+
+    def lose_state(self) -> dict[str, list[dict[str, object]]]:
+        """Forget every order, trade and position, as a broker restarted with empty books.
+        Order ids keep counting (a real broker never reuses one). Returns what was lost."""
+        with self._lock:
+            lost: dict[str, list[dict[str, object]]] = {
+                "orders": [_as_dict(self._row(o)) for o in self._orders.values()],
+                "trades": [_as_dict(t) for t in self.tradebook()],
+                "positions": [_as_dict(p) for p in self.positionbook()]}
+            self._orders.clear()
+            self._working.clear()
+            self._trades.clear()
+            self._positions.clear()
+            return lost
+
     # -- Broker interface: books -----------------------------------------------------------------
     def order_status(self, *, strategy: str, orderid: str) -> OrderRow:
         with self._lock:
@@ -877,3 +919,7 @@ class SimulatedBroker:
             return datetime.combine(day, time(0), IST).timestamp()
         session_open = datetime.combine(day, self.instrument.session_open, IST).timestamp()
         return session_open + math.floor((start - session_open) / seconds) * seconds
+
+
+def _as_dict(row: object) -> dict[str, object]:
+    return asdict(row)  # type: ignore[call-overload, no-any-return]

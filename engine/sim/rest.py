@@ -31,6 +31,7 @@ from loguru import logger
 
 from engine.broker import BrokerError, OrderNotFound, RejectedError
 from engine.sim import wire
+from engine.sim.contracts import MasterContract
 from engine.sim.faults import FaultInjector, RestFault
 from engine.sim.matching import INTERVALS, SimulatedBroker
 from engine.sim.ratelimit import MovingWindowLimiter
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder"})
 _API_PREFIX = "/api/v1/"
+_ERRORS_APART = frozenset({"optionsymbol", "optionchain"})
 _MALFORMED_BODIES = (b'{"status": "success", "data": {"orders": [{"orderid": ',
                      b"<html><body><h1>502 Bad Gateway</h1></body></html>")
 
@@ -56,6 +58,7 @@ class RestApi:
     def __init__(self, broker: SimulatedBroker, api_key: str,
                  settings: SimulatorSettings) -> None:
         self._broker = broker
+        self._contract = MasterContract(broker, broker.instrument)
         self._key = api_key.encode()
         self._settings = settings
         self._strings = settings.string_numbers
@@ -69,6 +72,8 @@ class RestApi:
         try:
             fields = wire.validate(endpoint, data)
         except wire.ValidationFailed as exc:
+            if endpoint in _ERRORS_APART:  # restx_api/option_symbol.py, option_chain.py
+                return 400, {**error_body("Validation error"), "errors": exc.errors}
             return 400, error_body(str(exc))
         if not hmac.compare_digest(fields.pop("apikey").encode("utf-8", "surrogatepass"),
                                    self._key):
@@ -173,6 +178,31 @@ class RestApi:
         return {"data": {"seconds": [], "minutes": [n for n in names if n.endswith("m")],
                          "hours": [n for n in names if n.endswith("h")], "days": ["D"],
                          "weeks": [], "months": []}}
+
+    # -- the master contract (engine/sim/contracts.py) ---------------------------------------------
+    def _on_holdings(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.holdings()
+
+    def _on_multiquotes(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.multiquotes(f["symbols"])
+
+    def _on_symbol(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.symbol(f["symbol"], f["exchange"])
+
+    def _on_search(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.search(f["query"], f.get("exchange"))
+
+    def _on_expiry(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.expiry(f["symbol"], f["exchange"], f["instrumenttype"])
+
+    def _on_optionsymbol(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.option_symbol(f["underlying"], f["exchange"],
+                                            f.get("expiry_date"), f.get("strike_int"),
+                                            f["offset"], f["option_type"])
+
+    def _on_optionchain(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.option_chain(f["underlying"], f["exchange"], f["expiry_date"],
+                                           f.get("strike_count"), self._broker.clock.time())
 
     def _on_analyzer(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"data": self._analyzer_data()}

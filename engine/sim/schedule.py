@@ -46,7 +46,7 @@ from engine.sim.faults import FaultInjector, RandomRestFaults
 #: ``FaultInjector`` methods a schedule may call.
 SCHEDULABLE = ("drop_connections", "freeze_feed", "zero_prices", "malformed_frames",
                "error_frames", "http_error", "stall", "lose_reply", "rate_limit", "malformed",
-               "reject_orders", "clear")
+               "reject_orders", "close_by_hand", "cancel_by_hand", "lose_state", "clear")
 _TOP_KEYS = frozenset({"random", "events"})
 _NUMBER = (int, float)
 #: The JSON type each argument name must have (any method, ``random`` included).
@@ -55,7 +55,7 @@ _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "http_error_status": (int,), "seed": (int, type(None)), "seconds": _NUMBER,
     "retry_after": _NUMBER, "timeout_s": _NUMBER, "http_error_rate": _NUMBER,
     "timeout_rate": _NUMBER, "reason": (str,), "code": (str,), "message": (str,),
-    "endpoints": (str, list, type(None)),
+    "endpoints": (str, list, type(None)), "archive": (str, type(None)),
 }
 
 

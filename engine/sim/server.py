@@ -121,7 +121,8 @@ class SimulatorServer:
         self.broker = SimulatedBroker(clock, self.instrument, matching,
                                       account=self.settings.broker_name)
         self.faults = FaultInjector(drop=self._drop, push_error_frames=self._push_error_frames,
-                                    reject=self.broker.force_rejections)
+                                    reject=self.broker.force_rejections,
+                                    broker=self.broker)
         self._api = RestApi(self.broker, api_key, self.settings)
         self._rest = RestServer(self._api, self.faults, self.settings)
         self._feed = FeedServer(self.settings, api_key, self.faults, clock, self.broker.is_known,

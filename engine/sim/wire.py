@@ -23,6 +23,8 @@ EXCHANGES = ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "NCO", "N
 _ACTIONS = ("BUY", "SELL", "buy", "sell")
 _PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
 _PRODUCTS = ("MIS", "NRML", "CNC")
+_OPTION_TYPES = ("CE", "PE", "ce", "pe")
+F_AND_O_EXCHANGES = ("NFO", "BFO", "MCX", "CDS", "NCO", "BCD", "NCDEX", "CRYPTO")
 MODE_NAMES = {1: "LTP", 2: "Quote", 3: "Depth"}
 _MODES_BY_NAME = {"LTP": 1, "QUOTE": 2, "DEPTH": 3}
 
@@ -37,13 +39,15 @@ class ValidationFailed(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One request field: kind is str | float | int | qty | bool | date."""
+    """One request field: kind is str | float | int | qty | bool | date | pairs (a non-empty
+    list of ``{"symbol", "exchange"}`` objects)."""
 
     kind: str
     required: bool = False
     default: Any = None
     choices: tuple[str, ...] | None = None
     min: float | None = None
+    max: float | None = None
     min_inclusive: bool = True
     range_error: str = ""
     nullable: bool = False
@@ -114,6 +118,26 @@ SCHEMAS: dict[str, dict[str, Field]] = {
                 "start_date": _req("date"), "end_date": _req("date"),
                 "source": Field("str", default="api", choices=("api", "db"))},
     "intervals": {"apikey": _API_KEY},
+    # the master contract (engine/sim/contracts.py); restx_api/data_schemas.py, account_schema.py
+    "holdings": {"apikey": _API_KEY},
+    "multiquotes": {"apikey": _API_KEY, "symbols": _req("pairs")},
+    "symbol": {"apikey": _API_KEY, "symbol": _req("str"),
+               "exchange": _req("str", choices=EXCHANGES)},
+    "search": {"apikey": _API_KEY, "query": _req("str"),
+               "exchange": Field("str", choices=EXCHANGES)},
+    "expiry": {"apikey": _API_KEY, "symbol": _req("str"),
+               "exchange": _req("str", choices=F_AND_O_EXCHANGES),
+               "instrumenttype": _req("str", choices=("futures", "options"))},
+    "optionsymbol": {"apikey": _API_KEY, "strategy": Field("str", nullable=True),
+                     "underlying": _req("str"), "exchange": _req("str", choices=EXCHANGES),
+                     "expiry_date": Field("str"),
+                     "strike_int": Field("int", nullable=True, min=1),
+                     "offset": _req("str"), "option_type": _req("str", choices=_OPTION_TYPES)},
+    "optionchain": {"apikey": _API_KEY, "underlying": _req("str"),
+                    "exchange": _req("str", choices=EXCHANGES), "expiry_date": _req("str"),
+                    "strike_count": Field("int", nullable=True, min=1, max=100),
+                    "with_greeks": Field("bool", default=False),
+                    "interest_rate": Field("float", nullable=True, min=0, max=100)},
     "analyzer": {"apikey": _API_KEY},
     "analyzer/toggle": {"apikey": _API_KEY, "mode": _req("bool")},
 }
@@ -127,6 +151,7 @@ _INVALID = {
     "int": "Not a valid integer.",
     "bool": "Not a valid boolean.",
     "date": "Not a valid date.",
+    "pairs": "Not a valid list.",
 }
 _TRUE = frozenset({"true", "t", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
@@ -198,15 +223,35 @@ def _convert(spec: Field, value: object) -> Any:
             raise ValueError(invalid) from None
         if len(value.strip()) != 10:
             raise ValueError(invalid)
+    elif kind == "pairs":
+        result = _pairs(value)
     else:
         result = _number(value, kind, invalid)
     if spec.choices is not None and result not in spec.choices:
         raise ValueError(f"Must be one of: {', '.join(spec.choices)}.")
+    if spec.max is not None and (result < (spec.min or 0) or result > spec.max):
+        raise ValueError(f"Must be greater than or equal to {spec.min:g} and less than or "
+                         f"equal to {spec.max:g}.")
     if spec.min is not None:
         below = result < spec.min if spec.min_inclusive else result <= spec.min
         if below:
             raise ValueError(spec.range_error or f"Must be greater than or equal to {spec.min}.")
     return result
+
+
+def _pairs(value: object) -> list[dict[str, str]]:
+    """``[{"symbol": ..., "exchange": ...}, ...]``, at least one (MultiQuotesSchema)."""
+    if not isinstance(value, list):
+        raise ValueError(_INVALID["pairs"])
+    if not value:
+        raise ValueError("Shorter than minimum length 1.")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("symbol"), str) \
+                or item.get("exchange") not in EXCHANGES or set(item) - {"symbol", "exchange"}:
+            raise ValueError("Each item needs a symbol and a valid exchange, and nothing else.")
+        out.append({"symbol": item["symbol"], "exchange": item["exchange"]})
+    return out
 
 
 def _number(value: object, kind: str, invalid: str) -> float | int:

@@ -61,6 +61,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.market.instruments import InstrumentFacts
 from engine.market.instruments import trading_date as ist_date
 from engine.messages import (
     Action,
@@ -403,7 +404,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX reconciliation_by_day ON reconciliation (trading_date, strategy)",
     )),
-    Migration(4, "the database's owner: the mode and trading day it was created for", (
+    Migration(4, "instrument facts of the day, as read from the broker", (
+        """CREATE TABLE instrument_facts (
+            trading_date     TEXT NOT NULL,
+            account          TEXT NOT NULL,
+            underlying       TEXT NOT NULL,
+            lot_size         INTEGER,
+            tick_size        REAL,
+            freeze_quantity  INTEGER,
+            expiries         TEXT NOT NULL DEFAULT '[]',
+            source           TEXT NOT NULL,
+            fetched_ts       REAL NOT NULL,
+            PRIMARY KEY (trading_date, account, underlying)
+        )""",
+    )),
+    Migration(5, "the database's owner: the mode and trading day it was created for", (
         """CREATE TABLE database_owner (
             id            INTEGER PRIMARY KEY CHECK (id = 1),
             mode          TEXT NOT NULL,
@@ -562,8 +577,37 @@ class StoredAccount:
     api_key_encrypted: bytes | None = field(default=None, repr=False)
 
 
+@frozen
+class StoredInstrumentFacts:
+    """The instrument facts an engine traded with on one day, per account and underlying
+    (``expiries``: a JSON list of ISO dates)."""
+
+    TABLE: ClassVar[str] = "instrument_facts"
+    trading_date: date
+    account: str
+    underlying: str
+    lot_size: int | None
+    tick_size: float | None
+    freeze_quantity: int | None
+    expiries: str
+    source: str
+    fetched_ts: float
+
+    @classmethod
+    def of(cls, facts: InstrumentFacts, *, trading_date: date, account: str, underlying: str,
+           fetched_ts: float) -> StoredInstrumentFacts:
+        return cls(trading_date, account, underlying, facts.lot_size, facts.tick_size,
+                   facts.freeze_quantity, json.dumps([d.isoformat() for d in facts.expiries]),
+                   facts.source, fetched_ts)
+
+    def facts(self, source: str | None = None) -> InstrumentFacts:
+        return InstrumentFacts(self.lot_size, self.tick_size, self.freeze_quantity,
+                               tuple(date.fromisoformat(d) for d in json.loads(self.expiries)),
+                               source or self.source)
+
+
 RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTrade | Correction \
-    | StoredAccount
+    | StoredAccount | StoredInstrumentFacts
 
 
 def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
@@ -754,6 +798,7 @@ RECORD_TABLES: dict[str, tuple[Op, tuple[str, ...]]] = {
     "trades": (Op.INSERT_NEW, ()),
     "reconciliation": (Op.INSERT, ()),
     "accounts": (Op.UPSERT, ("name",)),
+    "instrument_facts": (Op.UPSERT, ("trading_date", "account", "underlying")),
 }
 
 STORED_TYPES: tuple[type, ...] = (*_MESSAGE_ROWS, StoreRecord)
@@ -1185,6 +1230,12 @@ class Database:
 
     def accounts(self) -> list[StoredAccount]:
         return [_build(StoredAccount, r) for r in self._select("accounts", None, ("name",))]
+
+    def instrument_facts(self, trading_date: date, account: str,
+                         underlying: str) -> StoredInstrumentFacts | None:
+        rows = self._select("instrument_facts", {"trading_date": trading_date,
+                                                 "account": account, "underlying": underlying})
+        return _build(StoredInstrumentFacts, rows[0]) if rows else None
 
 
 def _since(since: float | None) -> Callable[[Table], list[ColumnElement[bool]]]:

@@ -428,6 +428,10 @@ class OrderBook:
         """The strategies' orders not finished yet, oldest first."""
         return [o for o in self._orders.values() if o.working and o.split_parent is None]
 
+    def known_ids(self) -> frozenset[str]:
+        """Every broker order id that is one of ours (today's, finished ones included)."""
+        return frozenset(self._known_ids)
+
     def needs_poll(self) -> bool:
         """Whether any order could change at the broker (sent, or with an unknown outcome)."""
         return any(o.broker_order_id is not None or o.status is S.UNKNOWN

@@ -1,8 +1,10 @@
 """Risk limits as pure functions: what the risk manager checks, in order, on one strategy's P&L.
 
 Owns the rules of execution-and-risk.md ("Risk manager") that need no actor: max loss, max
-profit, the AFL-style trailing stop (its ratchet state), the daily R limit and the end-of-day
-time, and their settings (section ``[risk]``). The ``RiskManager`` actor feeds them and acts.
+profit, the AFL-style trailing stop (its ratchet state), the daily R limit (in the unit of
+``r_unit``: the position monitor's sum of each position's own R, or P&L over a fixed R) and
+the end-of-day time, and their settings (section ``[risk]``). The ``RiskManager`` actor feeds
+them and acts.
 
 The trailing stop works on the P&L of the current *trade cycle* (from the moment the strategy
 went from flat to holding something), so a profit realized in an earlier cycle does not count as
@@ -39,6 +41,11 @@ class RiskSettings:
                                     "(realized + unrealized) / R; 0: off", min=0.0)
     daily_r_stop: float = setting(5.0, "exit all and stop for the day at -this cumulative R; "
                                   "0: off", min=0.0)
+    r_unit: str = setting("position", "the unit of R (trade table, summary, report, daily R): "
+                          "\"position\": each trade's P&L over its own sized risk (quantity x "
+                          "stop distance at entry), the day's R their sum; \"fixed\": P&L "
+                          "over one fixed R (the strategy's, else r_rupees)",
+                          choices=("position", "fixed"))
     r_rupees: float = setting(6500.0, "rupees of one R for strategies that do not say "
                               "(baseline_v1 uses its risk_per_trade)", min=1.0)
     eod_exit: str = setting("15:15", "end-of-day exit of every strategy, IST (HH:MM)")
@@ -110,6 +117,13 @@ def initial_trail(pnl: StrategyPnl, settings: RiskSettings) -> float | None:
     return None
 
 
+def day_r(pnl: StrategyPnl, r_unit: float) -> float:
+    """The day's R: the position monitor's, in the configured unit (``r_unit = "position"``:
+    the sum of each position's P&L over its own risk); P&L over the fixed ``r_unit`` rupees
+    when it gave none."""
+    return pnl.r if pnl.r is not None else pnl.pnl / r_unit
+
+
 def check_limits(pnl: StrategyPnl, settings: RiskSettings, r_unit: float,
                  trail: Trail) -> Trigger | None:
     """The first limit ``pnl`` breaches, in the spec's order: max loss, max profit, trailing
@@ -122,7 +136,7 @@ def check_limits(pnl: StrategyPnl, settings: RiskSettings, r_unit: float,
         return Trigger("max_profit", settings.max_profit, value)
     if cycle is not None and trail.stop_level is not None and cycle <= trail.stop_level + _EPS:
         return Trigger("trailing_stop", trail.stop_level, cycle)
-    r = value / r_unit
+    r = day_r(pnl, r_unit)
     if settings.daily_r_target > 0 and r >= settings.daily_r_target - _EPS:
         return Trigger("daily_r", settings.daily_r_target, r)
     if settings.daily_r_stop > 0 and r <= -settings.daily_r_stop + _EPS:

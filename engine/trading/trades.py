@@ -24,6 +24,9 @@ from engine.store.database import Database, StoredStrategyState, StoredTrade, re
 
 SUMMARY_VERSION = 1
 
+#: how each ``[risk] r_unit`` is named where R is shown
+R_UNIT_NAMES = {"position": "own risk per trade", "fixed": "fixed R"}
+
 _COLUMNS: tuple[tuple[str, int, str], ...] = (
     # (title, width, alignment)
     ("symbol", 20, "<"), ("side", 4, "<"), ("qty", 5, ">"), ("entry", 8, "<"),
@@ -49,11 +52,18 @@ class TradeSummary:
     pnl: float
     max_drawdown: float
     max_drawdown_r: float
+    r_unit: str = ""  # the ``[risk] r_unit`` the R figures are in ("": not said)
 
     def line(self) -> str:
+        unit = f" ({r_unit_name(self.r_unit)})" if self.r_unit else ""
         return (f"trades {self.trades} | wins {self.wins} | losses {self.losses} | "
-                f"total R {self.total_r:+.2f} | P&L {_money(self.pnl)} | max drawdown "
+                f"total R {self.total_r:+.2f}{unit} | P&L {_money(self.pnl)} | max drawdown "
                 f"{_money(self.max_drawdown)} ({self.max_drawdown_r:.2f} R)")
+
+
+def r_unit_name(r_unit: str) -> str:
+    """What R means under ``[risk] r_unit``, for reports."""
+    return R_UNIT_NAMES.get(r_unit, r_unit)
 
 
 def ordered(trades: Iterable[StoredTrade]) -> list[StoredTrade]:
@@ -62,8 +72,9 @@ def ordered(trades: Iterable[StoredTrade]) -> list[StoredTrade]:
                                          t.entry_client_id or "", t.exit_client_id or ""))
 
 
-def summarize(trades: Iterable[StoredTrade]) -> TradeSummary:
-    """Counts, totals and the maximum drawdown of the equity curve of closed trades."""
+def summarize(trades: Iterable[StoredTrade], r_unit: str = "") -> TradeSummary:
+    """Counts, totals and the maximum drawdown of the equity curve of closed trades; ``r_unit``
+    says which unit their R multiples are in (``[risk] r_unit``)."""
     rows = ordered(trades)
     equity = equity_r = peak = peak_r = 0.0
     drawdown = drawdown_r = 0.0
@@ -78,11 +89,13 @@ def summarize(trades: Iterable[StoredTrade]) -> TradeSummary:
     losses = sum(1 for t in rows if t.pnl < 0)
     return TradeSummary(trades=len(rows), wins=wins, losses=losses,
                         total_r=round(equity_r, 4), pnl=round(equity, 2),
-                        max_drawdown=round(drawdown, 2), max_drawdown_r=round(drawdown_r, 4))
+                        max_drawdown=round(drawdown, 2), max_drawdown_r=round(drawdown_r, 4),
+                        r_unit=r_unit)
 
 
-def trade_table(trades: Iterable[StoredTrade]) -> str:
-    """A fixed-width text table of ``trades`` followed by the summary line."""
+def trade_table(trades: Iterable[StoredTrade], r_unit: str = "") -> str:
+    """A fixed-width text table of ``trades`` followed by the summary line (which names the
+    unit of R, ``r_unit``, when given)."""
     rows = ordered(trades)
     lines = [_row([title for title, _, _ in _COLUMNS])]
     lines.append("-" * len(lines[0]))
@@ -94,15 +107,16 @@ def trade_table(trades: Iterable[StoredTrade]) -> str:
         ]))
     if not rows:
         lines.append("(no closed trades)")
-    lines.append(summarize(rows).line())
+    lines.append(summarize(rows, r_unit).line())
     return "\n".join(lines)
 
 
-def day_report(db: Database, strategy: str, day: date, account: str | None = None) -> str:
+def day_report(db: Database, strategy: str, day: date, account: str | None = None,
+               r_unit: str = "") -> str:
     """The table and summary of one strategy's day, read from ``db``."""
     title = f"[TRADES] {strategy} {day.isoformat()}" + (f" ({account})" if account else "")
     trades = db.trades(strategy=strategy, trading_date=day, account=account)
-    return f"{title}\n{trade_table(trades)}"
+    return f"{title}\n{trade_table(trades, r_unit)}"
 
 
 def summary_name(strategy: str, account: str, day: date) -> str:
@@ -120,9 +134,9 @@ def summary_record(summary: TradeSummary, *, strategy: str, account: str, day: d
 
 
 def store_summary(sender: Sender, trades: Sequence[StoredTrade], *, strategy: str, account: str,
-                  day: date, ts: float, store: str = "store") -> TradeSummary:
+                  day: date, ts: float, store: str = "store", r_unit: str = "") -> TradeSummary:
     """Summarize ``trades`` and send the summary to the store writer; returns the summary."""
-    summary = summarize(trades)
+    summary = summarize(trades, r_unit)
     sender.tell(store, summary_record(summary, strategy=strategy, account=account, day=day,
                                       ts=ts))
     return summary

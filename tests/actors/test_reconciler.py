@@ -222,17 +222,60 @@ def test_a_quantity_mismatch_takes_the_brokers_quantity_with_one_alert(
     assert len(rows(st, "mismatch")) == 1 and len(st.alerts("reconcile_mismatch")) == 1
 
 
-def test_a_symbol_with_working_orders_is_left_for_the_next_pass(
+def test_a_protected_short_closed_by_hand_is_closed_at_the_trade_price_and_its_stop_cancelled(
         make: Callable[..., Stack]) -> None:
-    st = started(make())
+    """Issue 16, why 1: a short with a resting stop used to be skipped (``symbol in busy``)
+    forever; over real sockets it is now compared, booked at the hand trade's price, and its
+    stop (which would open a long) is cancelled and verified at the broker."""
+    st = started(make(sockets=True))
+    st.short_with_stop(trigger=130.0)  # sold at the bid, 99.95; the stop rests at the broker
+    st.market(102.0, engine=False)
+    assert st.sim.close_by_hand() is not None  # bought back at the ask, 102.05
+    assert st.broker_qty(CE) == 0 and st.held() == {("s", CE): -65}
+    next_pass(st)
+    st.advance(1.0)
+    assert st.held() == {}
+    [flat] = st.ask("positions", PositionQuery(strategy="s", include_flat=True))
+    assert flat.realized == pytest.approx((99.95 - 102.05) * 65)
+    [row] = rows(st, "phantom")
+    assert "closed at 102.05" in row.detail
+    assert len(st.critical("reconcile_phantom")) == 1
+    assert [o.status for o in broker_stops(st)] == ["cancelled"]  # verified at the broker
+    assert st.ask("orders", WorkingOrdersQuery()) == ()
+    assert st.critical("reconcile_orphan_stop")
+    next_pass(st)
+    assert len(rows(st, "phantom")) == 1 and len(st.alerts("reconcile_phantom")) == 1
+    assert status(st)["divergent"] == {} and status(st)["hold"] is None
+    assert st.gate("s").entries
+
+
+def test_a_broker_that_lost_its_state_halts_entries_with_one_alert_until_the_operator(
+        make: Callable[..., Stack]) -> None:
+    """Issue 16, why 2: the broker restarted with empty books. The engine's stop is unknown
+    to the broker: entries halt, one critical alert, nothing is booked at a guessed price;
+    the operator's unhalt accepts the broker's (flat) position at the last price."""
+    st = started(make(sockets=True))
     st.short_with_stop(trigger=130.0)
-    st.direct("BUY")  # closed at the broker; the engine's stop is still working
+    lost = st.sim.lose_state()
+    assert len(lost["orders"]) == 2 and st.sim.orderbook() == []
     next_pass(st)
-    assert rows(st, "phantom") == [] and st.held() == {("s", CE): -65}
-    st.tell("orders", CancelIntent("s-st1", "test"))
-    st.advance(0.2)
+    [alert] = st.critical("broker_state_loss")
+    assert "s-st1" in alert.message
+    assert not st.gate("s").entries and st.gate("s").exits
+    assert st.held() == {("s", CE): -65}  # no broker trade prices it: not booked
+    state = status(st)
+    assert state["hold"] and state["lost_orders"] == 1
+    assert state["divergent"] == {CE: {"engine": -65, "broker": 0}}
+    assert st.ask("orders", WorkingOrdersQuery()) == ()  # the lost stop ended (expired)
+    assert broker_stops(st) == []  # and no fallback stop for a short the broker does not hold
     next_pass(st)
-    assert len(rows(st, "phantom")) == 1 and st.held() == {}
+    assert len(st.alerts("broker_state_loss")) == 1 and not st.gate("s").entries
+    st.tell("reconciler", Command("unhalt", (), st.clock.time()))
+    st.advance(0.5)
+    assert st.held() == {} and st.gate("s").entries
+    assert status(st)["hold"] is None and status(st)["divergent"] == {}
+    [row] = [r for r in rows(st, "phantom") if r.action == "corrected"]
+    assert "accepted by the operator" in row.detail
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Owns the schedule of one chaos run, built from a seed and the run's real-time le
   (engine/sim/schedule.py): random REST faults on every call (``REST_ERROR_RATE`` answer 500,
   ``REST_TIMEOUT_RATE`` are held past the client's timeout and then processed) and, every
   ``scene_every_s``, the next fault "scene" of ``SIM_SCENES`` (sockets dropped, the feed frozen
-  with the sockets open, a burst of 429s, an accepted order whose reply is lost, a rejection, ...),
+  with the sockets open, a burst of 429s, an accepted order whose reply is lost, a rejection, a
+  position closed and an order cancelled by hand at the broker, the broker restarted with its
+  books lost, ...),
   with a final ``clear`` when the market closes so the last reconciliation sees a healthy broker;
 - the engine's part, which the harness itself carries out: an injected exception (``chaos``
   control command) into the next kind of actor every ``crash_every_s``, cycling through every
@@ -44,6 +46,10 @@ SIM_SCENES: tuple[tuple[str, tuple[tuple[float, str, dict[str, Any]], ...]], ...
     ("zero prices", ((0.0, "zero_prices", {"n": 6}),)),
     ("garbage frames", ((0.0, "malformed_frames", {"n": 3}),
                         (0.5, "error_frames", {"n": 2}))),
+    ("position closed by hand at the broker", ((0.0, "close_by_hand", {}),)),
+    ("order cancelled by hand at the broker", ((0.0, "cancel_by_hand", {}),)),
+    # the harness names the file the lost books are written to (``with_archives``)
+    ("broker restarted, its state lost", ((0.0, "lose_state", {}),)),
 )
 
 #: Actor kinds an exception is injected into, in the order they are hit (groups interleaved so
@@ -87,6 +93,18 @@ class FaultPlan:
                 f"{REST_ERROR_RATE:.0%} HTTP 500 + {REST_TIMEOUT_RATE:.0%} timeouts, "
                 f"{len(self.crashes)} injected exceptions ({len(kinds)} actor kinds), "
                 f"{len(self.db_locks)} SQLite busy spells ({locked:.1f} s)")
+
+
+def with_archives(plan: FaultPlan, directory: str) -> FaultPlan:
+    """The plan with each ``lose_state`` event told where to write the books it loses
+    (``lost-books-N.json`` in ``directory``): the invariants compare with them."""
+    events = []
+    for event in plan.simulator_json["events"]:
+        if event["fault"] == "lose_state":
+            event = {**event, "archive": f"{directory}/lost-books-{len(events):03d}.json"}
+        events.append(event)
+    return FaultPlan({**plan.simulator_json, "events": events}, plan.scenes, plan.crashes,
+                     plan.db_locks)
 
 
 def no_faults() -> FaultPlan:

@@ -52,6 +52,7 @@ from loguru import logger
 
 from engine.app.control import ControlError, send_command
 from engine.app.sections import load_config
+from engine.broker import OrderRow, TradeRow
 from engine.market.instruments import InstrumentSpec, minute_start, trading_date
 from engine.market.session_file import SessionReader
 from engine.market.synth import SynthSettings, bundled_day_path, small_session
@@ -60,7 +61,13 @@ from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import WallClock, fmt_ist
 from engine.store.database import Database
 from tests.chaos import security
-from tests.chaos.faultplan import CLIENT_TIMEOUT_S, FaultPlan, build_fault_plan, no_faults
+from tests.chaos.faultplan import (
+    CLIENT_TIMEOUT_S,
+    FaultPlan,
+    build_fault_plan,
+    no_faults,
+    with_archives,
+)
 from tests.chaos.invariants import Check, RunFacts, check_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +189,8 @@ def prepare(plan: ChaosPlan, out: Path, sock_dir: Path) -> tuple[Layout, FaultPl
     span = SessionReader(layout.session).time_range()
     assert span is not None, f"{layout.session} holds no ticks"
     market_s = (span[1] - span[0]) / plan.speed
-    faults = (build_fault_plan(seed=plan.fault_seed, start_s=5.0, market_end_s=market_s)
+    faults = (with_archives(build_fault_plan(seed=plan.fault_seed, start_s=5.0,
+                                             market_end_s=market_s), str(out))
               if plan.faults else no_faults())
     layout.faults.write_text(json.dumps(faults.simulator_json, indent=1))
     return layout, faults, market_s
@@ -331,6 +339,43 @@ class Injector:
             self.locks.append((lock.at_s, lock.seconds, acquired))
 
 
+class Operator:
+    """The operator's part: when the engine holds entries after reconciliation (the broker lost
+    its state, a position it cannot price), look at ``status`` and decide: ``unhalt`` (accept
+    the broker's books), ``decide_after_s`` real seconds after the hold was first seen."""
+
+    def __init__(self, sock: str, decide_after_s: float = 1.0) -> None:
+        self._sock = sock
+        self._after = decide_after_s
+        self._stop = threading.Event()
+        self.decisions: list[tuple[float, str]] = []  # (wall time, the hold it lifted)
+        self._thread = threading.Thread(target=self._run, name="chaos-operator", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        seen: float | None = None
+        while not self._stop.wait(0.5):
+            hold = ((status(self._sock, 5) or {}).get("api") or {}).get("reconcile_hold")
+            if not hold:
+                seen = None
+                continue
+            seen = seen or time.time()
+            if time.time() - seen < self._after:
+                continue
+            try:
+                send_command(self._sock, "unhalt", timeout=30)
+                self.decisions.append((time.time(), str(hold)))
+                seen = None
+            except ControlError as exc:
+                print(f"chaos: operator unhalt failed: {exc}", file=sys.stderr)
+
+
 class RssSampler:
     """VmRSS (kB) and thread count of one process every ``every_s`` seconds, from
     /proc/<pid>/status."""
@@ -425,11 +470,14 @@ def _run(plan: ChaosPlan, out: Path, sock_dir: Path) -> ChaosResult:
             stages.done("engine start")
             rss = RssSampler(engine.pid, plan.rss_every_s)
             injector = Injector(faults, layout.sock, layout.db, float(facts["wall_ts"]))
+            operator = Operator(layout.sock)
             rss.start()
             injector.start()
+            operator.start()
             try:
                 _wait_past_the_close(facts, market_s, engine, out)
             finally:
+                operator.stop()
                 injector.stop()
                 rss.stop()
             stages.done("session")
@@ -447,6 +495,7 @@ def _run(plan: ChaosPlan, out: Path, sock_dir: Path) -> ChaosResult:
     if report.returncode != 0:
         live["security"].append(Check("day report written", False, report.stderr[-300:]))
     run_facts = _facts(plan, layout, live, books, engine_exit, injector, rss, market_s)
+    run_facts.operator_unhalts = len(operator.decisions)
     checks = check_all(run_facts)
     stages.done("report and checks")
     result = ChaosResult(out, checks, live["security"])
@@ -532,18 +581,34 @@ def _facts(plan: ChaosPlan, layout: Layout, live: dict[str, Any], books: tuple[A
         bars = {s: db.bars(s, day) for s in symbols}
         gaps = {s: db.bar_gaps(s, day) for s in symbols}
         restarts = Counter(r.name for r in db.restarts())
+        alerts = db.alerts()
+        corrections = sum(1 for c in db.corrections(trading_date=day) if c.action == "corrected")
+    lost_orders, lost_trades = lost_books(layout.out)
     broker_orders, broker_trades, broker_positions = books
     return RunFacts(
         speed=plan.speed, status=live["status"], broker_positions_live=live["positions"],
-        broker_orders=broker_orders, broker_trades=broker_trades,
+        broker_orders=[*lost_orders, *broker_orders], broker_trades=[*lost_trades, *broker_trades],
         broker_positions=broker_positions, orders=orders, fills=fills, trades=trades,
-        bars=bars, gaps=gaps, session_minutes=minutes,
+        bars=bars, gaps=gaps, session_minutes=minutes, alerts=alerts, corrections=corrections,
+        state_losses=len(list(layout.out.glob("lost-books-*.json"))),
+        lost_trade_ids=frozenset(t.orderid for t in lost_trades),
         closed_through=minute_start(span[1]) + 60.0, restarts=restarts,
         market_origin=(float(live["facts"]["market_ts"]), float(live["facts"]["wall_ts"])),
         db_locked=injector.locked,
         crashes=injector.crashes, crashes_planned=len(injector.plan.crashes),
         engine_exit=engine_exit, rss_kb=rss.samples, threads=rss.threads,
         warmup_s=plan.warmup_fraction * market_s, max_rss_growth=plan.max_rss_growth)
+
+
+def lost_books(out: Path) -> tuple[list[OrderRow], list[TradeRow]]:
+    """The orders and trades the simulator lost in its ``lose_state`` scenes, oldest first."""
+    orders: list[OrderRow] = []
+    trades: list[TradeRow] = []
+    for path in sorted(out.glob("lost-books-*.json")):
+        books = json.loads(path.read_text())
+        orders += [OrderRow(**row) for row in books["orders"]]
+        trades += [TradeRow(**row) for row in books["trades"]]
+    return orders, trades
 
 
 def _random_fault_line(out: Path) -> str:

@@ -23,7 +23,7 @@ minutes after it start; what they do is up to the test.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -50,6 +50,7 @@ class Minute:
 
     anchors: tuple[tuple[float, float], ...]
     volume: tuple[tuple[float, int], ...] = ()
+    window: tuple[float, float] = (0.0, 60.0)  # the symbol ticks only in [start, end) seconds
 
     def __post_init__(self) -> None:
         seconds = [s for s, _ in self.anchors]
@@ -71,12 +72,15 @@ class Minute:
     def seconds(self, every: float) -> list[float]:
         """The seconds at which this minute ticks: the grid and every anchor."""
         grid = {k * every for k in range(int(59.999 // every) + 1)}
-        return sorted(grid | {s for s, _ in self.anchors})
+        lo, hi = self.window
+        return sorted(s for s in grid | {s for s, _ in self.anchors} if lo <= s < hi)
 
 
-def path(*anchors: tuple[float, float], volume: Sequence[tuple[float, int]] = ()) -> Minute:
-    """A minute from its anchors ``(second, price)``."""
-    return Minute(tuple(anchors), tuple(volume))
+def path(*anchors: tuple[float, float], volume: Sequence[tuple[float, int]] = (),
+         window: tuple[float, float] = (0.0, 60.0)) -> Minute:
+    """A minute from its anchors ``(second, price)``; ``window``: the seconds it ticks in (a
+    feed silent before or after)."""
+    return Minute(tuple(anchors), tuple(volume), window)
 
 
 def flat(price: float) -> Minute:
@@ -139,9 +143,11 @@ def ticks(paths: Iterable[SymbolPath], every: float = 2.0) -> list[Tick]:
 
 
 def write_session(file: Path, paths: Sequence[SymbolPath], every: float = 2.0,
-                  purpose: str = "baseline_v1 test") -> Path:
-    """Write ``paths`` as a session file at ``file``."""
+                  purpose: str = "baseline_v1 test",
+                  meta: Mapping[str, object] | None = None) -> Path:
+    """Write ``paths`` as a session file at ``file`` (``meta``: more meta keys, e.g. the day's
+    ``instrument`` facts)."""
     infos = [SymbolInfo.for_symbol(sp.symbol, OPTION_EXCHANGE) for sp in paths]
-    with SessionWriter(file, symbols=infos, meta={"purpose": purpose}) as writer:
+    with SessionWriter(file, symbols=infos, meta={"purpose": purpose, **(meta or {})}) as writer:
         writer.extend(ticks(paths, every))
     return file

@@ -25,10 +25,12 @@ from engine.app.replay import ReplayDriver
 from engine.app.sections import load_config
 from engine.app.tree import EngineParts
 from engine.broker import OrderRow
+from engine.market.bars import BarSettings
 from engine.messages import Action, Fill, OrderPurpose, PriceType, Swing, SwingBroken, SwingKind
 from engine.runtime.clock import ist_epoch
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import Database, StoredOrder, StoredTrade
+from engine.trading.risk import RiskSettings
 from strategies.baseline_v1 import BaselineSettings
 from tests.strategies.sessions import (
     SHAPE_BARS,
@@ -36,6 +38,7 @@ from tests.strategies.sessions import (
     Minute,
     SymbolPath,
     flat,
+    on_tick,
     path,
     swing_low,
     write_session,
@@ -48,6 +51,10 @@ CE2 = "NIFTY30JAN2524100CE"
 CE3 = "NIFTY30JAN2524200CE"
 PE = "NIFTY30JAN2524000PE"
 R = 6500.0
+#: the handcrafted sessions trade volume only where the VWAP needs it (sessions.py): their
+#: other minutes are quote refreshes, which would be gaps; the rules tested here are not
+#: about bars, so those minutes stay flat bars unless a test says otherwise
+QUOTE_MINUTES_ARE_BARS = BarSettings(no_trade_minutes="bar")
 
 
 def at(hour: int, minute: int, second: float = 0.0) -> float:
@@ -94,10 +101,13 @@ class Outcome:
         return self.broker_positions.get(symbol, 0)
 
 
-def replay(tmp_path: Path, paths: Sequence[SymbolPath], **strategy: Any) -> Outcome:
-    """Write ``paths`` as a session, replay it with baseline_v1 trading (``strategy``: settings
-    overrides) and collect the outcome."""
-    session = write_session(tmp_path / "session.sqlite", paths)
+def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | None = None,
+           bars: BarSettings = QUOTE_MINUTES_ARE_BARS,
+           session_meta: dict[str, object] | None = None, **strategy: Any) -> Outcome:
+    """Write ``paths`` as a session (``session_meta``: more meta keys), replay it with
+    baseline_v1 trading (``strategy``: settings overrides; ``risk``: the ``[risk]`` section) and
+    collect the outcome."""
+    session = write_session(tmp_path / "session.sqlite", paths, meta=session_meta)
     db_path = tmp_path / "engine.db"
     brokers: list[SimulatedBroker] = []
 
@@ -107,8 +117,9 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], **strategy: Any) -> Outc
         assert isinstance(parts.broker, SimulatedBroker)
         brokers.append(parts.broker)
 
-    cfg = load_config(None).replace(orders=OrderSettings(),
-                                    baseline_v1=BaselineSettings(**strategy))
+    cfg = load_config(None).replace(orders=OrderSettings(), bars=bars,
+                                    baseline_v1=BaselineSettings(**strategy),
+                                    risk=risk or RiskSettings())
     summary = ReplayDriver(cfg, session, db_path=db_path, progress=False,
                            parts_hook=trade_baseline).run()
     assert summary.stuck_steps == 0 and summary.restarts == 0
@@ -197,6 +208,23 @@ def test_stop_distance_between_two_and_ten_percent(tmp_path: Path, hh: float,
     out = replay(tmp_path, [shape(CE, 200.0, hh, flat(201.5), flat(201.5))])
     designed_low(out, CE, 200.0)
     assert [o.quantity for o in out.entries()] == ([quantity] if quantity else [])
+
+
+def test_session_facts_size_in_the_days_lots(tmp_path: Path) -> None:
+    """A session whose instrument facts say lot size 75 (NIFTY in 2025) trades 75-lots, though
+    [instrument] says 65: stop 220 under a swing at 200 risks 20 points a unit, so R 6500 buys
+    floor(6500 / (20 × 75)) = 4 lots = 300 (with 65: 5 lots = 325)."""
+    facts = {"lot_size": 75, "tick_size": 0.05, "freeze_quantity": 1800,
+             "expiries": ["2025-01-30"], "source": "broker"}
+    out = replay(tmp_path, [shape(CE, 200.0, 219.0, flat(201.5), flat(201.5))],
+                 session_meta={"instrument": facts})
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert entry.quantity == 300 and entry.quantity % 75 == 0
+    assert out.at_broker(entry).status == "trigger pending"  # the broker's lot check passed
+    with Database(tmp_path / "engine.db") as db:
+        stored = db.instrument_facts(DAY, "replay", "NIFTY")
+    assert stored is not None and (stored.lot_size, stored.source) == (75, "session")
 
 
 @pytest.mark.parametrize(("hh", "risk", "quantity"), [
@@ -471,3 +499,101 @@ def test_the_churn_guard_blocks_the_symbol_or_pauses(tmp_path: Path, settings: d
         assert pe_entry.created_ts == T0 + 60 * (6 + SHAPE_BARS) + 2.5
         assert out.state["blocked"] == [CE] and out.state["churn_paused"] is False
     assert out.state["churn_total"] == 3
+
+
+# -- production's rules (issue 17) -----------------------------------------------------------
+
+
+def wide_swing_bar(price: float, bar_high: float, *tail: Minute) -> SymbolPath:
+    """A swing Low whose own bar has the highest high: b0..b3 make a High at b0 (as in
+    ``swing_low``), b4 rallies a little, and b5 dips to ``price``, then rallies to
+    ``bar_high`` and closes near it: its second low-watch count creates the Low on b5 itself
+    (the lowest low since the High), confirmed by the swing bar's own close. ``tail``: the
+    minutes after it (their highs below ``bar_high``)."""
+    top = bar_high + 3.0
+    vwap = on_tick(price / 1.05)
+    return SymbolPath(CE, T0, (
+        path((0, top - 5), (10, vwap), (40, top), (58, top - 2), volume=[(10, 10_000)]),
+        path((0, top - 2), (20, top - 1), (40, top - 5), (58, top - 4)),
+        path((0, top - 4), (20, top - 3), (40, top - 8), (58, top - 7)),
+        path((0, top - 7), (20, top - 6), (40, top - 10), (58, top - 9)),
+        path((0, top - 9), (30, top - 5), (58, top - 6.5)),                 # b4
+        path((0, top - 6.5), (20, price), (45, bar_high), (58, bar_high - 2)),  # b5: the swing
+        *tail,
+    ))
+
+
+def test_the_stop_includes_the_swing_bars_high(tmp_path: Path) -> None:
+    """Production's stop is the highest high from the swing bar on, the swing bar included.
+    Here the swing bar (09:20, low 200) rallied to 215; later bars stay at or below 203. Stop
+    216 (16 points, 8%): 6 lots = 390, and the protective stop after the fill triggers at 216.
+    (Without the swing bar: stop 204, 4 points, 10 lots, stop trigger 204.)"""
+    out = replay(tmp_path, [wide_swing_bar(200.0, 215.0, flat(203.0), flat(203.0),
+                                           through(200.0, 203.0, 199.0, 199.5), flat(199.5))])
+    [low] = out.lows(CE)
+    assert (low.price, low.bar_start) == (200.0, T0 + 5 * 60)
+    [entry] = out.entries()
+    assert (entry.quantity, entry.trigger_price) == (390, 199.95)
+    assert out.at_broker(entry).status == "complete"
+    [stop] = out.covers()
+    assert (stop.quantity, stop.trigger_price, stop.price) == (390, 216.0, 219.0)
+
+
+def test_an_entry_that_stops_qualifying_is_cancelled_on_the_tick(tmp_path: Path) -> None:
+    """The issue's case: a swing low at 200 with its stop at 206 is sized at 650 (09:22:02.5).
+    At 09:22:10 the bar in progress spikes to 225: a stop distance of 26 points (13%), over the
+    10% limit. The entry is cancelled on that tick, so when the price falls through the swing
+    in the same minute (199.95 at 09:22:32) nothing fills. (At the bar close it would have been
+    too late: a short of 650 with its stop at 226, 2.61 R at risk.)"""
+    spike = path((0, 203.0), (10, 225.0), (20, 210.0), (30, 200.5), (32, 199.95), (40, 199.0),
+                 (58, 199.5))
+    out = replay(tmp_path, [shape(CE, 200.0, 205.0, spike, flat(199.5), flat(199.5))])
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert (entry.quantity, entry.created_ts) == (650, FIRST_EVAL)
+    row = out.at_broker(entry)
+    assert (row.status, row.filled_quantity) == ("cancelled", 0)
+    assert entry.updated_ts < T0 + 60 * SHAPE_BARS + 32  # before the price reached the trigger
+    assert out.position(CE) == 0 and out.covers() == [] and out.trades == []
+
+
+def test_an_entry_waits_for_a_fresh_price(tmp_path: Path) -> None:
+    """Entries open at 09:23. The CE swing (200) qualifies from 09:22:02.5, but the symbol's
+    feed is silent from 09:22:50 to 09:23:40: at 09:23 its last price (203) is 10 seconds old,
+    so no entry goes in on it. The next tick, at 09:23:40, gaps to 199, below the swing: the
+    symbol is no candidate any more and nothing is sold. (On the stale price the entry went in
+    at 09:23:00.5 and filled on the gap, as NIFTY09SEP2524000CE did at 12:20:40 in the bundled
+    day.)"""
+    before = path((0, 203.0), window=(0.0, 50.0))
+    gap = path((40, 199.0), (58, 199.5), window=(40.0, 60.0))
+    out = replay(tmp_path, [shape(CE, 200.0, 209.0, before, gap, flat(199.5))],
+                 entry_start="09:23")
+    designed_low(out, CE, 200.0)
+    assert out.entries() == [] and out.position(CE) == 0
+
+
+@pytest.mark.parametrize("r_unit", ["position", "fixed"])
+def test_r_is_measured_against_each_positions_own_risk(tmp_path: Path, r_unit: str) -> None:
+    """A short of 650 from 199.95 with a 4-point stop (204) risks 650 x 4 = ₹2,600, well under
+    R = ₹6,500 (the 10-lot cap). At 09:24:22 the price gaps over the stop to 220 (the stop
+    triggers and cannot fill at its limit 207): ₹13,032.50 against, -5.01 R of the position's
+    own risk, so production's latch closes everything. In the fixed unit it is -2.01 R and
+    the short stays open."""
+    move = path((0, 199.0), (20, 199.0), (22, 220.0))
+    out = replay(tmp_path, [shape(CE, 200.0, 203.0, flat(202.0),
+                                  through(200.0, 202.0, 199.0, 199.0), move, *[flat(220.0)] * 3)],
+                 risk=RiskSettings(r_unit=r_unit))
+    designed_low(out, CE, 200.0)
+    [entry] = out.entries()
+    assert (entry.quantity, out.at_broker(entry).average_price) == (650, 199.95)
+    [stop] = [o for o in out.covers() if o.purpose is OrderPurpose.STOP]
+    assert stop.trigger_price == 204.0
+    if r_unit == "fixed":
+        assert out.position(CE) == -650 and out.trades == []
+        return
+    exits = [o for o in out.orders if o.purpose is OrderPurpose.EXIT]
+    assert exits and MOVE + 22 <= exits[0].created_ts <= MOVE + 27
+    assert out.broker_positions == {CE: 0}
+    [trade] = out.trades
+    assert (trade.exit_price, trade.pnl, trade.exit_reason) == (220.0, -13032.5, "daily_r")
+    assert trade.r_multiple == round(-13032.5 / 2600, 4)

@@ -2,10 +2,10 @@
 → order manager → the simulated broker, on the virtual clock, with a real SQLite store.
 
 A handcrafted session forces one trade: heavy early volume near 180 holds the VWAP down; a swing
-low at 200 (09:20) is confirmed at 09:23 with the highest high since at 209 (stop 210, 10
-points: 10 lots); at 09:24:30 the price trades through 199.95 (the entry fills at 199.90), and
-at 09:26:36 it reaches 210 (the protective stop fills). A generated session checks that two
-replays produce identical orders."""
+low at 200 (09:20, its bar's high 211) is confirmed at 09:23; the highest high from the swing
+bar on is 211 (stop 212, 12 points: 8 lots); at 09:24:30 the price trades through 199.95 (the
+entry fills at 199.90), and at 09:26:40 it reaches 212.50 (the protective stop fills). A
+generated session checks that two replays produce identical orders."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ PLAN: list[tuple[list[tuple[int, float]], int]] = [
     ([(0, 208.5), (10, 205), (40, 209), (58, 208.9)], 1_000),  # 09:23: confirms it
     ([(0, 208.9), (10, 209), (20, 208), (30, 199.9), (40, 198), (58, 199)], 1_000),  # break
     ([(0, 199), (10, 198.5), (40, 205), (58, 204)], 1_000),
-    ([(0, 204), (10, 203.5), (40, 211), (58, 210.5)], 1_000),  # 09:26: through the stop
+    ([(0, 204), (10, 203.5), (40, 212.5), (58, 210.5)], 1_000),  # 09:26: through the stop
     ([(0, 210.5), (10, 211), (40, 209), (58, 210)], 1_000),
 ]
 
@@ -110,24 +110,25 @@ def test_a_swing_break_is_traded_and_stopped_out(tmp_path: Path) -> None:
         entry, stop = db.orders(trading_date=DAY)
         assert (entry.client_id, entry.action, entry.pricetype, entry.quantity,
                 entry.trigger_price, entry.price, entry.purpose) == (
-            "baseline_v1-250130-00001", Action.SELL, PriceType.SL, 650, 199.95, 196.95,
+            "baseline_v1-250130-00001", Action.SELL, PriceType.SL, 520, 199.95, 196.95,
             OrderPurpose.ENTRY)
         assert (entry.status, entry.filled_quantity, entry.average_price) == (
-            OrderStatus.COMPLETE, 650, 199.9)
+            OrderStatus.COMPLETE, 520, 199.9)
         assert entry.created_ts == ist_epoch(2025, 1, 30, 9, 24, 2.5)  # first evaluation
         assert (stop.client_id, stop.action, stop.pricetype, stop.quantity, stop.trigger_price,
                 stop.price, stop.purpose, stop.parent_id) == (
-            "baseline_v1-250130-00002", Action.BUY, PriceType.SL, 650, 210.0, 213.0,
+            "baseline_v1-250130-00002", Action.BUY, PriceType.SL, 520, 212.0, 215.0,
             OrderPurpose.STOP, entry.client_id)
-        assert (stop.status, stop.average_price) == (OrderStatus.COMPLETE, 210.0)
+        assert (stop.status, stop.average_price) == (OrderStatus.COMPLETE, 212.5)
         assert [(f.client_id, f.quantity, f.price) for f in db.fills(trading_date=DAY)] == [
-            (entry.client_id, 650, 199.9), (stop.client_id, 650, 210.0)]
+            (entry.client_id, 520, 199.9), (stop.client_id, 520, 212.5)]
         [trade] = db.trades(strategy="baseline_v1", trading_date=DAY)
         assert (trade.symbol, trade.action, trade.quantity, trade.entry_price, trade.exit_price,
                 trade.pnl, trade.r_multiple, trade.exit_reason) == (
-            CE, Action.SELL, 650, 199.9, 210.0, -6565.0, -1.01, "stop")
+            CE, Action.SELL, 520, 199.9, 212.5, -6552.0, -1.05, "stop")
         assert trade.entry_ts == ist_epoch(2025, 1, 30, 9, 24, 30)
-        assert db.realized_r("baseline_v1", DAY) == -1.01
+        # R in the default unit, the position's own risk: 520 x 12 = 6,240
+        assert db.realized_r("baseline_v1", DAY) == -1.05
         lows = [s for s in db.swings(CE, DAY) if s.kind is SwingKind.LOW]
         assert (lows[1].price, lows[1].bar_start) == (200.0, START + 300)
         assert any(b.price == 200.0 and b.by == "tick" for b in db.swing_breaks(CE, DAY))
@@ -142,7 +143,7 @@ def test_two_replays_give_identical_orders_fills_and_trades(tmp_path: Path) -> N
     replay(session, tmp_path / "two.db")
     one, two = orders_and_fills(tmp_path / "one.db"), orders_and_fills(tmp_path / "two.db")
     assert one == two
-    assert len(one[0]) == 2 and "-6565.00" in one[2]
+    assert len(one[0]) == 2 and "-6552.00" in one[2]
 
 
 def test_a_generated_session_replays_identically(tmp_path: Path) -> None:

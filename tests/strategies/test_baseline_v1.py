@@ -55,6 +55,7 @@ class FakeContext:
         self.alerts: list[tuple[str, str, Severity]] = []
         self.trades: list[dict[str, Any]] = []
         self.exits: list[str] = []
+        self.risks: dict[str, float] = {}
         self._seq = 0
 
     def now(self) -> float:
@@ -103,6 +104,9 @@ class FakeContext:
     def exit_all(self, reason: str) -> None:
         self.exits.append(reason)
 
+    def set_risk(self, symbol: str, points: float) -> None:
+        self.risks[symbol] = points
+
     # -- what the test looks at ------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         return [p for p in self.placed if p["purpose"] is OrderPurpose.ENTRY]
@@ -122,16 +126,25 @@ def swing_low(strat: BaselineV1, symbol: str, price: float, *, hh: float,
               vwap: float | None = None, start: float = SWING_AT) -> None:
     """The swing bar (low = price), the Swing, then one bar after it whose high is ``hh``."""
     vwap = round(price / 1.05, 2) if vwap is None else vwap
-    strat.on_bar(Bar(symbol, start, price + 2, price + 3, price, price + 1, 100, 10, vwap))
+    # the swing bar's high (part of the stop since issue 17) stays under any ``hh`` tested
+    strat.on_bar(Bar(symbol, start, price + 0.5, price + 0.5, price, price + 0.5, 100, 10,
+                     vwap))
     strat.on_swing(Swing(symbol, SwingKind.LOW, price, start, 1, vwap))
     close = min(hh, price + 1)
     strat.on_bar(Bar(symbol, start + 60, close, hh, min(close, price + 0.5), close, 100, 10,
                      vwap))
 
 
-def evaluate(strat: BaselineV1, ctx: FakeContext, at: float | None = None) -> None:
+def evaluate(strat: BaselineV1, ctx: FakeContext, at: float | None = None, *,
+             quote: bool = True) -> None:
+    """An evaluation at ``at``; with ``quote``, every symbol first ticks at its last price (the
+    rules tested here are not about stale prices)."""
     if at is not None:
         ctx.t = at
+    if quote:
+        minute = ctx.t - ctx.t % 60
+        for symbol, last in sorted(strat._last.items()):
+            strat.on_bar_update(BarUpdate(symbol, minute, last, last, last, ctx.t))
     strat.on_timer(TimerFired(EVAL_TIMER, ctx.t))
 
 

@@ -476,7 +476,7 @@ def test_partial_and_mistyped_status_never_crashes() -> None:
     assert "  Last order id:       none" in text
     assert "  Stale symbols:       3 (unknown, 3, NIFTYX)" in text
     assert "  A                         qty unknown" in text
-    assert "  R:                   unknown (realized unknown, unrealized unknown)" in text
+    assert "  R:                   unknown" in text
     assert "  Restarts:            unknown (feed unknown)" in text
 
 

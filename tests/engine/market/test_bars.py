@@ -81,9 +81,10 @@ def test_settings_defaults_and_metadata() -> None:
     s = BarSettings()
     assert (s.grace_s, s.update_interval_s, s.invalid_log_interval_s) == (2.0, 0.25, 60.0)
     assert s.history_reads == 3
+    assert s.no_trade_minutes == "gap"
     for f in fields(BarSettings):
-        assert f.metadata["help"] and f.metadata["min"] is not None \
-            and f.metadata["max"] is not None
+        assert f.metadata["help"] and (f.metadata["choices"] or (
+            f.metadata["min"] is not None and f.metadata["max"] is not None))
 
 
 @pytest.mark.parametrize("session", [(CLOSE, OPEN), (OPEN + 1, CLOSE), (OPEN, math.inf)])
@@ -660,3 +661,62 @@ def test_restore_needs_a_fresh_aggregator_of_the_same_symbol_and_session() -> No
     tomorrow = BarAggregator(SYM, BarSettings(), (OPEN + 86400, CLOSE + 86400))
     with pytest.raises(BarStateError):
         tomorrow.restore(snap, at(9, 21))
+
+
+# ---------------------------------------------------------------------------------------------
+# minutes without a trade (issue 17, rule 5)
+# ---------------------------------------------------------------------------------------------
+
+
+def _quiet_day() -> list[Tick]:
+    """09:15 and 09:17 trade; 09:16 has only quote refreshes (same price, same cumulative
+    volume), as an illiquid option's Quote-mode feed sends them."""
+    return [
+        tick(100.0, at(9, 15, 1), volume=100), tick(101.0, at(9, 15, 30), volume=150),
+        tick(101.0, at(9, 16, 5), volume=150), tick(101.0, at(9, 16, 40), volume=150),
+        tick(99.0, at(9, 17, 10), volume=190),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["gap", "bar"])
+def test_a_minute_without_a_trade_is_a_gap_live_and_from_history(mode: str) -> None:
+    """Live: the 09:16 minute whose cumulative volume did not move is a BarGap (by default), as
+    on the broker's chart. History: the simulator's history endpoint, fed the same ticks, gives
+    09:16 with volume 0; seeded from it a builder records the same bars and the same gap. With
+    ``no_trade_minutes = "bar"`` both make the old flat bar of volume 0."""
+    from engine.runtime.clock import VirtualClock
+    from engine.sim.matching import SimulatedBroker
+
+    live = make(no_trade_minutes=mode)  # type: ignore[arg-type]
+    events = feed(live, _quiet_day()) + list(live.on_time(at(9, 18, 3)))
+    clock = VirtualClock(at(9, 18, 3))
+    sim = SimulatedBroker(clock, InstrumentSpec(), account="sim")
+    sim.declare_symbol(SYM, "NFO")
+    for t in _quiet_day():
+        sim.on_tick(t)
+    rows = sim.history(symbol=SYM, exchange="NFO", interval="1m", start_date="2025-01-30",
+                       end_date="2025-01-30")
+    seeded = make(no_trade_minutes=mode).seed_from_history(  # type: ignore[arg-type]
+        rows, at(9, 18, 3))
+
+    def shape(evs: Sequence[BarEvent]) -> list[tuple[str, float, float, float, int]]:
+        return [("gap", e.start, 0.0, 0.0, 0) if isinstance(e, BarGap)
+                else ("bar", e.start, e.high, e.low, e.volume) for e in evs
+                if not isinstance(e, BarUpdate)]
+
+    quiet = (("gap", at(9, 16), 0.0, 0.0, 0) if mode == "gap"
+             else ("bar", at(9, 16), 101.0, 101.0, 0))
+    expected = [("bar", at(9, 15), 101.0, 100.0, 50), quiet, ("bar", at(9, 17), 99.0, 99.0, 40)]
+    assert shape(events) == expected
+    assert shape(seeded) == expected
+    assert live.stats().no_trade == (1 if mode == "gap" else 0)
+
+
+def test_a_minute_that_cannot_tell_is_still_a_bar() -> None:
+    """Ticks without volume (LTP mode) and the tick that only sets the day's base at a positive
+    cumulative volume do not prove that nothing traded: those minutes stay bars."""
+    agg = make()
+    events = feed(agg, [tick(100.0, at(9, 15, 1), volume=500), tick(101.0, at(9, 16, 1))])
+    events += agg.on_time(at(9, 17, 3))
+    assert [b.start for b in only_bars(events)] == [at(9, 15), at(9, 16)]
+    assert not only_gaps(events)

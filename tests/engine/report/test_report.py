@@ -82,7 +82,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The handcrafted baseline session replayed: one SELL of CE, stopped out at -1.01 R."""
+    """The handcrafted baseline session replayed: one SELL of CE, stopped out at -1.05 R (of
+    its own risk)."""
     work = tmp_path_factory.mktemp("replayed")
     summary = replay(handcrafted_session(work / "session.sqlite"), work / "engine.db")
     assert summary.stuck_steps == 0
@@ -126,20 +127,20 @@ def test_a_replayed_day_reads_its_trade_and_the_traded_symbols_market(replayed: 
     assert (data.day, data.strategies, data.accounts, data.symbol) == (
         DAY, ("baseline_v1",), ("replay",), CE)
     [t] = data.trades
-    assert (t.pnl, t.r_multiple, t.exit_reason) == (-6565.0, -1.01, "stop")
+    assert (t.pnl, t.r_multiple, t.exit_reason) == (-6552.0, -1.05, "stop")
     assert len(data.bars) == 13
     assert {s.kind for s in data.swings} == {SwingKind.LOW, SwingKind.HIGH}
     assert any(b.price == 200.0 for b in data.breaks)
     assert [(f.purpose, f.price) for f in data.fills] == [(OrderPurpose.ENTRY, 199.9),
-                                                          (OrderPurpose.STOP, 210.0)]
+                                                          (OrderPurpose.STOP, 212.5)]
     assert [o.purpose for o in data.orders] == [OrderPurpose.ENTRY, OrderPurpose.STOP]
 
 
 def test_a_replayed_day_renders_summary_table_and_three_embedded_charts(replayed: Path) -> None:
     page = build_report(replayed)
     assert "<title>Day report 2025-01-30</title>" in page
-    for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:36", "199.90", "210.00",
-                 "-6,565.00", "-1.01", "-₹6,565.00", "₹6,565.00 (1.01 R)", ">stop<",
+    for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:40", "199.90", "212.50",
+                 "-6,552.00", "-1.05", "-₹6,552.00", "₹6,552.00 (1.05 R)", ">stop<",
                  "No risk events.", "No reconciliation corrections."):
         assert text in page, text
     charts = images(page)
@@ -341,8 +342,8 @@ def test_the_report_loads_in_headless_chromium_with_every_chart_decoded(
     for image in page.images:
         assert image.scheme == "data" and image.complete
         assert image.natural_width > 300 and image.natural_height > 100, image
-    for text in ("Day report 2025-01-30", "baseline_v1", CE, "-₹6,565.00", "-1.01",
-                 "₹6,565.00 (1.01 R)", "09:24:30", "09:26:36", "No risk events."):
+    for text in ("Day report 2025-01-30", "baseline_v1", CE, "-₹6,552.00", "-1.05",
+                 "₹6,552.00 (1.05 R)", "09:24:30", "09:26:40", "No risk events."):
         assert text in page.text, text
     assert [u for u in page.requested if not u.startswith(("file:", "data:"))] == []
     # the injected script is shown as text and never ran

@@ -36,7 +36,8 @@ EVERY_FAULT: dict[str, dict[str, Any]] = {
     "stall": {"seconds": 0.1, "count": 1, "endpoints": "quotes"},
     "lose_reply": {"count": 1, "endpoints": ["placeorder"]},
     "rate_limit": {"count": 3, "retry_after": 0.5, "endpoints": None},
-    "malformed": {"count": 1}, "reject_orders": {"n": 1, "reason": "RMS"}, "clear": {},
+    "malformed": {"count": 1}, "reject_orders": {"n": 1, "reason": "RMS"},
+    "close_by_hand": {}, "cancel_by_hand": {}, "lose_state": {"archive": None}, "clear": {},
 }
 
 

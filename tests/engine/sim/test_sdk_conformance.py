@@ -167,3 +167,101 @@ def test_sdk_feed_client_unsubscribes(market: SimulatorServer, feed_client: api)
     wait_for(lambda: market.subscriptions() == [{(SYM, "NFO", 1)}])
     assert feed_client.unsubscribe_ltp([{"exchange": "NFO", "symbol": SYM}])
     wait_for(lambda: market.subscriptions() == [set()])
+
+
+# -- instruments from the broker: the master-contract endpoints (engine/sim/contracts.py) --------
+
+CE_UP = "NIFTY30JAN2524050CE"  # a strike above the index
+LATER = "NIFTY06FEB2524000CE"  # a later expiry
+
+
+@pytest.fixture
+def chain_client(market: SimulatorServer) -> api:
+    market.publish(tick(24010.0, T0 + 170, symbol="NIFTY", exchange="NSE_INDEX"))
+    market.publish(tick(80.0, T0 + 170, symbol=CE_UP))
+    market.declare_symbols([(LATER, "NFO"), ("NIFTY30JAN2524050PE", "NFO")])
+    return api(api_key=API_KEY, host=market.rest_url)
+
+
+def test_holdings_answer_with_openalgo_shape(client: api) -> None:
+    data = success(client.holdings())["data"]
+    assert data == {"holdings": [], "statistics": {
+        "totalholdingvalue": 0.0, "totalinvvalue": 0.0, "totalprofitandloss": 0.0,
+        "totalpnlpercentage": 0.0}}
+
+
+def test_expiry_lists_the_master_contract_dates(chain_client: api) -> None:
+    reply = success(chain_client.expiry(symbol="NIFTY", exchange="NFO",
+                                        instrumenttype="options"))
+    assert reply["data"] == ["30-JAN-25", "06-FEB-25"]
+    assert success(chain_client.expiry(symbol="NIFTY", exchange="NFO",
+                                       instrumenttype="futures"))["data"] == []
+    bad = chain_client.expiry(symbol="NIFTY", exchange="NSE", instrumenttype="options")
+    assert bad["status"] == "error" and bad["code"] == 400
+
+
+def test_symbol_and_search_rows(chain_client: api) -> None:
+    row = success(chain_client.symbol(symbol=SYM, exchange="NFO"))["data"]
+    assert {k: row[k] for k in ("symbol", "name", "exchange", "expiry", "strike", "lotsize",
+                                "instrumenttype", "tick_size", "freeze_qty")} == {
+        "symbol": SYM, "name": "NIFTY", "exchange": "NFO", "expiry": "30-JAN-25",
+        "strike": 24000.0, "lotsize": LOT, "instrumenttype": "CE", "tick_size": 0.05,
+        "freeze_qty": 1800}
+    assert set(row) == {"id", "symbol", "brsymbol", "name", "exchange", "brexchange", "token",
+                        "expiry", "strike", "lotsize", "instrumenttype", "tick_size",
+                        "freeze_qty"}
+    missing = chain_client.symbol(symbol="NIFTY30JAN2599999CE", exchange="NFO")
+    assert missing["status"] == "error" and missing["code"] == 404
+    found = success(chain_client.search(query="NIFTY 24000", exchange="NFO"))["data"]
+    assert sorted(r["symbol"] for r in found) == [LATER, SYM, PE]
+    assert success(chain_client.search(query="BANKNIFTY"))["data"] == []
+
+
+def test_optionsymbol_picks_atm_from_listed_strikes(chain_client: api) -> None:
+    atm = success(chain_client.optionsymbol(underlying="NIFTY", exchange="NSE_INDEX",
+                                            expiry_date="30JAN25", offset="ATM",
+                                            option_type="CE"))
+    assert atm == {"status": "success", "symbol": SYM, "exchange": "NFO", "lotsize": LOT,
+                   "tick_size": 0.05, "freeze_qty": 1800, "underlying_ltp": 24010.0}
+    otm = success(chain_client.optionsymbol(underlying="NIFTY", exchange="NSE_INDEX",
+                                            expiry_date="30JAN25", offset="OTM1",
+                                            option_type="CE"))
+    assert otm["symbol"] == CE_UP
+    with pytest.warns(DeprecationWarning):  # the SDK's own warning; the server still obeys
+        itm_put = success(chain_client.optionsymbol(underlying="NIFTY", exchange="NSE_INDEX",
+                                                    expiry_date="30JAN25", offset="ITM1",
+                                                    option_type="PE", strike_int=50))
+    assert itm_put["symbol"] == "NIFTY30JAN2524050PE"
+    far = chain_client.optionsymbol(underlying="NIFTY", exchange="NSE_INDEX",
+                                    expiry_date="30JAN25", offset="OTM5", option_type="CE")
+    assert far["status"] == "error" and far["code"] == 400
+
+
+def test_optionchain_labels_and_quotes(chain_client: api) -> None:
+    reply = success(chain_client.optionchain(underlying="NIFTY", exchange="NSE_INDEX",
+                                             expiry_date="30JAN25", strike_count=5))
+    assert (reply["underlying"], reply["underlying_ltp"], reply["atm_strike"]) == \
+        ("NIFTY", 24010.0, 24000.0)
+    first, second = reply["chain"]
+    assert first["strike"] == 24000.0 and first["ce"]["label"] == "ATM"
+    assert first["ce"]["ltp"] == 105.0 and first["pe"]["ltp"] == 45.0
+    assert (second["ce"]["symbol"], second["ce"]["label"], second["ce"]["lotsize"]) == \
+        (CE_UP, "OTM1", LOT)
+    assert second["pe"]["label"] == "ITM1" and second["ce"]["ltp"] == 80.0
+    assert {"bid", "ask", "bid_qty", "ask_qty", "open", "high", "low", "prev_close", "volume",
+            "oi", "tick_size"} <= set(first["pe"])
+
+
+def test_multiquotes_one_result_per_pair(chain_client: api) -> None:
+    results = success(chain_client.multiquotes(symbols=[
+        {"symbol": SYM, "exchange": "NFO"}, {"symbol": "NIFTY", "exchange": "NSE_INDEX"},
+        {"symbol": "NOPE", "exchange": "NFO"}]))["results"]
+    assert [r["symbol"] for r in results] == [SYM, "NIFTY", "NOPE"]
+    assert results[0]["data"]["ltp"] == 105.0 and results[1]["data"]["ltp"] == 24010.0
+    assert "error" in results[2] and "data" not in results[2]
+
+
+def test_intervals_through_the_sdk(client: api) -> None:
+    data = success(client.intervals())["data"]
+    assert set(data) == {"seconds", "minutes", "hours", "days", "weeks", "months"}
+    assert "1m" in data["minutes"] and client.interval() == client.intervals()
