@@ -78,8 +78,8 @@ def _require_live_secrets(cfg: Config) -> int | None:
 
 def _db_option(p: argparse.ArgumentParser, *, fresh: bool = False) -> None:
     if not fresh:
-        p.add_argument("--db", metavar="PATH", help="engine database: continued if it exists "
-                       "(default: store.path)")
+        p.add_argument("--db", metavar="PATH", help="engine database, continued if it exists "
+                       "(an existing file that is not an engine database is refused)")
         return
     p.add_argument("--db", metavar="PATH", help="engine database to create (default: "
                    "state_dir/<mode>-<session>.db); an existing file is never replaced "

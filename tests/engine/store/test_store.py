@@ -75,7 +75,7 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
     expected = {"orders", "order_events", "fills", "positions", "prices", "bars", "bar_gaps",
                 "swings", "swing_breaks", "risk_events", "risk_state", "daily_state",
                 "strategy_state", "trades", "restarts", "dead_letters", "alerts",
-                "heartbeats", "reconciliation", "accounts", "instrument_facts",
+                "heartbeats", "reconciliation", "accounts", "instrument_facts", "database_owner",
                 "schema_version"}
     assert tables(path) == expected
 
