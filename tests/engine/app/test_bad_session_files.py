@@ -7,8 +7,6 @@ traceback."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -18,30 +16,15 @@ from engine.app.command_spec import EXIT_CONFIG, EXIT_FAILURE
 from engine.app.replay import ReplayDriver
 from engine.app.sections import load_config
 from engine.market.session_file import SessionReader, SessionWriter
-from engine.market.synth import small_session
 from engine.store.database import Database, DatabaseOwner
+from tests.engine.app.cli_support import one_line, run_cli, small_day
 
 DAY = date(2025, 9, 3)
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bad-sessions") / "s.db"
-    small_session(path, date=DAY, seed=8, symbols=1, minutes=4)
-    return path
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, "--set",
-                           "logging.level=ERROR"], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
-
-
-def one_line(done: subprocess.CompletedProcess[str], code: int) -> str:
-    assert done.returncode == code, done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
-    return done.stderr
+    return small_day(tmp_path_factory.mktemp("bad-sessions"), seed=8, minutes=4)
 
 
 def swapped_halves(session: Path, out: Path) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -14,25 +13,20 @@ import pytest
 
 from engine.app.command_spec import EXIT_CONFIG, CommandError
 from engine.app.dbfiles import fresh_database
-from engine.market.synth import small_session
 from engine.store.database import Database, DatabaseOwner, owner_of
+from tests.engine.app.cli_support import one_line, run_cli, small_day
 
 DAY = date(2025, 9, 3)
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("dbfiles") / "s.db"
-    small_session(path, date=DAY, seed=5, symbols=1, minutes=2)
-    return path
+    return small_day(tmp_path_factory.mktemp("dbfiles"), seed=5, minutes=2)
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     quiet = ["--no-progress"] if args[0] == "replay" else []
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, *quiet,
-                           "--set", "logging.level=ERROR", "--set", "store.synchronous=NORMAL"],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return run_cli(*args, *quiet, "--set", "store.synchronous=NORMAL", cwd=cwd)
 
 
 def foreign_sqlite(path: Path) -> Path:
@@ -60,28 +54,26 @@ def test_replay_never_replaces_a_file_that_is_not_the_engines(session: Path, tmp
     wal = Path(f"{target}-wal")
     before = target.read_bytes()
     for fresh in ((), ("--fresh",)):
-        done = run_cli("replay", str(session), "--db", str(target), *fresh, cwd=tmp_path)
-        assert done.returncode == EXIT_CONFIG, done.stderr
-        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
-        assert done.stderr.startswith(f"replay: {target}")
+        done = run("replay", str(session), "--db", str(target), *fresh, cwd=tmp_path)
+        one_line(done, EXIT_CONFIG, f"replay: {target}")
         assert target.read_bytes() == before and not wal.exists()
 
 
 def test_the_engines_own_database_is_started_over_only_with_fresh(session: Path,
                                                                   tmp_path: Path) -> None:
-    first = run_cli("replay", str(session), cwd=tmp_path)
+    first = run("replay", str(session), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     db = tmp_path / "var" / "replay-s.db"
     assert owner_of(db) == DatabaseOwner("replay", DAY)
-    again = run_cli("replay", str(session), cwd=tmp_path)
+    again = run("replay", str(session), cwd=tmp_path)
     assert again.returncode == EXIT_CONFIG
     assert again.stderr == ("replay: var/replay-s.db already holds a replay database of "
                             "2025-09-03: pass --fresh to start it over, or choose another "
                             "--db\n")
-    fresh = run_cli("replay", str(session), "--fresh", cwd=tmp_path)
+    fresh = run("replay", str(session), "--fresh", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     # a paper run may not take the replay's database, --fresh or not
-    paper = run_cli("paper", "--session", str(session), "--db", str(db), "--fresh",
+    paper = run("paper", "--session", str(session), "--db", str(db), "--fresh",
                     cwd=tmp_path)
     assert paper.returncode == EXIT_CONFIG
     assert "is a replay database of 2025-09-03, not a paper database" in paper.stderr

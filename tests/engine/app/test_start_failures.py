@@ -23,23 +23,14 @@ from engine.market.synth import small_session
 from engine.runtime.clock import WallClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.store.database import Database, DatabaseOwner
+from tests.engine.app.cli_support import ROOT, one_line, run_cli
 
-ROOT = Path(__file__).resolve().parents[3]
 KEY = "start-failures-key-5e2a91c7"
 
 
-def run_cli(*args: str, cwd: Path, key: str = KEY,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPENALGO_API_KEY": key}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
-
-
-def one_line(done: subprocess.CompletedProcess[str], code: int, start: str) -> str:
-    assert done.returncode == code, done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
-    assert done.stderr.startswith(start), done.stderr
-    return done.stderr
+def run(*args: str, cwd: Path, key: str = KEY, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd, api_key=key, timeout=timeout)
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ def simulator(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("atm", [(), ("--atm", "24000")])
 def test_a_refused_key_is_one_line_and_exit_2(simulator: Path, atm: tuple[str, ...]) -> None:
-    done = run_cli("paper", "--attach", *atm, cwd=simulator, key="wrong-key-0123456789",
+    done = run("paper", "--attach", *atm, cwd=simulator, key="wrong-key-0123456789",
                    timeout=60)
     text = one_line(done, EXIT_CONFIG, "paper: authentication failed: ")
     assert "API key refused" in text and "wrong-key" not in text
@@ -73,7 +64,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
                              ws_url="ws://127.0.0.1:9", clock=clock)
     finally:
         clock.stop()
-    done = run_cli("paper", "--attach", "--atm", "24000", "--set", "openalgo.retries=1",
+    done = run("paper", "--attach", "--atm", "24000", "--set", "openalgo.retries=1",
                    cwd=tmp_path, timeout=60)
     one_line(done, EXIT_FAILURE, "paper: the broker cannot be reached: ")
 
@@ -84,7 +75,7 @@ def test_a_damaged_engine_database_is_one_line_and_exit_2(simulator: Path) -> No
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE fills")
     conn.close()
-    done = run_cli("paper", "--attach", "--atm", "24000", "--db", str(db), cwd=simulator,
+    done = run("paper", "--attach", "--atm", "24000", "--db", str(db), cwd=simulator,
                    timeout=60)
     text = one_line(done, EXIT_CONFIG, f"paper: {db} is a damaged engine database")
     assert "missing table fills" in text
@@ -94,7 +85,7 @@ def test_a_state_directory_that_cannot_be_made_is_one_line_and_exit_1(tmp_path: 
     session = tmp_path / "s.db"
     small_session(session, date=date(2025, 9, 3), seed=3, symbols=1, minutes=1)
     (tmp_path / "file").write_text("not a directory")
-    done = run_cli("replay", str(session), "--state-dir", "file/var", cwd=tmp_path)
+    done = run("replay", str(session), "--state-dir", "file/var", cwd=tmp_path)
     text = one_line(done, EXIT_FAILURE, "replay: ")
     assert "file/var" in text or "file" in text
 
@@ -107,7 +98,7 @@ def test_a_read_only_state_directory_is_one_line_and_exit_1(tmp_path: Path) -> N
     state.mkdir()
     state.chmod(0o500)
     try:
-        done = run_cli("replay", str(session), "--state-dir", str(state), cwd=tmp_path)
+        done = run("replay", str(session), "--state-dir", str(state), cwd=tmp_path)
     finally:
         state.chmod(0o700)
     one_line(done, EXIT_FAILURE, "replay: ")
