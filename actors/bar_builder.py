@@ -53,7 +53,7 @@ class BarBuilder(EngineActor):
                  downstream: Sequence[str] = (), store: str | None = "store",
                  history: HistorySource | None = None,
                  load_snapshot: SnapshotLoader | None = None, close_margin_s: float = 0.0,
-                 **kw: Any) -> None:
+                 traded: bool = True, **kw: Any) -> None:
         super().__init__(supervision, **kw)
         self.symbol = symbol
         self.settings = settings
@@ -63,7 +63,7 @@ class BarBuilder(EngineActor):
         self.history = history
         self.load_snapshot = load_snapshot
         self.close_margin_s = close_margin_s
-        self.agg = BarAggregator(symbol, settings, session)
+        self.agg = BarAggregator(symbol, settings, session, traded=traded)
         self._close_timer: TimerHandle | None = None
         self._scheduled_for: float | None = None
 

@@ -24,6 +24,8 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
   broker's listener), an order-status read after every order request, and an orderbook poll at
   most once per ``poll_interval_s`` while anything is working. Each fill is applied once
   (``engine.trading.orders.OrderBook``); the store's fill keys rebuild that guard after a restart;
+  a report without the fill's price or quantity (Zerodha's and Angel's rows) is priced from one
+  tradebook read, never guessed;
 - recovery on start: working orders from the store, their fill keys, and every order left
   ``submitting`` / ``unknown`` resolved through the orderbook like a timed-out placement;
 - the trading gate, which it owns: the global ``TradingGate`` (entries closed until startup
@@ -66,6 +68,7 @@ from engine.broker import (
     OutcomeUnknown,
     RateLimited,
     RejectedError,
+    SemiAutoMode,
 )
 from engine.market.instruments import InstrumentSpec, trading_date
 from engine.messages import (
@@ -222,6 +225,7 @@ class OrderManager(EngineActor):
     @handles(BrokerOrderUpdate)
     def _on_update(self, update: BrokerOrderUpdate) -> None:
         self._apply(update)
+        self._price_claims()
 
     @handles(TradingGate)
     def _on_gate(self, gate: TradingGate) -> None:
@@ -481,6 +485,8 @@ class OrderManager(EngineActor):
                 price=i.price, trigger_price=i.trigger_price)
         except OutcomeUnknown as exc:
             self._placement_unknown(order, exc)
+        except SemiAutoMode as exc:
+            self._semi_auto(order, exc)
         except (RejectedError, AuthError, OrderNotFound, RateLimited, BrokerUnavailable) as exc:
             # refused, or provably never processed: no order exists at the broker
             self._request("placeorder", order, f"{type(exc).__name__}: {exc.message}")
@@ -497,6 +503,18 @@ class OrderManager(EngineActor):
             self._read_status(order)
         self._settle(order)
         return True
+
+    def _semi_auto(self, order: TrackedOrder, exc: SemiAutoMode) -> None:
+        """OpenAlgo queued the order in its Action Center (no order id): not placed by us, and
+        nothing more is sent. The gate closes for everything and one line says what to do."""
+        self._request("placeorder", order, f"semi-auto: {exc.message}")
+        self._counts["semi_auto"] += 1
+        self._emit(self.book.transition(order, S.REJECTED, self.now(),
+                                        "queued in OpenAlgo's Action Center (semi-auto mode), "
+                                        "not placed by the engine"))
+        if self._gate.entries or self._gate.exits:
+            self._alert("semi_auto_mode", SemiAutoMode.HINT, Severity.CRITICAL)
+            self._on_gate(TradingGate(entries=False, exits=False, reason=SemiAutoMode.HINT))
 
     def _placement_unknown(self, order: TrackedOrder, exc: BrokerError) -> None:
         self._request("placeorder", order, f"outcome unknown: {exc.message}")
@@ -675,6 +693,28 @@ class OrderManager(EngineActor):
                         exc)
             return
         self._apply(update_from_row(row, self.now(), "status"))
+        self._price_claims()
+
+    def _price_claims(self) -> None:
+        """Reports that showed a fill without its price, or a finished order without its fill,
+        are priced from one tradebook read (unreadable: the next report claims again)."""
+        if not self.book.claims:
+            return
+        ids = list(self.book.claims)
+        try:
+            trades = self.broker.tradebook()
+        except BrokerError as exc:
+            self._counts["tradebook_failures"] += 1
+            logger.info("orders[{}]: tradebook not read ({}); {} fill(s) wait for the next "
+                        "report", self.account, exc, len(ids))
+            self.book.claims.clear()
+            return
+        self._counts["tradebook_reads"] += 1
+        self._emit(self.book.apply_trades(trades, self.now()))
+        for orderid in ids:
+            order = self.book.by_broker_id(orderid)
+            if order is not None:
+                self._settle(order)
 
     def _poll(self) -> None:
         """Read the orderbook (if anything is working): apply our rows, resolve unknowns."""
@@ -701,6 +741,7 @@ class OrderManager(EngineActor):
         for order in self.book.working_legs():
             if order.status is S.UNKNOWN and order.broker_order_id is None:
                 self._resolve_unknown(order, rows, now)
+        self._price_claims()
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:

@@ -50,7 +50,7 @@ def child_plain(session: str) -> dict[str, float]:
     from loguru import logger
 
     from engine.market.bars import BarAggregator, BarSettings
-    from engine.market.instruments import InstrumentSpec, session_bounds, trading_date
+    from engine.market.instruments import InstrumentSpec, is_index, session_bounds, trading_date
     from engine.market.session_file import SessionReader
     from engine.messages import Bar
 
@@ -67,7 +67,8 @@ def child_plain(session: str) -> dict[str, float]:
         n += 1
         agg = aggs.get(tick.symbol)
         if agg is None:
-            agg = aggs[tick.symbol] = BarAggregator(tick.symbol, settings, bounds)
+            agg = aggs[tick.symbol] = BarAggregator(tick.symbol, settings, bounds,
+                                                    traded=not is_index(tick.exchange))
         for event in agg.on_tick(tick):
             if type(event) is Bar:
                 bars += 1

@@ -34,8 +34,8 @@ class OrderRow:
     product: str
     status: str  # open | trigger pending | complete | rejected | cancelled | ...
     timestamp: str = ""
-    average_price: float = 0.0
-    filled_quantity: int = 0
+    average_price: float | None = 0.0  # None: the reply has no such field (e.g. Zerodha's)
+    filled_quantity: int | None = 0  # None: the reply has no such field
     strategy: str = ""
     rejection_reason: str = ""
 
@@ -168,6 +168,14 @@ class MalformedResponse(BrokerError):
 
 class OutcomeUnknown(BrokerError):
     """A placeorder whose reply never came: the order may exist. Never re-sent blindly."""
+
+
+class SemiAutoMode(BrokerError):
+    """OpenAlgo is in semi-auto (Action Center) mode: orders are queued for a person to approve
+    (no order id), cancels and modifications refused. The engine must not trade through it."""
+
+    HINT = ("OpenAlgo is in semi-auto (Action Center) mode: switch it to auto mode "
+            "(API key page, order mode) before trading with this engine")
 
 
 # ---------------------------------------------------------------------------------------------

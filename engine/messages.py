@@ -288,7 +288,9 @@ class Fill:
 class BrokerOrderUpdate:
     """The broker reported an order's state (order-update stream, or an orderbook poll).
 
-    Fields follow OpenAlgo's ``order_update`` frame; ``filled_quantity`` is cumulative.
+    Fields follow OpenAlgo's ``order_update`` frame; ``filled_quantity`` is cumulative. A fill
+    is booked only from a report that gives both quantity and price; others are priced from the
+    broker's tradebook (source ``tradebook``).
     """
 
     orderid: str
@@ -297,14 +299,14 @@ class BrokerOrderUpdate:
     action: str
     quantity: int
     status: str  # OpenAlgo's lowercase status: open, trigger pending, complete, ...
-    filled_quantity: int
-    average_price: float
+    filled_quantity: int | None  # None: the report does not say (Zerodha/Angel orderbook rows)
+    average_price: float | None  # None or 0: not known from this report
     ts: float
     price: float = 0.0
     trigger_price: float = 0.0
     pricetype: str = ""
     rejection_reason: str = ""
-    source: str = "stream"  # "stream" | "poll" | "status"
+    source: str = "stream"  # "stream" | "poll" | "status" | "tradebook"
 
 
 @frozen

@@ -67,6 +67,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
         out["logging.level"] = args.log_level.upper()
     if args.state_dir:
         out["engine.state_dir"] = args.state_dir
+    if getattr(args, "broker", None):
+        out["matching.broker"] = args.broker
+    if getattr(args, "semi_auto", False):
+        out["simulator.semi_auto"] = "true"
     return out
 
 

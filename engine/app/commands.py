@@ -27,6 +27,7 @@ from engine.app.control import ControlError, ControlSettings, render_status, sen
 from engine.app.sections import catalog
 from engine.config import Config, ConfigError
 from engine.runtime.logs import setup_logging
+from engine.sim.personalities import NAMES
 from strategies.registry import discover
 
 
@@ -89,6 +90,11 @@ def _db_option(p: argparse.ArgumentParser, *, fresh: bool = False) -> None:
                    "the same mode and trading day at --db (with its -wal and -shm)")
 
 
+def _broker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", choices=NAMES, help="broker personality of the simulated broker: "
+                   "what OpenAlgo returns in front of it (default: matching.broker, zerodha)")
+
+
 def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("session", nargs="?", help="session file (default: the bundled trading day)")
     p.add_argument("--speed", type=float, default=0.0,
@@ -97,6 +103,7 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
+    _broker_option(p)
     _db_option(p, fresh=True)
 
 
@@ -111,6 +118,7 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
                    "keeps running when the engine stops or is restarted")
     p.add_argument("--atm", type=int, help="with --attach: ATM strike (default: from the spot)")
     p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD")
+    _broker_option(p)
     _db_option(p, fresh=True)
 
 
@@ -137,6 +145,9 @@ def _configure_simulator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-port", type=int, help="WebSocket port (default: simulator.ws_port)")
     p.add_argument("--faults", metavar="FILE", help="play this fault schedule (JSON: random "
                    "REST faults and timed events; see engine/sim/schedule.py) while serving")
+    _broker_option(p)
+    p.add_argument("--semi-auto", action="store_true", help="answer as OpenAlgo in semi-auto "
+                   "(Action Center) mode: orders queued, never placed")
 
 
 def _configure_report(p: argparse.ArgumentParser) -> None:

@@ -31,8 +31,8 @@ from engine.app.modes import feed_connector
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
-from engine.broker import BrokerError
-from engine.config import Config
+from engine.broker import BrokerError, SemiAutoMode
+from engine.config import Config, ConfigError
 from engine.market.instruments import (
     INDEX_EXCHANGE,
     INDEX_SYMBOL,
@@ -44,6 +44,19 @@ from engine.openalgo.instruments import InstrumentProvider
 from engine.openalgo.rest import OpenAlgoClient
 
 
+def _refuse_semi_auto(broker: OpenAlgoClient) -> None:
+    """OpenAlgo in semi-auto (Action Center) mode queues every order for a person to approve:
+    the engine refuses to trade through it (ConfigError: one line, exit 2). A probe that cannot
+    be read leaves it to the first order reply, which shows the mode too."""
+    try:
+        mode = broker.order_mode()
+    except BrokerError as exc:
+        logger.warning("OpenAlgo order mode not read ({}); an order reply will show it", exc)
+        return
+    if mode == "semi_auto":
+        raise ConfigError(SemiAutoMode.HINT, key="openalgo")
+
+
 def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
                 stop: threading.Event, atm: int | None = None, expiry: date | None = None,
                 control_path: str | None = None, on_started: Any = None) -> Engine:
@@ -52,6 +65,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     clock = venue.clock
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
                             clock=clock, account=venue.account)
+    if venue.name == "live":
+        _refuse_semi_auto(broker)
     day = trading_date(clock.time())
     try:
         # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:

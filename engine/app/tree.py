@@ -51,6 +51,7 @@ from engine.config import Config
 from engine.market.instruments import (
     INDEX_SYMBOL,
     InstrumentFacts,
+    is_index,
     minute_start,
     session_bounds,
 )
@@ -77,10 +78,11 @@ from engine.store.database import (
 Pair = tuple[str, str]
 
 #: History requests per second when the bar builders backfill over REST at start. OpenAlgo
-#: allows 50 calls/s per client for all non-order endpoints together; a burst of one request per
-#: symbol draws 429s whose ``retry_after`` a builder would sit out inside its start, long enough
-#: for its supervisor to take it for hung (with 82 options: market_data gave up).
-HISTORY_CALLS_PER_S = 20.0
+#: allows 10 calls/s per endpoint when API_RATE_LIMIT is unset (restx_api/history.py; 50 with its
+#: sample .env); a burst of one request per symbol draws 429s whose ``retry_after`` a builder
+#: would sit out inside its start, long enough for its supervisor to take it for hung (with 82
+#: options: market_data gave up).
+HISTORY_CALLS_PER_S = 8.0
 
 
 @dataclass
@@ -230,7 +232,8 @@ class Engine:
         margin = close_margin(self.cfg, self.clock)
         return [ChildSpec(builder_name(sym), _bar_factory(
             sym, self.cfg.bars, self.session, downstream, history,
-            self.load_state, margin)) for sym in self.symbols()]
+            self.load_state, margin, traded=not is_index(exchange)))
+            for sym, exchange in self.parts.symbols]
 
     def _history_source(self) -> Callable[[str, date], Sequence[HistoryBar]] | None:
         broker = self.parts.broker
@@ -379,7 +382,7 @@ def _host_factory(name: str, factory: Any, account: str, instrument: Any,
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
                  downstream: tuple[str, ...], history: Any, load: Any,
-                 margin: float) -> Callable[[Any], Any]:
+                 margin: float, *, traded: bool) -> Callable[[Any], Any]:
     return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
                                       downstream=downstream, history=history,
-                                      load_snapshot=load, close_margin_s=margin)
+                                      load_snapshot=load, close_margin_s=margin, traded=traded)

@@ -222,13 +222,13 @@ class BarAggregator:
     """Builds one symbol's one-minute bars and session VWAP from its ticks (see module doc).
 
     ``session`` is ``(open_ts, close_ts)``, epoch seconds on minute boundaries (see
-    ``engine.market.instruments.session_bounds``). Every method returns the events it produced,
-    oldest
-    first; an empty tuple when there are none.
+    ``engine.market.instruments.session_bounds``). ``traded`` is False for an index, which has
+    no traded volume: ``no_trade_minutes`` does not apply to it. Every method returns the events
+    it produced, oldest first; an empty tuple when there are none.
     """
 
     def __init__(self, symbol: str, settings: BarSettings,
-                 session: tuple[float, float]) -> None:
+                 session: tuple[float, float], *, traded: bool = True) -> None:
         open_ts, close_ts = session
         if not (math.isfinite(open_ts) and math.isfinite(close_ts)) or close_ts <= open_ts:
             raise BarError(f"session must be (open, close) with open < close, got {session!r}")
@@ -270,7 +270,8 @@ class BarAggregator:
         self._resets = 0
         self._bad_history = 0
         self._no_trade = 0
-        self._no_trade_gap = settings.no_trade_minutes == "gap"
+        # an index is never traded: its minutes are bars whenever they have a tick
+        self._no_trade_gap = settings.no_trade_minutes == "gap" and traded
         self._invalid: dict[str, int] = {}
         self._throttle = Throttle(settings.invalid_log_interval_s)
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 
+from engine.market.calendar import MarketCalendar
 from engine.runtime.clock import IST
 from engine.settings import setting
 
@@ -27,6 +28,12 @@ _OPTION_RE = re.compile(r"^(?P<root>[A-Z]+?)(?P<dd>\d{2})(?P<mon>[A-Z]{3})(?P<yy
 INDEX_SYMBOL = "NIFTY"
 INDEX_EXCHANGE = "NSE_INDEX"
 OPTION_EXCHANGE = "NFO"
+
+
+def is_index(exchange: str) -> bool:
+    """An index (``NSE_INDEX``, ``BSE_INDEX``): quoted, never traded, so its feed carries no
+    traded volume."""
+    return exchange.endswith("_INDEX")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,12 @@ class InstrumentSpec:
     holidays: frozenset[date] = field(default_factory=frozenset)
     # the broker's listed expiry dates, ascending; empty: derive them from the weekday rule
     expiries: tuple[date, ...] = ()
+
+    @property
+    def calendar(self) -> MarketCalendar:
+        """The trading days and session hours these facts give (engine/market/calendar.py)."""
+        return MarketCalendar(holidays=self.holidays, session_open=self.session_open,
+                              session_close=self.session_close)
 
 
 #: ``[instrument]`` keys that the broker's facts replace unless listed in ``override``.
@@ -153,7 +166,7 @@ def atm_strike(spot: float, rounding: int = 100) -> int:
 
 
 def is_trading_day(day: date, spec: InstrumentSpec) -> bool:
-    return day.weekday() < 5 and day not in spec.holidays
+    return spec.calendar.is_trading_day(day)
 
 
 def next_expiry(day: date, spec: InstrumentSpec) -> date:
@@ -174,9 +187,7 @@ def next_expiry(day: date, spec: InstrumentSpec) -> date:
 
 def session_bounds(day: date, spec: InstrumentSpec) -> tuple[float, float]:
     """Epoch seconds of the session's open and close on ``day`` (IST)."""
-    open_ = datetime.combine(day, spec.session_open, IST).timestamp()
-    close = datetime.combine(day, spec.session_close, IST).timestamp()
-    return open_, close
+    return spec.calendar.session_bounds(day)
 
 
 def minute_start(ts: float) -> float:

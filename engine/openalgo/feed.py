@@ -13,7 +13,9 @@ exchange → mode), the connection life cycle and the frame parser:
 - Keepalive: a protocol ping every ``ping_interval_s``; no pong within ``ping_timeout_s`` drops the
   connection. A feed that stays silent for ``frozen_after_s`` while symbols are subscribed is
   reported ``frozen`` and reconnected (the socket can stay open after the broker session died).
-- ``market_data`` frames become ``Tick``s: ``ltt`` (epoch ms) → ``exchange_ts`` seconds,
+- ``market_data`` frames become ``Tick``s: ``ltt`` → ``exchange_ts`` seconds, in the unit
+  (s, ms, µs, ns) nearest the receive time (Zerodha's depth mode sends seconds, the rest ms); a
+  time further than ``max_tick_skew_s`` from it is counted (``implausible_ltt``) and dropped,
   cumulative ``volume``, ``oi``, bid/ask from the depth's first level (or ``bid``/``ask``),
   ``recv_ts`` from the engine clock. Frames that are not JSON, lack fields, carry wrong types,
   non-finite or non-positive prices, or are for a symbol not subscribed here are counted per kind
@@ -93,6 +95,10 @@ class FeedSettings:
                                      max=600.0)
     ping_timeout_s: float = setting(20.0, "no pong this long after a ping drops the "
                                     "connection, seconds", min=0.01, max=600.0)
+    max_tick_skew_s: float = setting(3600.0, "a tick time (ltt) further than this from the "
+                                     "receive time is implausible: counted (implausible_ltt) "
+                                     "and replaced by the receive time, seconds", min=1.0,
+                                     max=86_400.0)
     batch_max: int = setting(256, "most ticks handed to on_ticks in one call", min=1,
                              max=100_000)
     log_interval_s: float = setting(10.0, "at most one log line per kind of bad frame per "
@@ -475,7 +481,8 @@ class FeedClient:
             self._call(self._on_order_update, "on_order_update", msg)
         elif kind in ("subscribe", "unsubscribe"):
             self._on_ack(kind, msg)
-        elif kind not in ("pong", "auth"):
+        elif kind not in ("pong", "auth", "subscribe_orders", "unsubscribe_orders"):
+            # the order-update (un)subscription is acknowledged by its own type
             self._count_invalid("unknown_type", raw)
 
     def _parse_tick(self, msg: dict[str, Any]) -> Tick | None:
@@ -504,10 +511,14 @@ class FeedClient:
             return self._count_invalid("non_positive_price" if ltp <= 0 else "non_finite", msg)
         ltt = data.get("ltt")
         exchange_ts = None
+        recv = self._clock.time()
         if ltt is not None:
             if (type(ltt) is int or type(ltt) is float) and 0 < ltt < _INF and \
                     ltt <= _INT64_MAX:
-                exchange_ts = ltt / 1000.0
+                exchange_ts = ltt_seconds(ltt, recv)
+                if abs(exchange_ts - recv) > self._settings.max_tick_skew_s:
+                    exchange_ts = None
+                    self._count_invalid("implausible_ltt", msg)
             else:
                 self._count_invalid("bad_optional_field", msg)
         volume = data.get("volume")
@@ -524,7 +535,7 @@ class FeedClient:
             ask = self._price(data.get("ask"), msg)
         names = self._names
         return Tick(names.get(symbol, symbol), names.get(exchange, exchange), ltp,
-                    self._clock.time(), exchange_ts, volume, bid, ask, oi)
+                    recv, exchange_ts, volume, bid, ask, oi)
 
     def _whole(self, value: object, msg: dict[str, Any]) -> int | None:
         """A non-negative whole count from a float like ``1234.0``; else None (counted)."""
@@ -681,6 +692,17 @@ class FeedClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***")
+
+
+#: the units an ``ltt`` comes in: seconds (Zerodha's depth mode), milliseconds (every other
+#: mode and broker), micro- and nanoseconds
+_LTT_DIVISORS = (1.0, 1e3, 1e6, 1e9)
+
+
+def ltt_seconds(ltt: float, recv: float) -> float:
+    """Epoch seconds of a tick time in whichever unit puts it nearest the receive time (units
+    differ per broker and mode: docs/broker-personalities.md)."""
+    return min((ltt / d for d in _LTT_DIVISORS), key=lambda t: abs(t - recv))
 
 
 def _check_mode(mode: int) -> None:

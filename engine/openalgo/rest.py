@@ -61,6 +61,7 @@ from engine.broker import (
     Quote,
     RateLimited,
     RejectedError,
+    SemiAutoMode,
     TradeRow,
 )
 from engine.openalgo.wire import Fields, WireError, to_float
@@ -200,8 +201,7 @@ class OpenAlgoClient:
                   "quantity": quantity, "position_size": position_size, "pricetype": pricetype,
                   "product": product, "price": price, "trigger_price": trigger_price,
                   "disclosed_quantity": disclosed_quantity}
-        return self._call("placesmartorder", fields,
-                          lambda body: _order_id(body) if body.has("orderid") else None)
+        return self._call("placesmartorder", fields, _smart_order_id)
 
     def modify_order(self, *, strategy: str, orderid: str, symbol: str, exchange: str,
                      action: str, quantity: int, pricetype: str, product: str, price: float,
@@ -267,6 +267,19 @@ class OpenAlgoClient:
     def ping(self) -> str:
         """The broker name OpenAlgo is connected to (proves the key and the server work)."""
         return self._call("ping", {}, lambda body: body.obj("data").text("broker"))
+
+    def order_mode(self) -> str:
+        """Whether OpenAlgo queues orders: "semi_auto" or "auto". OpenAlgo has no endpoint for
+        its order mode, but it refuses a cancel in semi-auto mode before it looks the order up
+        (services/cancel_order_service.py), so a cancel of an order id no broker issues tells
+        the modes apart and changes nothing."""
+        try:
+            self.cancel_order(strategy="mode-probe", orderid="0")
+        except SemiAutoMode:
+            return "semi_auto"
+        except (RejectedError, OrderNotFound):
+            return "auto"
+        return "auto"
 
     def analyzer_status(self) -> AnalyzerStatus:
         return self._call("analyzer", {}, lambda body: _analyzer(body.obj("data")))
@@ -349,6 +362,8 @@ class OpenAlgoClient:
                                   f"server error, the order may exist: {message}")
             raise _Retryable(self._error(BrokerUnavailable, endpoint, status, message),
                              self._settings.retry_delay_s)
+        if status == 403 and "semi-auto" in message.lower():
+            raise self._error(SemiAutoMode, endpoint, status, f"{message} ({SemiAutoMode.HINT})")
         if status in (401, 403):
             raise self._error(AuthError, endpoint, status,
                               f"API key refused for account {self.account!r}: {message}")
@@ -368,6 +383,10 @@ class OpenAlgoClient:
 
     def _parse(self, endpoint: str, body: Fields, parse: Callable[[Fields], T]) -> T:
         try:
+            if body.has("mode") and body.text("mode") == "semi_auto":
+                # services/order_router_service.py queue_order: queued, no order id
+                raise self._error(SemiAutoMode, endpoint, 200, "order queued for approval in "
+                                  f"the Action Center, not placed ({SemiAutoMode.HINT})")
             return parse(body)
         except WireError as exc:
             kind = OutcomeUnknown if endpoint in ORDER_CREATING else MalformedResponse
@@ -437,6 +456,11 @@ def _order_id(body: Fields) -> str:
     return orderid
 
 
+def _smart_order_id(body: Fields) -> str | None:
+    """placesmartorder: the order id, or None for "Positions Already Matched" (no order)."""
+    return _order_id(body) if body.has("orderid") else None
+
+
 def _cancel_all(body: Fields) -> CancelAllResult:
     def ids(key: str) -> tuple[str, ...]:
         out: list[str] = []
@@ -466,8 +490,8 @@ def _order_row(row: Fields, strategy: str) -> OrderRow:
         product=row.text("product"),
         status=row.status("order_status"),
         timestamp=row.text("timestamp", ""),
-        average_price=row.number("average_price", 0.0),
-        filled_quantity=row.whole("filled_quantity", 0),
+        average_price=row.number("average_price") if row.has("average_price") else None,
+        filled_quantity=row.whole("filled_quantity") if row.has("filled_quantity") else None,
         strategy=row.text("strategy", strategy),
         rejection_reason=row.text("rejection_reason", ""),
     )

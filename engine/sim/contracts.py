@@ -5,7 +5,8 @@ one row per known symbol (NIFTY on NSE_INDEX and every declared or published opt
 the simulator's instrument facts (lot size, tick size, freeze quantity). The reply bodies follow
 OpenAlgo's services field for field (docs/openalgo-protocol.md, "Instruments from the broker"):
 
-- ``symbol`` (services/symbol_service.py), ``search`` (search_service.py): contract rows;
+- ``symbol`` (services/symbol_service.py), ``search`` (search_service.py) and the
+  ``instruments`` download (instruments_service.py, a GET): contract rows;
 - ``expiry`` (expiry_service.py): ``DD-MMM-YY`` dates of today and later, ascending;
 - ``optionsymbol`` (option_symbol_service.py): ATM from the listed strikes, ITMn/OTMn offsets;
 - ``optionchain`` (option_chain_service.py): labelled strikes around ATM with quotes per leg;
@@ -39,6 +40,11 @@ _OFFSET = re.compile(r"^(ATM|ITM([1-9]|[1-4][0-9]|50)|OTM([1-9]|[1-4][0-9]|50))$
 _EXPIRY_IN_UNDERLYING = re.compile(r"^([A-Z]+)(\d{2}[A-Z]{3}\d{2})(?:FUT)?$")
 
 
+def underlying_quote_exchange(exchange: str) -> str:
+    """Where an underlying named with ``exchange`` is quoted: an option exchange's index."""
+    return _INDEX_QUOTE_EXCHANGE.get(exchange, exchange)
+
+
 def expiry_db(day: date) -> str:
     """The master contract's expiry text: ``09-SEP-25``."""
     return f"{day.day:02d}-{MONTHS[day.month - 1]}-{day.year % 100:02d}"
@@ -70,13 +76,16 @@ class ContractRow:
     def token(self) -> str:  # stable per symbol, like a broker's instrument token
         return str(zlib.crc32(f"{self.exchange}:{self.symbol}".encode()) % 10_000_000)
 
-    def json(self, freeze_qty: int) -> dict[str, Any]:
-        return {"symbol": self.symbol, "brsymbol": self.symbol, "name": self.name,
-                "exchange": self.exchange, "brexchange": self.exchange, "token": self.token,
-                "expiry": expiry_db(self.expiry) if self.expiry else "",
-                "strike": self.strike, "lotsize": self.lotsize,
-                "instrumenttype": self.instrumenttype, "tick_size": self.tick_size,
-                "freeze_qty": freeze_qty}
+    def json(self, freeze_qty: int | None = None) -> dict[str, Any]:
+        """The row as OpenAlgo sends it; ``freeze_qty`` where the endpoint adds it."""
+        row = {"symbol": self.symbol, "brsymbol": self.symbol, "name": self.name,
+               "exchange": self.exchange, "brexchange": self.exchange, "token": self.token,
+               "expiry": expiry_db(self.expiry) if self.expiry else "",
+               "strike": self.strike, "lotsize": self.lotsize,
+               "instrumenttype": self.instrumenttype, "tick_size": self.tick_size}
+        if freeze_qty is not None:
+            row["freeze_qty"] = freeze_qty
+        return row
 
 
 class MasterContract:
@@ -147,6 +156,13 @@ class MasterContract:
         return {"message": f"Found {len(text)} expiry dates for {symbol} "
                            f"{instrumenttype.lower()} in {exchange}", "data": text}
 
+    def instruments(self, exchange: str | None) -> dict[str, Any]:
+        """The contract download (instruments_service.py): every row, or one exchange's."""
+        rows = [r.json() for r in self.rows() if not exchange or r.exchange == exchange]
+        if not rows:
+            return {"message": "No instruments found", "data": []}
+        return {"message": f"Found {len(rows)} instruments", "data": rows}
+
     # -- options ------------------------------------------------------------------------------
     def _resolve(self, underlying: str, exchange: str,
                  expiry_date: str | None) -> tuple[str, date, str, str, float]:
@@ -160,7 +176,7 @@ class MasterContract:
             raise RejectedError("Expiry date required. Provide via expiry_date parameter or "
                                 "embed in underlying (e.g., NIFTY28OCT25FUT).")
         expiry = _expiry_from_text(text)
-        quote_exchange = _INDEX_QUOTE_EXCHANGE.get(exchange, exchange)
+        quote_exchange = underlying_quote_exchange(exchange)
         option_exchange = OPTION_EXCHANGES.get(quote_exchange, "NFO")
         if not self._broker.is_known(base, quote_exchange):
             raise RejectedError(f"Failed to fetch LTP for {base}. Symbol {base} not found on "

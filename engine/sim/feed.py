@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from engine.broker import OrderRow
 from engine.sim import wire
 from engine.sim.faults import FaultInjector
+from engine.sim.personalities import Personality
 
 if TYPE_CHECKING:
     from engine.runtime.clock import Clock
@@ -68,8 +69,10 @@ class FeedServer:
 
     def __init__(self, settings: SimulatorSettings, api_key: str, faults: FaultInjector,
                  clock: Clock, is_known: Callable[[str, str], bool],
-                 is_analyze: Callable[[], bool]) -> None:
+                 is_analyze: Callable[[], bool],
+                 personality: Personality | None = None) -> None:
         self._settings = settings
+        self._personality = personality
         self._key = api_key.encode()
         self._faults = faults
         self._clock = clock
@@ -246,7 +249,9 @@ class FeedServer:
                 if client.orders:
                     if frame is None:
                         frame = wire.dumps(wire.order_update_frame(
-                            item, analyze=self._is_analyze())).encode()
+                            item, analyze=self._is_analyze(), personality=self._personality,
+                            user_id=self._settings.user_id,
+                            broker=self._settings.broker_name)).encode()
                     client.outbox.append(frame)
                     woken.add(client)
 

@@ -15,6 +15,8 @@ Options (``MatchingSettings``): partial fills in chunks of N lots per tick, acti
 clock seconds, a seeded random rejection rate, and the freeze quantity. Validation failures raise
 ``RejectedError`` (HTTP 400 at the server); broker-side rejections (the rejection rate, forced
 rejections) produce an order with status ``rejected`` and a reason, as a broker's RMS does.
+``broker`` picks the personality (``engine.sim.personalities``): how the books and order updates
+read, and whether a cancel waits in ``cancel pending`` (the order can still fill meanwhile).
 
 Deterministic: order ids are ``<yymmdd><9-digit counter>`` from the clock's IST date, time comes
 only from the clock passed in, randomness only from a seeded ``random.Random``. Thread-safe: every
@@ -50,6 +52,7 @@ from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_sta
 from engine.messages import Tick
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
+from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
 
 ACTIONS = ("BUY", "SELL")
 PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
@@ -92,6 +95,9 @@ class MatchingSettings:
                                                   "quantity, as the exchange does")
     depth_lots_per_level: int = setting(10, "quantity in lots shown at each synthesized depth "
                                             "level", min=1, max=10_000)
+    broker: str = setting("zerodha", "broker personality: what OpenAlgo returns in front of "
+                                     "this broker (replay, paper and run.py simulator)",
+                          choices=NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,7 @@ class _Order:
     fill_value: float = 0.0
     rejection_reason: str = ""
     updated_ts: float = 0.0
+    cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
 
     @property
     def average_price(self) -> float:
@@ -278,6 +285,7 @@ class SimulatedBroker:
         self.instrument = instrument or InstrumentSpec()
         self.settings = settings or MatchingSettings()
         self._rng = rng or random.Random(self.settings.seed)
+        self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
@@ -460,8 +468,9 @@ class SimulatedBroker:
                      trigger_price: float, disclosed_quantity: int = 0) -> str:
         with self._lock:
             order = self._order(orderid, "modifyorder")
-            if order.status not in (OPEN, TRIGGER_PENDING):
-                raise RejectedError(f"Order {orderid} is {order.status} and cannot be modified",
+            if order.status not in (OPEN, TRIGGER_PENDING) or order.cancelling:
+                raise RejectedError(f"Order {orderid} is {self._row(order).status} and cannot "
+                                    f"be modified",
                                     endpoint="modifyorder")
             action, pricetype, product = action.upper(), pricetype.upper(), product.upper()
             if (symbol, exchange, action) != (order.symbol, order.exchange, order.action):
@@ -500,11 +509,27 @@ class SimulatedBroker:
     def cancel_order(self, *, strategy: str, orderid: str) -> str:
         with self._lock:
             order = self._order(orderid, "cancelorder")
-            if order.status in TERMINAL_STATUSES:
-                raise RejectedError(f"Order {orderid} is already {order.status} and cannot be "
+            if order.status in TERMINAL_STATUSES or order.cancelling:
+                status = CANCEL_PENDING if order.cancelling else order.status
+                raise RejectedError(f"Order {orderid} is already {status} and cannot be "
                                     f"cancelled", endpoint="cancelorder")
-            self._finish(order, CANCELLED)
+            latency = self.personality.cancel_latency_s
+            if latency <= 0:
+                self._finish(order, CANCELLED)
+                return orderid
+            # the exchange confirms later; the order can still fill meanwhile
+            order.cancelling = True
+            order.updated_ts = now = self.clock.time()
+            self._notify(order)
+            self.clock.call_at(now + latency, lambda: self._confirm_cancel(orderid),
+                               name=f"sim-cancel-{orderid}")
             return orderid
+
+    def _confirm_cancel(self, orderid: str) -> None:
+        with self._lock:
+            order = self._orders[orderid]
+            if order.status not in TERMINAL_STATUSES:
+                self._finish(order, CANCELLED)
 
     def cancel_all_orders(self, *, strategy: str) -> CancelAllResult:
         """Cancel every open / trigger-pending order of the account (as OpenAlgo does)."""
@@ -579,14 +604,27 @@ class SimulatedBroker:
 
     # -- Broker interface: books -----------------------------------------------------------------
     def order_status(self, *, strategy: str, orderid: str) -> OrderRow:
+        """The order as OpenAlgo reports it in front of this personality's broker."""
         with self._lock:
-            return self._row(self._order(orderid, "orderstatus"))
+            self._order(orderid, "orderstatus")
+            row = self.personality.order_status(self.raw_orderbook(), str(orderid),
+                                                self.tradebook())
+            if row is None:
+                raise OrderNotFound(f"Order {orderid} not found", endpoint="orderstatus",
+                                    status=404)
+            return row
 
     def open_position(self, *, strategy: str, symbol: str, exchange: str, product: str) -> int:
         with self._lock:
             return self._position_qty(symbol, exchange, product.upper())
 
     def orderbook(self) -> list[OrderRow]:
+        """The orderbook as OpenAlgo lists it in front of this personality's broker."""
+        with self._lock:
+            return self.personality.orderbook(self.raw_orderbook())
+
+    def raw_orderbook(self) -> list[OrderRow]:
+        """Every order as the simulated exchange knows it (all fields, in-between states)."""
         with self._lock:
             return [self._row(o) for o in self._orders.values()]
 
@@ -853,14 +891,15 @@ class SimulatedBroker:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
-                        status=o.status, timestamp=fmt_timestamp(o.placed_ts),
+                        status=CANCEL_PENDING if o.cancelling and o.status not in
+                        TERMINAL_STATUSES else o.status, timestamp=fmt_timestamp(o.placed_ts),
                         average_price=o.average_price, filled_quantity=o.filled_quantity,
                         strategy=o.strategy, rejection_reason=o.rejection_reason)
 
     def _notify(self, order: _Order) -> None:
         if not self._listeners:
             return
-        row = self._row(order)
+        row = self.personality.order_update(self._row(order))
         for listener in list(self._listeners):
             try:
                 listener(row)

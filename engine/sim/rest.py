@@ -1,10 +1,11 @@
 """The simulator's REST side: OpenAlgo's ``/api/v1/<endpoint>`` API over HTTP/1.1 on loopback.
 
 Two parts:
-- ``RestApi``: transport-free request handling: JSON body → schema validation (400) → API key
-  (403) → the simulated broker → OpenAlgo's reply body. Broker errors map to 400 (rejected),
-  404 (order not found) or 500; a number or date too large for the broker to compute with is a
-  400; the analyzer flag adds ``"mode": "analyze"`` to replies.
+- ``RestApi``: transport-free request handling: JSON body (or, for a GET endpoint, the query
+  parameters) → schema validation (400) → API key (403) → the simulated broker → OpenAlgo's
+  reply body. Broker errors map to 400 (rejected), 404 (order not found) or 500; a number or
+  date too large for the broker to compute with is a 400; the analyzer flag adds
+  ``"mode": "analyze"`` to replies.
 - ``RestServer``: a threaded ``http.server`` (one thread per connection, keep-alive) that applies,
   per request and in this order, the armed faults (stall, then 429 / HTTP error / malformed body /
   lost reply) and the per-client-IP moving-window rate limits, then answers from ``RestApi``.
@@ -16,6 +17,7 @@ up, the hold time passes or the server stops, and then closed.
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import math
 import select
@@ -24,24 +26,43 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from loguru import logger
 
 from engine.broker import BrokerError, OrderNotFound, RejectedError
+from engine.market.instruments import trading_date
 from engine.sim import wire
+from engine.sim.analytics import Analytics
 from engine.sim.contracts import MasterContract
 from engine.sim.faults import FaultInjector, RestFault
+from engine.sim.groups import OrderGroups
 from engine.sim.matching import INTERVALS, SimulatedBroker
+from engine.sim.personalities import RateLimits
 from engine.sim.ratelimit import MovingWindowLimiter
 
 if TYPE_CHECKING:
     from engine.sim.settings import SimulatorSettings
 
-ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder"})
+ORDER_ENDPOINTS = frozenset({"placeorder", "modifyorder", "cancelorder", "optionsorder",
+                             "optionsmultiorder"})
+#: endpoints OpenAlgo refuses in semi-auto mode, with the operation name of its message
+_SEMI_AUTO_REFUSED = {"cancelorder": "Cancel order", "modifyorder": "Modify order",
+                      "cancelallorder": "Cancel all orders", "closeposition": "Close position",
+                      "analyzer/toggle": "Analyzer toggle"}
 _API_PREFIX = "/api/v1/"
-_ERRORS_APART = frozenset({"optionsymbol", "optionchain"})
+#: How each endpoint words a validation error (its restx_api/ module): a message with the
+#: errors apart, or the errors themselves as the message; every other: the errors as text.
+_ERRORS_APART = {"optionsymbol": "Validation error", "optionchain": "Validation error",
+                 "optionsorder": "Validation error", "optionsmultiorder": "Validation error",
+                 "syntheticfuture": "Validation error", "optiongreeks": "Validation failed"}
+_ERRORS_AS_MESSAGE = frozenset({"instruments", "market/holidays", "market/timings"})
+#: Endpoints with their own wrong-key answer (restx_api/telegram_bot.py).
+_AUTH_ERRORS = {"telegram/notify": (401, "Invalid or missing API key")}
+_TELEGRAM_STOPPED = "Telegram bot is stopped. Start the bot to send notifications."
 _MALFORMED_BODIES = (b'{"status": "success", "data": {"orders": [{"orderid": ',
                      b"<html><body><h1>502 Bad Gateway</h1></body></html>")
 
@@ -59,25 +80,41 @@ class RestApi:
                  settings: SimulatorSettings) -> None:
         self._broker = broker
         self._contract = MasterContract(broker, broker.instrument)
+        self._groups = OrderGroups(broker, self._contract)
+        self._analytics = Analytics(broker, self._contract)
         self._key = api_key.encode()
         self._settings = settings
         self._strings = settings.string_numbers
-        self.analyze = settings.analyze_mode
+        self._personality = broker.personality
+        self._string_fields = broker.personality.string_fields
+        self.analyze = settings.analyze_mode or broker.personality.analyze
+        self._pending_ids = itertools.count(1)
 
-    def handle(self, endpoint: str, body: bytes) -> Reply:
-        try:
-            data = json.loads(body) if body else None
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
-            return 400, error_body("Invalid JSON body")
+    def handle(self, endpoint: str, body: bytes, query: str | None = None) -> Reply:
+        """One request: the JSON ``body``, or for a GET endpoint the ``query`` string."""
+        if query is not None:
+            data: object = dict(reversed(parse_qsl(query)))  # the first of repeated names
+        else:
+            try:
+                data = json.loads(body) if body else None
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+                return 400, error_body("Invalid JSON body")
         try:
             fields = wire.validate(endpoint, data)
         except wire.ValidationFailed as exc:
-            if endpoint in _ERRORS_APART:  # restx_api/option_symbol.py, option_chain.py
-                return 400, {**error_body("Validation error"), "errors": exc.errors}
+            if endpoint in _ERRORS_APART:
+                return 400, {**error_body(_ERRORS_APART[endpoint]), "errors": exc.errors}
+            if endpoint in _ERRORS_AS_MESSAGE:
+                return 400, {"status": "error", "message": exc.errors}
             return 400, error_body(str(exc))
         if not hmac.compare_digest(fields.pop("apikey").encode("utf-8", "surrogatepass"),
                                    self._key):
-            return 403, error_body("Invalid openalgo apikey")
+            status, message = _AUTH_ERRORS.get(endpoint, (403, "Invalid openalgo apikey"))
+            return status, error_body(message)
+        if self._settings.semi_auto and not self.analyze:
+            queued = self._semi_auto(endpoint)
+            if queued is not None:
+                return queued
         try:
             payload = self._dispatch(endpoint, fields)
         except OrderNotFound as exc:
@@ -95,6 +132,23 @@ class RestApi:
         if self.analyze:
             payload["mode"] = "analyze"
         return 200, payload
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return self._personality.rate_limits
+
+    def _semi_auto(self, endpoint: str) -> Reply | None:
+        """services/order_router_service.py: orders go to the Action Center (success, no
+        orderid); services/cancel_order_service.py and its siblings refuse with 403."""
+        if endpoint in ("placeorder", "placesmartorder"):
+            return 200, {"status": "success",
+                         "message": "Order queued for approval in Action Center",
+                         "mode": "semi_auto", "pending_order_id": next(self._pending_ids)}
+        refused = _SEMI_AUTO_REFUSED.get(endpoint)
+        if refused is not None:
+            return 403, error_body(f"{refused} operation is not allowed in Semi-Auto mode. "
+                                   f"Please switch to Auto mode.")
+        return None
 
     def _dispatch(self, endpoint: str, fields: dict[str, Any]) -> dict[str, Any]:
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
@@ -134,7 +188,8 @@ class RestApi:
 
     def _on_orderstatus(self, f: dict[str, Any]) -> dict[str, Any]:
         row = self._broker.order_status(strategy=f["strategy"], orderid=f["orderid"])
-        return {"data": wire.order_status_json(row, analyze=self.analyze, strings=self._strings)}
+        return {"data": wire.order_status_json(row, analyze=self.analyze, strings=self._strings,
+                                               string_fields=self._string_fields)}
 
     def _on_openposition(self, f: dict[str, Any]) -> dict[str, Any]:
         qty = self._broker.open_position(strategy=f["strategy"], symbol=f["symbol"],
@@ -142,14 +197,16 @@ class RestApi:
         return {"quantity": str(qty) if self._strings else qty}
 
     def _on_orderbook(self, f: dict[str, Any]) -> dict[str, Any]:
-        return {"data": wire.orderbook_json(self._broker.orderbook(), strings=self._strings)}
+        return {"data": wire.orderbook_json(self._broker.orderbook(), strings=self._strings,
+                                            string_fields=self._string_fields)}
 
     def _on_tradebook(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"data": [wire.trade_json(t, strings=self._strings)
                          for t in self._broker.tradebook()]}
 
     def _on_positionbook(self, f: dict[str, Any]) -> dict[str, Any]:
-        return {"data": [wire.position_json(p, strings=self._strings)
+        return {"data": [wire.position_json(p, strings=self._strings,
+                                            personality=self._personality)
                          for p in self._broker.positionbook()]}
 
     def _on_funds(self, f: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +261,57 @@ class RestApi:
         return self._contract.option_chain(f["underlying"], f["exchange"], f["expiry_date"],
                                            f.get("strike_count"), self._broker.clock.time())
 
+    def _on_instruments(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._contract.instruments(f.get("exchange"))
+
+    # -- order groups (engine/sim/groups.py) ---------------------------------------------------
+    def _on_basketorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.basket(f["strategy"], f["orders"])
+
+    def _on_splitorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.split(f["strategy"], f, f["splitsize"])
+
+    def _on_optionsorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.options_order(f["strategy"], f)
+
+    def _on_optionsmultiorder(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._groups.options_multiorder(f["strategy"], f, f["legs"],
+                                               "analyze" if self.analyze else "live")
+
+    # -- computed from prices (engine/sim/analytics.py) ----------------------------------------
+    def _on_syntheticfuture(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.synthetic_future(f["underlying"], f["exchange"],
+                                                f["expiry_date"])
+
+    def _on_optiongreeks(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.option_greeks(f, self._broker.clock.time())
+
+    def _on_margin(self, f: dict[str, Any]) -> dict[str, Any]:
+        return self._analytics.margin(f["positions"])
+
+    # -- the market calendar (engine/market/calendar.py) ---------------------------------------
+    def _on_market_holidays(self, f: dict[str, Any]) -> dict[str, Any]:
+        year = f.get("year") or trading_date(self._broker.clock.time()).year
+        calendar = self._broker.instrument.calendar
+        return {"year": year, "timezone": "Asia/Kolkata",
+                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges)}
+
+    def _on_market_timings(self, f: dict[str, Any]) -> dict[str, Any]:
+        try:
+            day = date.fromisoformat(f["date"]) if len(f["date"]) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise RejectedError("Invalid date format. Use YYYY-MM-DD")
+        if not date(2020, 1, 1) <= day <= date(2050, 12, 31):
+            raise RejectedError("Date must be between 2020-01-01 and 2050-12-31")
+        calendar = self._broker.instrument.calendar
+        return {"data": wire.timings_json(calendar.session(day), calendar.exchanges)}
+
+    def _on_telegram_notify(self, f: dict[str, Any]) -> dict[str, Any]:
+        # the simulator runs no Telegram bot: OpenAlgo's answer while its bot is stopped
+        raise BrokerError(_TELEGRAM_STOPPED, status=409)
+
     def _on_analyzer(self, f: dict[str, Any]) -> dict[str, Any]:
         return {"data": self._analyzer_data()}
 
@@ -251,9 +359,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.owner.serve(self)
 
     def do_GET(self) -> None:
+        self.server.owner.serve(self, get=True)
+
+    def do_PUT(self) -> None:
         self.server.owner.refuse(self, 405, "Method Not Allowed")
 
-    do_PUT = do_DELETE = do_PATCH = do_GET  # noqa: N815
+    do_DELETE = do_PATCH = do_PUT  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("simulator http: {}", format % args)
@@ -339,14 +450,17 @@ class RestServer:
         self._drain_body(handler)
         handler.send_json(status, error_body(message))
 
-    def serve(self, handler: _Handler) -> None:
-        path = handler.path.split("?", 1)[0]
+    def serve(self, handler: _Handler, *, get: bool = False) -> None:
+        path, _, query = handler.path.partition("?")
         body = self._drain_body(handler)
         if body is None:
             handler.send_json(411, error_body("Content-Length required"))
             handler.close_connection = True
             return
         endpoint = path[len(_API_PREFIX):].strip("/") if path.startswith(_API_PREFIX) else ""
+        if get != (endpoint in wire.GET_ENDPOINTS) and (get or endpoint in wire.ENDPOINTS):
+            handler.send_json(405, error_body("Method Not Allowed"))
+            return
         if endpoint not in wire.ENDPOINTS:
             handler.send_json(404, error_body(f"Not found: {path}"))
             return
@@ -366,7 +480,7 @@ class RestServer:
                                       f"Rate limit exceeded: {limit} per "
                                       f"{self._settings.rate_window_s:g} second")
             return
-        status, payload = self.api.handle(endpoint, body)
+        status, payload = self.api.handle(endpoint, body, query if get else None)
         if fault is not None:  # lose_reply: processed, never answered
             logger.info("simulator: {} processed ({}), reply withheld", endpoint, status)
             self._hold(handler)
@@ -374,14 +488,16 @@ class RestServer:
         handler.send_json(status, payload)
 
     def _limit_for(self, endpoint: str) -> int:
+        """The endpoint's limit: the setting, or (0) the broker personality's default."""
         s = self._settings
         if not s.rate_limits_enabled:
             return 0
+        defaults = self.api.rate_limits
         if endpoint in ORDER_ENDPOINTS:
-            return s.order_rate_per_s
+            return s.order_rate_per_s or defaults.order
         if endpoint == "placesmartorder":
-            return s.smart_order_rate_per_s
-        return s.default_rate_per_s
+            return s.smart_order_rate_per_s or defaults.smart_order
+        return s.default_rate_per_s or defaults.default
 
     def _answer_fault(self, handler: _Handler, fault: RestFault) -> None:
         if fault.kind == "rate_limit":

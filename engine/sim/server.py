@@ -126,7 +126,7 @@ class SimulatorServer:
         self._api = RestApi(self.broker, api_key, self.settings)
         self._rest = RestServer(self._api, self.faults, self.settings)
         self._feed = FeedServer(self.settings, api_key, self.faults, clock, self.broker.is_known,
-                                lambda: self._api.analyze)
+                                lambda: self._api.analyze, self.broker.personality)
         self._tick_source = tick_source
         self._playbacks: list[Playback] = []
         self._level_quantity = self.broker.level_quantity
@@ -205,7 +205,8 @@ class SimulatorServer:
             tick = replace(tick, ltp=0.0)
         snap = self.broker.on_tick(tick)
         frames = FrameBuilder(snap, tick.ltp, tick.ts, self.instrument.tick_size,
-                              self._level_quantity, self.settings.broker_name)
+                              self._level_quantity, self.settings.broker_name,
+                              self.broker.personality)
         self._feed.submit_tick(frames, (tick.symbol, tick.exchange))
 
     def play(self, ticks: Iterable[Tick], clock: Clock | None = None) -> Playback:

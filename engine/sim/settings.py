@@ -30,12 +30,16 @@ class SimulatorSettings:
     ws_ping_timeout_s: float = setting(20.0, "close a WS client that does not answer a ping in "
                                              "this many seconds", min=0.1, max=3600)
     rate_limits_enabled: bool = setting(True, "apply OpenAlgo's per-IP REST rate limits")
-    order_rate_per_s: int = setting(10, "placeorder/modifyorder/cancelorder calls per window "
-                                        "per client IP", min=1, max=100_000)
-    smart_order_rate_per_s: int = setting(10, "placesmartorder calls per window per client IP",
-                                          min=1, max=100_000)
-    default_rate_per_s: int = setting(50, "calls per window per client IP for other endpoints",
-                                      min=1, max=100_000)
+    order_rate_per_s: int = setting(0, "placeorder/modifyorder/cancelorder calls per window "
+                                       "per client IP (0 = the broker personality's default)",
+                                    min=0, max=100_000)
+    smart_order_rate_per_s: int = setting(0, "placesmartorder calls per window per client IP "
+                                             "(0 = the broker personality's default)",
+                                          min=0, max=100_000)
+    default_rate_per_s: int = setting(0, "calls per window per client IP for other endpoints "
+                                         "(0 = the broker personality's default: 10 for zerodha "
+                                         "and angel, 50 for ideal and sandbox)",
+                                      min=0, max=100_000)
     rate_window_s: float = setting(1.0, "length of the moving rate-limit window", min=0.01,
                                    max=3600)
     retry_after_s: float = setting(60.0, "retry_after sent with a 429 (OpenAlgo says 60)",
@@ -48,4 +52,7 @@ class SimulatorSettings:
     symbols: tuple[str, ...] = setting((), "extra known symbols, EXCHANGE:SYMBOL")
     string_numbers: bool = setting(False, "send numbers in order/trade/position books as "
                                           "strings, as some brokers do")
-    analyze_mode: bool = setting(False, "start in analyzer (sandbox) mode")
+    analyze_mode: bool = setting(False, "start in analyzer (sandbox) mode (always, for the "
+                                        "sandbox personality)")
+    semi_auto: bool = setting(False, "answer as OpenAlgo in semi-auto (Action Center) mode: "
+                                     "orders queued, never placed; cancels refused")

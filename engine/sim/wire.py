@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from engine.broker import Depth, Funds, HistoryBar, OrderRow, PositionRow, Quote, TradeRow
 from engine.sim.matching import DEPTH_LEVELS, MarketSnapshot, touch_prices
+from engine.sim.personalities import MarketFacts, Personality
 
 EXCHANGES = ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCDEX", "NCO", "NSE_INDEX",
              "BSE_INDEX", "MCX_INDEX", "CRYPTO")
@@ -32,7 +34,7 @@ _MODES_BY_NAME = {"LTP": 1, "QUOTE": 2, "DEPTH": 3}
 class ValidationFailed(ValueError):
     """A request body failed its schema; ``str()`` is OpenAlgo's message text."""
 
-    def __init__(self, errors: dict[str, list[str]]) -> None:
+    def __init__(self, errors: dict[str, Any]) -> None:
         self.errors = errors
         super().__init__(str(errors))
 
@@ -40,7 +42,8 @@ class ValidationFailed(ValueError):
 @dataclass(frozen=True, slots=True)
 class Field:
     """One request field: kind is str | float | int | qty | bool | date | pairs (a non-empty
-    list of ``{"symbol", "exchange"}`` objects)."""
+    list of ``{"symbol", "exchange"}`` objects) | list (of objects of the ``item`` schema, with
+    ``min``/``max`` items and ``range_error`` otherwise)."""
 
     kind: str
     required: bool = False
@@ -51,6 +54,7 @@ class Field:
     min_inclusive: bool = True
     range_error: str = ""
     nullable: bool = False
+    item: Mapping[str, Field] | None = None
 
 
 def _req(kind: str, **kw: Any) -> Field:
@@ -75,6 +79,31 @@ _ORDER_FIELDS: dict[str, Field] = {
     "price": Field("float", default=0.0, **_PRICE),
     "trigger_price": Field("float", default=0.0, **_TRIGGER),
     "disclosed_quantity": Field("int", default=0, **_DISCLOSED),
+}
+
+_BASKET_ITEM: dict[str, Field] = {k: v for k, v in _ORDER_FIELDS.items()
+                                   if k not in ("apikey", "strategy")}
+_OPTION_TARGET: dict[str, Field] = {
+    "underlying": _req("str"), "exchange": _req("str", choices=EXCHANGES),
+    "expiry_date": Field("str"), "strike_int": Field("int", nullable=True, min=1),
+}
+_OPTION_LEG: dict[str, Field] = {
+    "offset": _req("str"), "option_type": _req("str", choices=_OPTION_TYPES),
+    "action": _req("str", choices=_ACTIONS),
+    "quantity": _req("int", min=1, range_error="Quantity must be a positive integer."),
+    "splitsize": Field("int", default=0, nullable=True, min=0,
+                       range_error="Split size must be a non-negative integer."),
+    "pricetype": Field("str", default="MARKET", choices=_PRICE_TYPES),
+    "product": Field("str", default="MIS", choices=("MIS", "NRML")),
+    "price": Field("float", default=0.0, **_PRICE),
+    "trigger_price": Field("float", default=0.0, **_TRIGGER),
+    "disclosed_quantity": Field("int", default=0, **_DISCLOSED),
+}
+_MARGIN_POSITION: dict[str, Field] = {  # numbers as strings, checked by the service
+    "symbol": _req("str"), "exchange": _req("str", choices=EXCHANGES),
+    "action": _req("str", choices=_ACTIONS), "quantity": _req("str"),
+    "product": _req("str", choices=_PRODUCTS), "pricetype": _req("str", choices=_PRICE_TYPES),
+    "price": Field("str", default="0"), "trigger_price": Field("str", default="0"),
 }
 
 SCHEMAS: dict[str, dict[str, Field]] = {
@@ -140,9 +169,50 @@ SCHEMAS: dict[str, dict[str, Field]] = {
                     "interest_rate": Field("float", nullable=True, min=0, max=100)},
     "analyzer": {"apikey": _API_KEY},
     "analyzer/toggle": {"apikey": _API_KEY, "mode": _req("bool")},
+    # order groups (engine/sim/groups.py); restx_api/schemas.py
+    "basketorder": {"apikey": _API_KEY, "strategy": _req("str"),
+                    "orders": _req("list", item=_BASKET_ITEM)},
+    "splitorder": {
+        **_ORDER_FIELDS,
+        "quantity": _req("qty", min=0, min_inclusive=False,
+                         range_error="Total quantity must be a positive number."),
+        "splitsize": _req("int", min=1, range_error="Split size must be a positive integer."),
+    },
+    "optionsorder": {"apikey": _API_KEY, "strategy": _req("str"), **_OPTION_TARGET,
+                     **_OPTION_LEG},
+    "optionsmultiorder": {"apikey": _API_KEY, "strategy": _req("str"), **_OPTION_TARGET,
+                          "legs": _req("list", item={**_OPTION_LEG, "expiry_date": Field("str")},
+                                       min=1, max=20,
+                                       range_error="Legs must contain 1 to 20 items.")},
+    # what OpenAlgo computes from prices (engine/sim/analytics.py)
+    "syntheticfuture": {"apikey": _API_KEY, "underlying": _req("str"),
+                        "exchange": _req("str", choices=EXCHANGES), "expiry_date": _req("str")},
+    "optiongreeks": {"apikey": _API_KEY, "symbol": _req("str"),
+                     "exchange": _req("str", choices=F_AND_O_EXCHANGES),
+                     "interest_rate": Field("float", min=0, max=100),
+                     "forward_price": Field("float", min=0),
+                     "underlying_symbol": Field("str"), "underlying_exchange": Field("str"),
+                     "expiry_time": Field("str")},
+    "margin": {"apikey": _API_KEY,
+               "positions": _req("list", item=_MARGIN_POSITION, min=1, max=50,
+                                 range_error="Positions must contain 1 to 50 items.")},
+    # the master contract as a download (GET, query parameters); restx_api/data_schemas.py
+    "instruments": {"apikey": _API_KEY, "exchange": Field("str", choices=EXCHANGES),
+                    "format": Field("str", choices=("json",))},
+    # the market calendar (engine/market/calendar.py)
+    "market/holidays": {"apikey": _API_KEY, "year": Field("int", min=2020, max=2050)},
+    "market/timings": {"apikey": _API_KEY, "date": _req("str")},
+    # restx_api/telegram_bot.py reads these with dict.get (no schema): others are ignored
+    "telegram/notify": {"apikey": Field("str", default=""), "username": Field("str"),
+                        "message": Field("str"), "priority": Field("int"),
+                        "wait_for_delivery": Field("bool")},
 }
 
 ENDPOINTS = frozenset(SCHEMAS)
+#: Endpoints OpenAlgo serves to GET with query parameters; every other one is POST with JSON.
+GET_ENDPOINTS = frozenset({"instruments"})
+#: Endpoints whose unknown request fields are dropped, not refused.
+_LENIENT = frozenset({"telegram/notify"})
 
 _INVALID = {
     "str": "Not a valid string.",
@@ -159,14 +229,23 @@ _FALSE = frozenset({"false", "f", "0", "no", "n", "off"})
 
 def validate(endpoint: str, body: object) -> dict[str, Any]:
     """The request's fields, typed and with defaults filled in; ``ValidationFailed`` otherwise."""
-    schema = SCHEMAS[endpoint]
+    out, errors = _load(SCHEMAS[endpoint], body, lenient=endpoint in _LENIENT)
+    if errors:
+        raise ValidationFailed(errors)
+    return out
+
+
+def _load(schema: Mapping[str, Field], body: object,
+          lenient: bool = False) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """One object against ``schema``: (fields, errors by field name)."""
     if not isinstance(body, dict):
-        raise ValidationFailed({"_schema": ["Invalid input type."]})
-    errors: dict[str, list[str]] = {}
+        return {}, {"_schema": ["Invalid input type."]}
+    errors: dict[Any, Any] = {}
     out: dict[str, Any] = {}
-    for name in body:
-        if name not in schema:
-            errors[str(name)] = ["Unknown field."]
+    if not lenient:
+        for name in body:
+            if name not in schema:
+                errors[str(name)] = ["Unknown field."]
     for name, spec in schema.items():
         if name not in body:
             if spec.required:
@@ -182,20 +261,47 @@ def validate(endpoint: str, body: object) -> dict[str, Any]:
                 out[name] = None
             continue
         try:
-            out[name] = _convert(spec, value)
+            out[name] = _items(spec, value) if spec.kind == "list" else _convert(spec, value)
+        except _ItemErrors as exc:
+            errors[name] = exc.errors
         except ValueError as exc:
             errors[name] = [str(exc)]
-    if not errors and "quantity" in out and out.get("exchange") != "CRYPTO":
+    if not errors and out.get("exchange") != "CRYPTO":
         for name in ("quantity", "position_size"):
-            if name in out:
+            if name in out and schema[name].kind == "qty":
                 qty = out[name]
                 if qty != int(qty):
                     errors[name] = [f"Fractional quantity ({qty}) is not allowed for non-crypto "
                                     f"exchanges."]
                 else:
                     out[name] = int(qty)
+    return out, errors
+
+
+class _ItemErrors(ValueError):
+    """Errors of a list's items, by item index (marshmallow's nested form)."""
+
+    def __init__(self, errors: dict[int, Any]) -> None:
+        self.errors = errors
+        super().__init__(str(errors))
+
+
+def _items(spec: Field, value: object) -> list[dict[str, Any]]:
+    """A list of objects of ``spec.item``; each item's errors under its index."""
+    if not isinstance(value, list):
+        raise ValueError("Not a valid list.")
+    if (spec.min is not None and len(value) < spec.min) or \
+            (spec.max is not None and len(value) > spec.max):
+        raise ValueError(spec.range_error)
+    assert spec.item is not None
+    out, errors = [], {}
+    for i, item in enumerate(value):
+        fields, item_errors = _load(spec.item, item)
+        if item_errors:
+            errors[i] = item_errors
+        out.append(fields)
     if errors:
-        raise ValidationFailed(errors)
+        raise _ItemErrors(errors)
     return out
 
 
@@ -299,34 +405,44 @@ def _num(value: float | int, as_string: bool) -> float | int | str:
     return str(value) if isinstance(value, int) else f"{value:.2f}"
 
 
-def order_json(row: OrderRow, *, strings: bool = False) -> dict[str, Any]:
-    """An orderbook row (live format)."""
-    return {
+def order_json(row: OrderRow, *, strings: bool = False,
+               string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """An orderbook row (live format); a field the row does not have (None) is left out, and
+    ``string_fields`` (or all numbers, with ``strings``) are sent as text."""
+    def num(name: str, value: float | int) -> float | int | str:
+        return _num(value, strings or name in string_fields)
+
+    data: dict[str, Any] = {
         "action": row.action, "symbol": row.symbol, "exchange": row.exchange,
         "orderid": row.orderid, "product": row.product,
-        "quantity": _num(row.quantity, strings), "price": _num(row.price, strings),
+        "quantity": num("quantity", row.quantity), "price": num("price", row.price),
         "pricetype": row.pricetype, "order_status": row.status,
-        "trigger_price": _num(row.trigger_price, strings), "timestamp": row.timestamp,
-        "average_price": _num(row.average_price, strings),
-        "filled_quantity": _num(row.filled_quantity, strings),
+        "trigger_price": num("trigger_price", row.trigger_price), "timestamp": row.timestamp,
     }
-
-
-def order_status_json(row: OrderRow, *, analyze: bool, strings: bool = False) -> dict[str, Any]:
-    """``orderstatus`` data: live uses ``pricetype``; sandbox ``price_type`` + pending_quantity."""
-    data = order_json(row, strings=strings)
-    if analyze:
-        data["price_type"] = data.pop("pricetype")
-        data["pending_quantity"] = _num(row.quantity - row.filled_quantity, strings)
+    if row.average_price is not None:
+        data["average_price"] = num("average_price", row.average_price)
+    if row.filled_quantity is not None:
+        data["filled_quantity"] = num("filled_quantity", row.filled_quantity)
     return data
 
 
-def orderbook_json(rows: list[OrderRow], *, strings: bool = False) -> dict[str, Any]:
+def order_status_json(row: OrderRow, *, analyze: bool, strings: bool = False,
+                      string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``orderstatus`` data: live uses ``pricetype``; sandbox ``price_type`` + pending_quantity."""
+    data = order_json(row, strings=strings, string_fields=string_fields)
+    if analyze:
+        data["price_type"] = data.pop("pricetype")
+        data["pending_quantity"] = _num(row.quantity - (row.filled_quantity or 0), strings)
+    return data
+
+
+def orderbook_json(rows: list[OrderRow], *, strings: bool = False,
+                   string_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
     def count(pred: Any) -> int:
         return sum(1 for r in rows if pred(r))
 
     return {
-        "orders": [order_json(r, strings=strings) for r in rows],
+        "orders": [order_json(r, strings=strings, string_fields=string_fields) for r in rows],
         "statistics": {
             "total_buy_orders": count(lambda r: r.action == "BUY"),
             "total_sell_orders": count(lambda r: r.action == "SELL"),
@@ -346,11 +462,15 @@ def trade_json(row: TradeRow, *, strings: bool = False) -> dict[str, Any]:
     }
 
 
-def position_json(row: PositionRow, *, strings: bool = False) -> dict[str, Any]:
+def position_json(row: PositionRow, *, strings: bool = False,
+                  personality: Personality | None = None) -> dict[str, Any]:
+    average: float | str = _num(row.average_price, strings)
+    if personality is not None and not strings:
+        average = personality.position_average(row.average_price)
     return {
         "symbol": row.symbol, "exchange": row.exchange, "product": row.product,
         "quantity": _num(row.quantity, strings),
-        "average_price": _num(row.average_price, strings),
+        "average_price": average,
         "ltp": _num(row.ltp, strings), "pnl": _num(row.pnl, strings),
     }
 
@@ -386,15 +506,39 @@ def history_json(bars: list[HistoryBar]) -> list[dict[str, Any]]:
              "close": b.close, "volume": b.volume, "oi": b.oi} for b in bars]
 
 
-def order_update_frame(row: OrderRow, *, analyze: bool) -> dict[str, Any]:
+def holidays_json(days: list[date], exchanges: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``market/holidays`` data: each listed holiday closes every exchange of the calendar."""
+    return [{"date": d.isoformat(), "description": "Trading holiday",
+             "holiday_type": "TRADING_HOLIDAY", "closed_exchanges": list(exchanges),
+             "open_exchanges": []} for d in days]
+
+
+def timings_json(session: tuple[float, float] | None,
+                 exchanges: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``market/timings`` data: each exchange's open and close in epoch ms; [] when closed."""
+    if session is None:
+        return []
+    start, end = (round(t * 1000) for t in session)
+    return [{"exchange": x, "start_time": start, "end_time": end} for x in exchanges]
+
+
+def order_update_frame(row: OrderRow, *, analyze: bool,
+                       personality: Personality | None = None, user_id: str = "",
+                       broker: str = "") -> dict[str, Any]:
+    if personality is not None:
+        frame = personality.order_update_frame(row, analyze=analyze, user_id=user_id,
+                                               broker=broker)
+        if frame is not None:
+            return frame
+    filled = row.filled_quantity or 0
     return {
         "type": "order_update", "orderid": row.orderid, "symbol": row.symbol,
         "exchange": row.exchange, "action": row.action, "quantity": row.quantity,
         "price": row.price, "trigger_price": row.trigger_price, "pricetype": row.pricetype,
         "product": row.product, "order_status": row.status,
-        "filled_quantity": row.filled_quantity,
-        "pending_quantity": row.quantity - row.filled_quantity,
-        "average_price": row.average_price, "rejection_reason": row.rejection_reason,
+        "filled_quantity": filled,
+        "pending_quantity": row.quantity - filled,
+        "average_price": row.average_price or 0.0, "rejection_reason": row.rejection_reason,
         "strategy": row.strategy, "timestamp": row.timestamp,
         "mode": "analyze" if analyze else "live",
     }
@@ -412,11 +556,15 @@ class FrameBuilder:
     directly (integer paise steps) instead of as thirty small dicts.
     """
 
-    __slots__ = ("_broker", "_cache", "_level_qty", "_ltp", "_ltt", "_snap", "_tick_size")
+    __slots__ = ("_broker", "_cache", "_level_qty", "_ltp", "_ltt", "_personality", "_snap",
+                 "_tick_size", "_ts")
 
     def __init__(self, snap: MarketSnapshot, ltp: float, ltt: float, tick_size: float,
-                 level_quantity: int, broker: str) -> None:
+                 level_quantity: int, broker: str,
+                 personality: Personality | None = None) -> None:
         self._snap = snap
+        self._personality = personality
+        self._ts = ltt
         self._ltp = ltp
         self._tick_size = tick_size
         self._level_qty = level_quantity
@@ -435,6 +583,10 @@ class FrameBuilder:
         s = self._snap
         head = {"type": "market_data", "symbol": s.symbol, "exchange": s.exchange, "mode": mode,
                 "broker": self._broker}
+        if self._personality is not None:
+            text = self._personality.market_frame(mode, head, self._facts())
+            if text is not None:
+                return text
         if mode == 1:
             head["data"] = {"ltp": self._ltp, "ltt": self._ltt}
             return json.dumps(head, separators=(",", ":"))
@@ -453,6 +605,18 @@ class FrameBuilder:
         text = json.dumps(head, separators=(",", ":"))  # ends with the data object's "}}"
         return (f'{text[:-2]},"depth":{{"buy":{_ladder_json(best_bid, -tick, qty)},'
                 f'"sell":{_ladder_json(best_ask, tick, qty)}}}}}}}')
+
+
+    def _facts(self) -> MarketFacts:
+        s, tick, qty = self._snap, self._tick_size, self._level_qty
+        best_bid, best_ask = touch_prices(s.ltp, s.bid, s.ask, tick)
+        return MarketFacts(
+            ltp=self._ltp, ltt=self._ts, volume=s.volume, open=s.open, high=s.high, low=s.low,
+            close=s.close, last_quantity=s.last_trade_quantity, average_price=s.average_price,
+            total_buy_quantity=_ladder_total(best_bid, -tick, qty),
+            total_sell_quantity=_ladder_total(best_ask, tick, qty),
+            oi=s.oi, bids=json.loads(_ladder_json(best_bid, -tick, qty)),
+            asks=json.loads(_ladder_json(best_ask, tick, qty)))
 
 
 def _ladder_total(best: float, step: float, qty: int) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.broker import OrderRow
+from engine.broker import OrderRow, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -96,6 +96,11 @@ class BadBrokerReport(OrderError):
     """A broker report that cannot be read (unknown status, missing or unparsable fields)."""
 
 
+class InBetweenStatus(BadBrokerReport):
+    """A broker's in-between state (``cancel pending``, ``open pending``, ...): it says nothing
+    about what the order has become, and is never read as any engine state."""
+
+
 def check_transition(old: OrderStatus, new: OrderStatus) -> None:
     """Raise ``TransitionRefused`` unless ``old → new`` is in the table."""
     if new not in TRANSITIONS[old]:
@@ -118,11 +123,24 @@ BROKER_STATUSES: Mapping[str, OrderStatus] = MappingProxyType({
 })
 
 
+#: Brokers' in-between states that OpenAlgo passes through (Angel's orderbook) or that a Kite
+#: order shows (docs/broker-personalities.md).
+IN_BETWEEN_STATUSES = frozenset({
+    "cancel pending", "open pending", "validation pending", "put order req received",
+    "modify pending", "modify validation pending", "modified", "update", "pending",
+    "after market order req received", "amo req received",
+})
+
+
 def engine_status(broker_status: str, filled: int, quantity: int) -> OrderStatus:
     """The engine state of a broker order: ``open`` with part of it filled is
-    ``partially_filled``; an unknown status raises ``BadBrokerReport``."""
-    status = BROKER_STATUSES.get(broker_status.strip().lower())
+    ``partially_filled``; an in-between state raises ``InBetweenStatus``, an unknown status
+    ``BadBrokerReport``."""
+    text = broker_status.strip().lower()
+    status = BROKER_STATUSES.get(text)
     if status is None:
+        if text in IN_BETWEEN_STATUSES:
+            raise InBetweenStatus(f"in-between broker order status {broker_status!r}")
         raise BadBrokerReport(f"unknown broker order status {broker_status!r}")
     if status is S.OPEN and 0 < filled < quantity:
         return S.PARTIALLY_FILLED
@@ -147,12 +165,17 @@ def update_from_frame(frame: Mapping[str, Any], ts: float) -> BrokerOrderUpdate:
     """
     try:
         f = Fields(dict(frame), "order_update")
-        engine_status(f.status("order_status"), 0, 1)
+        try:
+            engine_status(f.status("order_status"), 0, 1)
+        except InBetweenStatus:
+            pass  # a known state that says nothing: applied as such
         return BrokerOrderUpdate(
             orderid=f.text("orderid"), symbol=f.text("symbol"), exchange=f.text("exchange"),
             action=f.text("action").strip().upper(), quantity=f.whole("quantity"),
-            status=f.status("order_status"), filled_quantity=f.whole("filled_quantity", 0),
-            average_price=f.number("average_price", 0.0), ts=ts, price=f.number("price", 0.0),
+            status=f.status("order_status"),
+            filled_quantity=f.whole("filled_quantity") if f.has("filled_quantity") else None,
+            average_price=f.number("average_price") if f.has("average_price") else None,
+            ts=ts, price=f.number("price", 0.0),
             trigger_price=f.number("trigger_price", 0.0),
             pricetype=f.text("pricetype", "").strip().upper(),
             rejection_reason=f.text("rejection_reason", ""), source="stream")
@@ -400,6 +423,8 @@ class OrderBook:
         # ones): an order with an unknown outcome never adopts one of these
         self._known_ids: set[str] = set()
         self.fill_keys: set[tuple[str, int]] = set()
+        #: broker id -> a report that needs the tradebook before anything is booked from it
+        self.claims: dict[str, BrokerOrderUpdate] = {}
 
     # -- lookup ------------------------------------------------------------------------------
     def get(self, client_id: str) -> TrackedOrder | None:
@@ -536,39 +561,63 @@ class OrderBook:
         """Apply what the broker says about one of our orders; None when the order id is not
         ours. A report older than what is known (less filled) changes nothing; a fill is
         applied once per (broker order id, cumulative quantity); while a cancel is pending,
-        working states keep the order ``cancel_pending`` (fills still count)."""
+        working states keep the order ``cancel_pending`` (fills still count).
+
+        Nothing is booked from a guess (docs/execution-and-risk.md, "Fill prices"): a report
+        that shows more filled without a price, or a finished order without a filled quantity
+        (Zerodha's and Angel's orderbook rows), is kept in ``claims`` and changes nothing until
+        ``apply_trades`` prices it from the broker's tradebook; an in-between state
+        (``cancel pending``, ...) is never read as any state."""
         order = self._by_broker.get(report.orderid)
         if order is None:
             return None
         quantity = order.intent.quantity
+        reported = report.filled_quantity
         try:
-            target = engine_status(report.status, report.filled_quantity, quantity)
+            target: OrderStatus | None = engine_status(report.status, reported or 0, quantity)
+        except InBetweenStatus:
+            target = None
         except BadBrokerReport as exc:
             logger.warning("orders[{}]: {} report ignored: {}", self.account, order.client_id,
                            exc)
             return []
-        filled = report.filled_quantity
-        if target is S.COMPLETE and filled == 0:
-            filled = quantity  # brokers that omit filled_quantity: complete means all of it
-        if filled > quantity:
+        if reported is not None and reported > quantity:
             logger.error("orders[{}]: {} report ignored: {} filled of {} ({})", self.account,
-                         order.client_id, filled, quantity, report.source)
+                         order.client_id, reported, quantity, report.source)
             return []
         if not order.working:
-            if filled != order.filled or target is not order.status:
+            if (reported is not None and reported != order.filled) or \
+                    (target is not None and target is not order.status):
                 logger.warning("orders[{}]: {} is {} with {} filled; {} report of {} with {} "
                                "filled ignored", self.account, order.client_id,
-                               order.status.value, order.filled, report.source, target.value,
-                               filled)
+                               order.status.value, order.filled, report.source, report.status,
+                               reported)
             return []
+        price = report.average_price if report.average_price and report.average_price > 0 \
+            and reported is not None else None
+        unknown_quantity = reported is None or (target is S.COMPLETE and reported == 0)
+        if (target is not None and target.is_terminal and unknown_quantity) \
+                or (not unknown_quantity and reported is not None and reported > order.filled
+                    and price is None):
+            # a finished order without its fill, or a fill without its price: the tradebook
+            # says how much and at what price (never the intent's price, never 0)
+            self.claims[report.orderid] = report
+            return []
+        filled = order.filled if unknown_quantity or reported is None else reported
         if filled < order.filled:
             return []  # older than what we know
         out: list[Emitted] = []
         progressed = filled > order.filled
         if progressed:
-            fill = self._fill(order, filled, report.average_price, report.ts)
+            assert price is not None
+            fill = self._fill(order, filled, price, report.ts)
             if fill is not None:
                 out.append(fill)
+        if target is None:  # in-between: no change of state
+            if progressed:
+                out.append(self.event(order, report.ts, f"filled {order.filled}"))
+                out.extend(self._derive(order, report.ts))
+            return out
         if target in AT_BROKER:
             order.at_broker = target
             if order.status is S.CANCEL_PENDING:
@@ -581,6 +630,41 @@ class OrderBook:
         if progressed:  # same state (or a refused one), more filled: record the progress
             out.append(self.event(order, report.ts, f"filled {order.filled}"))
             out.extend(self._derive(order, report.ts))
+        return out
+
+    def apply_trades(self, trades: Sequence[TradeRow], ts: float) -> list[Emitted]:
+        """Resolve every claim from the broker's tradebook: the order's filled quantity is the
+        sum of its trades and its average the trades' weighted average. A ``complete`` claim
+        the trades do not cover (the tradebook is behind, or the status was carried over from
+        another row) books what the trades show and leaves the order working; the next report
+        claims again. Claims are cleared."""
+        claims, self.claims = self.claims, {}
+        out: list[Emitted] = []
+        for orderid, claim in claims.items():
+            order = self._by_broker.get(orderid)
+            if order is None or not order.working:
+                continue
+            mine = [t for t in trades if t.orderid == orderid]
+            qty = sum(t.quantity for t in mine)
+            value = sum(t.quantity * t.average_price for t in mine)
+            status = claim.status
+            try:
+                claimed: OrderStatus | None = engine_status(status, qty, order.intent.quantity)
+            except BadBrokerReport:  # an in-between state with a fill: priced, state kept
+                claimed = None
+            if claimed is S.COMPLETE and qty < order.intent.quantity:
+                logger.info("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
+                            "kept working", self.account, order.client_id, qty,
+                            order.intent.quantity)
+                working = order.at_broker or _initial_state(order.intent)
+                status = "trigger pending" if working is S.TRIGGER_PENDING and qty == 0 \
+                    else "open"
+            if qty < order.filled:
+                continue  # the tradebook is behind what is already booked
+            priced = replace(claim, filled_quantity=qty, source="tradebook",
+                             average_price=round(value / qty, 4) if qty else None)
+            out.extend(self.apply_report(priced) or [])
+        self.claims.clear()
         return out
 
     def match_unknown(self, order: TrackedOrder, rows: Sequence[OrderRow],
@@ -673,10 +757,6 @@ class OrderBook:
               ts: float) -> Fill | None:
         """Account for cumulative ``filled``; the Fill of the new part unless already applied."""
         before, before_avg = order.filled, order.average_price
-        if average <= 0:
-            average = before_avg or order.intent.price or order.intent.trigger_price
-            logger.warning("orders[{}]: {} fill reported without an average price; using {}",
-                           self.account, order.client_id, average)
         new = filled - before
         price = (filled * average - before * before_avg) / new if before and before_avg \
             else average

@@ -17,7 +17,14 @@ import pytest
 
 from actors.order_manager import OrderManager, OrderSettings
 from actors.store import StoreWriter
-from engine.broker import BrokerUnavailable, OrderRow, OutcomeUnknown, RejectedError
+from engine.broker import (
+    BrokerUnavailable,
+    OrderRow,
+    OutcomeUnknown,
+    RejectedError,
+    SemiAutoMode,
+    TradeRow,
+)
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -81,6 +88,10 @@ class Spy:
     def orderbook(self) -> list[OrderRow]:
         return self._call("orderbook")
 
+    def tradebook(self) -> list[TradeRow]:
+        hook = self.hooks.get("tradebook")  # a read, not an order-endpoint call: not recorded
+        return hook() if hook is not None else self.sim.tradebook()
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
@@ -95,7 +106,7 @@ class Harness:
         self.clock = VirtualClock(T0)
         self.registry = Registry(self.clock)
         self.db = Database(tmp_path / "engine.db", StoreSettings(flush_interval_s=60.0))
-        self.sim = SimulatedBroker(self.clock, SPEC, matching or MatchingSettings(),
+        self.sim = SimulatedBroker(self.clock, SPEC, matching or MatchingSettings(broker="ideal"),
                                    account="sim")
         self.sim.declare_symbol(CE, "NFO")
         self.broker = Spy(self.sim)
@@ -388,7 +399,7 @@ def test_requests_are_spaced_on_the_engine_clock_and_cancels_go_first(harness: H
 
 
 def test_partial_fills_emit_each_new_quantity(make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("p-1", quantity=195))
     for _ in range(3):
         h.market(98.9)
@@ -402,7 +413,7 @@ def test_partial_fills_emit_each_new_quantity(make: Callable[..., Harness]) -> N
 
 def test_a_fill_reported_by_the_stream_and_the_poll_is_applied_once(
         make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("d-1", quantity=130))
     h.market(98.9)  # first lot: the stream reports it
     h.sync()
@@ -625,7 +636,7 @@ def test_an_unreadable_orderbook_is_alerted_once_and_polling_goes_on(harness: Ha
 
 def test_a_restart_resumes_working_orders_and_applies_each_fill_once(
         make: Callable[..., Harness]) -> None:
-    h = make(matching=MatchingSettings(partial_fill_lots=1))
+    h = make(matching=MatchingSettings(partial_fill_lots=1, broker="ideal"))
     h.send(resting_buy("w-1", quantity=130))
     h.market(98.9)
     h.sync()
@@ -732,3 +743,83 @@ def test_timers_only_run_while_the_actor_lives(harness: Harness) -> None:
     harness.clock.advance_to(harness.clock.time() + 5)
     assert done.is_set()
     assert harness.broker.names().count("orderbook") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Fill prices come from the broker (issue 15): Zerodha's rows carry no fill fields
+# ---------------------------------------------------------------------------------------------
+
+
+def _zerodha_as_parsed(rows: list[OrderRow]) -> list[OrderRow]:
+    """Rows as any client reads Zerodha's: no average price, no filled quantity (0 or None)."""
+    return [replace(r, average_price=0.0, filled_quantity=0) for r in rows]
+
+
+def _down(**kw: Any) -> Any:
+    raise BrokerUnavailable("down", endpoint="test")
+
+
+def test_a_market_fill_seen_first_by_the_poll_is_booked_at_the_tradebook_price(
+        make: Callable[..., Harness]) -> None:
+    """A completed MARKET row without ``average_price``: nothing is booked (no P&L from a
+    guess) until the tradebook can be read, then the fill is booked at its price."""
+    h = make(matching=MatchingSettings(broker="zerodha"))
+    h.listen(False)  # no order-update stream: only the poll can see the fill
+    h.broker.hooks["order_status"] = _down
+    h.broker.hooks["orderbook"] = lambda: _zerodha_as_parsed(h.sim.orderbook())
+    h.broker.hooks["tradebook"] = _down
+    h.send(intent("m-1"))
+    h.advance(2.5)
+    assert h.sim_orders()[0].status == "complete"
+    assert h.fills() == [] and not [m for m in h.positions if isinstance(m, Fill)]
+    assert S.COMPLETE not in h.statuses("m-1")
+    del h.broker.hooks["tradebook"]
+    h.advance(1.0)
+    [trade] = h.sim.tradebook()
+    assert trade.average_price == 100.05  # bought at the ask
+    assert [(f.quantity, f.price) for f in h.fills()] == [(65, trade.average_price)]
+    assert h.statuses("m-1")[-1] is S.COMPLETE
+    assert [f.price for f in h.db.fills(client_id="m-1")] == [100.05]
+
+
+def test_a_cancel_pending_carried_over_as_complete_books_no_fill(
+        make: Callable[..., Harness]) -> None:
+    """Zerodha's transform gives a CANCEL PENDING row the previous row's status: here
+    ``complete``. No phantom fill (so no stop would be placed), and the order ends cancelled."""
+    h = make(matching=MatchingSettings(broker="zerodha"))
+    h.listen(False)
+    h.broker.hooks["orderbook"] = lambda: _zerodha_as_parsed(h.sim.orderbook())
+    h.broker.hooks["order_status"] = \
+        lambda **kw: _zerodha_as_parsed([h.sim.order_status(**kw)])[0]
+    h.send(intent("done-1"))  # a completed order: the row above ours
+    h.advance(0.5)
+    h.send(resting_buy("e-1"))
+    h.advance(0.5)
+    h.send(CancelIntent("e-1", "cancel"))
+    h.advance(0.2)
+    raw = {r.orderid: r.status for r in h.sim.raw_orderbook()}
+    shown = {r.orderid: r.status for r in h.sim.orderbook()}
+    entry = h.sim_orders()[1].orderid
+    assert (raw[entry], shown[entry]) == ("cancel pending", "complete")
+    h.advance(2.0)
+    assert [f.client_id for f in h.fills()] == ["done-1"]
+    assert S.COMPLETE not in h.statuses("e-1")
+    assert h.statuses("e-1")[-1] is S.CANCELLED
+
+
+def test_a_semi_auto_reply_closes_the_gate_and_is_never_nothing_to_do(
+        make: Callable[..., Harness]) -> None:
+    h = make()
+
+    def queued(**kw: Any) -> str:
+        raise SemiAutoMode("order queued for approval in the Action Center",
+                           endpoint="placeorder", status=200)
+
+    h.broker.hooks["place_order"] = queued
+    h.send(intent("q-1"))
+    h.send(intent("q-2", purpose=OrderPurpose.EXIT, action=Action.SELL))
+    assert h.statuses("q-1")[-1] is S.REJECTED
+    assert "Action Center" in h.events("q-1")[-1].reason
+    assert h.statuses("q-2")[-1] is S.REJECTED  # not sent: the gate is closed for exits too
+    assert h.broker.names().count("place_order") == 1
+    assert [a.kind for a in h.alerts()].count("semi_auto_mode") == 1

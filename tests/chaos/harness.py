@@ -22,6 +22,7 @@ Command line (the long form and the soak; the CI form is tests/chaos/test_chaos.
 
     python -m tests.chaos.harness --minutes 120 --speed 20       # a longer small session
     python -m tests.chaos.harness --day --speed 60               # soak: the full day, RSS judged
+    python -m tests.chaos.harness --broker all                   # every broker personality
 
 It prints the checks and writes ``chaos-result.json`` in the run directory (``--out``, default a
 new directory under /tmp, kept). Exit status 0 when every check passed.
@@ -59,6 +60,7 @@ from engine.market.synth import SynthSettings, bundled_day_path, small_session
 from engine.market.universe import select_universe, universe_pairs
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import WallClock, fmt_ist
+from engine.sim.personalities import NAMES
 from engine.store.database import Database
 from tests.chaos import security
 from tests.chaos.faultplan import (
@@ -105,6 +107,8 @@ reconnect_base_s = 0.2
 reconnect_max_s = 2.0
 [simulator]
 lost_reply_hold_s = 5.0
+[matching]
+broker = "{broker}"
 """
 # a small session is too short for the baseline's filters to find many trades; these let it
 # trade enough for the invariants to mean something (the full day keeps the defaults)
@@ -133,6 +137,7 @@ class ChaosPlan:
     rss_every_s: float = 2.0
     warmup_fraction: float = 0.25
     max_rss_growth: float | None = None  # judged when set (the soak)
+    broker: str = "zerodha"  # the simulator's broker personality
 
 
 @dataclass
@@ -183,7 +188,7 @@ def prepare(plan: ChaosPlan, out: Path, sock_dir: Path) -> tuple[Layout, FaultPl
     layout = Layout(out, out / "config.toml", out / "faults.json", Path(session),
                     out / "engine.db", out / "var", str(sock_dir / "ctl" / "engine.sock"), atm)
     text = CONFIG.format(state=layout.state, db=layout.db, width=width, sock=layout.sock,
-                         reconcile=RECONCILE_S, timeout=CLIENT_TIMEOUT_S,
+                         reconcile=RECONCILE_S, timeout=CLIENT_TIMEOUT_S, broker=plan.broker,
                          poll=min(60.0, POLL_REAL_S * plan.speed))
     layout.config.write_text(text + ("" if plan.day else SMALL_SESSION_STRATEGY))
     span = SessionReader(layout.session).time_range()
@@ -660,6 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-rss-growth", type=float, default=None,
                    help="fail above this RSS growth after warm-up (default: 0.10 with --day)")
     p.add_argument("--out", help="run directory (default: a new one under /tmp, kept)")
+    p.add_argument("--broker", choices=[*NAMES, "all"], default=default.broker,
+                   help="the simulator's broker personality; all: one run per personality "
+                   "(the full matrix)")
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -669,10 +677,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                      fault_seed=args.seed, faults=not args.no_faults,
                      session_seed=args.session_seed,
                      max_rss_growth=growth)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp"))
-    result = run_chaos(plan, out)
-    print("\n".join(result.lines))
-    return 0 if result.passed else 1
+    passed = True
+    for broker in (NAMES if args.broker == "all" else (args.broker,)):
+        out = Path(args.out) / broker if args.out else \
+            Path(tempfile.mkdtemp(prefix=f"chaos-{broker}-", dir="/tmp"))
+        result = run_chaos(replace(plan, broker=broker), out)
+        print(f"[{broker}]")
+        print("\n".join(result.lines))
+        passed = passed and result.passed
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

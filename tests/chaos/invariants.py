@@ -15,6 +15,9 @@ one-line detail) so the harness can print them all and a test can assert them:
   stop for its whole quantity;
 - ``trades_match``: the engine's fills equal the simulator's tradebook, order by order
   (quantity and average price);
+- ``fill_prices_match``: every engine fill's price equals the broker's tradebook price for the
+  part of the order it covers (its quantity after the order's earlier fills): never a guess
+  (the intent's price, or 0 for a MARKET order whose row had no average price);
 - ``positions_match``: the engine's positions (status) equal the broker's positionbook;
 - ``realized_pnl_matches``: the engine's realized P&L = the sum of its closed trades = the
   broker's realized P&L (average-cost, from its tradebook);
@@ -95,8 +98,8 @@ class RunFacts:
 
 def check_all(facts: RunFacts) -> list[Check]:
     checks = [no_duplicate_orders(facts), stops_within_1s(facts), trades_match(facts),
-              positions_match(facts), realized_pnl_matches(facts), bars_complete(facts),
-              crashes_recovered(facts), broker_surprises_seen(facts)]
+              fill_prices_match(facts), positions_match(facts), realized_pnl_matches(facts),
+              bars_complete(facts), crashes_recovered(facts), broker_surprises_seen(facts)]
     memory = memory_flat(facts)
     if memory is not None:
         checks.append(memory)
@@ -248,6 +251,37 @@ def trades_match(f: RunFacts) -> Check:
     detail = "; ".join(problems) or (f"{len(f.fills)} engine fills = {len(f.broker_trades)} "
                                      f"broker trades over {len(broker)} orders")
     return Check("trades match", not problems, detail)
+
+
+def _slice_price(trades: Sequence[TradeRow], start: int, end: int) -> float | None:
+    """The average price of the order's traded quantity from ``start`` to ``end`` (trades in
+    the tradebook's order); None when the trades do not reach ``end``."""
+    done, value = 0, 0.0
+    for t in trades:
+        lo, hi = max(start, done), min(end, done + t.quantity)
+        if hi > lo:
+            value += (hi - lo) * t.average_price
+        done += t.quantity
+    return value / (end - start) if done >= end > start else None
+
+
+def fill_prices_match(f: RunFacts) -> Check:
+    broker: dict[str, list[TradeRow]] = defaultdict(list)
+    for t in f.broker_trades:
+        broker[t.orderid].append(t)
+    problems = []
+    for fill in f.fills:
+        start = fill.cumulative_quantity - fill.quantity
+        price = _slice_price(broker.get(fill.broker_order_id, []), start,
+                             fill.cumulative_quantity)
+        if price is None or abs(price - fill.price) > PRICE_TOLERANCE:
+            problems.append(f"fill {fill.broker_order_id}@{fill.cumulative_quantity}: engine "
+                            f"{fill.price:.2f}, tradebook "
+                            f"{'none' if price is None else f'{price:.2f}'}")
+    if not f.fills:
+        problems.append("no fill: the run proves nothing")
+    detail = "; ".join(problems[:5]) or f"{len(f.fills)} fill prices = the tradebook's"
+    return Check("fill prices match", not problems, detail)
 
 
 def positions_match(f: RunFacts) -> Check:

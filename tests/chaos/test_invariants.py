@@ -28,6 +28,7 @@ from tests.chaos.invariants import (
     bars_complete,
     broker_realized,
     crashes_recovered,
+    fill_prices_match,
     memory_flat,
     no_duplicate_orders,
     positions_match,
@@ -89,8 +90,8 @@ def sound(**changes: Any) -> RunFacts:
 
 def test_a_sound_run_passes_every_check() -> None:
     facts = sound()
-    for check in (no_duplicate_orders, stops_within_1s, trades_match, positions_match,
-                  realized_pnl_matches, bars_complete, crashes_recovered):
+    for check in (no_duplicate_orders, stops_within_1s, trades_match, fill_prices_match,
+                  positions_match, realized_pnl_matches, bars_complete, crashes_recovered):
         result = check(facts)
         assert result.passed, result.line()
 
@@ -126,6 +127,20 @@ def test_fills_that_differ_from_the_tradebook_fail() -> None:
     check = trades_match(sound(fills=[fill("e-1", "1", T0, price=100.5)]))
     assert not check.passed and "broker average 100.00, engine 100.50" in check.detail
     assert not trades_match(sound(fills=[])).passed
+
+
+def test_each_fill_price_must_be_the_tradebooks_for_its_part_of_the_order() -> None:
+    """Two partial fills whose prices are swapped keep the order's average (trades_match
+    passes) but not each fill's price; a MARKET fill booked at 0 fails."""
+    trades = [trade("1", "SELL", 100.0, T0, 65), trade("1", "SELL", 101.0, T0 + 1, 65)]
+    first = fill("e-1", "1", T0, price=101.0)
+    second = replace(fill("e-1", "1", T0 + 1, price=100.0), cumulative_quantity=130)
+    swapped = sound(broker_trades=trades, fills=[first, second])
+    assert trades_match(swapped).passed and not fill_prices_match(swapped).passed
+    right = sound(broker_trades=trades, fills=[replace(first, price=100.0),
+                                               replace(second, price=101.0)])
+    assert fill_prices_match(right).passed
+    assert not fill_prices_match(sound(fills=[fill("e-1", "1", T0, price=0.0)])).passed
 
 
 def test_positions_must_equal_the_brokers() -> None:

@@ -9,7 +9,12 @@ harness's invariants (``tests/chaos/invariants.py``):
 - every open short has exactly one resting stop, for its whole quantity;
 - realized P&L (the position monitor's, which the risk manager's R is made of) equals the sum of
   the closed trades and the broker's realized P&L; the engine's fills equal the broker's trades;
+- every engine fill's price is the broker's tradebook price for its part of the order;
 - the broker's positions and the engine's are the same.
+
+The simulator's broker personality is the harness's default, ``zerodha`` (no fill fields in its
+orderbook rows, CANCEL PENDING carried over); ``python -m tests.chaos.harness --broker all`` runs
+the chaos run under every personality.
 
 The set-up (session, configuration) is the chaos harness's, with its faults off: the kills are
 the fault here. ``KILLS`` and ``SPEED`` come from the environment for longer runs (defaults 20
@@ -45,6 +50,7 @@ from tests.chaos.invariants import (
     Check,
     RunFacts,
     _uncovered_shorts,
+    fill_prices_match,
     no_duplicate_orders,
     positions_match,
     realized_pnl_matches,
@@ -111,5 +117,6 @@ def kill_and_restart(out: Path, sock_dir: Path) -> list[Check]:
             closed_through=0.0, restarts={}, crashes=(), crashes_planned=0, engine_exit=0)
     uncovered = _uncovered_shorts(run)
     return [no_duplicate_orders(run), positions_match(run), realized_pnl_matches(run),
+            fill_prices_match(run),
             Check("one resting stop per open short", not uncovered,
                   "; ".join(uncovered) or "every open short has its one stop")]

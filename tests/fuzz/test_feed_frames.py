@@ -91,7 +91,10 @@ def _extra(reserved: set[str]) -> st.SearchStrategy[dict[str, Any]]:
 def market_data(draw: st.DrawFn) -> dict[str, Any]:
     symbol, exchange = draw(st.sampled_from(SUBSCRIBED))
     data: dict[str, Any] = {"ltp": draw(prices)}
-    optional = {"ltt": st.one_of(st.integers(1, INT64_MAX), st.floats(1.0, 1e15)),
+    # a tick time near the receive time, in seconds (Zerodha's depth mode) or milliseconds
+    near = st.floats(-3000.0, 3000.0)
+    optional = {"ltt": st.one_of(near.map(lambda d: int((RECV_TS + d) * 1000)),
+                                 near.map(lambda d: RECV_TS + d)),
                 "volume": counts, "oi": counts}
     for key, values in optional.items():
         if draw(st.booleans()):

@@ -160,3 +160,17 @@ def test_live_picks_one_account_or_says_how(tmp_path: Path,
     with pytest.raises(ConfigError, match="no account 'gamma'"):
         live_venue(cfg, "gamma")
 
+
+
+def test_live_refuses_to_trade_through_semi_auto_mode(tmp_path: Path) -> None:
+    """OpenAlgo in semi-auto mode queues every order in its Action Center: live stops at start
+    with one line telling the operator to switch to auto mode (exit 2 at the command line)."""
+    sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
+                                            semi_auto=True), api_key=KEY, clock=WallClock(),
+                          instrument=SPEC)
+    with sim:
+        venue = Venue("live", sim.rest_url, sim.ws_url, KEY, WallClock(), "acct")
+        with pytest.raises(ConfigError, match="switch it to auto mode"):
+            run_trading(config(tmp_path, "keep_stops"), venue, db_path=tmp_path / "e.db",
+                        strategies=("baseline_v1",), stop=threading.Event(), atm=ATM)
+    assert sim.rest_calls("placeorder") == 0

@@ -20,16 +20,17 @@ from engine.market.synth import small_session
 from engine.messages import Bar
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import ScaledClock
+from engine.sim.personalities import NAMES
 from engine.sim.server import SimulatorServer
 from engine.store.database import Database
 
 DAY = date(2025, 9, 3)
 
 
-def cfg():
+def cfg(broker: str = "zerodha"):
     return load_config(None, env={}, overrides={
         "simulator.rest_port": "0", "simulator.ws_port": "0", "store.synchronous": "NORMAL",
-        "openalgo.retry_delay_s": "0.05"})
+        "openalgo.retry_delay_s": "0.05", "matching.broker": broker})
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,12 @@ def all_bars(db_path: Path, session: Path) -> list[Bar]:
         db.close()
 
 
+@pytest.mark.parametrize("broker", NAMES)
 def test_recording_replays_to_the_bars_built_live_in_paper_mode(
-        session: Path, tmp_path: Path) -> None:
-    result = run_paper(cfg(), session, speed=60, db_path=tmp_path / "paper.db",
+        session: Path, tmp_path: Path, broker: str) -> None:
+    """Under every broker personality: its frames (ltt in seconds or milliseconds, its field
+    names) give the same bars live as the recording gives in replay."""
+    result = run_paper(cfg(broker), session, speed=60, db_path=tmp_path / "paper.db",
                        record_to=tmp_path / "rec.db")
     assert not result.stopped_early and result.safe_stop is None
     assert result.ticks_published == SessionReader(session).count()

@@ -720,3 +720,33 @@ def test_a_minute_that_cannot_tell_is_still_a_bar() -> None:
     events += agg.on_time(at(9, 17, 3))
     assert [b.start for b in only_bars(events)] == [at(9, 15), at(9, 16)]
     assert not only_gaps(events)
+
+
+def test_an_index_has_no_traded_volume_so_its_quiet_minutes_stay_bars() -> None:
+    """NIFTY's feed carries no traded volume (its cumulative volume stays 0): every minute with
+    a tick is a candle on the broker's chart, live and from history. The no-trade rule must not
+    turn the index's whole day into gaps."""
+    from engine.runtime.clock import VirtualClock
+    from engine.sim.matching import SimulatedBroker
+
+    ticks = [Tick("NIFTY", "NSE_INDEX", 24000.0 + i, at(9, 15 + i, 5) + 0.1, at(9, 15 + i, 5), 0)
+             for i in range(3)]
+    live = BarAggregator("NIFTY", BarSettings(), SESSION, traded=False)
+    events = feed(live, ticks) + list(live.on_time(at(9, 18, 3)))
+    assert [b.start for b in only_bars(events)] == [at(9, 15), at(9, 16), at(9, 17)]
+    assert not only_gaps(events) and live.stats().no_trade == 0
+    clock = VirtualClock(at(9, 18, 3))
+    sim = SimulatedBroker(clock, InstrumentSpec(), account="sim")
+    sim.declare_symbol("NIFTY", "NSE_INDEX")
+    for t in ticks:
+        sim.on_tick(t)
+    rows = sim.history(symbol="NIFTY", exchange="NSE_INDEX", interval="1m",
+                       start_date="2025-01-30", end_date="2025-01-30")
+    seeded = BarAggregator("NIFTY", BarSettings(), SESSION, traded=False).seed_from_history(
+        rows, at(9, 18, 3))
+    assert [b.start for b in only_bars(seeded)] == [at(9, 15), at(9, 16), at(9, 17)]
+    # an option's quiet minutes are gaps (the rule), an index's are not
+    option = BarAggregator(SYM, BarSettings(), SESSION)
+    assert not only_bars(feed(option, [tick(100.0, at(9, 15, 5), volume=0),
+                                       tick(100.0, at(9, 16, 5), volume=0)])
+                         + list(option.on_time(at(9, 17, 3))))

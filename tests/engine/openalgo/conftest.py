@@ -10,6 +10,7 @@ import pytest
 from engine.market.instruments import InstrumentSpec, option_symbol
 from engine.messages import Tick
 from engine.runtime.clock import WallClock
+from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
 
 API_KEY = "sim-secret-key-7f3a9c1e55d2"
@@ -29,7 +30,8 @@ def sim(wall_clock: WallClock) -> Iterator[SimulatorServer]:
     settings = SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
                                  lost_reply_hold_s=3.0)
     server = SimulatorServer(settings, api_key=API_KEY, clock=wall_clock,
-                             instrument=InstrumentSpec(), tick_source=None)
+                             instrument=InstrumentSpec(), tick_source=None,
+                             matching=MatchingSettings(broker="ideal"))
     server.start()
     yield server
     server.stop()

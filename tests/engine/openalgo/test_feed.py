@@ -26,7 +26,9 @@ from engine.runtime.clock import VirtualClock
 from engine.sim.server import SimulatorServer
 from tests.engine.openalgo.conftest import API_KEY, SYMBOLS
 
-RECV_TS = 1_800_000_000.0  # the feed's VirtualClock: every recv_ts must come from it
+# the feed's VirtualClock, a little off the simulator's wall clock: every recv_ts must come from
+# it, and tick times (ltt) stay within [feed] max_tick_skew_s of it
+RECV_TS = float(int(time.time())) + 600.0
 
 
 class Recorder:
@@ -476,10 +478,11 @@ def test_crafted_bad_frames_are_counted_by_kind(rec: Recorder,
         if kind:
             expected[kind] = expected.get(kind, 0) + 1
     expected["bad_optional_field"] = 3  # ltt "soon", volume -1, oi "x"
+    expected["implausible_ltt"] = 1  # a 2025 ltt received in 2026
     assert stats.invalid == expected
     first, second, third, _ = rec.ticks
     assert (first.ltp, first.exchange_ts, first.volume) == (24001.0, None, 12)
-    assert (second.exchange_ts, second.volume, second.oi) == (1_738_208_700.123, None, None)
+    assert (second.exchange_ts, second.volume, second.oi) == (None, None, None)  # 2025: too far
     assert (third.ltp, third.bid, third.ask, third.oi) == (24003.0, 24002.95, 24003.05, 42)
     assert isinstance(third.ltp, float)
     assert stats.connects == 1

@@ -29,6 +29,7 @@ from engine.broker import (
 from engine.messages import Tick
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
 from engine.runtime.clock import VirtualClock, WallClock, to_ist
+from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from tests.engine.openalgo.conftest import API_KEY, SYMBOLS
 
@@ -465,7 +466,8 @@ def test_numbers_as_strings_from_the_simulator(wall_clock: WallClock,
                                                sleeps: SleepRecorder) -> None:
     settings = SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
                                  string_numbers=True)
-    with SimulatorServer(settings, api_key=API_KEY, clock=wall_clock) as sim:
+    with SimulatorServer(settings, api_key=API_KEY, clock=wall_clock,
+                         matching=MatchingSettings(broker="ideal")) as sim:
         sim.publish(Tick(SYM, "NFO", 100.0, wall_clock.time(), None, 1000, 99.95, 100.05))
         client = make_client(sim.rest_url, sleeps)
         oid = client.place_order(strategy="t1", symbol=SYM, exchange="NFO", action="SELL",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import websocket
 
+from engine.market.instruments import InstrumentSpec
 from engine.messages import Tick
 from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.sim.matching import MatchingSettings
@@ -43,9 +44,11 @@ SimFactory = Callable[..., SimulatorServer]
 def sim_factory(clock: VirtualClock) -> Iterator[SimFactory]:
     started: list[SimulatorServer] = []
 
-    def make(matching: MatchingSettings | None = None, **overrides: Any) -> SimulatorServer:
+    def make(matching: MatchingSettings | None = None, instrument: InstrumentSpec | None = None,
+             **overrides: Any) -> SimulatorServer:
         sim = SimulatorServer(replace(BASE_SETTINGS, **overrides), api_key=API_KEY, clock=clock,
-                              matching=matching)
+                              matching=matching or MatchingSettings(broker="ideal"),
+                              instrument=instrument)
         started.append(sim.start())
         return sim
 

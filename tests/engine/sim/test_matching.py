@@ -18,6 +18,7 @@ LOT = 65
 
 
 def make_broker(clock: VirtualClock, **settings: object) -> SimulatedBroker:
+    settings = {"broker": "ideal", **settings}
     broker = SimulatedBroker(clock, InstrumentSpec(), MatchingSettings(**settings))  # type: ignore[arg-type]
     broker.declare_symbol(SYM, "NFO")
     broker.declare_symbol(PE, "NFO")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.runtime.clock import VirtualClock
-from engine.sim.matching import MarketSnapshot, depth_ladder
+from engine.sim.matching import MarketSnapshot, MatchingSettings, depth_ladder
 from engine.sim.server import SimulatorServer, serve_forever
 from engine.sim.wire import FrameBuilder
 
@@ -278,7 +278,8 @@ def test_play_publishes_as_the_virtual_clock_advances(sim: SimulatorServer,
 def test_known_symbols_come_from_settings_and_the_tick_source(clock: VirtualClock) -> None:
     settings = replace(BASE_SETTINGS, symbols=("NFO:" + PE,))
     source = [tick(101.0, T0 + 1), tick(102.0, T0 + 2)]
-    sim = SimulatorServer(settings, api_key=API_KEY, clock=clock, tick_source=source)
+    sim = SimulatorServer(settings, api_key=API_KEY, clock=clock, tick_source=source,
+                          matching=MatchingSettings(broker="ideal"))
     with sim:
         ws = ws_connect(sim)
         reply = subscribe(ws, [(SYM, "NFO"), (PE, "NFO"), ("NIFTY", "NSE_INDEX")], 1)

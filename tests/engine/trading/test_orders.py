@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
 
-from engine.broker import OrderRow
+from engine.broker import OrderRow, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -193,7 +193,7 @@ def test_order_update_frames_parse_numbers_given_as_strings() -> None:
 
 @pytest.mark.parametrize("broken", [
     {"orderid": None}, {"quantity": "lots"}, {"average_price": "nan"}, {"order_status": 7},
-    {"order_status": "amo req received"}])
+    {"order_status": "exploded"}])
 def test_unreadable_order_update_frames_raise_a_typed_error(broken: dict[str, object]) -> None:
     frame: dict[str, object] = {"orderid": "1", "symbol": CE, "exchange": "NFO",
                                 "action": "BUY", "quantity": 65, "order_status": "open"}
@@ -391,11 +391,30 @@ def test_stale_and_repeated_reports_change_nothing() -> None:
     assert book.apply_report(report("NOT-OURS", "complete", 65)) is None
 
 
-def test_complete_without_a_filled_quantity_means_all_of_it() -> None:
+def test_complete_without_a_filled_quantity_waits_for_the_tradebook() -> None:
     book, order = placed_book()
-    msgs = book.apply_report(report("B1", "complete", 0, 100.0))
-    assert msgs is not None
-    assert [f.quantity for f in fills(msgs)] == [65] and order.filled == 65
+    assert book.apply_report(report("B1", "complete", 0, 100.0)) == []
+    assert order.status is S.OPEN and order.filled == 0 and "B1" in book.claims
+    trade = TradeRow("B1", CE, "NFO", "BUY", 65, 101.35, "MIS")
+    msgs = book.apply_trades([trade], T0 + 1)
+    assert [(f.quantity, f.price) for f in fills(msgs)] == [(65, 101.35)]
+    assert order.status is S.COMPLETE and not book.claims
+
+
+def test_a_fill_without_a_price_in_an_in_between_state_is_priced_and_keeps_the_state() -> None:
+    book, order = placed_book()
+    assert book.apply_report(report("B1", "modify pending", 65, 0.0)) == []
+    msgs = book.apply_trades([TradeRow("B1", CE, "NFO", "BUY", 65, 99.5, "MIS")], T0 + 1)
+    assert [(f.quantity, f.price) for f in fills(msgs)] == [(65, 99.5)]
+    assert order.status is S.OPEN and order.filled == 65
+
+
+def test_a_complete_the_tradebook_does_not_show_is_no_fill() -> None:
+    book, order = placed_book()
+    assert book.apply_report(report("B1", "complete", 0, 0.0)) == []
+    assert book.apply_trades([], T0 + 1) == []
+    assert order.status is S.OPEN and order.filled == 0
+    assert book.apply_report(report("B1", "cancel pending", 0)) == []
 
 
 def test_reports_of_more_than_the_quantity_or_unknown_status_are_ignored() -> None:
