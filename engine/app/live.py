@@ -65,13 +65,13 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     clock = venue.clock
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
                             clock=clock, account=venue.account)
-    if venue.name == "live":
-        _refuse_semi_auto(broker)
     day = trading_date(clock.time())
     try:
         # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
         # one line and an exit code from the command line, not an engine retrying forever)
         broker.funds()
+        if venue.name == "live":
+            _refuse_semi_auto(broker)
         facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
         if atm:
             spot = None

@@ -16,7 +16,7 @@ any file size. A path that is missing, not SQLite, or not a session file raises
 ``SessionFileError`` naming the path, and so does, when opened, a file without ticks or with a
 value of the wrong type in one (text in ``ltp``: counted, the first named). A file whose receive
 times go back is played in receive-time order, with a warning that counts the ticks concerned
-(docs/operations, "Session files").
+(docs/operations, "What the engine refuses").
 """
 
 from __future__ import annotations
