@@ -456,21 +456,27 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
 
 
 def _number(column: str, *, nullable: bool = False) -> str:
-    """SQL: ``column`` holds a finite number (SQLite keeps text that is not one as text; it
-    reads the literal 1e999 as infinity)."""
-    check = f"(typeof({column}) IN ('integer', 'real') AND abs({column}) < 1e999)"
+    """SQL: ``column`` holds a finite number. Comparisons, not ``typeof()`` (several times
+    faster over a day's ticks): SQLite orders every number before any text or blob, reads the
+    literal 1e999 as infinity, and NULL makes the test NULL (counted as failed below)."""
+    check = f"({column} > -1e999 AND {column} < 1e999)"
     return f"({column} IS NULL OR {check})" if nullable else check
 
 
+def _text(column: str) -> str:
+    """SQL: ``column`` holds non-empty text (text sorts after '' and before any blob)."""
+    return f"({column} > '' AND {column} < x'')"
+
+
 _TICK_CHECKS: dict[str, str] = {
-    "symbol": "(typeof(symbol) = 'text' AND symbol <> '')",
-    "exchange": "(typeof(exchange) = 'text' AND exchange <> '')",
-    "ltp": _number("ltp"), "recv_ts": _number("recv_ts"),
-    "exchange_ts": _number("exchange_ts", nullable=True),
-    "volume": "typeof(volume) IN ('integer', 'null')",
-    "bid": _number("bid"), "ask": _number("ask"),
-    "oi": "typeof(oi) IN ('integer', 'null')",
-}
+    name: f"ifnull({check}, 0)" for name, check in {
+        "symbol": _text("symbol"), "exchange": _text("exchange"),
+        "ltp": _number("ltp"), "recv_ts": _number("recv_ts"),
+        "exchange_ts": _number("exchange_ts", nullable=True),
+        "volume": "typeof(volume) IN ('integer', 'null')",
+        "bid": _number("bid"), "ask": _number("ask"),
+        "oi": "typeof(oi) IN ('integer', 'null')",
+    }.items()}
 _TICK_OK = " AND ".join(_TICK_CHECKS.values())
 
 
