@@ -19,6 +19,7 @@ from engine.app.command_spec import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_SAFE_STOP,
+    CommandError,
     CommandSpec,
 )
 from engine.app.config_doc import render_config_toml
@@ -85,9 +86,17 @@ def _require_live_secrets(cfg: Config) -> int | None:
     return None
 
 
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="engine database to write (default: "
-                   "state_dir/<mode>-<date>.db)")
+def _db_option(p: argparse.ArgumentParser, *, fresh: bool = False) -> None:
+    if not fresh:
+        p.add_argument("--db", metavar="PATH", help="engine database, continued if it exists "
+                       "(an existing file that is not an engine database is refused)")
+        return
+    p.add_argument("--db", metavar="PATH", help="engine database to create (default: "
+                   "state_dir/<mode>-<session>.db); an existing file is never replaced "
+                   "unless it is this engine's database of the same mode and day and --fresh "
+                   "is given")
+    p.add_argument("--fresh", action="store_true", help="replace the engine's own database of "
+                   "the same mode and trading day at --db (with its -wal and -shm)")
 
 
 def _broker_option(p: argparse.ArgumentParser) -> None:
@@ -104,7 +113,7 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
     _broker_option(p)
-    _db_option(p)
+    _db_option(p, fresh=True)
 
 
 def _configure_paper(p: argparse.ArgumentParser) -> None:
@@ -119,7 +128,7 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
     p.add_argument("--atm", type=int, help="with --attach: ATM strike (default: from the spot)")
     p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD")
     _broker_option(p)
-    _db_option(p)
+    _db_option(p, fresh=True)
 
 
 def _configure_synth(p: argparse.ArgumentParser) -> None:
@@ -170,7 +179,7 @@ def _session_arg(cfg: Config, given: str | None) -> Path:
     if given:
         path = Path(given)
         if not path.is_file():
-            raise SessionArgError(f"session file not found: {path}")
+            raise CommandError(f"session file not found: {path}")
         return path
     from engine.market.synth import bundled_day_path
 
@@ -179,31 +188,31 @@ def _session_arg(cfg: Config, given: str | None) -> Path:
     return bundled_day_path(settings=cfg.section("synth"), spec=cfg.instrument.spec())
 
 
-class SessionArgError(Exception):
-    """A session file given on the command line cannot be used."""
+def _fresh_db(args: argparse.Namespace, cfg: Config, mode: str, session: Path) -> Path:
+    """The database of a run that starts fresh: ``--db`` or ``state_dir/<mode>-<session>.db``,
+    checked by ``engine.app.dbfiles`` (never a file that is not the engine's own for this mode
+    and the session's day; the engine's own only with ``--fresh``)."""
+    from engine.app.dbfiles import fresh_database
+    from engine.market.instruments import trading_date
+    from engine.market.session_file import SessionReader
 
-
-def _fresh_db(path: Path) -> Path:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
+    with SessionReader(session) as reader:  # validated on opening: never empty
+        span = reader.time_range()
+    assert span is not None
+    db = Path(args.db) if args.db else _state(cfg) / f"{mode}-{session.stem}.db"
+    return fresh_database(db, mode, trading_date(span[0]), fresh=args.fresh)
 
 
 def run_replay(args: argparse.Namespace, cfg: Config) -> int:
     from engine.app.replay import ReplayDriver
-    from engine.market.session_file import SessionFileError
 
     init_logging(cfg)
-    try:
-        session = _session_arg(cfg, args.session)
-        db = Path(args.db) if args.db else _state(cfg) / f"replay-{session.stem}.db"
-        driver = ReplayDriver(cfg, session, db_path=_fresh_db(db), speed=args.speed,
-                              progress=(not args.no_progress) and sys.stderr.isatty(),
-                              strategies=() if args.no_strategy else _strategies(
-                                  cfg, args.strategy))
-    except (SessionArgError, SessionFileError, ValueError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    session = _session_arg(cfg, args.session)
+    strategies = () if args.no_strategy else _strategies(cfg, args.strategy)
+    driver = ReplayDriver(cfg, session, db_path=_fresh_db(args, cfg, "replay", session),
+                          speed=args.speed,
+                          progress=(not args.no_progress) and sys.stderr.isatty(),
+                          strategies=strategies)
     summary = driver.run()
     print("\n".join(summary.lines()))
     return EXIT_OK if summary.stuck_steps == 0 else EXIT_FAILURE
@@ -242,16 +251,15 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
     if args.attach:
         from engine.app.venues import attached_venue
 
+        if args.fresh:
+            raise CommandError("--fresh is for a database started fresh (in-process paper, "
+                               "replay); paper --attach continues its database", EXIT_CONFIG)
         return _trade(args, cfg, attached_venue(cfg, _state(cfg)), "paper")
     init_logging(cfg)
-    try:
-        session = _session_arg(cfg, args.session)
-    except SessionArgError as exc:
-        print(f"paper: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    db = Path(args.db) if args.db else _state(cfg) / f"paper-{session.stem}.db"
+    session = _session_arg(cfg, args.session)
+    db = _fresh_db(args, cfg, "paper", session)
     with stop_on_signals(threading.Event()) as stop:
-        result = run_paper(cfg, session, speed=args.speed, db_path=_fresh_db(db),
+        result = run_paper(cfg, session, speed=args.speed, db_path=db,
                            record_to=Path(args.record) if args.record else None,
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"

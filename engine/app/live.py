@@ -73,11 +73,21 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     if venue.name == "live":
         _refuse_semi_auto(broker)
     day = trading_date(clock.time())
-    facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
-    if atm:
-        spot = None
-    elif spot is None:
-        spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    try:
+        # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
+        # one line and an exit code from the command line, not an engine retrying forever)
+        broker.funds()
+        if venue.name == "live":
+            _refuse_semi_auto(broker)
+        facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
+        if atm:
+            spot = None
+        elif spot is None:
+            spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    except BaseException:
+        broker.close()
+        clock.stop()
+        raise
     uni = cfg.section("universe")
     symbols = select_universe(spot, day, instrument_spec(cfg, facts), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)

@@ -68,6 +68,7 @@ from engine.runtime.supervisor import (
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import (
     Database,
+    DatabaseOwner,
     StoredInstrumentFacts,
     StoredOrder,
     StoredStrategyState,
@@ -122,7 +123,8 @@ class Engine:
         self.session = session_bounds(parts.trading_day, self.spec_instrument)
         db_path = parts.db_path or Path(cfg.store.path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(db_path, cfg.store)
+        self.db = Database(db_path, cfg.store,
+                           owner=DatabaseOwner(parts.mode, parts.trading_day))
         if parts.facts is not None:  # before the tree starts: no other writer yet
             row = StoredInstrumentFacts.of(parts.facts, trading_date=parts.trading_day,
                                            account=parts.account, underlying=INDEX_SYMBOL,

@@ -30,7 +30,13 @@ import pykka
 from loguru import logger
 
 from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
+from engine.runtime.logs import RepeatGate
 from engine.runtime.registry import RUNNING, SealableInbox
+
+# An alert raised again unchanged is logged again after a minute, then at doubling intervals up
+# to an hour (engine seconds).
+ALERT_REPEAT_FIRST_S = 60.0
+ALERT_REPEAT_MAX_S = 3600.0
 
 if TYPE_CHECKING:
     from engine.runtime.clock import Clock, TimerHandle
@@ -121,6 +127,7 @@ class EngineActor(pykka.ThreadingActor):
         # Names told since the last FlushToken (replay barrier) and this incarnation's timers.
         self._told: set[str] = set()
         self._timers: list[TimerHandle] = []
+        self._repeats: RepeatGate | None = None  # made on the first alert
 
     @staticmethod
     def _create_actor_inbox() -> SealableInbox:
@@ -168,10 +175,15 @@ class EngineActor(pykka.ThreadingActor):
     def raise_alert(self, kind: str, text: str, severity: Severity = Severity.WARNING,
                     health: str | None = "health") -> None:
         """Log ``text`` at the severity's level and tell the health actor (which throttles
-        and stores alerts) an ``Alert``."""
+        and stores alerts) an ``Alert``. The same alert raised again (a failure on every retry)
+        is logged once, then at growing intervals with the count held back (``RepeatGate``)."""
         level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(severity,
                                                                                   "INFO")
-        logger.log(level, "{}", text)
+        if self._repeats is None:
+            self._repeats = RepeatGate(ALERT_REPEAT_FIRST_S, ALERT_REPEAT_MAX_S)
+        allowed, held = self._repeats.allow((kind, text), self.now())
+        if allowed:
+            logger.log(level, "{}{}", text, f" ({held} more like it held back)" if held else "")
         if health:
             self.tell(health, Alert(kind, text, self.now(), severity))
 
