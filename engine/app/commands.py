@@ -200,7 +200,9 @@ def _fresh_db(args: argparse.Namespace, cfg: Config, mode: str, session: Path) -
         span = reader.time_range()
     assert span is not None
     db = Path(args.db) if args.db else _state(cfg) / f"{mode}-{session.stem}.db"
-    return fresh_database(db, mode, trading_date(span[0]), fresh=args.fresh)
+    # a replay's default database is derived from its session: replaying again replaces it
+    return fresh_database(db, mode, trading_date(span[0]), fresh=args.fresh,
+                          derived=mode == "replay" and not args.db)
 
 
 def run_replay(args: argparse.Namespace, cfg: Config) -> int:

@@ -19,9 +19,12 @@ from engine.store.database import DatabaseOwner, StoreVersionError, owner_of
 SIDECARS = ("-wal", "-shm")
 
 
-def fresh_database(path: Path, mode: str, day: date, *, fresh: bool) -> Path:
+def fresh_database(path: Path, mode: str, day: date, *, fresh: bool,
+                   derived: bool = False) -> Path:
     """``path``, ready for a new database of ``mode`` on ``day``: absent, or (with ``fresh``)
-    the engine's own database of that mode and day, removed with its WAL files. Raises
+    the engine's own database of that mode and day, removed with its WAL files. ``derived``: the
+    database is the default one of a replay, which its session file reproduces exactly, so the
+    engine's own (also one an older engine wrote) is replaced without ``--fresh``. Raises
     ``CommandError`` (exit 2) for anything else."""
     sidecars = [Path(f"{path}{s}") for s in SIDECARS]
     if not path.exists() and not path.is_symlink():
@@ -35,14 +38,14 @@ def fresh_database(path: Path, mode: str, day: date, *, fresh: bool) -> Path:
         owner = owner_of(path)
     except StoreVersionError as exc:
         raise _refuse(f"{exc} (choose another --db)") from None
-    if owner is None:
+    if owner is None and not derived:
         raise _refuse(f"{path} is an engine database that does not record what it was created "
                       f"for (an older version wrote it): not replaced; move it away or choose "
                       f"another --db")
-    if owner != wanted:
+    if owner is not None and owner != wanted:
         raise _refuse(f"{path} is {owner.describe()}, not {wanted.describe()}: not replaced; "
                       f"choose another --db")
-    if not fresh:
+    if not fresh and not derived:
         raise _refuse(f"{path} already holds {owner.describe()}: pass --fresh to start it over, "
                       f"or choose another --db")
     for p in (path, *sidecars):

@@ -65,18 +65,30 @@ def test_the_engines_own_database_is_started_over_only_with_fresh(session: Path,
     assert first.returncode == 0, first.stderr
     db = tmp_path / "var" / "replay-s.db"
     assert owner_of(db) == DatabaseOwner("replay", DAY)
-    again = run("replay", str(session), cwd=tmp_path)
+    named = tmp_path / "named.db"
+    assert run("replay", str(session), "--db", str(named), cwd=tmp_path).returncode == 0
+    again = run("replay", str(session), "--db", str(named), cwd=tmp_path)
     assert again.returncode == EXIT_CONFIG
-    assert again.stderr == ("replay: var/replay-s.db already holds a replay database of "
+    assert again.stderr == (f"replay: {named} already holds a replay database of "
                             "2025-09-03: pass --fresh to start it over, or choose another "
                             "--db\n")
-    fresh = run("replay", str(session), "--fresh", cwd=tmp_path)
+    fresh = run("replay", str(session), "--db", str(named), "--fresh", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
+    # the default database of a replay is derived from its session: replaying again replaces
+    # it without --fresh (as the README's first command, run twice, must work)
+    repeat = run("replay", str(session), cwd=tmp_path)
+    assert repeat.returncode == 0, repeat.stderr
+    assert owner_of(db) == DatabaseOwner("replay", DAY)
     # a paper run may not take the replay's database, --fresh or not
     paper = run("paper", "--session", str(session), "--db", str(db), "--fresh",
                     cwd=tmp_path)
     assert paper.returncode == EXIT_CONFIG
     assert "is a replay database of 2025-09-03, not a paper database" in paper.stderr
+    # ... but only the engine's own: anything else at that path stays refused
+    db.unlink()
+    foreign_sqlite(db)
+    refused = run("replay", str(session), cwd=tmp_path)
+    assert refused.returncode == EXIT_CONFIG and "not an engine database" in refused.stderr
 
 
 def engine_db(path: Path, owner: DatabaseOwner | None) -> Path:
