@@ -87,6 +87,9 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
+    p.add_argument("--threaded", action="store_true",
+                   help="one thread per actor with the step barrier (the live runtime), "
+                   "instead of every actor on one thread; for comparison")
     _db_option(p)
 
 
@@ -178,7 +181,7 @@ def run_replay(args: argparse.Namespace, cfg: Config) -> int:
         driver = ReplayDriver(cfg, session, db_path=_fresh_db(db), speed=args.speed,
                               progress=(not args.no_progress) and sys.stderr.isatty(),
                               strategies=() if args.no_strategy else _strategies(
-                                  cfg, args.strategy))
+                                  cfg, args.strategy), threaded=args.threaded)
     except (SessionArgError, SessionFileError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_FAILURE
