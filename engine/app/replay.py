@@ -22,6 +22,7 @@ a hash of every bar, so two replays can be compared by one line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,10 @@ class ReplaySettings:
     barrier_timeout_s: float = setting(60.0, "real seconds to wait for a step to settle before "
                                        "reporting a stuck actor", min=0.1, max=3600)
     progress: bool = setting(True, "show a progress bar on a terminal")
+    store_flush_s: float = setting(60.0, "engine seconds between the store's batched writes in "
+                                   "a replay (one transaction a minute instead of every "
+                                   "[store] flush_interval_s); orders and fills still commit "
+                                   "at once", min=0.05, max=60.0)
 
 
 @dataclass
@@ -153,7 +158,9 @@ class ReplayDriver:
 
     def run(self) -> ReplaySummary:
         parts, clock, broker = self._parts()
-        engine = Engine(self.cfg, parts)
+        store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
+                                    batch_size=max(self.cfg.store.batch_size, 100_000))
+        engine = Engine(self.cfg.replace(store=store), parts)
         summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
                                 db_path=str(self.db_path))
         engine.start()
