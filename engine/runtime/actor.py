@@ -38,7 +38,6 @@ from engine.runtime.registry import RUNNING, SealableInbox
 
 if TYPE_CHECKING:
     from engine.runtime.clock import Clock, TimerHandle
-    from engine.runtime.dispatcher import DispatchedInbox
     from engine.runtime.registry import Registry
 
 Handler = Callable[[Any, Any], Any]
@@ -98,7 +97,8 @@ class EngineFuture(ThreadingFuture[Any]):
     (engine.runtime.dispatcher); if it still has no answer then, waiting would wait for
     nothing, so ``get`` raises ``pykka.Timeout`` at once."""
 
-    _dispatch_inbox: DispatchedInbox | None = None
+    #: the ``engine.runtime.dispatcher.DispatchedInbox`` the ask went into, set by its ``put``
+    _dispatch_inbox: Any = None
 
     def get(self, *, timeout: float | None = None) -> Any:
         inbox = self._dispatch_inbox

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from pykka._envelope import Envelope
 
     from engine.runtime.clock import Clock
-    from engine.runtime.dispatcher import Dispatcher
 
 DeadLetterHook = Callable[[DeadLetter], None]
 
@@ -145,7 +144,7 @@ class Registry:
     def __init__(self, clock: Clock, *, stash_limit: int = 10_000,
                  on_dead_letter: DeadLetterHook | None = None,
                  dead_letter_log_every: float = 5.0,
-                 dispatcher: Dispatcher | None = None) -> None:
+                 dispatcher: Any = None) -> None:
         if stash_limit < 1:
             raise ValueError(f"stash_limit must be at least 1, got {stash_limit}")
         self._clock = clock
@@ -165,7 +164,8 @@ class Registry:
         # Names told from outside any actor (the replay driver, clock callbacks) while a replay
         # step is being tracked; None when not tracking (live and paper).
         self._external: set[str] | None = None
-        # The calling-thread dispatcher the tree's actors run under (replay), or None: threads.
+        # The calling-thread dispatcher (engine.runtime.dispatcher.Dispatcher) the tree's actors
+        # run under (replay), or None: a thread per actor.
         self.dispatcher = dispatcher
 
     # -- sending -------------------------------------------------------------------------------

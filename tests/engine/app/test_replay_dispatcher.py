@@ -21,13 +21,9 @@ from engine.market.synth import small_session
 from engine.messages import Crash
 from engine.runtime.clock import ist_epoch
 from engine.store.database import Database
-from engine.trading.trades import trade_table
-from strategies.baseline_v1 import BaselineSettings
+from tests.strategies.test_baseline_replay import BUSY, orders_and_fills
 
 DAY = date(2025, 1, 30)
-# baseline_v1 with its filters opened up, so that a short session trades
-BUSY = BaselineSettings(vwap_premium_min=-1.0, sl_pct_min=0.0, sl_pct_max=0.5, price_min=1.0,
-                        price_max=10_000.0)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +49,7 @@ def replay(session: Path, db: Path, strategy: str, *, threaded: bool = False,
 
 def outcome(db_path: Path, strategy: str) -> tuple[list[Any], list[Any], str]:
     """Every order (with its final state), every fill and the trade table of the day."""
-    with Database(db_path) as db:
-        orders = [(o.client_id, o.symbol, o.action, o.quantity, o.pricetype, o.price,
-                   o.trigger_price, o.purpose, o.status, o.filled_quantity, o.average_price,
-                   o.created_ts) for o in db.orders(trading_date=DAY)]
-        fills = [(f.client_id, f.quantity, f.price, f.cumulative_quantity, f.ts)
-                 for f in db.fills(trading_date=DAY)]
-        table = trade_table(db.trades(strategy=strategy, trading_date=DAY))
-    return orders, fills, table
+    return orders_and_fills(db_path, strategy, DAY)
 
 
 @pytest.mark.parametrize("strategy", ["baseline_v1", "vwap_cross"])
