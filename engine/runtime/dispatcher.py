@@ -86,7 +86,6 @@ class Dispatcher:
     def __init__(self) -> None:
         self.ready: deque[DispatchedInbox] = deque()
         self.thread = threading.get_ident()
-        self.handled = 0  # messages handled so far
 
     # -- actors --------------------------------------------------------------------------------
     def start(self, actor: EngineActor) -> None:
@@ -125,10 +124,6 @@ class Dispatcher:
         while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
             self._deliver(inbox, queue.popleft())
 
-    @property
-    def idle(self) -> bool:
-        return not self.ready
-
     # -- internals -----------------------------------------------------------------------------
     def _deliver(self, inbox: DispatchedInbox, envelope: Envelope[Any]) -> None:
         """One message, exactly as Pykka's actor loop handles it on a thread."""
@@ -157,7 +152,6 @@ class Dispatcher:
         finally:
             inbox.busy = False
             RUNNING.actor = previous
-        self.handled += 1
         if inbox._stopped.is_set():
             self._teardown(inbox)
 
