@@ -112,6 +112,9 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
+    p.add_argument("--threaded", action="store_true",
+                   help="one thread per actor with the step barrier (the live runtime), "
+                   "instead of every actor on one thread; for comparison")
     _broker_option(p)
     _db_option(p, fresh=True)
 
@@ -214,7 +217,7 @@ def run_replay(args: argparse.Namespace, cfg: Config) -> int:
     driver = ReplayDriver(cfg, session, db_path=_fresh_db(args, cfg, "replay", session),
                           speed=args.speed,
                           progress=(not args.no_progress) and sys.stderr.isatty(),
-                          strategies=strategies)
+                          strategies=strategies, threaded=args.threaded)
     summary = driver.run()
     print("\n".join(summary.lines()))
     return EXIT_OK if summary.stuck_steps == 0 else EXIT_FAILURE

@@ -14,7 +14,9 @@ Owns what all actors share and nothing more:
   actor, and are cancelled when it exits, so a restarted actor never inherits old timers;
 - the replay flush barrier: every name told since the last ``FlushToken`` is remembered, and on a
   token the actor forwards it to each of them before counting itself done (engine.runtime.barrier);
-- daemon threads, so an actor stuck in a blocking call never keeps the process alive.
+- daemon threads, so an actor stuck in a blocking call never keeps the process alive;
+- or no thread at all: when its registry has a calling-thread dispatcher (replay), ``start``
+  hands the actor to it (engine.runtime.dispatcher) and an ``ask`` is answered inline.
 
 Actors address each other by name through the registry (``self.tell("orders", msg)``), never by
 holding another actor's ref; time comes from ``self.clock``.
@@ -22,12 +24,14 @@ holding another actor's ref; time comes from ``self.clock``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import pykka
 from loguru import logger
+from pykka import ThreadingFuture
 
 from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
 from engine.runtime.logs import RepeatGate
@@ -93,11 +97,50 @@ def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[...
     return mark
 
 
+class EngineFuture(ThreadingFuture[Any]):
+    """Pykka's thread future, plus the inline answer of the calling-thread dispatcher: an
+    ask put into a ``DispatchedInbox`` is answered by handling that inbox on the asker's stack
+    (engine.runtime.dispatcher); if it still has no answer then, waiting would wait for
+    nothing, so ``get`` raises ``pykka.Timeout`` at once."""
+
+    #: the ``engine.runtime.dispatcher.DispatchedInbox`` the ask went into, set by its ``put``
+    _dispatch_inbox: Any = None
+
+    def get(self, *, timeout: float | None = None) -> Any:
+        inbox = self._dispatch_inbox
+        if inbox is not None and self._result is None:
+            inbox.dispatcher.answer(inbox, self._answered)
+            if self._result is None and inbox.dispatcher.thread == threading.get_ident():
+                raise pykka.Timeout(f"{inbox.actor.name} cannot answer inline (its handler is "
+                                    "running, or it stopped)")
+        return super().get(timeout=timeout)
+
+    def _answered(self) -> bool:
+        return self._result is not None
+
+
 class EngineActor(pykka.ThreadingActor):
     """Subclass this; decorate handlers with ``@handles(MessageType)``."""
 
     use_daemon_thread = True
     _dispatch: ClassVar[dict[type, Handler]] = {}
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Build and start the actor: on its own thread (Pykka), or, when its registry has a
+        calling-thread dispatcher (replay), under that dispatcher."""
+        actor = cls(*args, **kwargs)
+        dispatcher = actor.registry.dispatcher if actor.registry is not None else None
+        if dispatcher is None:
+            pykka.ActorRegistry.register(actor.actor_ref)
+            actor._start_actor_loop()
+        else:
+            dispatcher.start(actor)
+        return actor.actor_ref
+
+    @staticmethod
+    def _create_future() -> EngineFuture:
+        return EngineFuture()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -312,8 +312,8 @@ class Supervisor(EngineActor):
             self._start(child)
             if child.state is _State.PENDING:
                 failed = child
-        if self._quiet.is_set():
-            return
+        if self._quiet.is_set() or self._registry.dispatcher is not None:
+            return  # on one thread (calling-thread dispatcher) a hang cannot be watched for
         self._liveness = self._clock.call_every(
             self._settings.liveness_interval,
             lambda: self._to_self(LivenessCheck(next(self._pings))),

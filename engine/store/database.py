@@ -40,6 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import orjson
 from loguru import logger
 from sqlalchemy import (
     Connection,
@@ -531,7 +532,11 @@ class StoredDailyState:
 
 @frozen
 class StoredStrategyState:
-    """A strategy's own state as a JSON blob; ``version`` is the blob's format version."""
+    """A strategy's own state as a JSON blob; ``version`` is the blob's format version.
+
+    Written often (a swing tracker after every bar), so it is encoded with orjson: strict JSON,
+    keys sorted, non-string keys as strings. JSON has no infinities or NaN: a state must not
+    hold them (orjson would write ``null``)."""
 
     TABLE: ClassVar[str] = "strategy_state"
     name: str
@@ -634,7 +639,17 @@ RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTra
 def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
     """The ``StoreRecord`` message that asks the writer to persist ``row`` (``durable``: commit
     before answering; otherwise it rides the next batch)."""
-    return StoreRecord(row.TABLE, tuple(sql_values(row).items()), durable)
+    if type(row) is StoredStrategyState:
+        values = {"name": row.name, "version": row.version, "state": encode_state(row.state),
+                  "updated_ts": row.updated_ts}
+    else:
+        values = sql_values(row)
+    return StoreRecord(row.TABLE, tuple(values.items()), durable)
+
+
+def encode_state(state: Mapping[str, Any]) -> str:
+    """A ``StoredStrategyState.state`` as the text stored (see there)."""
+    return orjson.dumps(state, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 # ---------------------------------------------------------------------------------------------
