@@ -6,6 +6,8 @@ Owns, for its account (execution-and-risk.md, "Position monitor"):
   open side, the day's realized P&L (rupees), and a flip through zero (the closed part is
   realized, the rest opens at the fill price). Each ``Fill`` is applied once, by ``fill.key``;
   after a restart the keys and positions are rebuilt from the day's stored fills;
+- the stop distance each position's strategy declared (``PositionRisk``), committed to the
+  store as it arrives and restored with the positions after a restart;
 - the feed subscriptions of held symbols: a symbol going from no position (in any strategy) to
   one is added (``subscribe_mode``), one going back to zero everywhere is removed;
 - the last valid price of each held symbol and its freshness: a zero, negative, NaN or missing
@@ -30,8 +32,8 @@ its own risk, the largest quantity it had today × the stop distance its strateg
 (``PositionRisk``); otherwise, or while none was declared, the strategy's fixed rupees of one R
 (``r_units``; none known: 0). The ``StrategyPnl`` carries the day's R as the sum of its
 positions' (``r``). Unrealized P&L uses the last valid price (0 while no price is known).
-Declarations are not persisted: after a restart of this actor alone a position is measured in
-the fixed unit until its strategy declares it again (baseline_v1 does when it starts).
+After a restart the largest quantity comes back from the same fills in the same order, and the
+declared distance from the store, so R and the day's R are what they were before it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import pykka
 from loguru import logger
 
 from engine.broker import Broker, BrokerError
@@ -71,6 +74,7 @@ from engine.store.database import Database
 CHECK_TIMER = "positions.check"
 FLUSH_TIMER = "positions.flush"
 DEFAULT_EXCHANGE = "NFO"
+STORE_TIMEOUT_S = 5.0  # how long a risk declaration waits for the store to commit it
 
 Key = tuple[str, str]  # (strategy, symbol)
 
@@ -243,8 +247,8 @@ class PositionMonitor(EngineActor):
         if msg.account != self.account or not msg.points > 0:
             return
         self._roll_day(self.now())
-        pos = self._position(msg.strategy, msg.symbol, "")
-        pos.points = msg.points
+        self._declare(msg)
+        self._store_risk(msg)
 
     @handles(OrderEvent)
     def _on_order_event(self, event: OrderEvent) -> None:
@@ -357,6 +361,23 @@ class PositionMonitor(EngineActor):
             exch = exchange or self.exchanges.get(symbol, DEFAULT_EXCHANGE)
             pos = self._positions[key] = _Position(strategy, symbol, exch)
         return pos
+
+    def _declare(self, msg: PositionRisk) -> None:
+        self._position(msg.strategy, msg.symbol, "").points = msg.points
+
+    def _store_risk(self, msg: PositionRisk) -> None:
+        """Commit a declaration before going on: a restart of this actor reads it back."""
+        if not self.store or self.registry is None:
+            return
+        try:
+            self.registry.ask(self.store, msg, timeout=STORE_TIMEOUT_S)
+        except Exception as exc:  # the declaration still counts; the failure is loud
+            # a timed-out ask stays queued: the store (or the next one) may still write it
+            outcome = "not confirmed stored" if isinstance(exc, pykka.Timeout) else "not stored"
+            self._alert("position_risk_not_stored", f"{msg.strategy} {msg.symbol}: stop "
+                        f"distance {msg.points:g} {outcome} ({type(exc).__name__}: {exc}); "
+                        f"after a restart this position may be measured in the fixed R",
+                        Severity.CRITICAL)
 
     def _correction_price(self, fix: PositionCorrection, pos: _Position) -> tuple[float, str]:
         """The price a correction is applied at, and where it came from (0: none known)."""
@@ -601,8 +622,9 @@ class PositionMonitor(EngineActor):
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:
-        """Rebuild today's positions from the stored fills (oldest first) and the last stored
-        prices (stale until a new price arrives); re-subscribe the held symbols."""
+        """Rebuild today's positions from the stored fills (oldest first), their declared stop
+        distances and the last stored prices (stale until a new price arrives); re-subscribe
+        the held symbols."""
         if self.db is None:
             self._report_open()
             return
@@ -615,15 +637,20 @@ class PositionMonitor(EngineActor):
                 self._counts["invalid_fills"] += 1
                 logger.error("positions[{}]: stored fill {} not applied: {}", self.account,
                              fill.key, exc)
+        filled = set(self._positions)
+        risks = self.db.position_risks(account=self.account, trading_date=self._day)
+        for risk in risks:
+            self._declare(risk)
         held = self._held()
         for symbol, stored in self.db.last_prices().items():
             if symbol in held and _valid_price(stored.ltp):
                 self._prices[symbol] = _Price(stored.ltp, -math.inf)
-        logger.info("positions[{}]: recovered {} fill(s) of {}: {} open position(s)",
-                    self.account, len(fills), self._day.isoformat(),
+        logger.info("positions[{}]: recovered {} fill(s) and {} risk declaration(s) of {}: {} "
+                    "open position(s)", self.account, len(fills), len(risks),
+                    self._day.isoformat(),
                     sum(1 for pos in self._positions.values() if pos.quantity))
-        if self._positions:
-            self._changed(set(self._positions), now)
+        if filled:
+            self._changed(filled, now)
         else:
             self._report_open()
 

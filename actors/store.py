@@ -3,8 +3,9 @@
 Every actor sends its store-bound messages here (see ``engine.store.database.STORED_TYPES``).
 Two paths:
 
-- **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events and
-  ``StoreRecord`` rows such as risk state, unless marked ``durable=False``): committed before
+- **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events,
+  positions' risk declarations and ``StoreRecord`` rows such as risk state, unless marked
+  ``durable=False``): committed before
   the handler returns, so a sender that ``ask``-s knows the row is on disk (the order manager
   asks before sending a request). The transaction holds only the message's own rows (and
   immediate ones held from an outage, first, in order): an intent never waits for a batch of
@@ -49,6 +50,7 @@ from engine.messages import (
     LoadStates,
     OrderEvent,
     OrderIntent,
+    PositionRisk,
     RiskEvent,
     StoreRecord,
     TimerFired,
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
     from engine.runtime.registry import Registry
 
 IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
-                                              StoreRecord})
+                                              PositionRisk, StoreRecord})
 FLUSH_TIMER = "store.flush"
 SOON_TIMER = "store.soon"
 #: real seconds a ``soon`` row waits before its commit (then only while the inbox is empty)

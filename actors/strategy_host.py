@@ -17,18 +17,21 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   gate (``GateQuery``), so a restarted host never trades on a gate it did not see. An
   entry placed while it is False is not sent: it is reported back as rejected.
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
-- persistence: after every hook that changed something, ``strategy.snapshot()`` and the host's
-  own state (sequence, orders, positions, fill keys, pause) are written as the
-  ``strategy_state`` row ``strategy.<name>`` (``soon`` when orders or fills changed: committed
-  right after the order manager's intent, never ahead of it; batched when only the strategy's
-  snapshot did). Nothing is committed before an intent leaves: the intent row the order
-  manager commits is the durable record of the order and of its client id. On start a row of
-  the current trading day is restored; one from an earlier day is ignored (a stale "day is
-  over" flag must never block a new day). The next client id is past both the restored
-  sequence and every id of the day in the order journal, and journal orders the restored
-  state does not know (a kill between the intent's commit and the state's) are adopted, so no
-  client id is ever reused. A row that cannot be read is a ``StrategyStateError``: the host
-  refuses to start rather than trade without knowing its latches and positions;
+- persistence: ``strategy.snapshot()`` and the host's own state (sequence, orders, positions,
+  fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: ``soon``
+  after every hook that changed orders or fills (committed right after the order manager's
+  intent, never ahead of it); when only the strategy's snapshot changed, batched and at most
+  once a minute of engine time (at the first message of the next minute, and on stop), since
+  a snapshot can be tens of KB and change on every ``BarUpdate``. A restart therefore resumes
+  from the last minute's snapshot plus every order and fill (the journal). Nothing is
+  committed before an intent leaves: the intent row the order manager commits is the durable
+  record of the order and of its client id. On start a row of the current trading day is
+  restored; one from an earlier day is ignored (a stale "day is over" flag must never block a
+  new day). The next client id is past both the restored sequence and every id of the day in
+  the order journal, and journal orders the restored state does not know (a kill between the
+  intent's commit and the state's) are adopted, so no client id is ever reused. A row that
+  cannot be read is a ``StrategyStateError``: the host refuses to start rather than trade
+  without knowing its latches and positions;
 - ``exit_all`` → ``ExitAll`` to the risk manager (the one exit coordinator); an ``ExitAll``
   from the risk manager → ``strategy.on_exit``;
 - ``record_trade`` → the store's ``trades`` table; ``alert`` → the health actor;
@@ -152,7 +155,9 @@ class StrategyHost(EngineActor):
         self.gate_open = False
         self._dirty = False
         self._rows: dict[str, tuple[OrderView | None, OrderIntent, dict[str, Any]]] = {}
-        self._last_snapshot: dict[str, Any] | None = None
+        self._last_snapshot: dict[str, Any] | None = None  # the newest seen
+        self._unsaved = False  # _last_snapshot is newer than the stored row
+        self._saved_minute = -1  # engine minute of the last write
         self._timer_now: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -520,11 +525,15 @@ class StrategyHost(EngineActor):
         if "r" in fields:
             fields["r_multiple"] = fields.pop("r")
         risk = float(fields.pop("risk", 0.0) or 0.0)
-        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
-            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
         unknown = sorted(set(fields) - _TRADE_FIELDS)
         if unknown:
             raise ValueError(f"record_trade: unknown fields {unknown}")
+        # the unit goes with the row: a report made after the setting changed still says
+        # what this trade's R was measured in
+        fields["r_unit"] = "fixed"
+        if self.r_unit == "position" and risk > 0 and "pnl" in fields:
+            fields["r_multiple"] = round(float(fields["pnl"]) / risk, 4)
+            fields["r_unit"] = "position"
         try:
             trade = StoredTrade(strategy=self.strategy_name, account=self.account,
                                 trading_date=trading_date(float(fields["exit_ts"])),
@@ -545,13 +554,23 @@ class StrategyHost(EngineActor):
         return self.strategy
 
     def _call(self, hook: Callable[..., None], *args: Any) -> None:
-        """Run one hook, then persist if it (or the message before it) changed anything."""
+        """Run one hook, then persist: at once if orders or fills changed, else a changed
+        snapshot once a minute (see the module docstring)."""
         hook(*args)
         snapshot = self._strategy.snapshot()
         if self._dirty or not self._unchanged(snapshot):
-            self._persist(snapshot, durable=self._dirty)
             self._last_snapshot = self._kept(snapshot)
+            self._unsaved = True
+        if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
+            self._persist(self._last_snapshot or {}, durable=self._dirty)
             self._dirty = False
+
+    def on_stop(self) -> None:
+        if self._unsaved:
+            self._persist(self._last_snapshot or {}, durable=False)
+
+    def _minute(self) -> int:
+        return int(self.now() // 60)
 
     def _unchanged(self, snapshot: dict[str, Any]) -> bool:
         if self._strategy.snapshot_cached:
@@ -580,6 +599,9 @@ class StrategyHost(EngineActor):
         self.tell(self.store, record(StoredStrategyState(
             name=self.state_name, version=STATE_VERSION, state=state, updated_ts=self.now()),
             durable=durable, soon=durable))
+        if snapshot is self._last_snapshot:
+            self._unsaved = False
+            self._saved_minute = self._minute()
 
     def _order_row(self, cid: str, intent: OrderIntent) -> dict[str, Any]:
         """An order as stored in the state, built again only when its view changed (the
@@ -683,6 +705,10 @@ class HostContext:
 
     def set_risk(self, symbol: str, points: float) -> None:
         self._host.set_risk(symbol, points)
+
+    @property
+    def r_unit(self) -> str:
+        return self._host.r_unit
 
 
 # -- (de)serialization of orders ------------------------------------------------------------------

@@ -124,7 +124,13 @@ class StrategyContext(Protocol):
     def set_risk(self, symbol: str, points: float) -> None:
         """Say what one unit of a position in ``symbol`` risks (its stop distance at entry, in
         rupees), before the entry can fill: with ``[risk] r_unit = "position"`` the risk
-        latch measures that position against it. Without it, the fixed R is used."""
+        latch measures that position against it (the position monitor stores it, so it holds
+        across restarts). Without it, the fixed R is used."""
+
+    @property
+    def r_unit(self) -> str:
+        """``[risk] r_unit``: "position" (each position's R over its own risk) or "fixed";
+        a strategy showing its own R uses the same unit."""
 
 
 class Strategy:

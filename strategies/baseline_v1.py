@@ -49,10 +49,10 @@ How the rules are carried out:
   uncovered quantity is bought back at market and a critical alert raised. The cover is also
   re-checked on every evaluation: a position is never left without a stop.
 - **Closing everything** (the ±R latch, 15:15, max loss / profit, trailing stop, flatten) is
-  not the strategy's: the risk manager evaluates the day limits (``[risk]``: cumulative R =
-  (realized + unrealized at fresh prices) / R, at +daily_r_target or −daily_r_stop; the
-  ``eod_exit`` time) and its exit coordinator cancels the entries and closes every position
-  BUY-first, cancelling each stop and checking it did not fill first. The strategy learns it
+  not the strategy's: the risk manager evaluates the day limits (``[risk]``: the day's R in
+  ``r_unit``, at +daily_r_target or −daily_r_stop; the ``eod_exit`` time) and its exit
+  coordinator cancels the entries and closes every position BUY-first, cancelling each stop
+  and checking it did not fill first. The strategy learns it
   in ``on_exit``: from then on the day is over for it (no entry, no stop, no exit of its own);
   it keeps accounting the exit fills and records each closed trade with ``ctx.record_trade``
   (R multiple = P&L / R, and its own risk, quantity × sl_points, from which the host records
@@ -179,9 +179,10 @@ class BaselineSettings:
                                    min=0.1, max=3600.0)
     exchange: str = setting(OPTION_EXCHANGE, "exchange of the traded options")
 
-    def problems(self) -> list[tuple[str, str]]:
-        """(key, problem) for values that are fine alone but wrong together."""
-        out: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, str], str]]:
+        """(key, problem) for values that are fine alone but wrong together (then the keys,
+        the one it is about first)."""
+        out: list[tuple[str | tuple[str, str], str]] = []
         for key in ("entry_start", "entry_end"):
             try:
                 time.fromisoformat(getattr(self, key))
@@ -190,15 +191,15 @@ class BaselineSettings:
         if out:
             return out
         if self.price_min > self.price_max:
-            out.append(("price_max", "must be >= price_min"))
+            out.append((("price_max", "price_min"), "must be >= price_min"))
         if self.sl_pct_min > self.sl_pct_max:
-            out.append(("sl_pct_max", "must be >= sl_pct_min"))
+            out.append((("sl_pct_max", "sl_pct_min"), "must be >= sl_pct_min"))
         if time.fromisoformat(self.entry_start) >= time.fromisoformat(self.entry_end):
-            out.append(("entry_end", "must be after entry_start"))
+            out.append((("entry_end", "entry_start"), "must be after entry_start"))
         if self.max_per_type > self.max_open:
-            out.append(("max_per_type", "must be <= max_open"))
+            out.append((("max_per_type", "max_open"), "must be <= max_open"))
         if self.eval_offset_s >= self.eval_interval_s:
-            out.append(("eval_offset_s", "must be below eval_interval_s"))
+            out.append((("eval_offset_s", "eval_interval_s"), "must be below eval_interval_s"))
         return out
 
 
@@ -312,6 +313,11 @@ class Position:
     def avg_entry(self) -> float:
         return self.sold_value / self.sold_qty if self.sold_qty else 0.0
 
+    @property
+    def risk(self) -> float:
+        """Rupees the position risks: quantity sold × stop distance at entry (its own R)."""
+        return self.sold_qty * self.sl_points
+
     def live_covers(self) -> list[Cover]:
         return [c for c in self.covers.values() if not c.done]
 
@@ -392,8 +398,8 @@ class BaselineV1(Strategy):
         settings = settings or BaselineSettings()
         problems = settings.problems()
         if problems:
-            raise ValueError("baseline_v1 settings: " + "; ".join(f"{k}: {p}"
-                                                                  for k, p in problems))
+            raise ValueError("baseline_v1 settings: " + "; ".join(
+                f"{k if isinstance(k, str) else k[0]}: {p}" for k, p in problems))
         super().__init__(ctx, settings)
         self.cfg = settings
         self.spec = ctx.instrument
@@ -1049,7 +1055,7 @@ class BaselineV1(Strategy):
             entry_price=round(pos.avg_entry, 4), exit_ts=pos.exit_ts,
             exit_price=round(pos.bought_value / pos.bought_qty, 4), pnl=round(pos.realized, 2),
             r_multiple=round(pos.realized / self.cfg.risk_per_trade, 4),
-            risk=round(pos.sold_qty * pos.sl_points, 2),
+            risk=round(pos.risk, 2),
             entry_client_id=pos.entry_client_id, exit_client_id=pos.exit_client_id,
             exit_reason=pos.last_exit_reason)
 
@@ -1058,13 +1064,17 @@ class BaselineV1(Strategy):
                       key=lambda p: p.symbol)
 
     def cumulative_r(self) -> float:
-        """(Realized P&L + unrealized at the last price) / R."""
-        unrealized = 0.0
+        """The day's R at the last prices, in ``[risk] r_unit`` as the risk latch measures it:
+        the sum of each position's P&L (realized + unrealized) over its own risk ("position"),
+        or the day's P&L over ``risk_per_trade`` ("fixed", and any position of unknown risk)."""
+        total = 0.0
         for pos in self.d.positions.values():
+            pnl = pos.realized
             if pos.open_qty > 0:
-                last = self._last.get(pos.symbol, pos.avg_entry)
-                unrealized += (pos.avg_entry - last) * pos.open_qty
-        return (self.d.realized + unrealized) / self.cfg.risk_per_trade
+                pnl += (pos.avg_entry - self._last.get(pos.symbol, pos.avg_entry)) * pos.open_qty
+            own = self.ctx.r_unit == "position" and pos.risk > 0
+            total += pnl / (pos.risk if own else self.cfg.risk_per_trade)
+        return total
 
     # -- highs, days, snapshot --------------------------------------------------------------------
     def _track(self, symbol: str, swing_start: float) -> None:

@@ -11,7 +11,11 @@ Owns the assembly and the run loop of an engine whose broker and market outlive 
   market time). Killing and restarting the engine leaves the simulator's orders, positions and
   market running: this is how recovery is exercised for real.
 
-Both select the day's universe from the index spot (``[universe]``), start the engine (the
+Both first ask the server for a ``ping``: a refusal (the API key, or the login of a proxy in
+front of OpenAlgo) or a TLS certificate the engine does not trust ends the start with one line
+(``AccessRefused``, a configuration error: exit 2); an unreachable server does not (the engine
+starts and keeps trying). Both then select the day's universe from the index spot
+(``[universe]``), start the engine (the
 reconciler opens entries only after startup reconciliation: fail-closed), serve the operator
 control socket, and on SIGTERM / SIGINT stop by ``[engine] on_signal`` (``graceful_stop``).
 """
@@ -32,7 +36,7 @@ from engine.app.operator import control_channel, graceful_stop
 from engine.app.session_end import SessionChecks, check_dead_letters, check_session
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
-from engine.broker import BrokerError, SemiAutoMode
+from engine.broker import AuthError, BrokerError, ProxyAuthError, SemiAutoMode, UntrustedServer
 from engine.config import Config, ConfigError
 from engine.market.instruments import (
     INDEX_EXCHANGE,
@@ -67,15 +71,26 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     it (engine.app.session_end), and a safe stop cancels the working entries."""
     clock = venue.clock
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
-                            clock=clock, account=venue.account)
+                            clock=clock, account=venue.account, access=venue.access)
+    check_access(broker, venue)
     if venue.name == "live":
         _refuse_semi_auto(broker)
     day = trading_date(clock.time())
-    facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
-    if atm:
-        spot = None
-    elif spot is None:
-        spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    try:
+        # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
+        # one line and an exit code from the command line, not an engine retrying forever)
+        broker.funds()
+        if venue.name == "live":
+            _refuse_semi_auto(broker)
+        facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
+        if atm:
+            spot = None
+        elif spot is None:
+            spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
+    except BaseException:
+        broker.close()
+        clock.stop()
+        raise
     uni = cfg.section("universe")
     symbols = select_universe(spot, day, instrument_spec(cfg, facts), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)
@@ -84,7 +99,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     parts = EngineParts(mode=venue.name, clock=clock, symbols=universe_pairs(symbols),
                         trading_day=day, broker=broker, facts=facts,
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
-                                               ws_url=venue.ws_url, account=venue.account),
+                                               ws_url=venue.ws_url, account=venue.account,
+                                               access=venue.access),
                         db_path=db_path, strategies=strategies, account=venue.account)
     engine = Engine(cfg, parts)
     engine.start()
@@ -114,6 +130,29 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
             check_dead_letters(checks, engine.registry)
         clock.stop()
     return engine
+
+
+class AccessRefused(ConfigError):
+    """The server refused this engine at start: its API key, its proxy login, or its TLS
+    certificate. One line; the command exits 2."""
+
+
+def check_access(broker: OpenAlgoClient, venue: Venue) -> None:
+    """Ask the server for a ``ping``; raise ``AccessRefused`` if it refuses us (see the module
+    docstring). Any other failure is logged and the start goes on."""
+    try:
+        broker.ping()
+    except AuthError as exc:
+        hint = (" (the login comes from the stored account, else from "
+                "NIFTY_ENGINE_BASIC_AUTH_USER / NIFTY_ENGINE_BASIC_AUTH_PASSWORD)"
+                if isinstance(exc, ProxyAuthError) else "")
+        raise AccessRefused(f"{venue.rest_url} refused the engine: {exc.message}{hint}") \
+            from None
+    except UntrustedServer as exc:
+        raise AccessRefused(f"{venue.rest_url}: {exc.message}") from None
+    except BrokerError as exc:
+        logger.warning("{}: OpenAlgo did not answer the start-up ping ({}); starting anyway",
+                       venue.name, exc)
 
 
 def _listed_only(broker: OpenAlgoClient, symbols: list[str], width: int) -> list[str]:

@@ -1,10 +1,12 @@
 """Where an engine trades: the user's OpenAlgo server, or a standalone simulator to attach to.
 
-Owns ``Venue`` (URLs, API key, account, the clock to run on) and how each is found:
+Owns ``Venue`` (URLs, API key, account, the clock to run on, the proxy access) and how each is
+found:
 ``live_venue`` (a stored account with its Fernet-encrypted key, or ``[openalgo] host``,
 ``[feed] ws_url`` and ``OPENALGO_API_KEY``) and ``attached_venue`` (the ``simulator.json`` a
 standalone ``run.py simulator`` writes into the state directory: its URLs and its market clock,
-so every engine that attaches, and every restart of one, runs on the simulator's market time).
+so every engine that attaches, and every restart of one, runs on the simulator's market time;
+its proxy login, if it sits behind one, comes from the environment).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config, ConfigError
+from engine.openalgo.access import ProxyAccess
 from engine.runtime.clock import Clock, ScaledClock, WallClock
 
 SIM_FILE = "simulator.json"
@@ -23,7 +26,8 @@ SIM_FILE = "simulator.json"
 
 @dataclass(frozen=True, slots=True)
 class Venue:
-    """Where the engine trades: the server's URLs, the API key, the clock to run on."""
+    """Where the engine trades: the server's URLs, the API key, the clock to run on, and how the
+    server is reached (basic auth and CA bundle of a proxy in front of it)."""
 
     name: str  # "live" | "paper"
     rest_url: str
@@ -31,6 +35,7 @@ class Venue:
     api_key: str
     clock: Clock
     account: str
+    access: ProxyAccess = field(default_factory=ProxyAccess)
 
 
 def live_venue(cfg: Config, account: str | None = None) -> Venue:
@@ -38,7 +43,7 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
     single account of ``[openalgo]`` + ``OPENALGO_API_KEY``). A strategy is mirrored on several
     accounts by running one engine per account (``--account``): each has its own order manager,
     rate limit, database and control socket, and one account's failure cannot stop another."""
-    from engine.app.accounts import Role, resolve_accounts
+    from engine.app.accounts import Role, proxy_access, resolve_accounts
     from engine.store.database import Database
 
     path = Path(cfg.store.path)
@@ -59,7 +64,8 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
             raise ConfigError(f"{len(chosen)} primary accounts ({names}): run one engine per "
                               f"account (run.py live --account NAME)", key="live.account")
     a = chosen[0]
-    return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name)
+    return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name,
+                 proxy_access(cfg, a.basic_auth, a.host, a.ws_url))
 
 
 def write_simulator_file(state_dir: Path, *, rest_url: str, ws_url: str, clock: Clock) -> Path:
@@ -96,4 +102,7 @@ def attached_venue(cfg: Config, state_dir: Path) -> Venue:
         raise ConfigError("no API key for the simulator: set OPENALGO_API_KEY or start the "
                           "simulator without it (it then writes simulator.key)",
                           key="openalgo_api_key")
-    return Venue("paper", rest_url, ws_url, key, ScaledClock(market, speed), "paper")
+    from engine.app.accounts import env_basic_auth, proxy_access
+
+    access = proxy_access(cfg, env_basic_auth(os.environ), rest_url, ws_url)
+    return Venue("paper", rest_url, ws_url, key, ScaledClock(market, speed), "paper", access)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib import dates as mdates
@@ -26,30 +26,31 @@ if TYPE_CHECKING:
 
 matplotlib.use("Agg")  # files only, never a window
 
-_GREEN = "#1a7f37"
-_RED = "#cf222e"
-_BLUE = "#0969da"
-_ORANGE = "#bc4c00"
-_GREY = "#57606a"
+GREEN = "#1a7f37"
+RED = "#cf222e"
+BLUE = "#0969da"
+ORANGE = "#bc4c00"
+GREY = "#57606a"
 
 
 def r_per_trade(data: DayData, width_in: float, dpi: int) -> bytes:
     """PNG of the R multiple of each closed trade, in exit order."""
-    return _png(_draw_r, data, width_in, 3.0, dpi)
+    return png(_draw_r, data, width_in, 3.0, dpi)
 
 
 def equity(data: DayData, width_in: float, dpi: int) -> bytes:
     """PNG of the cumulative closed-trade P&L above its drawdown."""
-    return _png(_draw_equity, data, width_in, 4.2, dpi)
+    return png(_draw_equity, data, width_in, 4.2, dpi)
 
 
 def candles(data: DayData, width_in: float, dpi: int) -> bytes:
     """PNG of ``data.symbol``'s 1-minute candles with swings, orders and fills marked."""
-    return _png(_draw_candles, data, width_in, 5.5, dpi)
+    return png(_draw_candles, data, width_in, 5.5, dpi)
 
 
-def _png(draw: Callable[[Figure, DayData], None], data: DayData, width_in: float,
-         height_in: float, dpi: int) -> bytes:
+def png(draw: Callable[[Figure, Any], None], data: Any, width_in: float,
+        height_in: float, dpi: int) -> bytes:
+    """PNG bytes of a figure of ``width_in`` × ``height_in`` that ``draw(fig, data)`` fills."""
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     draw(fig, data)
     buf = io.BytesIO()
@@ -86,11 +87,11 @@ def _draw_r(fig: Figure, data: DayData) -> None:
     ax = fig.subplots()
     numbers = list(range(1, len(data.trades) + 1))
     values = [t.r_multiple for t in data.trades]
-    bars = ax.bar(numbers, values, color=[_GREEN if v >= 0 else _RED for v in values])
+    bars = ax.bar(numbers, values, color=[GREEN if v >= 0 else RED for v in values])
     if len(values) <= 30:
         ax.bar_label(bars, fmt="%+.2f", fontsize=7, padding=2)
         ax.set_xticks(numbers)
-    ax.axhline(0, color=_GREY, linewidth=0.8)
+    ax.axhline(0, color=GREY, linewidth=0.8)
     ax.set_xlim(0.3, max(len(values), 10) + 0.7)
     ax.margins(y=0.15)
     ax.set_xlabel("trade # (by exit time)")
@@ -113,12 +114,12 @@ def _draw_equity(fig: Figure, data: DayData) -> None:
     xs.append(_x(data.trades[-1].exit_ts + max(span_s * 0.03, 10.0)))  # the last level, visible
     equity.append(equity[-1])
     drawdown.append(drawdown[-1])
-    top.step(xs, equity, where="post", color=_BLUE, linewidth=1.5)
-    top.plot(xs[1:-1], equity[1:-1], "o", color=_BLUE, markersize=3)
-    top.axhline(0, color=_GREY, linewidth=0.8)
+    top.step(xs, equity, where="post", color=BLUE, linewidth=1.5)
+    top.plot(xs[1:-1], equity[1:-1], "o", color=BLUE, markersize=3)
+    top.axhline(0, color=GREY, linewidth=0.8)
     top.set_ylabel("P&L (Rs)")
-    bottom.fill_between(xs, drawdown, 0, step="post", color=_RED, alpha=0.35)
-    bottom.step(xs, drawdown, where="post", color=_RED, linewidth=1)
+    bottom.fill_between(xs, drawdown, 0, step="post", color=RED, alpha=0.35)
+    bottom.step(xs, drawdown, where="post", color=RED, linewidth=1)
     bottom.set_ylabel("drawdown (Rs)")
     bottom.set_xlabel("exit time (IST)")
     _time_axis(top, span_s)
@@ -131,7 +132,7 @@ def _draw_candles(fig: Figure, data: DayData) -> None:
     span = max(b.high for b in data.bars) - min(b.low for b in data.bars)
     thin = max(span * 0.002, 0.01)
     xs = [_mid(b.start) for b in data.bars]
-    colors = [_GREEN if b.close >= b.open else _RED for b in data.bars]
+    colors = [GREEN if b.close >= b.open else RED for b in data.bars]
     ax.vlines(xs, [b.low for b in data.bars], [b.high for b in data.bars], colors=colors,
               linewidth=0.8)
     ax.bar(xs, [max(abs(b.close - b.open), thin) for b in data.bars],
@@ -149,7 +150,7 @@ def _draw_candles(fig: Figure, data: DayData) -> None:
 
 def _draw_swings(ax: Axes, data: DayData, day_end: float) -> None:
     broken = {(b.kind, b.price, b.bar_start): b.broken_ts for b in data.breaks}
-    for kind, color, marker in ((SwingKind.LOW, _BLUE, "^"), (SwingKind.HIGH, _ORANGE, "v")):
+    for kind, color, marker in ((SwingKind.LOW, BLUE, "^"), (SwingKind.HIGH, ORANGE, "v")):
         swings = [s for s in data.swings if s.kind is kind]
         if not swings:
             continue
@@ -169,13 +170,13 @@ def _draw_orders(ax: Axes, data: DayData, day_end: float) -> None:
     if stops:
         ax.hlines([o.trigger_price for o in stops], [_x(o.created_ts) for o in stops],
                   [_x(o.updated_ts if o.status.is_terminal else day_end) for o in stops],
-                  colors=_RED, linestyles="dotted", linewidth=1.5, label="stop trigger")
+                  colors=RED, linestyles="dotted", linewidth=1.5, label="stop trigger")
     entries = [f for f in data.fills if f.purpose is OrderPurpose.ENTRY]
     exits = [f for f in data.fills if f.purpose is not OrderPurpose.ENTRY]
     for fills, marker, label in ((entries, "D", "entry"), (exits, "s", "exit")):
         if fills:
             ax.scatter([_x(f.ts) for f in fills], [f.price for f in fills], marker=marker,
                        s=55, zorder=4, edgecolors="black", label=f"{label} fill",
-                       color=[_GREEN if f.action is Action.BUY else _RED for f in fills])
+                       color=[GREEN if f.action is Action.BUY else RED for f in fills])
 
 

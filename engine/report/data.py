@@ -28,6 +28,7 @@ from engine.messages import (
 )
 from engine.settings import setting
 from engine.store.database import Correction, Database, StoredOrder, StoredTrade, StoreError
+from engine.trading.charges import ChargeSettings
 from engine.trading.trades import TradeSummary, ordered, summarize
 
 
@@ -61,11 +62,11 @@ class DayData:
     fills: tuple[Fill, ...]  # of ``symbol``
     risk_events: tuple[RiskEvent, ...]
     corrections: tuple[Correction, ...]
-    r_unit: str = ""  # ``[risk] r_unit``: what the trades' R is measured in ("": not said)
+    charges: ChargeSettings | None = None  # ``[charges]``: net P&L beside gross (None: gross)
 
     @property
     def summary(self) -> TradeSummary:
-        return summarize(self.trades, self.r_unit)
+        return summarize(self.trades, self.charges)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,16 +76,16 @@ class DayData:
 
 def load_day(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
              symbol: str | None = None, strategy: str | None = None,
-             r_unit: str = "") -> DayData:
+             charges: ChargeSettings | None = None) -> DayData:
     """Read what the report of one day shows; the day defaults to the latest one recorded.
-    ``r_unit``: the ``[risk] r_unit`` the R figures are in, named in the report."""
+    ``charges``: the rates its net P&L is computed with."""
     path = Path(db_path)
     if not path.is_file():
         raise ReportError(f"{path}: no such database file")
     day = parse_day(trading_date) if trading_date is not None else None
     try:
         with Database(path) as db:
-            return _read(db, path, day, symbol or None, strategy or None, r_unit)
+            return _read(db, path, day, symbol or None, strategy or None, charges)
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     except DBAPIError as exc:
@@ -104,7 +105,7 @@ def parse_day(value: date | str) -> date:
 
 
 def _read(db: Database, path: Path, day: date | None, symbol: str | None,
-          strategy: str | None, r_unit: str = "") -> DayData:
+          strategy: str | None, charges: ChargeSettings | None = None) -> DayData:
     if day is None:
         day = _latest_day(db, path, strategy)
     trades = tuple(ordered(db.trades(strategy=strategy, trading_date=day)))
@@ -117,7 +118,7 @@ def _read(db: Database, path: Path, day: date | None, symbol: str | None,
         db_path=path, day=day, strategy=strategy,
         strategies=tuple(sorted({o.strategy for o in owners})),
         accounts=tuple(sorted({o.account for o in owners})),
-        trades=trades, symbol=symbol, r_unit=r_unit,
+        trades=trades, symbol=symbol, charges=charges,
         bars=tuple(db.bars(symbol, day)) if symbol else (),
         swings=tuple(db.swings(symbol, day)) if symbol else (),
         breaks=tuple(db.swing_breaks(symbol, day)) if symbol else (),

@@ -28,29 +28,35 @@ from engine.report.data import (
     load_day,
 )
 from engine.runtime.clock import to_ist
-from engine.store.database import Correction, StoredTrade
+from engine.store.database import Correction
+from engine.trading.charges import ChargeSettings, trade_charges
 from engine.trading.trades import r_unit_name, trade_table
 
 
 def build_report(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
                  symbol: str | None = None, strategy: str | None = None,
-                 settings: ReportSettings | None = None, r_unit: str = "") -> str:
+                 settings: ReportSettings | None = None,
+                 charges: ChargeSettings | None = None) -> str:
     """The HTML text of one day's report (see the module docstring)."""
     data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
-                    r_unit=r_unit)
+                    charges=charges)
     return render(data, settings or ReportSettings())
 
 
 def write_report(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None,
                  *, trading_date: date | str | None = None, symbol: str | None = None,
                  strategy: str | None = None, settings: ReportSettings | None = None,
-                 r_unit: str = "") -> Path:
+                 charges: ChargeSettings | None = None) -> Path:
     """Write the report; returns its path (default: ``<db stem>-report-<date>.html`` beside the
     database). The file is replaced whole: a reader never sees half a report."""
     data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
-                    r_unit=r_unit)
+                    charges=charges)
     out = Path(out_path) if out_path is not None else default_out_path(data.db_path, data.day)
-    text = render(data, settings or ReportSettings())
+    return write_page(out, render(data, settings or ReportSettings()))
+
+
+def write_page(out: Path, text: str) -> Path:
+    """Write an HTML page whole (through a partial file renamed into place); returns ``out``."""
     partial = out.with_name(f".{out.name}.partial")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,26 +79,31 @@ def render(data: DayData, settings: ReportSettings) -> str:
     charts = _Charts(settings)
     title = f"Day report {data.day.isoformat()}"
     parts = [
-        f"<h1>{_e(title)}</h1>",
+        f"<h1>{esc(title)}</h1>",
         _header(data),
         "<h2>Summary</h2>",
         _summary(data),
         "<h2>Trades</h2>",
-        _trade_rows(data.trades),
+        _trade_rows(data),
     ]
     if data.trades:
         parts += ["<h2>R per trade</h2>", charts.image("r_per_trade", data, "R multiple per trade"),
                   "<h2>Equity and drawdown</h2>",
                   charts.image("equity", data, "cumulative P&L and drawdown")]
-    parts += [f"<h2>Candles{': ' + _e(data.symbol) if data.symbol else ''}</h2>",
+    parts += [f"<h2>Candles{': ' + esc(data.symbol) if data.symbol else ''}</h2>",
               _candles(data, charts),
               "<h2>Risk events</h2>", _risk_events(data.risk_events),
               "<h2>Reconciliation corrections</h2>", _corrections(data.corrections),
               "<h2>Plain-text trade table</h2>",
-              f"<pre class=\"plain\">{_e(trade_table(data.trades, data.r_unit))}</pre>"]
-    body = "\n".join(parts)
+              f"<pre class=\"plain\">{esc(trade_table(data.trades, data.charges))}"
+              f"</pre>"]
+    return document(title, "\n".join(parts))
+
+
+def document(title: str, body: str) -> str:
+    """A whole HTML page: ``title`` (escaped here), the report's CSS and ``body`` (HTML)."""
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
+            f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
             f"</body>\n</html>\n")
 
 
@@ -116,17 +127,17 @@ pre.plain { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.
 """
 
 
-def _e(text: object) -> str:
+def esc(text: object) -> str:
     """HTML-escaped text (every value from the database goes through here)."""
     return html.escape(str(text), quote=True)
 
 
-def _money(amount: float) -> str:
+def money(amount: float) -> str:
     sign = "-" if amount < 0 else ""
     return f"{sign}₹{abs(amount):,.2f}"
 
 
-def _sign_class(value: float) -> str:
+def sign_class(value: float) -> str:
     return "pos" if value > 0 else "neg" if value < 0 else ""
 
 
@@ -134,10 +145,10 @@ def _time(ts: float) -> str:
     return to_ist(ts).strftime("%H:%M:%S")
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]],
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]],
            table_id: str) -> str:
     """An HTML table; each cell is (css class, already-escaped text)."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     lines = ["".join(f"<td class=\"{cls}\">{text}</td>" if cls else f"<td>{text}</td>"
                      for cls, text in row) for row in rows]
     body = "\n".join(f"<tr>{line}</tr>" for line in lines)
@@ -149,7 +160,7 @@ def _header(data: DayData) -> str:
     strategy = data.strategy or (", ".join(data.strategies) if data.strategies else "(none)")
     rows = [("Date", data.day.isoformat()), ("Strategy", strategy),
             ("Account", ", ".join(data.accounts) or "(none)"), ("Database", str(data.db_path))]
-    cells = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    cells = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     return f"<table id=\"header\">\n{cells}\n</table>"
 
 
@@ -158,30 +169,47 @@ def _summary(data: DayData) -> str:
     cards = [("Trades", str(s.trades), ""), ("Wins", str(s.wins), ""),
              ("Losses", str(s.losses), ""),
              ("Total R" + (f" ({r_unit_name(s.r_unit)})" if s.r_unit else ""),
-              f"{s.total_r:+.2f}", _sign_class(s.total_r)),
-             ("P&L", _money(s.pnl), _sign_class(s.pnl)),
-             ("Max drawdown", f"{_money(s.max_drawdown)} ({s.max_drawdown_r:.2f} R)", "")]
-    html_cards = "".join(f"<div class=\"card\"><div class=\"label\">{_e(label)}</div>"
-                         f"<div class=\"value {cls}\">{_e(value)}</div></div>"
+              f"{s.total_r:+.2f}", sign_class(s.total_r)),
+             ("P&L" if s.charges is None else "Gross P&L", money(s.pnl), sign_class(s.pnl)),
+             *([] if s.charges is None else [
+                 ("Charges", money(s.charges), ""),
+                 ("Net P&L", money(s.net_pnl), sign_class(s.net_pnl))]),
+             ("Max drawdown", f"{money(s.max_drawdown)} ({s.max_drawdown_r:.2f} R)", "")]
+    note = "" if data.trades else f"<p class=\"note\">No trades on {esc(data.day.isoformat())}.</p>"
+    return cards_html(cards, "summary") + note
+
+
+def cards_html(cards: Sequence[tuple[str, str, str]], element_id: str) -> str:
+    """A row of summary cards, each (label, value, css class of the value); escaped here."""
+    html_cards = "".join(f"<div class=\"card\"><div class=\"label\">{esc(label)}</div>"
+                         f"<div class=\"value {cls}\">{esc(value)}</div></div>"
                          for label, value, cls in cards)
-    note = "" if data.trades else f"<p class=\"note\">No trades on {_e(data.day.isoformat())}.</p>"
-    return f"<div class=\"cards\" id=\"summary\">{html_cards}</div>{note}"
+    return f"<div class=\"cards\" id=\"{element_id}\">{html_cards}</div>"
 
 
-def _trade_rows(trades: Sequence[StoredTrade]) -> str:
+def _trade_rows(data: DayData) -> str:
+    trades = data.trades
     if not trades:
         return "<p class=\"note\">No trades.</p>"
+    charged = data.charges is not None
+    costs = trade_charges(trades, data.charges) if data.charges is not None else []
     headers = ("#", "strategy", "account", "symbol", "side", "qty", "entry (IST)", "entry price",
-               "exit (IST)", "exit price", "P&L", "R", "exit reason")
-    rows = [[("num", str(i)), ("", _e(t.strategy)), ("", _e(t.account)), ("", _e(t.symbol)),
-             ("", _e(t.action.value)), ("num", str(t.quantity)), ("", _time(t.entry_ts)),
-             ("num", f"{t.entry_price:.2f}"), ("", _time(t.exit_ts)),
-             ("num", f"{t.exit_price:.2f}"),
-             (f"num {_sign_class(t.pnl)}", _e(f"{t.pnl:+,.2f}")),
-             (f"num {_sign_class(t.r_multiple)}", f"{t.r_multiple:+.2f}"),
-             ("", _e(t.exit_reason or "-"))]
-            for i, t in enumerate(trades, start=1)]
-    return _table(headers, rows, "trades")
+               "exit (IST)", "exit price", *(("gross P&L", "charges", "net P&L") if charged
+                                             else ("P&L",)), "R", "exit reason")
+    rows = []
+    for i, t in enumerate(trades, start=1):
+        money = [(f"num {sign_class(t.pnl)}", esc(f"{t.pnl:+,.2f}"))]
+        if charged:
+            net = t.pnl - costs[i - 1]
+            money += [("num", f"{costs[i - 1]:,.2f}"), (f"num {sign_class(net)}",
+                                                        esc(f"{net:+,.2f}"))]
+        rows.append([("num", str(i)), ("", esc(t.strategy)), ("", esc(t.account)),
+                     ("", esc(t.symbol)), ("", esc(t.action.value)), ("num", str(t.quantity)),
+                     ("", _time(t.entry_ts)), ("num", f"{t.entry_price:.2f}"),
+                     ("", _time(t.exit_ts)), ("num", f"{t.exit_price:.2f}"), *money,
+                     (f"num {sign_class(t.r_multiple)}", f"{t.r_multiple:+.2f}"),
+                     ("", esc(t.exit_reason or "-"))])
+    return html_table(headers, rows, "trades")
 
 
 def _risk_events(events: Sequence[RiskEvent]) -> str:
@@ -189,10 +217,10 @@ def _risk_events(events: Sequence[RiskEvent]) -> str:
         return "<p class=\"note\">No risk events.</p>"
     headers = ("time (IST)", "strategy", "account", "kind", "threshold", "value", "action",
                "orders")
-    rows = [[("", _time(e.ts)), ("", _e(e.strategy)), ("", _e(e.account or "-")),
-             ("", _e(e.kind)), ("num", f"{e.threshold:,.2f}"), ("num", f"{e.value:,.2f}"),
-             ("", _e(e.action)), ("", _e(", ".join(e.order_ids) or "-"))] for e in events]
-    return _table(headers, rows, "risk-events")
+    rows = [[("", _time(e.ts)), ("", esc(e.strategy)), ("", esc(e.account or "-")),
+             ("", esc(e.kind)), ("num", f"{e.threshold:,.2f}"), ("num", f"{e.value:,.2f}"),
+             ("", esc(e.action)), ("", esc(", ".join(e.order_ids) or "-"))] for e in events]
+    return html_table(headers, rows, "risk-events")
 
 
 def _corrections(corrections: Sequence[Correction]) -> str:
@@ -204,12 +232,12 @@ def _corrections(corrections: Sequence[Correction]) -> str:
     def qty(value: int | None) -> str:
         return "-" if value is None else str(value)
 
-    rows = [[("", _time(c.ts)), ("", _e(c.strategy)), ("", _e(c.account)), ("", _e(c.symbol)),
-             ("", _e(c.kind)), ("", _e(c.action)), ("num", qty(c.engine_quantity)),
+    rows = [[("", _time(c.ts)), ("", esc(c.strategy)), ("", esc(c.account)), ("", esc(c.symbol)),
+             ("", esc(c.kind)), ("", esc(c.action)), ("num", qty(c.engine_quantity)),
              ("num", qty(c.broker_quantity)),
-             ("", _e(c.client_id or c.broker_order_id or "-")), ("", _e(c.detail or "-"))]
+             ("", esc(c.client_id or c.broker_order_id or "-")), ("", esc(c.detail or "-"))]
             for c in corrections]
-    return _table(headers, rows, "corrections")
+    return html_table(headers, rows, "corrections")
 
 
 def _candles(data: DayData, charts: _Charts) -> str:
@@ -217,13 +245,13 @@ def _candles(data: DayData, charts: _Charts) -> str:
         return ("<p class=\"note\">No symbol was traded or ordered that day; pass --symbol to "
                 "chart one.</p>")
     if not data.bars:
-        return (f"<p class=\"note\">No 1-minute bars stored for {_e(data.symbol)} on "
-                f"{_e(data.day.isoformat())}.</p>")
+        return (f"<p class=\"note\">No 1-minute bars stored for {esc(data.symbol)} on "
+                f"{esc(data.day.isoformat())}.</p>")
     legend = ("Green/red candles: up/down minutes. Blue ▲ swing lows and orange ▼ swing highs, "
               "with their levels dashed until broken (×). Entries ◆, exits ■, stop triggers "
               "dotted red while working.")
     return (charts.image("candles", data, f"1-minute candles of {data.symbol}")
-            + f"<p class=\"note\">{_e(legend)}</p>")
+            + f"<p class=\"note\">{esc(legend)}</p>")
 
 
 class _Charts:
@@ -241,4 +269,4 @@ class _Charts:
         draw = getattr(self._charts, chart)
         png = draw(data, self.settings.chart_width_in, self.settings.dpi)
         encoded = base64.b64encode(png).decode("ascii")
-        return f"<img class=\"chart\" alt=\"{_e(alt)}\" src=\"data:image/png;base64,{encoded}\">"
+        return f"<img class=\"chart\" alt=\"{esc(alt)}\" src=\"data:image/png;base64,{encoded}\">"

@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
     Alert,
+    Crash,
     Fill,
     HealthUpdate,
     OrderEvent,
@@ -32,6 +34,7 @@ from engine.messages import (
     PositionCorrection,
     PositionMark,
     PositionQuery,
+    PositionRisk,
     PriceType,
     Severity,
     StatusRequest,
@@ -45,9 +48,10 @@ from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.runtime.registry import Registry
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import Database, StoreSettings
-from tests.support import Collector
+from tests.support import Collector, until
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)
+DAY = date(2025, 1, 30)
 CE = "NIFTY30JAN2524000CE"
 PE = "NIFTY30JAN2524000PE"
 CE2 = "NIFTY30JAN2524100CE"
@@ -80,7 +84,7 @@ class Harness:
 
     def __init__(self, tmp_path: Path, *, settings: PositionSettings | None = None,
                  start: float = T0, store_collector: bool = False,
-                 with_broker: bool = True) -> None:
+                 with_broker: bool = True, r_unit: str = "fixed") -> None:
         self.clock = VirtualClock(start)
         self.registry = Registry(self.clock)
         self.db = Database(tmp_path / "engine.db", StoreSettings(flush_interval_s=60.0))
@@ -90,6 +94,7 @@ class Harness:
         self.broker = QuoteSpy(self.sim)
         self.with_broker = with_broker
         self.settings = settings or PositionSettings()
+        self.r_unit = r_unit
         self.got: dict[str, list[Any]] = {name: [] for name in SINKS}
         self.refs: list[pykka.ActorRef[Any]] = []
         self.store_collector = store_collector
@@ -116,7 +121,8 @@ class Harness:
         self.monitor = PositionMonitor.start(
             account=ACCOUNT, settings=self.settings,
             broker=self.broker if self.with_broker else None, db=self.db,
-            r_units={"s": R_UNIT}, exchanges={}, registry=self.registry, clock=self.clock)
+            r_units={"s": R_UNIT}, r_unit=self.r_unit, exchanges={}, registry=self.registry,
+            clock=self.clock)
         self.registry.register("positions", self.monitor)
         self.sync()
 
@@ -124,6 +130,13 @@ class Harness:
         assert self.monitor is not None
         self.monitor.stop()
         self.monitor = None
+
+    def crash_monitor(self) -> None:
+        """Fault injection: the monitor dies on a ``Crash`` (nothing flushed on the way out)."""
+        assert self.monitor is not None
+        monitor, self.monitor = self.monitor, None
+        self.registry.tell("positions", Crash("test: the position monitor alone"))
+        until(lambda: not monitor.is_alive())
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -554,6 +567,40 @@ def test_a_restart_rebuilds_positions_and_realized_pnl_from_the_store(h: Harness
     # the stored fills' keys are known again: a repeated report is not applied twice
     h.send(h.db.fills(account=ACCOUNT)[0])
     assert h.query()[("s", CE)].quantity == -65
+
+
+def test_a_crash_keeps_each_positions_own_risk(make: Callable[..., Harness]) -> None:
+    """With ``r_unit = "position"`` a short of 650 whose strategy declared a 4-point stop
+    risks ₹2,600: two points against are −0.5 R of its own risk (−2.0 in the fixed R of
+    ``R_UNIT``). The monitor crashes and starts again from SQLite, and nobody declares anything
+    again: the same R and the same day R at the same price."""
+    h = make(r_unit="position", with_broker=False)
+    h.send(PositionRisk("s", ACCOUNT, CE, 4.0, h.clock.time()))
+    h.fill(Action.SELL, 650, 200.0)
+    h.fill(Action.BUY, 65, 196.0, symbol=PE, strategy="t")  # declared nothing: fixed R
+    h.tick((CE, 202.0), (PE, 196.0))
+    before = h.query()[("s", CE)]
+    assert before.r_multiple == -0.5 and h.pnls("s")[-1].r == -0.5
+    assert h.db.position_risks(account=ACCOUNT, trading_date=DAY) == [
+        PositionRisk("s", ACCOUNT, CE, 4.0, T0)]
+    h.crash_monitor()
+    h.start_monitor()
+    h.tick((CE, 202.0), (PE, 196.0))
+    assert h.query()[("s", CE)].r_multiple == before.r_multiple
+    assert h.pnls("s")[-1].r == -0.5 and h.pnls("t")[-1].r is None  # t: no R known
+    h.fill(Action.BUY, 650, 203.0)  # the peak (650) comes back from the same fills
+    assert h.pnls("s")[-1].r == -0.75
+
+
+def test_yesterdays_risk_declarations_are_not_restored(make: Callable[..., Harness]) -> None:
+    h = make(start=T0 - 86_400, r_unit="position", with_broker=False)
+    h.send(PositionRisk("s", ACCOUNT, CE, 4.0, h.clock.time()))
+    h.stop_monitor()
+    h.clock.set_time(T0)
+    h.start_monitor()
+    h.fill(Action.SELL, 65, 100.0)
+    h.fill(Action.BUY, 65, 99.0)
+    assert h.pnls()[-1].r == 65.0 / R_UNIT  # measured in the fixed R: nothing declared today
 
 
 def test_yesterdays_fills_are_not_counted_after_a_restart(make: Callable[..., Harness]) -> None:

@@ -12,7 +12,8 @@ after the shape do is up to each test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,10 +24,21 @@ import pytest
 from actors.order_manager import OrderSettings
 from engine.app.replay import ReplayDriver
 from engine.app.sections import load_config
-from engine.app.tree import EngineParts
+from engine.app.tree import Engine, EngineParts
 from engine.broker import OrderRow
 from engine.market.bars import BarSettings
-from engine.messages import Action, Fill, OrderPurpose, PriceType, Swing, SwingBroken, SwingKind
+from engine.messages import (
+    Action,
+    Crash,
+    Fill,
+    OrderPurpose,
+    PositionQuery,
+    PriceType,
+    StatusRequest,
+    Swing,
+    SwingBroken,
+    SwingKind,
+)
 from engine.runtime.clock import ist_epoch
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import Database, StoredOrder, StoredTrade
@@ -43,6 +55,7 @@ from tests.strategies.sessions import (
     swing_low,
     write_session,
 )
+from tests.support import until
 
 DAY = date(2025, 1, 30)
 CE = "NIFTY30JAN2524000CE"
@@ -103,10 +116,13 @@ class Outcome:
 
 def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | None = None,
            bars: BarSettings = QUOTE_MINUTES_ARE_BARS,
-           session_meta: dict[str, object] | None = None, **strategy: Any) -> Outcome:
+           session_meta: dict[str, object] | None = None,
+           on_step: Callable[[Engine, float], None] | None = None, restarts: int = 0,
+           **strategy: Any) -> Outcome:
     """Write ``paths`` as a session (``session_meta``: more meta keys), replay it with
-    baseline_v1 trading (``strategy``: settings overrides; ``risk``: the ``[risk]`` section) and
-    collect the outcome."""
+    baseline_v1 trading (``strategy``: settings overrides; ``risk``: the ``[risk]`` section;
+    ``on_step``: called after each step, e.g. to crash an actor, which makes ``restarts``
+    restarts) and collect the outcome."""
     session = write_session(tmp_path / "session.sqlite", paths, meta=session_meta)
     db_path = tmp_path / "engine.db"
     brokers: list[SimulatedBroker] = []
@@ -121,8 +137,8 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | 
                                     baseline_v1=BaselineSettings(**strategy),
                                     risk=risk or RiskSettings())
     summary = ReplayDriver(cfg, session, db_path=db_path, progress=False,
-                           parts_hook=trade_baseline).run()
-    assert summary.stuck_steps == 0 and summary.restarts == 0
+                           parts_hook=trade_baseline, on_step=on_step).run()
+    assert summary.stuck_steps == 0 and summary.restarts == restarts
     [broker] = brokers
     with Database(db_path) as db:
         orders = sorted(db.orders(trading_date=DAY), key=lambda o: (o.created_ts, o.client_id))
@@ -133,8 +149,25 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | 
         stored = db.strategy_state("strategy.baseline_v1")
     assert stored is not None
     return Outcome(orders, fills, trades, swings, breaks, stored.state["strategy"],
-                   {row.orderid: row for row in broker.orderbook()},
+                   broker_rows(broker),
                    {row.symbol: row.quantity for row in broker.positionbook()})
+
+
+def broker_rows(broker: SimulatedBroker) -> dict[str, OrderRow]:
+    """The broker's orderbook with each order's filled quantity and average price taken from
+    its tradebook: the default personality (zerodha) leaves both out of the orderbook rows."""
+    done: dict[str, tuple[int, float]] = {}
+    for trade in broker.tradebook():
+        quantity, value = done.get(trade.orderid, (0, 0.0))
+        done[trade.orderid] = (quantity + trade.quantity, value + trade.quantity
+                               * trade.average_price)
+    rows = {}
+    for row in broker.orderbook():
+        quantity, value = done.get(row.orderid, (0, 0.0))
+        rows[row.orderid] = dataclasses.replace(
+            row, filled_quantity=quantity,
+            average_price=round(value / quantity, 2) if quantity else 0.0)
+    return rows
 
 
 def shape(symbol: str, price: float, hh: float, *tail: Minute, vwap: float | None = None,
@@ -597,3 +630,62 @@ def test_r_is_measured_against_each_positions_own_risk(tmp_path: Path, r_unit: s
     [trade] = out.trades
     assert (trade.exit_price, trade.pnl, trade.exit_reason) == (220.0, -13032.5, "daily_r")
     assert trade.r_multiple == round(-13032.5 / 2600, 4)
+
+
+class MonitorCrash:
+    """``on_step``: at the first step from ``at`` on, note the CE position's R and the day's R,
+    crash the position monitor (the execution group restarts it, and the risk manager and the
+    reconciler after it, from SQLite; the strategy keeps running and declares nothing again)
+    and wait for it to come back; at the first later step where it has a fresh price for CE
+    again, note them once more."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.before: tuple[float, float, float] | None = None
+        self.after: tuple[float, float, float] | None = None
+
+    def __call__(self, engine: Engine, step: float) -> None:
+        if self.before is None and step >= self.at:
+            self.before = self.seen(engine)
+            engine.tell("positions", Crash("test: the position monitor alone, mid-position"))
+            until(lambda: engine.restart_count() >= 1)
+        elif self.before is not None and self.after is None:
+            marks = engine.ask("positions", PositionQuery(strategy="baseline_v1"), timeout=10)
+            if any(m.symbol == CE and m.fresh for m in marks):
+                self.after = self.seen(engine)
+
+    @staticmethod
+    def seen(engine: Engine) -> tuple[float, float, float]:
+        """(the CE short's last price, its R, the day's R as the risk manager has it)."""
+        [mark] = engine.ask("positions", PositionQuery(strategy="baseline_v1"), timeout=10)
+        status = engine.ask("risk", StatusRequest(), timeout=10)
+        return mark.ltp, round(mark.r_multiple, 4), status["strategies"]["baseline_v1"]["r"]
+
+
+def test_a_restarted_position_monitor_keeps_each_positions_own_risk(tmp_path: Path) -> None:
+    """The session of the own-risk latch test above. At 09:24:05 the short of 650 from 199.95
+    (stop 204: ₹2,600 at risk) stands at 199 (+0.24 R of its own risk); the position monitor
+    crashes and is restarted alone. It comes back with the declared stop distance from the
+    store: the same R and the same day R at the same price (not +617.50 / ₹6,500 = +0.10 in
+    the fixed unit), and the gap to 220 at 09:24:22 latches the day at −5.01 R exactly as
+    without the crash (the fixed unit would have said −2.01 and kept the short open)."""
+    move = path((0, 199.0), (20, 199.0), (22, 220.0))
+    session = [shape(CE, 200.0, 203.0, flat(202.0), through(200.0, 202.0, 199.0, 199.0), move,
+                     *[flat(220.0)] * 3)]
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "hurt").mkdir()
+    clean = replay(tmp_path / "clean", session)
+    crash = MonitorCrash(MOVE + 5)
+    hurt = replay(tmp_path / "hurt", session, on_step=crash, restarts=3)
+    assert crash.before is not None and crash.after is not None
+    assert crash.before == (199.0, 0.2375, 0.2375)
+    assert crash.after == crash.before
+    with Database(tmp_path / "hurt" / "engine.db") as db:
+        assert [r.name for r in db.restarts()] == ["positions", "risk", "reconciler"]
+    # the latch decision: the same exit, at the same moment, for the same reason
+    for out in (clean, hurt):
+        [trade] = out.trades
+        assert (trade.pnl, trade.r_multiple, trade.exit_reason) == (-13032.5, -5.0125, "daily_r")
+        assert out.broker_positions == {CE: 0}
+    assert [(o.created_ts, o.quantity) for o in hurt.orders if o.purpose is OrderPurpose.EXIT] \
+        == [(o.created_ts, o.quantity) for o in clean.orders if o.purpose is OrderPurpose.EXIT]

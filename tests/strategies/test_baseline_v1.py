@@ -42,6 +42,7 @@ class FakeContext:
     """Records what the strategy emits; ids are ``o1``, ``o2``, ... in emission order."""
 
     strategy = "baseline_v1"
+    r_unit = "position"  # [risk] r_unit's default
 
     def __init__(self, now: float = EVAL_AT) -> None:
         self.t = now
@@ -486,6 +487,34 @@ def test_stop_fill_closes_the_trade_and_records_it() -> None:
     swing_low(strat, CE, 205.0, hh=214.0, start=SWING_AT + 300)  # no re-entry into CE today
     evaluate(strat, ctx, EVAL_AT + 400)
     assert len(ctx.entries()) == 1
+
+
+@pytest.mark.parametrize(("r_unit", "open_r", "day_r"), [
+    ("position", -0.5, -0.5 - 1.0), ("fixed", -0.2, -0.2 - 0.4)])
+def test_status_r_is_in_the_unit_of_the_risk_latch(r_unit: str, open_r: float,
+                                                   day_r: float) -> None:
+    """A 10-lot short from 200 with its stop at 204 risks 650 × 4 = ₹2,600 (the lot cap keeps
+    it under R = ₹6,500). Two points against are −0.5 of its own risk, −0.2 of the fixed R:
+    the status says the R the risk manager's latch measures ([risk] r_unit). A second short
+    stopped out for −₹2,600 adds −1 R own risk (−0.4 fixed)."""
+    strat, ctx = make()
+    ctx.r_unit = r_unit
+    swing_low(strat, CE, 200.0, hh=203.0)
+    evaluate(strat, ctx)
+    [entry] = ctx.entries()
+    assert (entry["quantity"], ctx.risks[CE]) == (650, 4.0)
+    fill(strat, entry, 650, 200.0, 650, ts=EVAL_AT + 5)
+    strat.on_bar_update(BarUpdate(CE, EVAL_AT - EVAL_AT % 60, 202.0, 202.0, 202.0,
+                                  EVAL_AT + 6))
+    assert strat.status()["cumulative_r"] == open_r
+    swing_low(strat, PE, 200.0, hh=203.0)
+    evaluate(strat, ctx, EVAL_AT + 10)
+    [pe] = [e for e in ctx.entries() if e["symbol"] == PE]
+    fill(strat, pe, 650, 200.0, 650, ts=EVAL_AT + 11)
+    [stop] = [c for c in ctx.covers() if c["symbol"] == PE]
+    fill(strat, stop, 650, 204.0, 650, ts=EVAL_AT + 12)
+    assert ctx.trades[-1]["risk"] == 2600.0
+    assert strat.status()["cumulative_r"] == pytest.approx(day_r)
 
 
 # -- day limits ---------------------------------------------------------------------------------

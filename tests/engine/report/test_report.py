@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -168,6 +169,39 @@ def test_the_summary_is_engine_trades_summary_and_a_strategy_can_be_chosen(
     assert "<tr><th>Strategy</th><td>s1</td></tr>" in page
     assert "-₹1,500.00" in page and "₹3,000.00 (1.50 R)" in page and "-0.75" in page
     assert ">s2<" not in page and "acc2" not in page
+
+
+def test_each_trade_is_labelled_with_the_unit_it_was_measured_in(
+        replayed: Path, tmp_path: Path) -> None:
+    """The replayed trade was measured in its own risk (the default ``[risk] r_unit``) and its
+    row says so. A report made after the setting changed to "fixed" still names that unit; a
+    later trade measured in the fixed R (the setting changed mid-day) gets its own unit beside
+    it, and the total says the units are mixed."""
+    db = tmp_path / "engine.db"
+    src, dst = sqlite3.connect(replayed), sqlite3.connect(db)
+    src.backup(dst)  # a copy: the replayed database is shared by the module's tests
+    src.close()
+    dst.close()
+    [stored] = load_day(db).trades
+    assert (stored.r_unit, stored.r_multiple) == ("position", -1.05)
+    out = tmp_path / "day.html"
+    assert main(["report", str(db), "--set", "risk.r_unit=fixed", "--out", str(out)]) == EXIT_OK
+    page = out.read_text(encoding="utf-8")
+    assert "Total R (own risk per trade)" in page and "total R -1.05 (own risk per trade)" in page
+    assert "fixed R" not in page
+
+    later = replace(trade(CE, at(10, 0), at(10, 5), -650.0, -0.1, strategy="baseline_v1",
+                          account="replay"), r_unit="fixed")
+    write(db, [record(later)])
+    page = build_report(db)
+    assert "Total R (mixed units)" in page
+    table = re.search(r'<pre class="plain">(.*?)</pre>', page, re.S)
+    assert table is not None
+    lines = table.group(1).splitlines()
+    assert lines[0].split()[-3:] == ["R", "unit", "reason"]
+    assert lines[2].split()[-6:] == ["-1.05", "own", "risk", "per", "trade", "stop"]
+    assert lines[3].split()[-4:] == ["-0.10", "fixed", "R", "stop"]
+    assert lines[4].startswith("trades 2 |") and "total R -1.15 (mixed units)" in lines[4]
 
 
 def test_the_most_traded_symbol_is_charted_unless_one_is_chosen(two_strategies: Path) -> None:

@@ -18,6 +18,7 @@ from engine.messages import (
     OrderEvent,
     OrderIntent,
     OrderStatus,
+    PositionRisk,
     PriceType,
     StoreRecord,
 )
@@ -76,8 +77,45 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
                 "swings", "swing_breaks", "risk_events", "risk_state", "daily_state",
                 "strategy_state", "trades", "restarts", "dead_letters", "alerts",
                 "heartbeats", "reconciliation", "accounts", "instrument_facts",
-                "schema_version"}
+                "position_risks", "database_owner", "schema_version"}
     assert tables(path) == expected
+
+
+def test_a_v4_trade_upgrades_with_no_unit_recorded(tmp_path: Path) -> None:
+    """A trade stored before v5 cannot say what its R was measured in: it reads back with
+    ``r_unit`` "" (reports say "unit not recorded"), never with today's setting."""
+    path = tmp_path / "engine.db"
+    conn = sqlite3.connect(path)
+    conn.execute(store._VERSION_TABLE)
+    for migration in MIGRATIONS[:4]:
+        for step in migration.steps:
+            conn.execute(step)
+        conn.execute("INSERT INTO schema_version VALUES (?, 'by hand', 0)", (migration.version,))
+    conn.execute(
+        "INSERT INTO trades (strategy, account, symbol, trading_date, action, quantity, entry_ts,"
+        " entry_price, exit_ts, exit_price, pnl, r_multiple) VALUES ('s', 'main', ?,"
+        " '2025-01-30', 'SELL', 65, ?, 100, ?, 110, -650, -0.1)", (SYMBOL, T0, T0 + 60))
+    conn.commit()
+    conn.close()
+    with Database(path) as db:
+        [old] = db.trades()
+        assert (old.pnl, old.r_unit) == (-650.0, "")
+
+
+def test_a_positions_risk_declaration_is_kept_per_day_the_latest_wins(tmp_path: Path) -> None:
+    with Database(tmp_path / "engine.db") as db:
+        first = PositionRisk("s", "main", SYMBOL, 4.0, T0)
+        again = PositionRisk("s", "main", SYMBOL, 6.5, T0 + 30)
+        other = PositionRisk("t", "main", SYMBOL, 3.0, T0)
+        yesterday = PositionRisk("s", "main", SYMBOL, 9.0, T0 - 86_400)
+        for message in (first, again, other, yesterday):
+            assert db.run_write(lambda tx, m=message: tx.apply(db.writes_for(m))) \
+                is Applied.WRITTEN
+        assert db.position_risks(account="main", trading_date=DAY) == [again, other]
+        assert db.position_risks(account="other", trading_date=DAY) == []
+        with pytest.raises(StoreRejected):  # no declaration of nothing
+            db.run_write(lambda tx: tx.apply(db.writes_for(
+                PositionRisk("s", "main", SYMBOL, 0.0, T0))))
 
 
 def test_reopening_a_current_database_changes_nothing(tmp_path: Path) -> None:

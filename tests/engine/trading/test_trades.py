@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def test_summary_and_report_round_trip_through_the_store(tmp_path: Path) -> None
     finally:
         ref.stop(timeout=10)
         db.close()
+
+
+def test_the_summary_names_the_unit_the_trades_recorded() -> None:
+    own = [replace(t, r_unit="position") for t in TRADES]
+    assert summarize(own).r_unit == "position"
+    table = trade_table(own).splitlines()
+    assert len(table[0].split()) == 10  # one unit: no unit column
+    assert table[-1].startswith("trades 5 |") and "total R +0.80 (own risk per trade)" in table[-1]
+    mixed = [*own[:4], replace(own[4], r_unit="fixed")]
+    assert summarize(mixed).r_unit == "mixed"
+    table = trade_table(mixed).splitlines()
+    assert table[0].split()[-3:] == ["R", "unit", "reason"]
+    assert table[6].split()[-4:] == ["+0.00", "fixed", "R", "stop"]
+    assert "(mixed units)" in table[-1]
+    assert summarize([*TRADES[:1], own[1]]).r_unit == "mixed"  # an old row says nothing
