@@ -284,7 +284,7 @@ def _end_of_run(cfg: Config, db_path: Path, strategies: tuple[str, ...], day: da
         db = Database(db_path, cfg.store)
         try:
             for name in strategies:
-                print(day_report(db, name, day, account, cfg.section("risk").r_unit))
+                print(day_report(db, name, day, account, cfg.section("charges")))
         finally:
             db.close()
     if strategies:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,11 @@ def test_a_failed_check_exits_1_and_prints_why(world: dict[str, Any],
     assert any(f.startswith(f"orphan position on {SYM}: engine 0, broker -65")
                for f in checks.failures), checks.failures
     assert any(f.startswith(f"exit not completed: -65 of {SYM}") for f in checks.failures)
-    code = _end_of_run(CFG, world["path"], ("baseline_v1",), None, "paper", checks, None)
+    code = _end_of_run(CFG, world["path"], ("baseline_v1",), date(2025, 1, 30), "paper", checks,
+                       None)
     out = capsys.readouterr().out
     assert code == 1
+    assert "[TRADES] baseline_v1 2025-01-30 (paper)" in out  # the table is always printed
     assert "[CHECKS] end of session: 2 FAILED" in out
     assert f"FAILED orphan position on {SYM}: engine 0, broker -65" in out
 
