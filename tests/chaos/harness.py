@@ -603,7 +603,17 @@ def _facts(plan: ChaosPlan, layout: Layout, live: dict[str, Any], books: tuple[A
         db_locked=injector.locked,
         crashes=injector.crashes, crashes_planned=len(injector.plan.crashes),
         engine_exit=engine_exit, rss_kb=rss.samples, threads=rss.threads,
-        warmup_s=plan.warmup_fraction * market_s, max_rss_growth=plan.max_rss_growth)
+        warmup_s=plan.warmup_fraction * market_s, max_rss_growth=plan.max_rss_growth,
+        end_checks_failed=end_checks_failed(layout.out / "engine.out"))
+
+
+def end_checks_failed(engine_out: Path) -> tuple[str, ...]:
+    """The ``FAILED`` lines of the engine's ``[CHECKS]`` block at the end of its run."""
+    try:
+        lines = engine_out.read_text(errors="replace").splitlines()
+    except OSError:
+        return ()
+    return tuple(line.strip() for line in lines if line.strip().startswith("FAILED "))
 
 
 def lost_books(out: Path) -> tuple[list[OrderRow], list[TradeRow]]:
