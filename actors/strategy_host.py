@@ -92,6 +92,8 @@ StateLoader = Callable[[str], StoredStrategyState | None]
 Journal = Callable[[str, date], tuple[list[StoredOrder], list[Fill]]]
 
 STATE_VERSION = 1
+#: the host's own message: persist the state now (after the hook whose intent has left)
+PERSIST = "strategy.persist"
 
 #: the OrderIntent fields ``replace`` may change
 REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype", "price",
@@ -157,6 +159,7 @@ class StrategyHost(EngineActor):
         self._rows: dict[str, tuple[OrderView | None, OrderIntent, dict[str, Any]]] = {}
         self._last_snapshot: dict[str, Any] | None = None  # the newest seen
         self._unsaved = False  # _last_snapshot is newer than the stored row
+        self._persist_due = False  # a PERSIST message is on its way to this actor
         self._saved_minute = -1  # engine minute of the last write
         self._timer_now: float | None = None
 
@@ -367,6 +370,10 @@ class StrategyHost(EngineActor):
 
     @handles(TimerFired)
     def on_timer(self, timer: TimerFired) -> None:
+        if timer.name == PERSIST:
+            self._persist_due = False
+            self._save()
+            return
         self._timer_now = timer.due
         try:
             self._call(self._strategy.on_timer, timer)
@@ -561,6 +568,14 @@ class StrategyHost(EngineActor):
         if self._dirty or not self._unchanged(snapshot):
             self._last_snapshot = self._kept(snapshot)
             self._unsaved = True
+        if self._unsaved and (self._dirty or self._minute() != self._saved_minute) \
+                and not self._persist_due:
+            # built and encoded on the next message, not now: an intent this hook told the
+            # order manager leaves while this thread is idle, not while it encodes the state
+            self._persist_due = True
+            self.tell(self.name, TimerFired(PERSIST, self.now()))
+
+    def _save(self) -> None:
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
             self._persist(self._last_snapshot or {}, durable=self._dirty)
             self._dirty = False
