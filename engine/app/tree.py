@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -140,6 +141,7 @@ class Engine:
         self.supervisor: SupervisorHandle | None = None
         self.safe_stop_reason: str | None = None
         self.stopped = threading.Event()
+        self._switch_before: float | None = None  # the GIL switch interval before start
 
     # -- the tree --------------------------------------------------------------------------------
     def symbols(self) -> list[str]:
@@ -254,6 +256,11 @@ class Engine:
     def start(self) -> None:
         logger.info("engine starting: mode {} with {} symbols, database {}", self.parts.mode,
                     len(self.parts.symbols), self.db.path)
+        if self.parts.dispatcher is None and self._switch_before is None:
+            # a thread per actor: a woken actor waits for the GIL at most this long (see
+            # docs/architecture.md, "Latency")
+            self._switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(self.cfg.engine.gil_switch_ms / 1000.0)
         self.supervisor = start_tree(self.tree(), registry=self.registry, clock=self.clock,
                                      on_safe_stop=self._safe_stop,
                                      on_restart=self._on_restart,
@@ -275,6 +282,9 @@ class Engine:
         if self.parts.supervision_clock is not None:
             self.parts.supervision_clock.stop()
         self.db.close()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
         self.stopped.set()
 
     def load_state(self, name: str) -> StoredStrategyState | None:
