@@ -19,8 +19,9 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
 - persistence: ``strategy.snapshot()`` and the host's own state (sequence, orders, positions,
   fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: ``soon``
-  after every hook that changed orders or fills (committed right after the order manager's
-  intent, never ahead of it); when only the strategy's snapshot changed, batched and at most
+  after every hook that changed orders or fills (built ``PERSIST_DELAY_S`` real seconds later
+  in paper and live, on the next message in a replay, so the intent is committed and sent
+  first); when only the strategy's snapshot changed, batched and at most
   once a minute of engine time (at the first message of the next minute, and on stop), since
   a snapshot can be tens of KB and change on every ``BarUpdate``. A restart therefore resumes
   from the last minute's snapshot plus every order and fill (the journal). Nothing is
@@ -94,6 +95,9 @@ Journal = Callable[[str, date], tuple[list[StoredOrder], list[Fill]]]
 STATE_VERSION = 1
 #: the host's own message: persist the state now (after the hook whose intent has left)
 PERSIST = "strategy.persist"
+#: real seconds after a hook that changed the state before it is built and stored (paper, live):
+#: the intent the hook placed is committed and sent meanwhile
+PERSIST_DELAY_S = 0.03
 
 #: the OrderIntent fields ``replace`` may change
 REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype", "price",
@@ -570,10 +574,15 @@ class StrategyHost(EngineActor):
             self._unsaved = True
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute) \
                 and not self._persist_due:
-            # built and encoded on the next message, not now: an intent this hook told the
-            # order manager leaves while this thread is idle, not while it encodes the state
+            # built and encoded later, not now: an intent this hook told the order manager
+            # leaves while this thread is idle, not while it encodes the state (and competes
+            # for the GIL with the order manager)
             self._persist_due = True
-            self.tell(self.name, TimerFired(PERSIST, self.now()))
+            assert self.clock is not None
+            if math.isfinite(self.clock.speed):
+                self.schedule_at(self.now() + self.real_s(PERSIST_DELAY_S), PERSIST)
+            else:  # a virtual clock: on the next message, deterministically
+                self.tell(self.name, TimerFired(PERSIST, self.now()))
 
     def _save(self) -> None:
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
