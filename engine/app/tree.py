@@ -207,7 +207,7 @@ class Engine:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
                 name, factory, self.parts.account, self.spec_instrument, self.load_state,
-                self.journal, cfg.section("risk").r_unit)))
+                self.load_states, self.journal, cfg.section("risk").r_unit)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
@@ -389,12 +389,12 @@ class _Pace:
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,
-                  load: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
+                  load: Any, load_all: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
     from actors.strategy_host import StrategyHost
 
     return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
                                         account=account, instrument=instrument, load_state=load,
-                                        journal=journal, r_unit=r_unit)
+                                        load_states=load_all, journal=journal, r_unit=r_unit)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
