@@ -16,7 +16,8 @@ Two paths:
   after is committed first), at the latest with the next flush;
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
-  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
+  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop; the WAL is
+  checkpointed right after (never inside an intent's commit). Upserts of the same
   key (a symbol's last price) are coalesced in the buffer.
 
 A locked database is retried (``Database.run_write``). If it stays unavailable, one clear error is
@@ -323,6 +324,7 @@ class StoreWriter(EngineActor):
             self._unavailable(exc)
             return
         self._written(problems)
+        self.db.checkpoint()  # here, off the order path (see Database.checkpoint)
 
     def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
         """Write held immediate messages, then the buffers.

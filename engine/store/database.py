@@ -3,7 +3,9 @@
 Owns everything that knows the shape of the database:
 
 - ``StoreSettings`` (section ``store``) and the pragmas every connection gets (WAL, synchronous,
-  foreign keys, busy timeout);
+  foreign keys, busy timeout; no automatic WAL checkpoint: SQLite would run it inside whichever
+  commit crossed the threshold, an order intent's too, so the store writer checkpoints after
+  its batched writes instead, ``Database.checkpoint``);
 - the versioned schema: ``MIGRATIONS`` is an ordered list of (version, DDL steps); opening an older
   file applies the missing ones in one transaction; a file newer than this code, or a SQLite file
   that is not an engine database, is refused with ``StoreVersionError`` and left untouched, and
@@ -974,6 +976,7 @@ class Database:
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot use WAL mode (journal_mode is {mode})")
             cur.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+            cur.execute("PRAGMA wal_autocheckpoint = 0")  # see checkpoint()
             cur.execute(f"PRAGMA cache_size = -{int(self.settings.cache_kib)}")
             cur.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -1068,6 +1071,21 @@ class Database:
         if missing:
             raise StoreRejected(f"StoreRecord {rec.table}: missing columns {missing}")
         return RowWrite(rec.table, op, values, key)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file (a passive checkpoint: it
+        waits for no reader). Connections never checkpoint on their own (``wal_autocheckpoint``
+        0): SQLite would do it inside the commit that crossed its threshold, an order intent's
+        as likely as any, adding the database file's sync to the order path. The store writer
+        calls this after each batched write; the last connection to close checkpoints too. A
+        busy database only logs: the next call catches up."""
+        raw = self._engine.raw_connection()  # outside any transaction (autocommit)
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.info("store: WAL checkpoint of {} skipped: {}", self.path, exc)
+        finally:
+            raw.close()
 
     def run_write(self, work: Callable[[WriteTx], T]) -> T:
         """Run ``work`` in one write transaction and commit it.
