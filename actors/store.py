@@ -60,6 +60,7 @@ from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.store.database import (
     STORED_TYPES,
     Applied,
+    ApplyAgain,
     Database,
     Op,
     RowWrite,
@@ -296,7 +297,14 @@ class StoreWriter(EngineActor):
             return problems, applied, None
 
         try:
-            problems, applied, rejected = self.db.run_write(work)
+            try:
+                # the usual case, nothing held: the rows alone, no savepoint; a duplicate or a
+                # refusal rolls that back and takes the careful path
+                problems, applied, rejected = self.db.run_write(
+                    lambda tx: ([], tx.apply_alone(writes), None)) if not self._held \
+                    else self.db.run_write(work)
+            except ApplyAgain:
+                problems, applied, rejected = self.db.run_write(work)
         except StoreUnavailable as exc:
             self._held.append((what, writes))
             self._unavailable(exc)
