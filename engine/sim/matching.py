@@ -49,7 +49,7 @@ from engine.broker import (
     TradeRow,
 )
 from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_start, trading_date
-from engine.messages import Tick
+from engine.messages import Tick, frozen
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
 from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
@@ -100,7 +100,7 @@ class MatchingSettings:
                           choices=NAMES)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MarketSnapshot:
     """The market state of one symbol right after a tick (what feed frames are built from)."""
 
@@ -312,16 +312,21 @@ class SimulatedBroker:
             return sorted(self._markets)
 
     def on_tick(self, tick: Tick) -> MarketSnapshot:
+        """Apply one tick (``apply_tick``) and return the symbol's market state after it."""
+        with self._lock:
+            return self.apply_tick(tick).snapshot()
+
+    def apply_tick(self, tick: Tick) -> _Market:
         """Apply one tick: update the symbol's market state and bars, then run its orders.
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
-        Returns the symbol's market state after the tick.
+        Replay calls this directly: it has no use for a snapshot per tick.
         """
         with self._lock:
             market = self._market(tick.symbol, tick.exchange)
             ltp = tick.ltp
             if not (ltp > 0 and math.isfinite(ltp)):
-                return market.snapshot()
+                return market
             ts = tick.ts
             day = trading_date(ts)
             if market.day != day:
@@ -361,7 +366,7 @@ class SimulatedBroker:
             self._add_to_bar(market, ts, ltp, increment)
             if self._working.get((market.symbol, market.exchange)):
                 self._run_book(market)
-            return market.snapshot()
+            return market
 
     def snapshot(self, symbol: str, exchange: str) -> MarketSnapshot:
         with self._lock:
