@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from loguru import logger
 
@@ -287,6 +288,7 @@ class SimulatedBroker:
         self._rng = rng or random.Random(self.settings.seed)
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
+        self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
         self._orders: dict[str, _Order] = {}
@@ -602,6 +604,7 @@ class SimulatedBroker:
                 "trades": [_as_dict(t) for t in self.tradebook()],
                 "positions": [_as_dict(p) for p in self.positionbook()]}
             self._orders.clear()
+            self._rows.clear()
             self._working.clear()
             self._trades.clear()
             self._positions.clear()
@@ -893,6 +896,18 @@ class SimulatedBroker:
         return f"{to_ist(now).strftime('%y%m%d')}{self._counter:09d}"
 
     def _row(self, o: _Order) -> OrderRow:
+        """The order's row, built again only when a field it shows changed (every orderbook
+        read lists the whole day's orders)."""
+        key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
+               o.price, o.trigger_price, o.quantity, o.pricetype)
+        cached = self._rows.get(o.orderid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = self._new_row(o)
+        self._rows[o.orderid] = (key, row)
+        return row
+
+    def _new_row(self, o: _Order) -> OrderRow:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
