@@ -289,6 +289,7 @@ class SimulatedBroker:
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
         self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
+        self._listed: tuple[list[OrderRow], list[OrderRow]] | None = None
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
         self._orders: dict[str, _Order] = {}
@@ -629,7 +630,14 @@ class SimulatedBroker:
     def orderbook(self) -> list[OrderRow]:
         """The orderbook as OpenAlgo lists it in front of this personality's broker."""
         with self._lock:
-            return self.personality.orderbook(self.raw_orderbook())
+            rows = self.raw_orderbook()
+            listed = self._listed
+            if listed is not None and len(rows) == len(listed[0]) and \
+                    all(a is b for a, b in zip(rows, listed[0], strict=True)):
+                return list(listed[1])  # no row changed: the same listing (rows are frozen)
+            out = self.personality.orderbook(rows)
+            self._listed = (rows, out)
+            return list(out)
 
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
