@@ -508,7 +508,7 @@ class RiskManager(EngineActor):
     def _exit_done(self, name: str, book: Book, why: str) -> None:
         job = book.job
         assert job is not None
-        logger.info("risk[{}]: {} exit ({}) done: {}; {} order(s)", self.account, name,
+        logger.debug("risk[{}]: {} exit ({}) done: {}; {} order(s)", self.account, name,
                        job.reason, why, len(job.sent))
         self._alert("exit_done", f"{name}: exit ({job.reason}) done: {why}", Severity.INFO)
         book.job = None
