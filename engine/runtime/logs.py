@@ -190,7 +190,7 @@ class LoggingSettings:
 
     level: str = setting("INFO", "console and file log level",
                          choices=("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"))
-    console_level: str = setting("", "console log level when not `level` ('' = level; "
+    console_level: str = setting("", "console log level when not `level` ('' = the same; "
                                  "-v sets DEBUG, -q WARNING)",
                                  choices=("", "TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING",
                                           "ERROR"))

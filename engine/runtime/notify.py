@@ -19,6 +19,7 @@ parts, is handed to the log redactor before anything can log it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 from collections import deque
@@ -55,12 +56,13 @@ DIVERGENCE_ALERTS = ("reconcile", "divergence", "mismatch", "untracked", "orphan
 
 @dataclass(frozen=True, slots=True)
 class NotifySettings:
-    """Section ``[notify]``: alerts and trade events to apprise URLs (the URLs themselves only
-    from the environment, ``NIFTY_ENGINE_NOTIFY_URLS``)."""
+    """Section ``[notify]``: alerts and trade events to apprise URLs (URLs: environment only).
+
+    The URLs come from ``NIFTY_ENGINE_NOTIFY_URLS``, never from this file."""
 
     enabled: bool = setting(True, "send notices when NIFTY_ENGINE_NOTIFY_URLS names at least "
                             "one apprise URL")
-    min_level: str = setting("info", "the lowest level sent (info | warning | critical)",
+    min_level: str = setting("info", "the lowest level sent",
                              choices=("info", "warning", "critical"))
     kinds: str = setting("", "per-kind levels, 'kind=level,...' (level: off | info | warning "
                          "| critical): a kind is sent when its notice is at least that level; "
@@ -208,7 +210,7 @@ class Delivery:
 
     def __init__(self, urls: Iterable[str], settings: NotifySettings, *,
                  send: Callable[[Notice], bool] | None = None) -> None:
-        self.urls = list(urls)
+        self.urls = notify_urls(" ".join(urls))  # registered with the redactor
         self.settings = settings
         self._queue: deque[Notice] = deque(maxlen=settings.queue_size)
         self._cond = threading.Condition()
@@ -225,6 +227,8 @@ class Delivery:
     def _apprise_sender(self) -> Callable[[Notice], bool]:
         import apprise
 
+        # apprise logs every failed send; ours is one line per failure spell
+        logging.getLogger("apprise").setLevel(logging.CRITICAL)
         asset = apprise.AppriseAsset(app_id="nifty-engine", app_desc="nifty-engine")
         box = apprise.Apprise(asset=asset)
         for url in self.urls:
