@@ -139,8 +139,8 @@ def test_dead_endpoints_log_once_and_never_block(server: tuple[str, list[dict[st
 def test_a_dead_endpoint_costs_trading_nothing(server: tuple[str, list[dict[str, object]]],
                                               tmp_path: Path) -> None:
     session = tmp_path / "s.db"
-    small_session(session, date=date(2025, 9, 3), seed=3, symbols=1, minutes=30,
-                  start="09:45")
+    small_session(session, date=date(2025, 9, 3), seed=1, symbols=2, minutes=60,
+                  start="09:15")
     cfg = load_config(None, overrides={"notify.replay": "true", "notify.timeout_s": "2"})
     hung, _ = server
 
