@@ -300,12 +300,12 @@ class RiskManager(EngineActor):
             return
         now = self.now()
         action = "exit_all"
-        # the engine exits on its own: the scheduled close and a profit latch are the normal
-        # course of a day, a loss limit is worth a look; neither needs the operator now
-        severity = Severity.WARNING if trigger.kind in LOSS_LATCHES else Severity.INFO
+        # the scheduled close and a profit latch are the normal course of a day (INFO); a loss
+        # limit halts the day until the operator reviews it (`unhalt`): CRITICAL
+        severity = Severity.CRITICAL if trigger.kind in LOSS_LATCHES else Severity.INFO
         what = "the scheduled end-of-day exit" if trigger.kind == "eod" else \
             f"{trigger.kind} at {trigger.value:.2f} (threshold {trigger.threshold:.2f})"
-        logger.log("WARNING" if severity is Severity.WARNING else "INFO",
+        logger.log("CRITICAL" if severity is Severity.CRITICAL else "INFO",
                    "[RISK] {} {}: {} -> {}; halted for the day", name, self.account, what,
                    action)
         self.tell(self.store, RiskEvent(name, trigger.kind, trigger.threshold, trigger.value,

@@ -126,7 +126,7 @@ def notice_of(message: Any) -> Notice | None:
     if isinstance(message, RiskEvent):
         what = "scheduled end-of-day exit" if message.kind == "eod" else \
             f"{message.kind} at {message.value:.2f} (threshold {message.threshold:.2f})"
-        severity = Severity.WARNING if message.kind in ("max_loss", "trailing_stop") \
+        severity = Severity.CRITICAL if message.kind in ("max_loss", "trailing_stop") \
             else Severity.INFO
         return Notice("risk_latch", severity, f"{message.strategy}: halted for the day",
                       f"{what}; {message.action} at {fmt_ist(message.ts)}", message.ts)
