@@ -46,7 +46,7 @@ def init_logging(cfg: Config, *, console: bool | None = None) -> None:
     setup_logging(level=cfg.logging.level, log_file=log_file, rotation=cfg.logging.rotation,
                   retention=cfg.logging.retention,
                   console=cfg.logging.console if console is None else console,
-                  secrets=cfg.secrets.values())
+                  secrets=cfg.secrets.values(), console_level=cfg.logging.console_level or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from engine.openalgo.feed import FeedSettings
 from engine.openalgo.rest import RestSettings
 from engine.report.data import ReportSettings
 from engine.runtime.logs import LoggingSettings
+from engine.runtime.notify import NotifySettings
 from engine.runtime.supervisor import SupervisionSettings
 from engine.sim.matching import MatchingSettings
 from engine.sim.settings import SimulatorSettings
@@ -74,6 +75,7 @@ SECTIONS: dict[str, type[Any]] = {
     "market_data": MarketDataSettings,
     "bars": BarSettings,
     "health": HealthSettings,
+    "notify": NotifySettings,
     "swings": SwingSettings,
     "replay": ReplaySettings,
     "recorder": RecorderSettings,
