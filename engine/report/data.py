@@ -114,7 +114,7 @@ def parse_day(value: date | str) -> date:
 def _read(db: Database, path: Path, day: date | None, symbol: str | None,
           strategy: str | None, charges: ChargeSettings | None = None) -> DayData:
     if day is None:
-        day = _latest_day(db, path, strategy)
+        day = latest_day(db, path, strategy)
     trades = tuple(ordered(db.trades(strategy=strategy, trading_date=day)))
     orders = db.orders(trading_date=day, strategy=strategy)
     fills = db.fills(strategy=strategy, trading_date=day)
@@ -140,7 +140,9 @@ def _read(db: Database, path: Path, day: date | None, symbol: str | None,
     )
 
 
-def _latest_day(db: Database, path: Path, strategy: str | None) -> date:
+def latest_day(db: Database, path: Path, strategy: str | None = None) -> date:
+    """The latest trading day with orders, fills, trades, risk events or corrections in ``db``
+    (``ReportError`` when there is none)."""
     days = {t.trading_date for t in db.trades(strategy=strategy)}
     days |= {o.trading_date for o in db.orders(strategy=strategy)}
     days |= {ist_trading_date(f.ts) for f in db.fills(strategy=strategy)}

@@ -26,7 +26,7 @@
     });
     const candles = chart.addCandlestickSeries({
       upColor: "#1a7f37", downColor: "#cf222e", borderVisible: false,
-      wickUpColor: "#1a7f37", wickDownColor: "#cf222e",
+      wickUpColor: "#1a7f37", wickDownColor: "#cf222e", priceLineColor: "#57606a",
     });
     let levels = [];
     let byTime = new Map();
