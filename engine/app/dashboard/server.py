@@ -51,7 +51,8 @@ class DashboardSettings:
     enabled: bool = setting(True, "serve the dashboard while paper or live trading runs, on "
                             "127.0.0.1 with a token (the link goes to <state_dir>/dashboard.url)")
     replay: bool = setting(False, "serve it during a replay too")
-    port: int = setting(8765, "the port on 127.0.0.1 (0: any free port); one in use is logged "
+    port: int = setting(8780, "the port on 127.0.0.1 (0: any free port; 8765 is OpenAlgo's "
+                        "WebSocket); one in use is logged "
                         "and the engine trades on without a dashboard", min=0, max=65535)
     push_interval_s: float = setting(1.0, "how often the page's figures are refreshed (a "
                                      "snapshot is sent only when something changed)",
