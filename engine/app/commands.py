@@ -540,7 +540,7 @@ def run_dashboard(args: argparse.Namespace, cfg: Config) -> int:
     try:
         server.start()
     except DashboardError as exc:
-        view.close()
+        server.close()
         print(f"dashboard: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     try:
@@ -550,8 +550,7 @@ def run_dashboard(args: argparse.Namespace, cfg: Config) -> int:
         with stop_on_signals(threading.Event()) as stop:
             stop.wait()
     finally:
-        server.stop()
-        view.close()
+        server.close()
     return EXIT_OK
 
 

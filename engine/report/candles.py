@@ -101,8 +101,9 @@ def _segment(start: float, end: float, price: float, color: str, style: int,
     return {"points": points, "color": color, "style": style, "title": title}
 
 
-def script(name: str) -> str:
-    """The text of ``static/<name>`` (the vendored lightweight-charts, or ``candles.js``)."""
+def static_text(name: str) -> str:
+    """The text of ``static/<name>``: the vendored lightweight-charts, ``candles.js``, or
+    ``report.css`` (the report's style, which the dashboard's page uses too)."""
     return files("engine.report").joinpath("static", name).read_text(encoding="utf-8")
 
 

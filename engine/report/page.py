@@ -126,34 +126,14 @@ def _scripts(data: DayData) -> str:
     charts = [interactive.chart_payload(c) for c in data.charts if c.bars]
     if not charts:
         return ""
-    return (f"<script>{interactive.script(interactive.LIBRARY)}</script>\n"
-            f"<script>{interactive.script(interactive.DRAWING)}</script>\n"
+    return (f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n"
+            f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n"
             f"<script>const CHARTS = {script_json(charts)};\n"
             "CHARTS.forEach(function (p, i) {\n"
             "  NiftyCandles.draw(document.getElementById('candles-' + i), p); });</script>\n")
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1150px; color: #1f2328; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.3em; }
-h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eaeef2; text-align: left; }
-th { background: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.pos { color: #1a7f37; } .neg { color: #cf222e; }
-.cards { display: flex; flex-wrap: wrap; gap: 0.8em; }
-.card { border: 1px solid #d0d7de; border-radius: 6px; padding: 0.5em 1em; min-width: 7em; }
-.card .label { font-size: 0.8em; color: #57606a; }
-.card .value { font-size: 1.3em; font-variant-numeric: tabular-nums; }
-.candles { margin: 0.6em 0 1.2em; min-height: 380px; }
-.candle-legend { font-size: 0.85em; color: #57606a; font-variant-numeric: tabular-nums;
-                 min-height: 1.3em; }
-.note { color: #57606a; font-style: italic; }
-img { max-width: 100%; display: block; }
-pre.plain { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
+_CSS = interactive.static_text("report.css")  # shared with the dashboard
 
 
 def esc(text: object) -> str:

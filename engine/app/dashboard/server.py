@@ -37,6 +37,7 @@ from typing import Any
 from loguru import logger
 
 from engine.app.dashboard.view import DashboardView
+from engine.app.operator import EngineOperator
 from engine.settings import setting
 
 HOST = "127.0.0.1"
@@ -206,6 +207,11 @@ class DashboardServer:
             self._thread.join(10)
             self._thread = None
 
+    def close(self) -> None:
+        """Stop serving and close the view's database."""
+        self.stop()
+        self.view.close()
+
     def write_url_file(self, state_dir: Path) -> Path:
         """The full link in ``<state_dir>/dashboard.url``, readable by the owner only."""
         path = state_dir / URL_FILE
@@ -231,8 +237,6 @@ def dashboard_channel(engine: Any, *, openalgo_url: str, replay: bool = False
     None when ``[dashboard]`` is off (or it is a replay not asked to serve one) or the port
     cannot be used (one ERROR line; the engine trades on). A replay's page reads the database
     only (its actors are stepped by the replay driver, not asked from outside)."""
-    from engine.app.operator import EngineOperator
-
     settings: DashboardSettings = engine.cfg.section("dashboard")
     if not settings.enabled or (replay and not settings.replay):
         yield None
@@ -254,15 +258,13 @@ def dashboard_channel(engine: Any, *, openalgo_url: str, replay: bool = False
     except Exception as exc:  # never a dead engine for a page
         logger.error("dashboard not available: {}", exc)
         if server is not None:
-            server.stop()
-            server.view.close()
+            server.close()
         server = None
     try:
         yield server
     finally:
         if server is not None:
-            server.stop()
-            server.view.close()
+            server.close()
             if url_file is not None:
                 with contextlib.suppress(OSError):
                     if url_file.read_text().strip() == server.url:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,25 +23,12 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from engine.app.control import send_command
 from engine.app.dashboard.server import URL_FILE, DashboardSettings, dashboard_channel
-from engine.app.live import run_trading
 from engine.app.modes import run_paper
 from engine.app.sections import load_config
-from engine.app.tree import Engine
-from engine.app.venues import Venue
-from engine.market.instruments import (
-    INDEX_EXCHANGE,
-    INDEX_SYMBOL,
-    next_expiry,
-    option_symbol,
-    trading_date,
-)
 from engine.market.synth import small_session
-from engine.messages import Action, OrderIntent, OrderPurpose, PriceType, Tick
-from engine.runtime.clock import WallClock
-from engine.sim.server import SimulatorServer, SimulatorSettings
-from tests.engine.app.test_live import ATM, KEY, SPEC, config
+from engine.messages import Action, OrderIntent, OrderPurpose, PriceType
+from tests.engine.app.test_operator_controls import Trading
 from tests.engine.browser import Browser, chromium_or_skip
 from tests.support import until
 
@@ -57,43 +43,19 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-class Paper:
+class Paper(Trading):
     """A paper engine (``run_trading`` at a paper venue) on the in-process simulator, with its
     dashboard on a free port and every log line kept."""
 
     def __init__(self, tmp: Path) -> None:
-        day = trading_date(time.time())
-        self.ce = option_symbol("NIFTY", next_expiry(day, SPEC), ATM, "CE")
-        self.sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0,
-                                                     rate_limits_enabled=False),
-                                   api_key=KEY, clock=WallClock(), instrument=SPEC)
-        self.sim.declare_symbols([(self.ce, "NFO"), (INDEX_SYMBOL, INDEX_EXCHANGE)])
-        self.sim.start()
         self.logs: list[str] = []
         self.sink = logger.add(lambda m: self.logs.append(str(m)), level="DEBUG")
-        cfg = config(tmp, "keep_stops")
-        self.cfg = cfg.replace(dashboard=DashboardSettings(port=0, push_interval_s=0.2))
-        self.state_dir = tmp
-        self.sock = self.cfg.section("control").socket_path
-        venue = Venue("paper", self.sim.rest_url, self.sim.ws_url, KEY, WallClock(), "paper")
-        self.stop = threading.Event()
-        started: dict[str, Engine] = {}
-        self.thread = threading.Thread(target=run_trading, args=(self.cfg, venue), kwargs=dict(
-            db_path=tmp / "engine.db", strategies=("baseline_v1",), stop=self.stop, atm=ATM,
-            on_started=lambda e: started.update(engine=e)), daemon=True)
-        self.thread.start()
-        until(lambda: "engine" in started, timeout=30)
-        self.engine = started["engine"]
-        until(lambda: self.status()["api"]["reconciled"], timeout=20)
+        self.state_dir = tmp  # test_live's config puts [engine] state_dir there
+        super().__init__(tmp, dashboard=DashboardSettings(port=0, push_interval_s=0.2))
 
     @property
     def url(self) -> str:
         return (self.state_dir / URL_FILE).read_text().strip()
-
-    def tick(self, ltp: float) -> None:
-        now = time.time()
-        self.sim.publish(Tick(self.ce, "NFO", ltp, recv_ts=now, exchange_ts=now,
-                              bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2)))
 
     def buy(self) -> None:
         self.engine.tell("orders", OrderIntent(
@@ -101,13 +63,8 @@ class Paper:
             exchange="NFO", action=Action.BUY, quantity=65, pricetype=PriceType.MARKET,
             purpose=OrderPurpose.ENTRY, created_ts=time.time()))
 
-    def status(self) -> dict:
-        return send_command(self.sock, "status")
-
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        self.sim.stop()
+        super().close()
         logger.remove(self.sink)
 
 
