@@ -33,6 +33,7 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.facts import instrument_spec, session_facts
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.config import Config
@@ -171,15 +172,16 @@ class ReplayDriver:
         engine.registry.track_external_sends(self.threaded)
         started = time.perf_counter()
         try:
-            self._drive(engine, clock, broker, summary)
-            # close the last minute that had ticks (not the rest of the session: a short
-            # recording would otherwise end in hours of gaps and heartbeats); minutes are
-            # bucketed by exchange time, so that is what decides the last one
-            _, close = session_bounds(parts.trading_day, engine.spec_instrument)
-            end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
-            self._settle(engine, clock, end, summary)
-            summary.elapsed_s = time.perf_counter() - started
-            self._collect(engine, summary)
+            with dashboard_channel(engine, openalgo_url="", replay=True):
+                self._drive(engine, clock, broker, summary)
+                # close the last minute that had ticks (not the rest of the session: a short
+                # recording would otherwise end in hours of gaps and heartbeats); minutes are
+                # bucketed by exchange time, so that is what decides the last one
+                _, close = session_bounds(parts.trading_day, engine.spec_instrument)
+                end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
+                self._settle(engine, clock, end, summary)
+                summary.elapsed_s = time.perf_counter() - started
+                self._collect(engine, summary)
         finally:
             engine.registry.track_external_sends(False)
             engine.stop()

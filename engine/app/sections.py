@@ -21,6 +21,7 @@ from actors.reconciler import ReconcileSettings
 from actors.recorder import RecorderSettings
 from engine.app.accounts import AccountsSettings
 from engine.app.control import ControlSettings
+from engine.app.dashboard.server import DashboardSettings
 from engine.app.replay import ReplaySettings
 from engine.config import Config, ConfigError, EngineSettings, Problem, Sections
 from engine.config import describe_defaults as _describe
@@ -86,6 +87,7 @@ SECTIONS: dict[str, type[Any]] = {
     "reconcile": ReconcileSettings,
     "accounts": AccountsSettings,
     "control": ControlSettings,
+    "dashboard": DashboardSettings,
     "report": ReportSettings,
     "universe": UniverseSettings,
     "session_file": SessionFileSettings,
