@@ -191,11 +191,16 @@ def notify_urls(text: str | None) -> list[str]:
 
 def _secret_parts(url: str) -> list[str]:
     parts = urlsplit(url)
-    found = [parts.username or "", parts.password or "", parts.hostname or ""]
+    found = [parts.username or "", parts.password or ""]
+    # a token in the host place (tgram://BOTID:TOKEN/CHAT, discord://ID/TOKEN) is a secret
+    # too; a real host name or address is not, and masking it would hide it in every log line
+    host, _, after = parts.netloc.rpartition("@")[2].partition(":")
+    if host != "localhost" and "." not in host and not host.startswith("["):
+        found.append(host)
+    if after and not after.isdigit():  # not a port: the token's second half
+        found.append(after)
     found += [seg for seg in parts.path.split("/") if len(seg) >= 6]
     found += [v for _, _, v in (q.partition("=") for q in parts.query.split("&")) if len(v) >= 6]
-    # a token in the "host" part (tgram://TOKEN/CHAT, discord://ID/TOKEN) is a secret too;
-    # a loopback or plain host name is harmless but masking it costs nothing
     return [p for p in found if len(p) >= 6]
 
 

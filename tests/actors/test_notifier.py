@@ -55,6 +55,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[dict[str,
     httpd.shutdown()
 
 
+SECRET = "s3cr3t-hook-token"
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +122,7 @@ def test_dead_endpoints_log_once_and_never_block(server: tuple[str, list[dict[st
     lines: list[str] = []
     sink = add_sink(lines.append, level="WARNING", fmt="{message}")  # redacted as every sink
     try:
-        closed = Delivery([f"json://127.0.0.1:{_closed_port()}/x"], SETTINGS)
+        closed = Delivery([f"json://127.0.0.1:{_closed_port()}/tok-{SECRET}"], SETTINGS)
         hanging = Delivery([hung], SETTINGS)
         for i in range(3):
             for d in (closed, hanging):
@@ -132,7 +135,7 @@ def test_dead_endpoints_log_once_and_never_block(server: tuple[str, list[dict[st
     assert closed.failed == 3 and hanging.failed == 3
     failures = [line for line in lines if "could not deliver" in line]
     assert len(failures) == 2, lines  # once per endpoint, the rest counted
-    assert all("127.0.0.1" not in line for line in lines)  # URLs are redacted
+    assert all(SECRET not in line for line in lines)  # the URLs' secret parts are redacted
 
 
 @pytest.mark.parametrize("server", ["hang"], indirect=True)
@@ -164,3 +167,15 @@ def test_a_dead_endpoint_costs_trading_nothing(server: tuple[str, list[dict[str,
     dead = trades(f"{hung} json://127.0.0.1:{_closed_port()}/x", "dead")
     assert len(quiet) > 1, "the session must trade for the comparison to mean something"
     assert dead == quiet
+
+
+def test_a_url_masks_its_secrets_but_not_its_host() -> None:
+    """A bot token in the host place is masked; a real address is not (masking 127.0.0.1 hid
+    it in every later line, e.g. the dashboard's own port-in-use message)."""
+    from engine.runtime.logs import REDACTOR
+    from engine.runtime.notify import notify_urls
+
+    notify_urls("tgram://123456789:AAbbCCddEEff/987654 json://127.0.0.1:9/tok-" + SECRET)
+    shown = REDACTOR.redact("tgram 123456789:AAbbCCddEEff json tok-" + SECRET + " at 127.0.0.1")
+    assert "AAbbCCddEEff" not in shown and SECRET not in shown
+    assert "127.0.0.1" in shown
