@@ -243,8 +243,9 @@ class ReplayDriver:
         clock.advance_to(until)
         if ticks:
             assert broker is not None
+            apply = broker.apply_tick
             for tick in ticks:
-                broker.on_tick(tick)
+                apply(tick)
             registry.tell("feed", TickBatch(tuple(ticks)))
         self._barrier(registry, summary, until)
 

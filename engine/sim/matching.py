@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from loguru import logger
 
@@ -49,7 +50,7 @@ from engine.broker import (
     TradeRow,
 )
 from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_start, trading_date
-from engine.messages import Tick
+from engine.messages import Tick, frozen
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
 from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
@@ -100,7 +101,7 @@ class MatchingSettings:
                           choices=NAMES)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MarketSnapshot:
     """The market state of one symbol right after a tick (what feed frames are built from)."""
 
@@ -287,6 +288,8 @@ class SimulatedBroker:
         self._rng = rng or random.Random(self.settings.seed)
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
+        self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
+        self._listed: tuple[list[OrderRow], list[OrderRow]] | None = None
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
         self._orders: dict[str, _Order] = {}
@@ -312,16 +315,21 @@ class SimulatedBroker:
             return sorted(self._markets)
 
     def on_tick(self, tick: Tick) -> MarketSnapshot:
+        """Apply one tick (``apply_tick``) and return the symbol's market state after it."""
+        with self._lock:
+            return self.apply_tick(tick).snapshot()
+
+    def apply_tick(self, tick: Tick) -> _Market:
         """Apply one tick: update the symbol's market state and bars, then run its orders.
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
-        Returns the symbol's market state after the tick.
+        Replay calls this directly: it has no use for a snapshot per tick.
         """
         with self._lock:
             market = self._market(tick.symbol, tick.exchange)
             ltp = tick.ltp
             if not (ltp > 0 and math.isfinite(ltp)):
-                return market.snapshot()
+                return market
             ts = tick.ts
             day = trading_date(ts)
             if market.day != day:
@@ -361,7 +369,7 @@ class SimulatedBroker:
             self._add_to_bar(market, ts, ltp, increment)
             if self._working.get((market.symbol, market.exchange)):
                 self._run_book(market)
-            return market.snapshot()
+            return market
 
     def snapshot(self, symbol: str, exchange: str) -> MarketSnapshot:
         with self._lock:
@@ -597,6 +605,7 @@ class SimulatedBroker:
                 "trades": [_as_dict(t) for t in self.tradebook()],
                 "positions": [_as_dict(p) for p in self.positionbook()]}
             self._orders.clear()
+            self._rows.clear()
             self._working.clear()
             self._trades.clear()
             self._positions.clear()
@@ -621,7 +630,14 @@ class SimulatedBroker:
     def orderbook(self) -> list[OrderRow]:
         """The orderbook as OpenAlgo lists it in front of this personality's broker."""
         with self._lock:
-            return self.personality.orderbook(self.raw_orderbook())
+            rows = self.raw_orderbook()
+            listed = self._listed
+            if listed is not None and len(rows) == len(listed[0]) and \
+                    all(a is b for a, b in zip(rows, listed[0], strict=True)):
+                return list(listed[1])  # no row changed: the same listing (rows are frozen)
+            out = self.personality.orderbook(rows)
+            self._listed = (rows, out)
+            return list(out)
 
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
@@ -888,6 +904,18 @@ class SimulatedBroker:
         return f"{to_ist(now).strftime('%y%m%d')}{self._counter:09d}"
 
     def _row(self, o: _Order) -> OrderRow:
+        """The order's row, built again only when a field it shows changed (every orderbook
+        read lists the whole day's orders)."""
+        key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
+               o.price, o.trigger_price, o.quantity, o.pricetype)
+        cached = self._rows.get(o.orderid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = self._new_row(o)
+        self._rows[o.orderid] = (key, row)
+        return row
+
+    def _new_row(self, o: _Order) -> OrderRow:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
