@@ -399,10 +399,19 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
     add.add_argument("--basic-auth-stdin", action="store_true",
                      help="read the proxy's password from standard input (after the API key's "
                      "line when --key-stdin is given too)")
+    notify = actions.add_parser(
+        "set-notify", allow_abbrev=False, help="where the account's alerts and trade events go: "
+        "apprise URLs (Telegram, Discord, Slack, e-mail, webhooks), stored encrypted; they come "
+        "from NIFTY_ENGINE_NOTIFY_URLS or, with --stdin, one line of standard input — never an "
+        "argument")
+    notify.add_argument("name")
+    how = notify.add_mutually_exclusive_group()
+    how.add_argument("--stdin", action="store_true", help="read the URLs from standard input")
+    how.add_argument("--clear", action="store_true", help="remove the stored URLs")
     listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
     remove = actions.add_parser("remove", help="delete a stored account")
     remove.add_argument("name")
-    for action in (add, listing, remove):
+    for action in (add, notify, listing, remove):
         action.add_argument("--db", metavar="PATH",
                             help="engine database (default: store.path)")
 
@@ -450,6 +459,7 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
         check_account,
     )
     from engine.runtime.clock import WallClock
+    from engine.runtime.notify import URLS_ENV
     from engine.store.database import Database, StoreError
 
     init_logging(cfg, console=False)
@@ -465,6 +475,12 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
                 created = vault.add(args.name, args.host, args.ws_url, args.role, api_key,
                                     _basic_auth_input(args))
                 print(f"{'added' if created else 'updated'} account {args.name} in {path}")
+            elif args.accounts_action == "set-notify":
+                urls = "" if args.clear else _secret_input(
+                    args.stdin, "notification URLs: ", URLS_ENV, "--stdin")
+                count = vault.set_notify(args.name, urls)
+                print(f"account {args.name}: notices go to {count} URL(s)" if count else
+                      f"account {args.name}: no notification URLs stored")
             elif args.accounts_action == "remove":
                 vault.remove(args.name)
                 print(f"removed account {args.name} from {path}")

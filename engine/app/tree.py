@@ -123,7 +123,8 @@ class EngineParts:
     facts: InstrumentFacts | None = None
     # run every actor on the calling thread (replay); None: a Pykka thread per actor
     dispatcher: Dispatcher | None = None
-    # apprise URLs for notices; None: NIFTY_ENGINE_NOTIFY_URLS (through the config's secrets)
+    # apprise URLs for notices besides NIFTY_ENGINE_NOTIFY_URLS (the config's secrets): the
+    # traded account's, from the encrypted account store
     notify_urls: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -187,12 +188,12 @@ class Engine:
         return "notifier" if self.delivery is not None else None
 
     def _delivery(self) -> Delivery | None:
-        """The notices' delivery thread when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS``) and
-        ``[notify]`` is on (a replay only with ``replay = true``); it lives outside the tree,
-        so a safe stop still reaches the phone."""
+        """The notices' delivery thread when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS`` and the
+        account's stored ones) and ``[notify]`` is on (a replay only with ``replay = true``); it
+        lives outside the tree, so a safe stop still reaches the phone."""
         settings: NotifySettings = self.cfg.section("notify")
-        urls = notify_urls(self.parts.notify_urls if self.parts.notify_urls is not None
-                           else self.cfg.secrets.notify_urls)
+        urls = list(dict.fromkeys(notify_urls(self.cfg.secrets.notify_urls)
+                                  + notify_urls(self.parts.notify_urls)))
         if not urls or not settings.enabled or (self.parts.mode == "replay"
                                                 and not settings.replay):
             return None
