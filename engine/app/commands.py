@@ -269,8 +269,14 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"
           + (f"; recorded to {result.record_to}" if result.record_to else ""))
-    return _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
+    code = _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
                        result.checks, result.safe_stop)
+    from engine.market.bars import quality_table
+
+    table = quality_table(result.quality)  # as a replay ends
+    if table:
+        print("\n".join(table))
+    return code
 
 
 def _end_of_run(cfg: Config, db_path: Path, strategies: tuple[str, ...], day: date | None,

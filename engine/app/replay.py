@@ -40,7 +40,7 @@ from engine.config import Config
 from engine.market.bars import quality_table
 from engine.market.instruments import session_bounds, trading_date
 from engine.market.session_file import SessionReader
-from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
+from engine.messages import Bar, FlushToken, Tick, TickBatch
 from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
 from engine.runtime.dispatcher import Dispatcher
@@ -272,18 +272,13 @@ class ReplayDriver:
 
     # -- results -------------------------------------------------------------------------------
     def _collect(self, engine: Engine, summary: ReplaySummary) -> None:
-        from actors.bar_builder import builder_name
-
-        for sym in engine.symbols():
-            try:
-                stats = engine.ask(builder_name(sym), StatusRequest(), timeout=10)
-            except Exception as exc:
-                logger.warning("replay: no stats from {}: {}", builder_name(sym), exc)
-                continue
-            summary.late += stats.late
-            for reason, n in stats.invalid.items():
-                summary.invalid[reason] = summary.invalid.get(reason, 0) + n
-            summary.quality[sym] = {**stats.invalid, "late": stats.late}
+        summary.quality = engine.data_quality()
+        for counts in summary.quality.values():
+            for reason, n in counts.items():
+                if reason == "late":
+                    summary.late += n
+                else:
+                    summary.invalid[reason] = summary.invalid.get(reason, 0) + n
         summary.restarts = engine.restart_count()
 
     def _collect_bars(self, summary: ReplaySummary, day: date) -> None:
