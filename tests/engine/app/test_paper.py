@@ -23,12 +23,13 @@ from engine.runtime.clock import ScaledClock
 from engine.sim.personalities import NAMES
 from engine.sim.server import SimulatorServer
 from engine.store.database import Database
+from tests.support import TEST_ENV
 
 DAY = date(2025, 9, 3)
 
 
 def cfg(broker: str = "zerodha"):
-    return load_config(None, env={}, overrides={
+    return load_config(None, env=TEST_ENV, overrides={
         "simulator.rest_port": "0", "simulator.ws_port": "0", "store.synchronous": "NORMAL",
         "openalgo.retry_delay_s": "0.05", "matching.broker": broker})
 
@@ -142,11 +143,11 @@ def test_a_paper_run_ends_with_the_data_quality_table(session: Path, tmp_path: P
 
     from tests.engine.app.cli_support import ROOT
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIFTY_ENGINE")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIFTY_ENGINE")} | TEST_ENV
     done = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "--state-dir", str(tmp_path), "paper",
          "--session", str(session), "--speed", "600", "--set", "simulator.rest_port=0",
-         "--set", "simulator.ws_port=0", "--set", "dashboard.port=0"],
+         "--set", "simulator.ws_port=0"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout.splitlines()
