@@ -114,7 +114,6 @@ def run_backtest(cfg: Config, sessions: Sequence[Path], out_dir: Path, strategy:
             if reports:
                 report = write_report(db_path, db_path.with_suffix(".html"),
                                       trading_date=result.day, strategy=strategy,
-                                      settings=cfg.section("report"),
                                       charges=cfg.section("charges"))
             day = BacktestDay(result, db_path, report)
             days.append(day)
@@ -134,8 +133,10 @@ def backtest_page_data(backtest: Backtest, cfg: Config) -> object:
     """What the combined report draws (``engine.report.backtest.BacktestData``)."""
     from engine.report.backtest import BacktestData, DayLink
 
+    charts = cfg.section("report")
     return BacktestData(
         title=f"Backtest {backtest.strategy}", strategy=backtest.strategy,
+        width_in=charts.chart_width_in, dpi=charts.dpi,
         performance=backtest.performance,
         days=tuple(DayLink(d.result, d.report.name if d.report else None) for d in backtest.days),
         r_unit=cfg.section("risk").r_unit)  # each day's replay recorded its trades in it

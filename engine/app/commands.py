@@ -512,10 +512,9 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     from engine.report.data import ReportError
     from engine.report.page import write_report
 
-    settings = cfg.section("report")
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
-                           symbol=args.symbol, strategy=args.strategy, settings=settings,
+                           symbol=args.symbol, strategy=args.strategy,
                            charges=cfg.section("charges"))
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
