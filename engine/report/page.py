@@ -124,7 +124,8 @@ def _scripts(data: DayData) -> str:
     charts = [interactive.chart_payload(c) for c in data.charts if c.bars]
     if not charts and not data.trades:
         return ""
-    out = [f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n"]
+    out = [f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n",
+           f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n"]
     if data.trades:
         trades = {"r": trade_charts.r_payload(data.trades),
                   "equity": trade_charts.equity_payload(data.trades)}
@@ -134,8 +135,7 @@ def _scripts(data: DayData) -> str:
                 "NiftyTrades.drawEquity(document.getElementById('equity-chart'), "
                 "TRADE_CHARTS.equity);</script>\n"]
     if charts:
-        out += [f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n",
-                f"<script>const CHARTS = {script_json(charts)};\n"
+        out += [f"<script>const CHARTS = {script_json(charts)};\n"
                 "CHARTS.forEach(function (p, i) {\n"
                 "  NiftyCandles.draw(document.getElementById('candles-' + i), p); });</script>\n"]
     return "".join(out)

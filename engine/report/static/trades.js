@@ -1,7 +1,8 @@
 /* Draws the day report's trade charts (engine/report/trade_charts.py) with TradingView's
    lightweight-charts, as the candles are drawn: R per trade (one bar per trade, the axis is the
    trade number) and the equity curve stepped at each exit above its drawdown.
-   Zoom: mouse wheel or pinch; pan: drag; hover: the legend shows the point's figures. */
+   Zoom: mouse wheel or pinch; pan: drag; hover: the legend shows the point's figures.
+   Needs candles.js first (its ``frame``: one look for every chart). */
 (function () {
   "use strict";
 
@@ -9,22 +10,7 @@
     return (v >= 0 ? "+" : "") + Number(v).toLocaleString("en-IN", { maximumFractionDigits: 2 });
   }
 
-  function frame(element, height, options) {
-    element.innerHTML = "";
-    const legend = document.createElement("div");
-    legend.className = "candle-legend";
-    element.appendChild(legend);
-    const host = document.createElement("div");
-    element.appendChild(host);
-    const chart = LightweightCharts.createChart(host, Object.assign({
-      height: height,
-      width: element.clientWidth || 900,
-      layout: { background: { color: "#ffffff" }, textColor: "#1f2328" },
-      grid: { vertLines: { color: "#eaeef2" }, horzLines: { color: "#eaeef2" } },
-      crosshair: { mode: 0 },
-    }, options));
-    return { chart: chart, legend: legend };
-  }
+  const frame = window.NiftyCandles.frame;
 
   function drawR(element, payload) {
     const f = frame(element, 260, {
