@@ -44,7 +44,7 @@ from engine.messages import Bar, FlushToken, Tick, TickBatch
 from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
 from engine.runtime.dispatcher import Dispatcher
-from engine.runtime.logs import console_over
+from engine.runtime.logs import live_bar
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
 
@@ -332,9 +332,7 @@ class _Progress:
                 TextColumn("[bold]replay[/] {task.fields[market]}"), BarColumn(),
                 MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                 transient=False)
-            self._progress.__enter__()
-            self._over = console_over(self._progress.console)  # log lines above the bar
-            self._over.__enter__()
+            self._shown = live_bar(self._progress)
             self._task = self._progress.add_task("replay", total=self.total, market="",
                                                  rate="")
             self._t0 = time.perf_counter()
@@ -354,5 +352,4 @@ class _Progress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            self._over.__exit__(*exc)
-            self._progress.__exit__(*exc)
+            self._shown.__exit__(*exc)
