@@ -242,10 +242,12 @@ class OrderManager(EngineActor):
             self._strategy_gates[gate.strategy] = gate
         else:
             self._gate = gate
-        logger.info("orders[{}]: gate{} entries {} exits {} ({})", self.account,
-                    f" for {gate.strategy}" if gate.strategy else "",
-                    "open" if gate.entries else "closed", "open" if gate.exits else "closed",
-                    gate.reason or "no reason")
+        # entries: each strategy host logs the change it sees ("entries closed (...)"); closed
+        # exits are rare and serious, so they are news here
+        logger.log("DEBUG" if gate.exits else "INFO", "orders[{}]: gate{} entries {} exits {} "
+                   "({})", self.account, f" for {gate.strategy}" if gate.strategy else "",
+                   "open" if gate.entries else "closed", "open" if gate.exits else "closed",
+                   gate.reason or "no reason")
         for name in names:
             after = self.effective_gate(name)
             if (after.entries, after.exits) != (before[name].entries, before[name].exits):
@@ -784,8 +786,9 @@ class OrderManager(EngineActor):
             if order.is_parent:
                 self._complete_split(order)
         working = sum(1 for o in restored if o.split_parent is None and o.working)
-        logger.info("orders[{}]: recovered {} working order(s), {} fill key(s)", self.account,
-                    working, len(keys))
+        logger.log("INFO" if working or keys else "DEBUG",  # a fresh start: nothing to say
+                   "orders[{}]: recovered {} working order(s), {} fill key(s)", self.account,
+                   working, len(keys))
 
     def _complete_split(self, parent: TrackedOrder) -> None:
         """Children a restart interrupted before they were stored are created and queued."""

@@ -650,8 +650,9 @@ class PositionMonitor(EngineActor):
         for symbol, stored in self.db.last_prices().items():
             if symbol in held and _valid_price(stored.ltp):
                 self._prices[symbol] = _Price(stored.ltp, -math.inf)
-        logger.info("positions[{}]: recovered {} fill(s) and {} risk declaration(s) of {}: {} "
-                    "open position(s)", self.account, len(fills), len(risks),
+        logger.log("INFO" if fills or risks else "DEBUG",  # a fresh start: nothing to say
+                   "positions[{}]: recovered {} fill(s) and {} risk declaration(s) of {}: {} "
+                   "open position(s)", self.account, len(fills), len(risks),
                     self._day.isoformat(),
                     sum(1 for pos in self._positions.values() if pos.quantity))
         if filled:

@@ -597,7 +597,8 @@ class BaselineV1(Strategy):
         d = self.d
         if not d.stopped:
             d.stopped = reason
-            logger.info("baseline_v1: the exit coordinator closes everything ({}); no new "
+            # the host has logged the exit coordinator's order: detail
+            logger.debug("baseline_v1: the exit coordinator closes everything ({}); no new "
                            "entries today", reason)
         if reason == "eod":
             d.eod_done = True
@@ -1042,8 +1043,10 @@ class BaselineV1(Strategy):
         d.realized += pnl
         pos.exit_ts = fill.ts
         pos.exit_client_id = fill.client_id
-        logger.info("baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
-                    fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
+        # a position this closes gets its trade line next (record_trade): this one is detail
+        logger.log("DEBUG" if pos.open_qty == 0 and not pos.recorded else "INFO",
+                   "baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
+                   fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
         if pos.open_qty < 0:
             self.ctx.alert("naked_long", f"{pos.symbol}: bought back more than was sold "
                            f"({pos.bought_qty} > {pos.sold_qty})", Severity.CRITICAL)

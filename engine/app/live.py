@@ -102,7 +102,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
                                                ws_url=venue.ws_url, account=venue.account,
                                                access=venue.access),
-                        db_path=db_path, strategies=strategies, account=venue.account)
+                        db_path=db_path, strategies=strategies, account=venue.account,
+                        notify_urls=venue.notify_urls)
     engine = Engine(cfg, parts)
     engine.start()
     try:

@@ -444,6 +444,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_ts    REAL NOT NULL
         )""",
     )),
+    Migration(8, "accounts: where the account's notices go (apprise URLs, encrypted)", (
+        "ALTER TABLE accounts ADD COLUMN notify_encrypted BLOB",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -601,6 +604,7 @@ class StoredAccount:
     api_key_encrypted: bytes | None = field(default=None, repr=False)
     basic_auth_user: str | None = None
     basic_auth_encrypted: bytes | None = field(default=None, repr=False)
+    notify_encrypted: bytes | None = field(default=None, repr=False)  # apprise URLs
 
 
 @frozen

@@ -658,7 +658,8 @@ class OrderBook:
             except BadBrokerReport:  # an in-between state with a fill: priced, state kept
                 claimed = None
             if claimed is S.COMPLETE and qty < order.intent.quantity:
-                logger.info("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
+                # routine: the tradebook lags the order book; the next poll prices it
+                logger.debug("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
                             "kept working", self.account, order.client_id, qty,
                             order.intent.quantity)
                 working = order.at_broker or _initial_state(order.intent)
