@@ -19,8 +19,10 @@ import pytest
 
 from engine.messages import (
     Action,
+    CancelIntent,
     Fill,
     OrderPurpose,
+    OrderStatus,
     PendingFill,
     PositionQuery,
     PriceType,
@@ -28,7 +30,7 @@ from engine.messages import (
 )
 from engine.sim.matching import MatchingSettings
 from strategies.base import Strategy, StrategyContext
-from tests.actors.exec_harness import CE, Options, Stack
+from tests.actors.exec_harness import CE, PE, Options, Stack
 
 
 class Protector(Strategy):
@@ -141,3 +143,75 @@ def test_a_restart_while_the_price_is_pending_recovers_the_quantity(stack: Stack
     mark = _mark(stack)
     assert (mark.quantity, mark.price_pending) == (-65, 0)
     assert len(_stops_at_broker(stack)) == 1
+
+
+# -- Zerodha's carry-over: an order really in an in-between state shows the row above's status --
+
+
+def _zerodha_stack(tmp_path: Path, **matching: Any) -> Stack:
+    return Stack(tmp_path, Options(sockets=True, risk=None,
+                                   matching=MatchingSettings(broker="zerodha", **matching),
+                                   hosts={"s": Protector}))
+
+
+def _shown_and_raw(stack: Stack, orderid: str) -> tuple[str, str]:
+    shown = {r.orderid: r.status for r in stack.client.orderbook()}  # type: ignore[union-attr]
+    raw = {r.orderid: r.status for r in stack.sim.raw_orderbook()}
+    return shown[orderid], raw[orderid]
+
+
+def _entry_id(stack: Stack) -> str:
+    [row] = [r for r in stack.sim.raw_orderbook() if r.symbol == CE and r.action == "SELL"]
+    return row.orderid
+
+
+def _nothing_booked_nothing_protected(stack: Stack) -> None:
+    assert stack.db.pending_fills() == [] and stack.db.fills(client_id="s-e1") == []
+    assert _stops_at_broker(stack) == []  # no stop for a position that does not exist
+    assert stack.held("s") == {}
+
+
+def test_an_order_open_pending_for_a_while_then_rejected_is_never_read_as_filled(
+        tmp_path: Path) -> None:
+    stack = _zerodha_stack(tmp_path, latency_s=3.0)
+    try:
+        stack.direct("BUY", symbol=PE)  # the row above ours: it completes
+        stack.advance(3.5)
+        stack.sim.force_rejections(1, "RMS: margin exceeds")
+        stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.MARKET)
+        stack.advance(1.0)
+        oid = _entry_id(stack)
+        assert _shown_and_raw(stack, oid) == ("complete", "open pending")
+        stack.advance(1.0)  # polls and status reads of a row that says "complete"
+        _nothing_booked_nothing_protected(stack)
+        stack.advance(1.5)  # the exchange answers: rejected
+        assert _shown_and_raw(stack, oid) == ("rejected", "rejected")
+        stack.advance(1.0)
+        [row] = [r for r in stack.db.orders() if r.client_id == "s-e1"]
+        assert row.status is OrderStatus.REJECTED
+        _nothing_booked_nothing_protected(stack)
+    finally:
+        stack.close()
+
+
+def test_an_entry_cancel_pending_for_a_while_then_cancelled_is_never_read_as_filled(
+        tmp_path: Path) -> None:
+    stack = _zerodha_stack(tmp_path)
+    try:
+        stack.sim.personality.cancel_latency_s = 3.0  # type: ignore[misc]
+        stack.direct("BUY", symbol=PE)  # the row above ours: complete
+        stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.LIMIT, price=150.0)  # rests
+        stack.tell("orders", CancelIntent("s-e1", "switch"))
+        stack.advance(1.0)
+        oid = _entry_id(stack)
+        assert _shown_and_raw(stack, oid) == ("complete", "cancel pending")
+        stack.advance(1.5)
+        _nothing_booked_nothing_protected(stack)
+        stack.advance(2.0)
+        assert _shown_and_raw(stack, oid) == ("cancelled", "cancelled")
+        stack.advance(1.0)
+        [row] = [r for r in stack.db.orders() if r.client_id == "s-e1"]
+        assert row.status is OrderStatus.CANCELLED
+        _nothing_booked_nothing_protected(stack)
+    finally:
+        stack.close()
