@@ -22,6 +22,10 @@ Owns, for its account (execution-and-risk.md, "Position monitor"):
   of open positions to ``health`` (``HealthUpdate("positions", n)``) when it changes;
 - the store: marks of the positions changed since the last flush go to the store every
   ``flush_interval_s`` (the store writer batches ``PositionMark``, never per tick);
+- quantity filled before its price is known (``PendingFill``): held in the position (marks,
+  subscriptions, open counts, the reconciler's view) with no P&L and no R from it, until the
+  priced ``Fill`` of the same order completes it (``engine.trading.pending``); rebuilt from the
+  store's pending fills after a restart;
 - ``PositionCorrection`` (the reconciler: the broker is the truth), ``PositionQuery`` and
   ``StatusRequest``.
 
