@@ -732,7 +732,6 @@ class OrderManager(EngineActor):
         """Read the orderbook (if anything is working): apply our rows, resolve unknowns."""
         if not self.book.needs_poll():
             return
-        now = self.now()
         try:
             rows = self._reads.orderbook()
         except BrokerError as exc:
@@ -746,6 +745,7 @@ class OrderManager(EngineActor):
             logger.info("orders[{}]: orderbook readable again", self.account)
             self._poll_failing = False
         self._counts["polls"] += 1
+        now = self.now()  # what the rows say is known from when the read returned
         for row, report in updates_from_rows(rows, now, "poll"):
             order = self.book.by_broker_id(row.orderid)
             if order is not None and order.working:
