@@ -148,10 +148,19 @@ def test_a_restart_while_the_price_is_pending_recovers_the_quantity(stack: Stack
 # -- Zerodha's carry-over: an order really in an in-between state shows the row above's status --
 
 
-def _zerodha_stack(tmp_path: Path, **matching: Any) -> Stack:
-    return Stack(tmp_path, Options(sockets=True, risk=None,
-                                   matching=MatchingSettings(broker="zerodha", **matching),
-                                   hosts={"s": Protector}))
+@pytest.fixture
+def zerodha(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    made: list[Stack] = []
+
+    def _make(**matching: Any) -> Stack:
+        made.append(Stack(tmp_path, Options(
+            sockets=True, risk=None, matching=MatchingSettings(broker="zerodha", **matching),
+            hosts={"s": Protector})))
+        return made[-1]
+
+    yield _make
+    for s in made:
+        s.close()
 
 
 def _shown_and_raw(stack: Stack, orderid: str) -> tuple[str, str]:
@@ -160,58 +169,43 @@ def _shown_and_raw(stack: Stack, orderid: str) -> tuple[str, str]:
     return shown[orderid], raw[orderid]
 
 
-def _entry_id(stack: Stack) -> str:
-    [row] = [r for r in stack.sim.raw_orderbook() if r.symbol == CE and r.action == "SELL"]
-    return row.orderid
-
-
 def _nothing_booked_nothing_protected(stack: Stack) -> None:
     assert stack.db.pending_fills() == [] and stack.db.fills(client_id="s-e1") == []
     assert _stops_at_broker(stack) == []  # no stop for a position that does not exist
     assert stack.held("s") == {}
 
 
+def _carried_over_then_ended(stack: Stack, between: str, final: OrderStatus) -> None:
+    """The entry ``s-e1`` is really ``between`` (for 3 s) under a completed row: it reads
+    ``complete``, books nothing, places no stop, and ends ``final``, still without either."""
+    stack.advance(1.0)
+    [row] = [r for r in stack.sim.raw_orderbook() if r.symbol == CE and r.action == "SELL"]
+    assert _shown_and_raw(stack, row.orderid) == ("complete", between)
+    stack.advance(1.0)  # polls and status reads of a row that says "complete"
+    _nothing_booked_nothing_protected(stack)
+    stack.advance(2.0)  # the exchange answers
+    assert _shown_and_raw(stack, row.orderid) == (final.value, final.value)
+    stack.advance(1.0)
+    [stored] = [r for r in stack.db.orders() if r.client_id == "s-e1"]
+    assert stored.status is final
+    _nothing_booked_nothing_protected(stack)
+
+
 def test_an_order_open_pending_for_a_while_then_rejected_is_never_read_as_filled(
-        tmp_path: Path) -> None:
-    stack = _zerodha_stack(tmp_path, latency_s=3.0)
-    try:
-        stack.direct("BUY", symbol=PE)  # the row above ours: it completes
-        stack.advance(3.5)
-        stack.sim.force_rejections(1, "RMS: margin exceeds")
-        stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.MARKET)
-        stack.advance(1.0)
-        oid = _entry_id(stack)
-        assert _shown_and_raw(stack, oid) == ("complete", "open pending")
-        stack.advance(1.0)  # polls and status reads of a row that says "complete"
-        _nothing_booked_nothing_protected(stack)
-        stack.advance(1.5)  # the exchange answers: rejected
-        assert _shown_and_raw(stack, oid) == ("rejected", "rejected")
-        stack.advance(1.0)
-        [row] = [r for r in stack.db.orders() if r.client_id == "s-e1"]
-        assert row.status is OrderStatus.REJECTED
-        _nothing_booked_nothing_protected(stack)
-    finally:
-        stack.close()
+        zerodha: Callable[..., Stack]) -> None:
+    stack = zerodha(latency_s=3.0)
+    stack.direct("BUY", symbol=PE)  # the row above ours: it completes
+    stack.advance(3.5)
+    stack.sim.force_rejections(1, "RMS: margin exceeds")
+    stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.MARKET)
+    _carried_over_then_ended(stack, "open pending", OrderStatus.REJECTED)
 
 
 def test_an_entry_cancel_pending_for_a_while_then_cancelled_is_never_read_as_filled(
-        tmp_path: Path) -> None:
-    stack = _zerodha_stack(tmp_path)
-    try:
-        stack.sim.personality.cancel_latency_s = 3.0  # type: ignore[misc]
-        stack.direct("BUY", symbol=PE)  # the row above ours: complete
-        stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.LIMIT, price=150.0)  # rests
-        stack.tell("orders", CancelIntent("s-e1", "switch"))
-        stack.advance(1.0)
-        oid = _entry_id(stack)
-        assert _shown_and_raw(stack, oid) == ("complete", "cancel pending")
-        stack.advance(1.5)
-        _nothing_booked_nothing_protected(stack)
-        stack.advance(2.0)
-        assert _shown_and_raw(stack, oid) == ("cancelled", "cancelled")
-        stack.advance(1.0)
-        [row] = [r for r in stack.db.orders() if r.client_id == "s-e1"]
-        assert row.status is OrderStatus.CANCELLED
-        _nothing_booked_nothing_protected(stack)
-    finally:
-        stack.close()
+        zerodha: Callable[..., Stack]) -> None:
+    stack = zerodha()
+    stack.sim.personality.cancel_latency_s = 3.0  # type: ignore[misc]
+    stack.direct("BUY", symbol=PE)  # the row above ours: complete
+    stack.order("s-e1", Action.SELL, 65, pricetype=PriceType.LIMIT, price=150.0)  # rests
+    stack.tell("orders", CancelIntent("s-e1", "switch"))
+    _carried_over_then_ended(stack, "cancel pending", OrderStatus.CANCELLED)
