@@ -323,7 +323,7 @@ def test_a_sibling_asking_the_failed_child_does_not_hold_its_restart(
     events = tree.since(mark)
     assert ("gave up", "b", "WaitCancelled") in events
     assert events.index(("stop", "b")) < events.index(("start", "a"))
-    assert tree.status("b").restarts == 1
+    assert tree.wait_status("b", lambda st: st.alive).restarts == 1
 
 
 # -- restart types --------------------------------------------------------------------------------
