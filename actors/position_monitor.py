@@ -75,7 +75,13 @@ from engine.messages import (
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
 from engine.store.database import Database
-from engine.trading.pending import PendingBook, add_pending, add_priced, outstanding
+from engine.trading.pending import (
+    PendingBook,
+    add_pending,
+    add_priced,
+    is_pending,
+    outstanding,
+)
 
 CHECK_TIMER = "positions.check"
 FLUSH_TIMER = "positions.flush"
@@ -250,6 +256,11 @@ class PositionMonitor(EngineActor):
             logger.warning("positions[{}]: fill {} of account {!r} ignored", self.account,
                            fill.key, fill.account)
             return
+        pos = self._positions.get((fill.strategy, fill.symbol))
+        # a fill that prices a quantity held as pending was traded well before its ts
+        late = pos is not None and is_pending(
+            pos.pending_buy if fill.action is Action.BUY else pos.pending_sell,
+            fill.broker_order_id)
         try:
             applied = self._apply_fill(fill)
         except InvalidFill as exc:
@@ -260,7 +271,7 @@ class PositionMonitor(EngineActor):
             return
         if applied:
             price = self._prices.get(fill.symbol)
-            if fill.price > 0 and (price is None or price.ts < fill.ts):
+            if fill.price > 0 and not late and (price is None or price.ts < fill.ts):
                 # a fill is a traded price: a position just opened is priced, not "stale",
                 # until the feed's first tick for the symbol arrives
                 self._set_price(fill.symbol, fill.price, fill.ts)

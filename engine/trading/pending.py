@@ -37,6 +37,12 @@ def add_priced(book: PendingBook, orderid: str, cumulative: int) -> int:
     return before - max(0, pending - done)
 
 
+def is_pending(book: PendingBook, orderid: str) -> bool:
+    """Whether part of ``orderid`` is held without a price."""
+    pending, done = book.get(orderid, (0, 0))
+    return pending > done
+
+
 def outstanding(book: PendingBook) -> int:
     """Quantity held without a price."""
     return sum(max(0, pending - done) for pending, done in book.values())
