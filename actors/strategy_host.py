@@ -361,6 +361,7 @@ class StrategyHost(EngineActor):
             return
         signed = new if pending.action is Action.BUY else -new
         self.net[pending.symbol] = self.net.get(pending.symbol, 0) + signed
+        self.corrected.discard(pending.symbol)  # as a fill: the strategy's own quantity again
         self._dirty = True
         self._call(self._strategy.on_fill_pending, pending)
 
