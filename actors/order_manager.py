@@ -543,12 +543,13 @@ class OrderManager(EngineActor):
         speed = self.clock.speed
         return self.settings.unknown_settle_s * speed if math.isfinite(speed) else 0.0
 
-    def _resolve_unknown(self, order: TrackedOrder, rows: list[OrderRow], now: float) -> None:
+    def _resolve_unknown(self, order: TrackedOrder, rows: list[OrderRow], now: float,
+                         sent: float) -> None:
         """Adopt the orderbook row an unknown placement became, else (once the request can no
-        longer be in flight) re-send, bounded."""
+        longer be in flight when the read was ``sent``) re-send, bounded."""
         row = self.book.match_unknown(order, rows, self.settings.match_skew_s)
         since = self._unknown_since.get(order.client_id, float("-inf"))
-        if row is None and now - since < self._settle_engine_s():
+        if row is None and sent - since < self._settle_engine_s():
             return  # the server may still place it: absent from this read proves nothing
         self._unknown_since.pop(order.client_id, None)
         if row is not None:
@@ -732,6 +733,7 @@ class OrderManager(EngineActor):
         """Read the orderbook (if anything is working): apply our rows, resolve unknowns."""
         if not self.book.needs_poll():
             return
+        sent = self.now()  # absence proves something only for a read sent late enough
         try:
             rows = self._reads.orderbook()
         except BrokerError as exc:
@@ -752,7 +754,7 @@ class OrderManager(EngineActor):
                 self._apply(report)
         for order in self.book.working_legs():
             if order.status is S.UNKNOWN and order.broker_order_id is None:
-                self._resolve_unknown(order, rows, now)
+                self._resolve_unknown(order, rows, now, sent)
         self._price_claims()
 
     # -- recovery --------------------------------------------------------------------------------
