@@ -317,6 +317,30 @@ class Fill:
 
 
 @frozen
+class PendingFill:
+    """Quantity the broker says is filled on an order whose price it does not give yet
+    (docs/execution-and-risk.md, "Fill prices"). The position holds the quantity (so its stop is
+    placed), marked at the last price; no P&L or R is booked from it. The priced ``Fill`` of
+    the same order later completes it (up to ``cumulative_quantity``, never counted twice)."""
+
+    client_id: str
+    broker_order_id: str
+    strategy: str
+    account: str
+    symbol: str
+    exchange: str
+    action: Action
+    quantity: int  # newly known filled (beyond what was priced or pending before)
+    cumulative_quantity: int  # filled at the broker on this order, price pending
+    ts: float
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.broker_order_id, self.cumulative_quantity)
+
+
+@frozen
 class BrokerOrderUpdate:
     """The broker reported an order's state (order-update stream, or an orderbook poll).
 
@@ -339,6 +363,10 @@ class BrokerOrderUpdate:
     pricetype: str = ""
     rejection_reason: str = ""
     source: str = "stream"  # "stream" | "poll" | "status" | "tradebook"
+    #: False when the status may be another row's, carried over (OpenAlgo's Zerodha orderbook
+    #: gives an in-between state the status of the row above): its quantity is not booked
+    #: before the tradebook shows it
+    status_certain: bool = True
 
 
 @frozen
@@ -373,6 +401,7 @@ class PositionMark:
     r_multiple: float
     ts: float
     fresh: bool = True
+    price_pending: int = 0  # of ``quantity``, filled at the broker with its price not known yet
 
 
 @frozen

@@ -53,7 +53,13 @@ from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_sta
 from engine.messages import Tick, frozen
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
-from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
+from engine.sim.personalities import (
+    CANCEL_PENDING,
+    NAMES,
+    OPEN_PENDING,
+    Personality,
+    personality,
+)
 
 ACTIONS = ("BUY", "SELL")
 PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
@@ -87,7 +93,8 @@ class MatchingSettings:
                                    min=0)
     partial_fill_lots: int = setting(0, "fill at most this many lots per tick (0 = whole order "
                                         "at once)", min=0, max=10_000)
-    latency_s: float = setting(0.0, "clock seconds before a new order becomes active", min=0,
+    latency_s: float = setting(0.0, "clock seconds before a new order becomes active (shown "
+                               "as open pending by personalities that do, e.g. zerodha)", min=0,
                                max=3600)
     rejection_rate: float = setting(0.0, "probability that the broker rejects a new order",
                                     min=0, max=1)
@@ -224,6 +231,7 @@ class _Order:
     rejection_reason: str = ""
     updated_ts: float = 0.0
     cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
+    reject_on_activation: str = ""  # rejected by the exchange once the placement latency ends
 
     @property
     def average_price(self) -> float:
@@ -432,7 +440,10 @@ class SimulatedBroker:
                 working="STOP" if pricetype in ("SL", "SL-M") else pricetype, updated_ts=now)
             self._orders[order.orderid] = order
             reason = self._broker_rejection()
-            if reason:
+            if reason and not order.active and self.personality.placement_pending:
+                # the exchange answers after the in-between state (``open pending``)
+                order.reject_on_activation = reason
+            elif reason:
                 order.status = REJECTED
                 order.rejection_reason = reason
                 self._notify(order)
@@ -775,6 +786,10 @@ class SimulatedBroker:
             if order.status in TERMINAL_STATUSES:
                 return
             order.active = True
+            if order.reject_on_activation:
+                order.rejection_reason = order.reject_on_activation
+                self._finish(order, REJECTED)
+                return
             order.fresh = True
             self._match_now(order, self._markets[(order.symbol, order.exchange)])
 
@@ -919,10 +934,20 @@ class SimulatedBroker:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
-                        status=CANCEL_PENDING if o.cancelling and o.status not in
-                        TERMINAL_STATUSES else o.status, timestamp=fmt_timestamp(o.placed_ts),
+                        status=self._raw_status(o), timestamp=fmt_timestamp(o.placed_ts),
                         average_price=o.average_price, filled_quantity=o.filled_quantity,
                         strategy=o.strategy, rejection_reason=o.rejection_reason)
+
+    def _raw_status(self, o: _Order) -> str:
+        """The exchange's status, in-between states included: ``cancel pending`` while a
+        cancel travels, ``open pending`` while a placement does (personalities that show it)."""
+        if o.status in TERMINAL_STATUSES:
+            return o.status
+        if o.cancelling:
+            return CANCEL_PENDING
+        if not o.active and self.personality.placement_pending:
+            return OPEN_PENDING
+        return o.status
 
     def _notify(self, order: _Order) -> None:
         if not self._listeners:
