@@ -101,6 +101,7 @@ from engine.messages import (
     OrderEvent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PositionMark,
     PriceType,
     Severity,
@@ -111,6 +112,7 @@ from engine.messages import (
 )
 from engine.runtime.clock import fmt_ist, to_ist
 from engine.settings import setting
+from engine.trading.pending import PendingBook, add_pending, add_priced, outstanding
 from strategies.base import Strategy, StrategyContext
 
 EVAL_TIMER = "evaluate"
@@ -304,10 +306,13 @@ class Position:
     exit_failures: int = 0
     recorded: bool = False
     covers: dict[str, Cover] = field(default_factory=dict)
+    #: entry quantity the broker filled before giving its price (engine.trading.pending)
+    pending: PendingBook = field(default_factory=dict)
 
     @property
     def open_qty(self) -> int:
-        return self.sold_qty - self.bought_qty
+        """Sold (priced, and filled with the price pending) less bought back."""
+        return self.sold_qty + outstanding(self.pending) - self.bought_qty
 
     @property
     def avg_entry(self) -> float:
@@ -544,7 +549,7 @@ class BaselineV1(Strategy):
         self.d.candidates[key] = Candidate(swing.symbol, option.kind, option.strike, swing.price,
                                            swing.vwap, swing.bar_start)
         self._track(swing.symbol, swing.bar_start)
-        logger.info("{}: candidate swing low {} at {} (VWAP premium {:.2%})", swing.symbol,
+        logger.debug("{}: candidate swing low {} at {} (VWAP premium {:.2%})", swing.symbol,
                     swing.price, fmt_ist(swing.bar_start), premium)
 
     def on_swing_broken(self, broken: SwingBroken) -> None:
@@ -556,7 +561,7 @@ class BaselineV1(Strategy):
             return  # not a swing the strategy was trading
         self._touch()
         self.d.ignored.add(key)
-        logger.info("{}: swing low {} broken by {} at {}; never traded again", broken.symbol,
+        logger.debug("{}: swing low {} broken by {} at {}; never traded again", broken.symbol,
                     broken.price, broken.by, fmt_ist(broken.broken_ts))
         for entry in entries:
             if entry.broken_ts is None or broken.broken_ts < entry.broken_ts:
@@ -597,7 +602,8 @@ class BaselineV1(Strategy):
         d = self.d
         if not d.stopped:
             d.stopped = reason
-            logger.warning("baseline_v1: the exit coordinator closes everything ({}); no new "
+            # the host has logged the exit coordinator's order: detail
+            logger.debug("baseline_v1: the exit coordinator closes everything ({}); no new "
                            "entries today", reason)
         if reason == "eod":
             d.eod_done = True
@@ -709,7 +715,7 @@ class BaselineV1(Strategy):
         d.last_cancel[entry.symbol] = now
         d.entries[new_id] = self._new_entry(new_id, best, now, replaces=cid)
         d.slots[kind] = new_id
-        logger.info("baseline_v1: {} entry {} {} -> {} {} (sl {:.2f} points, qty {})", kind,
+        logger.debug("baseline_v1: {} entry {} {} -> {} {} (sl {:.2f} points, qty {})", kind,
                     cid, entry.symbol, new_id, target.symbol, best.sl_points, best.quantity)
 
     def _enter(self, plan: Plan, now: float) -> None:
@@ -724,7 +730,7 @@ class BaselineV1(Strategy):
                              reason=f"swing low {c.price} at {fmt_ist(c.bar_start)}")
         self.d.entries[cid] = self._new_entry(cid, plan, now)
         self.d.slots[c.kind] = cid
-        logger.info("baseline_v1: {} entry {} SELL {} x{} trigger {} limit {} (stop {:.2f}, sl "
+        logger.debug("baseline_v1: {} entry {} SELL {} x{} trigger {} limit {} (stop {:.2f}, sl "
                     "{:.2f} points)", c.kind, cid, c.symbol, plan.quantity, plan.trigger,
                     plan.limit, plan.stop, plan.sl_points)
 
@@ -811,7 +817,7 @@ class BaselineV1(Strategy):
                   if now - t <= cfg.churn_symbol_window_s] + [now]
         d.churn_cycles[symbol] = cycles
         d.churn_total += 1
-        logger.warning("baseline_v1: churn cycle on {} ({} on it in {:.0f}s, {} today)", symbol,
+        logger.info("baseline_v1: churn cycle on {} ({} on it in {:.0f}s, {} today)", symbol,
                        len(cycles), cfg.churn_symbol_window_s, d.churn_total)
         if d.churn_total >= cfg.churn_total_cycles:
             d.churn_paused = True
@@ -844,7 +850,7 @@ class BaselineV1(Strategy):
                                f"rejected: {event.reason or 'no reason given'}")
             elif slot_kind and not old.done:
                 # the order manager did not place the switch: the old order stands
-                logger.info("baseline_v1: switch {} -> {} not done ({}); {} stays",
+                logger.debug("baseline_v1: switch {} -> {} not done ({}); {} stays",
                             old.client_id, entry.client_id, event.reason, old.client_id)
                 d.slots[slot_kind] = old.client_id
                 old.cancel_ts = None
@@ -861,16 +867,39 @@ class BaselineV1(Strategy):
         if slot_kind:
             del d.slots[slot_kind]
 
+    def on_fill_pending(self, pending: PendingFill) -> None:
+        """An entry filled without its price yet: the position holds it and its stop is placed
+        now (the stop's trigger never depends on the fill price); P&L waits for the priced
+        fill. A cover's pending fill changes nothing here: its priced fill follows."""
+        self._touch()
+        entry = self.d.entries.get(pending.client_id)
+        if entry is None or pending.action is not Action.SELL:
+            logger.info("baseline_v1: {} {} filled, price pending; waiting for the price",
+                        pending.client_id, pending.quantity)
+            return
+        pos = self._entry_position(entry, pending.ts)
+        if not add_pending(pos.pending, pending.broker_order_id, pending.cumulative_quantity):
+            return
+        logger.warning("baseline_v1: entry {} filled {} on {}, price pending (position -{}); "
+                       "protecting it now", entry.client_id, pending.quantity, entry.symbol,
+                       pos.open_qty)
+        self._protect(pos)
+
+    def _entry_position(self, entry: Entry, ts: float) -> Position:
+        pos = self.d.positions.get(entry.symbol)
+        if pos is None:
+            pos = self.d.positions[entry.symbol] = Position(
+                symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
+                stop=entry.stop, entry_ts=ts, entry_client_id=entry.client_id,
+                sl_points=entry.stop - entry.swing_price)
+            self._track(entry.symbol, entry.swing_start)
+        return pos
+
     def _entry_fill(self, entry: Entry, fill: Fill) -> None:
         d = self.d
         entry.filled += fill.quantity
-        pos = d.positions.get(entry.symbol)
-        if pos is None:
-            pos = d.positions[entry.symbol] = Position(
-                symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
-                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id,
-                sl_points=entry.stop - entry.swing_price)
-            self._track(entry.symbol, entry.swing_start)
+        pos = self._entry_position(entry, fill.ts)
+        add_priced(pos.pending, fill.broker_order_id, fill.cumulative_quantity)
         pos.sold_qty += fill.quantity
         pos.sold_value += fill.quantity * fill.price
         d.traded.add(entry.symbol)
@@ -891,7 +920,7 @@ class BaselineV1(Strategy):
         self.ctx.cancel(entry.client_id, reason)
         entry.cancel_ts = now
         self.d.last_cancel[entry.symbol] = now
-        logger.info("baseline_v1: cancel entry {} on {}: {}", entry.client_id, entry.symbol,
+        logger.debug("baseline_v1: cancel entry {} on {}: {}", entry.client_id, entry.symbol,
                     reason)
 
     def _cancel_entries(self, reason: str) -> None:
@@ -1010,8 +1039,11 @@ class BaselineV1(Strategy):
             logger.warning("baseline_v1: {} not placed ({}); stop {} stays", cover.client_id,
                            event.reason, replaced.client_id)
             return
+        # a stop the exit coordinator cancelled (to replace it with its market exit) is no
+        # failure: the coordinator told on_exit first and owns the position now
         failed = status in (OrderStatus.REJECTED, OrderStatus.EXPIRED) or (
-            status is OrderStatus.CANCELLED and replacement is None and not cover.cancel_sent)
+            status is OrderStatus.CANCELLED and replacement is None and not cover.cancel_sent
+            and not self.d.stopped)
         if failed:
             if cover.role == "stop":
                 pos.stop_failures += 1
@@ -1039,8 +1071,10 @@ class BaselineV1(Strategy):
         d.realized += pnl
         pos.exit_ts = fill.ts
         pos.exit_client_id = fill.client_id
-        logger.info("baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
-                    fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
+        # a position this closes gets its trade line next (record_trade): this one is detail
+        logger.log("DEBUG" if pos.open_qty == 0 and not pos.recorded else "INFO",
+                   "baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
+                   fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
         if pos.open_qty < 0:
             self.ctx.alert("naked_long", f"{pos.symbol}: bought back more than was sold "
                            f"({pos.bought_qty} > {pos.sold_qty})", Severity.CRITICAL)

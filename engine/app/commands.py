@@ -46,7 +46,7 @@ def init_logging(cfg: Config, *, console: bool | None = None) -> None:
     setup_logging(level=cfg.logging.level, log_file=log_file, rotation=cfg.logging.rotation,
                   retention=cfg.logging.retention,
                   console=cfg.logging.console if console is None else console,
-                  secrets=cfg.secrets.values())
+                  secrets=cfg.secrets.values(), console_level=cfg.logging.console_level or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +269,14 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"
           + (f"; recorded to {result.record_to}" if result.record_to else ""))
-    return _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
+    code = _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
                        result.checks, result.safe_stop)
+    from engine.market.bars import quality_table
+
+    table = quality_table(result.quality)  # as a replay ends
+    if table:
+        print("\n".join(table))
+    return code
 
 
 def _end_of_run(cfg: Config, db_path: Path, strategies: tuple[str, ...], day: date | None,
@@ -399,10 +405,19 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
     add.add_argument("--basic-auth-stdin", action="store_true",
                      help="read the proxy's password from standard input (after the API key's "
                      "line when --key-stdin is given too)")
+    notify = actions.add_parser(
+        "set-notify", allow_abbrev=False, help="where the account's alerts and trade events go: "
+        "apprise URLs (Telegram, Discord, Slack, e-mail, webhooks), stored encrypted; they come "
+        "from NIFTY_ENGINE_NOTIFY_URLS or, with --stdin, one line of standard input — never an "
+        "argument")
+    notify.add_argument("name")
+    how = notify.add_mutually_exclusive_group()
+    how.add_argument("--stdin", action="store_true", help="read the URLs from standard input")
+    how.add_argument("--clear", action="store_true", help="remove the stored URLs")
     listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
     remove = actions.add_parser("remove", help="delete a stored account")
     remove.add_argument("name")
-    for action in (add, listing, remove):
+    for action in (add, notify, listing, remove):
         action.add_argument("--db", metavar="PATH",
                             help="engine database (default: store.path)")
 
@@ -450,6 +465,7 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
         check_account,
     )
     from engine.runtime.clock import WallClock
+    from engine.runtime.notify import URLS_ENV
     from engine.store.database import Database, StoreError
 
     init_logging(cfg, console=False)
@@ -465,6 +481,12 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
                 created = vault.add(args.name, args.host, args.ws_url, args.role, api_key,
                                     _basic_auth_input(args))
                 print(f"{'added' if created else 'updated'} account {args.name} in {path}")
+            elif args.accounts_action == "set-notify":
+                urls = "" if args.clear else _secret_input(
+                    args.stdin, "notification URLs: ", URLS_ENV, "--stdin")
+                count = vault.set_notify(args.name, urls)
+                print(f"account {args.name}: notices go to {count} URL(s)" if count else
+                      f"account {args.name}: no notification URLs stored")
             elif args.accounts_action == "remove":
                 vault.remove(args.name)
                 print(f"removed account {args.name} from {path}")
@@ -490,15 +512,66 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     from engine.report.data import ReportError
     from engine.report.page import write_report
 
-    settings = cfg.section("report")
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
-                           symbol=args.symbol, strategy=args.strategy, settings=settings,
+                           symbol=args.symbol, strategy=args.strategy,
                            charges=cfg.section("charges"))
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(out)
+    return EXIT_OK
+
+
+def _configure_dashboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="a finished run's engine database (default: the store path)")
+    p.add_argument("--date", help="trading date YYYY-MM-DD (default: the latest one recorded)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: [dashboard] port; "
+                   "0: any free port)")
+
+
+def run_dashboard(args: argparse.Namespace, cfg: Config) -> int:
+    """Serve the dashboard of a finished run's database until interrupted; the link (token
+    included) is printed on stdout, never logged."""
+    import threading
+    from dataclasses import replace
+
+    from engine.app.dashboard.server import DashboardError, DashboardServer
+    from engine.app.dashboard.view import DashboardView
+    from engine.app.modes import stop_on_signals
+    from engine.report.data import ReportError
+    from engine.store.database import StoreError
+
+    path = Path(args.db or cfg.store.path)
+    if not path.is_file():
+        print(f"dashboard: {path}: no such database file", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = cfg.section("dashboard")
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            print(f"dashboard: --port {args.port} is not a port (0..65535)", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = replace(settings, port=args.port)
+    try:
+        view = DashboardView(path, day=args.date)
+    except (ReportError, StoreError) as exc:
+        print(f"dashboard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    server = DashboardServer(view, settings)
+    try:
+        server.start()
+    except DashboardError as exc:
+        server.close()
+        print(f"dashboard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        print(server.url, flush=True)
+        print(f"serving {path} ({view.day.isoformat()}); Ctrl-C stops", file=sys.stderr,
+              flush=True)
+        with stop_on_signals(threading.Event()) as stop:
+            stop.wait()
+    finally:
+        server.close()
     return EXIT_OK
 
 
@@ -660,6 +733,8 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("simulator", "run the OpenAlgo-compatible simulator standalone",
                 _configure_simulator, run_simulator_cmd),
     CommandSpec("report", "write the day report (HTML)", _configure_report, run_report),
+    CommandSpec("dashboard", "serve the dashboard of a finished run's database (a running "
+                "paper or live engine serves its own)", _configure_dashboard, run_dashboard),
     CommandSpec("status", "ask a running engine for its status", _configure_status, run_status),
     CommandSpec("pause", "block new entries (working orders, stops and positions stay)",
                 _configure_operator_command, run_operator_command),

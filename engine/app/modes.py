@@ -35,6 +35,7 @@ from loguru import logger
 
 from actors.feed import FeedCallbacks
 from engine.app.accounts import env_basic_auth, proxy_access
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.session_end import (
@@ -113,6 +114,7 @@ class PaperResult:
     checks: SessionChecks = field(default_factory=SessionChecks)
     strategies: tuple[str, ...] = ()
     trading_day: date | None = None
+    quality: dict[str, dict[str, int]] = field(default_factory=dict)  # symbol -> reason -> n
 
 
 def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
@@ -137,6 +139,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
     checks = SessionChecks()
     engine: Engine | None = None
     published = 0
+    quality: dict[str, dict[str, int]] = {}
     # the market waits for the machine: never ahead of what the engine has taken in
     pacer = Pacer(backlog=lambda: sim.pending_ticks() + (
         engine.registry.backlog() if engine is not None else 0))
@@ -159,6 +162,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         with ExitStack() as channel:
             if strategies:  # a paper run that trades is operated like live
                 channel.enter_context(control_channel(engine, openalgo_url=sim.rest_url))
+            channel.enter_context(dashboard_channel(engine, openalgo_url=sim.rest_url))
             _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
             if on_started is not None:
                 on_started(engine, sim)
@@ -188,6 +192,8 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account="paper", day_over=not stop.is_set()
                               and past_eod(cfg, last))
+            if not engine.safe_stop_reason:
+                quality = engine.data_quality()
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
@@ -201,7 +207,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         sim.stop()
         clock.stop()
     return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe,
-                       checks, strategies, trading_date(first))
+                       checks, strategies, trading_date(first), quality)
 
 
 def past_eod(cfg: Config, ts: float) -> bool:

@@ -29,6 +29,7 @@ Consumers start before producers, so the first bar already finds its swing detec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -46,6 +47,7 @@ from loguru import logger
 from actors.bar_builder import BarBuilder, builder_name
 from actors.feed import ConnectionFactory, Feed, MarketDataSettings
 from actors.health import Health
+from actors.notifier import NOTIFIED_TYPES, Notifier
 from actors.store import StoreWriter
 from engine.app.facts import instrument_spec
 from engine.broker import Broker, HistoryBar, OrderRow
@@ -57,9 +59,25 @@ from engine.market.instruments import (
     minute_start,
     session_bounds,
 )
-from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
+from engine.messages import (
+    DeadLetter,
+    Fill,
+    LoadState,
+    LoadStates,
+    RestartRecord,
+    StatusRequest,
+    TradingGate,
+)
 from engine.runtime.clock import Clock
 from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.logs import use_clock
+from engine.runtime.notify import (
+    Delivery,
+    NotifySettings,
+    notify_urls,
+    redacted,
+    safe_stop_notice,
+)
 from engine.runtime.registry import Registry
 from engine.runtime.supervisor import (
     ChildSpec,
@@ -114,6 +132,9 @@ class EngineParts:
     facts: InstrumentFacts | None = None
     # run every actor on the calling thread (replay); None: a Pykka thread per actor
     dispatcher: Dispatcher | None = None
+    # apprise URLs for notices besides NIFTY_ENGINE_NOTIFY_URLS (the config's secrets): the
+    # traded account's, from the encrypted account store
+    notify_urls: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,6 +161,8 @@ class Engine:
                                  dispatcher=parts.dispatcher)
         self.supervisor: SupervisorHandle | None = None
         self.safe_stop_reason: str | None = None
+        self._log_clock: contextlib.AbstractContextManager[None] | None = None
+        self.delivery = self._delivery()
         self.stopped = threading.Event()
         self._switch_before: float | None = None  # the GIL switch interval before start
 
@@ -150,17 +173,42 @@ class Engine:
     def tree(self) -> SupervisorSpec:
         cfg = self.cfg
         sup = cfg.supervision
-        store = ChildSpec("store", lambda s: StoreWriter.start(self.db, s))
+        notify = self._notify_name()
+        store = ChildSpec("store", lambda s: StoreWriter.start(
+            self.db, s, tap=notify, tap_types=NOTIFIED_TYPES))
+        health_settings = cfg.section("health")
         health = ChildSpec("health", lambda s: Health.start(
-            s, settings=cfg.section("health"), instrument=self.spec_instrument,
-            restarts=self.restart_count))
+            s, settings=health_settings, instrument=self.spec_instrument,
+            restarts=self.restart_count, notify=notify,
+            log_every_s=health_settings.replay_heartbeat_log_s
+            if self.parts.mode == "replay" else None))
         market = SupervisorSpec("market_data", Strategy.ONE_FOR_ONE,
                                 [*self._recorder_spec(), self._feed_spec(), *self._bar_specs()],
                                 sup.market_data)
         groups: list[ChildSpec | SupervisorSpec] = [store, health]
+        if self.delivery is not None:
+            delivery, settings = self.delivery, cfg.section("notify")
+            groups.insert(0, ChildSpec("notifier", lambda s: Notifier.start(
+                s, settings=settings, delivery=delivery)))
         if self.parts.strategies:
             groups += [self._execution_group(), self._strategy_group()]
         return SupervisorSpec("engine", Strategy.ONE_FOR_ONE, [*groups, market], sup.root)
+
+    def _notify_name(self) -> str | None:
+        return "notifier" if self.delivery is not None else None
+
+    def _delivery(self) -> Delivery | None:
+        """The notices' delivery thread when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS`` and the
+        account's stored ones) and ``[notify]`` is on (a replay only with ``replay = true``); it
+        lives outside the tree, so a safe stop still reaches the phone."""
+        settings: NotifySettings = self.cfg.section("notify")
+        urls = list(dict.fromkeys(notify_urls(self.cfg.secrets.notify_urls)
+                                  + notify_urls(self.parts.notify_urls)))
+        if not urls or not settings.enabled or (self.parts.mode == "replay"
+                                                and not settings.replay):
+            return None
+        logger.info("notify: {} URL(s): {}", len(urls), ", ".join(map(redacted, urls)))
+        return Delivery(urls, settings)
 
     def _execution_group(self) -> SupervisorSpec:
         from actors.order_manager import OrderManager
@@ -254,6 +302,9 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        # lines carry the engine's time: market time in replay and paper
+        self._log_clock = use_clock(self.clock.time)
+        self._log_clock.__enter__()
         logger.info("engine starting: mode {} with {} symbols, database {}", self.parts.mode,
                     len(self.parts.symbols), self.db.path)
         if self.parts.dispatcher is None and self._switch_before is None:
@@ -285,6 +336,11 @@ class Engine:
         if self._switch_before is not None:
             sys.setswitchinterval(self._switch_before)
             self._switch_before = None
+        if self.delivery is not None:
+            self.delivery.stop(self.cfg.section("notify").timeout_s)
+        if self._log_clock is not None:
+            self._log_clock.__exit__(None, None, None)
+            self._log_clock = None
         self.stopped.set()
 
     def load_state(self, name: str) -> StoredStrategyState | None:
@@ -302,6 +358,31 @@ class Engine:
         account = self.parts.account
         return (self.db.orders(trading_date=day, strategy=strategy, account=account),
                 self.db.fills(strategy=strategy, account=account, trading_date=day))
+
+    def data_quality(self, timeout: float = 10.0) -> dict[str, dict[str, int]]:
+        """Rejected ticks per symbol and reason, for the end-of-run table (``quality_table``):
+        each bar builder's counts, ``late`` included, and over a real feed the frames its client
+        dropped before they became ticks (row ``(feed)``, by reason). A part that does not
+        answer is left out, and said so in one line."""
+        out: dict[str, dict[str, int]] = {}
+        silent = 0
+        for sym in self.symbols():
+            try:
+                stats = self.ask(builder_name(sym), StatusRequest(), timeout=timeout)
+            except Exception:
+                silent += 1
+                continue
+            out[sym] = {**stats.invalid, "late": stats.late}
+        try:
+            dropped = self.ask("feed", StatusRequest(), timeout=timeout).get("dropped") or {}
+        except Exception:
+            dropped, silent = {}, silent + 1
+        if dropped:
+            out["(feed)"] = dict(dropped)
+        if silent:
+            logger.warning("data quality: {} part(s) did not answer; the table leaves them out",
+                           silent)
+        return out
 
     def restart_count(self) -> int:
         return self.supervisor.restart_count() if self.supervisor is not None else 0
@@ -328,6 +409,8 @@ class Engine:
     def _safe_stop(self, reason: str) -> None:
         """The root gave up: no new orders, stops stay where they are, alert, exit non-zero."""
         self.safe_stop_reason = reason
+        if self.delivery is not None:
+            self.delivery.put(safe_stop_notice(reason, self.clock.time()))
         logger.critical("[SAFE STOP] supervisor gave up: {}. No new orders will be placed; "
                         "resting stop orders stay at the broker.", reason)
         self.stopped.set()

@@ -42,13 +42,16 @@ from engine.messages import GateQuery, Tick
 from engine.runtime.clock import WallClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from tests.engine.app.test_live import ATM, KEY, SPEC, config
-from tests.support import until
+from tests.support import TEST_ENV, until
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 class Trading:
-    def __init__(self, tmp_path: Path) -> None:
+    """``run_trading`` at a paper venue on a wall-clock simulator; ``sections`` replace
+    configuration sections (``dashboard=...``)."""
+
+    def __init__(self, tmp_path: Path, **sections: object) -> None:
         day = trading_date(time.time())
         self.ce = option_symbol("NIFTY", next_expiry(day, SPEC), ATM, "CE")
         self.sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0,
@@ -60,7 +63,7 @@ class Trading:
         self.cfg = cfg.replace(
             reconcile=ReconcileSettings(interval_s=1.0, startup_retry_s=0.5),
             openalgo=replace(cfg.openalgo, timeout_s=0.5, retries=1),
-            feed=replace(cfg.feed, reconnect_base_s=0.2, reconnect_max_s=0.5))
+            feed=replace(cfg.feed, reconnect_base_s=0.2, reconnect_max_s=0.5), **sections)
         self.sock = self.cfg.section("control").socket_path
         venue = Venue("paper", self.sim.rest_url, self.sim.ws_url, KEY, WallClock(), "paper")
         self.stop = threading.Event()
@@ -167,7 +170,7 @@ def test_plain_paper_has_the_control_socket(tmp_path: Path) -> None:
     session = small_session(tmp_path / "s.db", date="2025-09-03", seed=31, symbols=1,
                             minutes=3).path
     sock = str(Path(tempfile.mkdtemp(dir="/tmp")) / "p.sock")
-    cfg = load_config(None, env={}, overrides={
+    cfg = load_config(None, env=TEST_ENV, overrides={
         "simulator.rest_port": "0", "simulator.ws_port": "0", "store.synchronous": "NORMAL"})
     cfg = cfg.replace(control=ControlSettings(socket_path=sock))
     stop = threading.Event()
