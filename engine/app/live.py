@@ -57,16 +57,13 @@ def _refuse_semi_auto(broker: OpenAlgoClient) -> None:
         raise ConfigError(SemiAutoMode.HINT, key="openalgo")
 
 
-def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
-                stop: threading.Event, atm: int | None = None, expiry: date | None = None,
-                control_path: str | None = None, on_started: Any = None) -> Engine:
-    """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
-    stop; returns the stopped engine."""
+def day_engine(cfg: Config, venue: Venue, broker: OpenAlgoClient, *, db_path: Path,
+               strategies: tuple[str, ...], atm: int | None = None,
+               expiry: date | None = None) -> tuple[Engine, float | None]:
+    """The engine of the day the clock is in: the instrument facts, the spot and the universe
+    read from the broker now (so at or after the open, for that day); returns it unstarted,
+    with the spot it was selected at."""
     clock = venue.clock
-    broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
-                            clock=clock, account=venue.account)
-    if venue.name == "live":
-        _refuse_semi_auto(broker)
     day = trading_date(clock.time())
     facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
     if atm:
@@ -83,12 +80,32 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
                                                ws_url=venue.ws_url, account=venue.account),
                         db_path=db_path, strategies=strategies, account=venue.account)
-    engine = Engine(cfg, parts)
+    return Engine(cfg, parts), spot
+
+
+def venue_broker(cfg: Config, venue: Venue) -> OpenAlgoClient:
+    """The REST client of ``venue`` (live: refused when OpenAlgo is in semi-auto mode)."""
+    broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
+                            clock=venue.clock, account=venue.account)
+    if venue.name == "live":
+        _refuse_semi_auto(broker)
+    return broker
+
+
+def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
+                stop: threading.Event, atm: int | None = None, expiry: date | None = None,
+                control_path: str | None = None, on_started: Any = None) -> Engine:
+    """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
+    stop; returns the stopped engine."""
+    clock = venue.clock
+    broker = venue_broker(cfg, venue)
+    engine, spot = day_engine(cfg, venue, broker, db_path=db_path, strategies=strategies,
+                              atm=atm, expiry=expiry)
     engine.start()
     try:
         with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
             logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
-                        len(symbols), venue.rest_url, spot, db_path)
+                        len(engine.parts.symbols), venue.rest_url, spot, db_path)
             if on_started is not None:
                 on_started(engine)
             while not stop.wait(0.2):

@@ -19,6 +19,7 @@ import threading
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -137,13 +138,33 @@ def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation
         logger.add(stream or sys.stderr, level=level, format=CONSOLE_FORMAT, filter=REDACTOR,
                    colorize=stream is None and sys.stderr.isatty(), backtrace=False,
                    diagnose=False)
+    _FILE_SINK.clear()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(str(log_file), level=level, format=FILE_FORMAT, filter=REDACTOR,
-                   rotation=rotation, retention=retention, encoding="utf-8", enqueue=False,
-                   backtrace=False, diagnose=False)
+        options = dict(level=level, format=FILE_FORMAT, filter=REDACTOR, rotation=rotation,
+                       retention=retention, encoding="utf-8", enqueue=False, backtrace=False,
+                       diagnose=False)
+        _FILE_SINK.append((logger.add(str(log_file), **options), log_file, options))
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
     return REDACTOR
+
+
+#: the file sink of ``setup_logging``: (loguru id, path, options), for ``rotate_files``
+_FILE_SINK: list[tuple[int, Path, dict[str, Any]]] = []
+
+
+def rotate_files() -> Path | None:
+    """Start a fresh log file now (the trading day's closing does it every day); the old one
+    is kept as ``<stem>.<date_time>.log``, which the sink's retention counts. Returns it."""
+    if not _FILE_SINK:
+        return None
+    sink, path, options = _FILE_SINK.pop()
+    logger.remove(sink)
+    old = path.with_name(f"{path.stem}.{datetime.now(IST):%Y-%m-%d_%H-%M-%S_%f}{path.suffix}")
+    if path.exists():
+        path.replace(old)
+    _FILE_SINK.append((logger.add(str(path), **options), path, options))
+    return old if old.exists() else None
 
 
 def add_sink(sink: Any, *, level: str = "DEBUG", fmt: str = FILE_FORMAT) -> int:

@@ -133,6 +133,9 @@ class RestApi:
             payload["mode"] = "analyze"
         return 200, payload
 
+    def now(self) -> float:
+        return self._broker.clock.time()
+
     @property
     def rate_limits(self) -> RateLimits:
         return self._personality.rate_limits
@@ -466,6 +469,9 @@ class RestServer:
             return
         with self._lock:
             self._calls[endpoint] += 1
+        if self._faults.session_expired(self.api.now()):
+            handler.send_json(403, error_body("Invalid openalgo apikey"))
+            return
         delay, fault = self._faults.take_rest_faults(endpoint)
         if delay > 0 and self._stopping.wait(delay):
             handler.close_connection = True

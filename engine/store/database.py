@@ -411,6 +411,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE trades ADD COLUMN r_unit TEXT NOT NULL DEFAULT ''",
     )),
+    Migration(6, "the trading-day lifecycle's transitions", (
+        """CREATE TABLE day_transitions (
+            id            INTEGER PRIMARY KEY,
+            account       TEXT NOT NULL,
+            trading_date  TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            ts            REAL NOT NULL,
+            next_state    TEXT NOT NULL DEFAULT '',
+            next_ts       REAL,
+            detail        TEXT NOT NULL DEFAULT ''
+        )""",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -492,6 +504,21 @@ class StoredDailyState:
     day_latched: bool = False
     latch_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@frozen
+class StoredDayTransition:
+    """One transition of the trading-day lifecycle (engine/market/day_cycle.py) and the one
+    due next."""
+
+    TABLE: ClassVar[str] = "day_transitions"
+    account: str
+    trading_date: date
+    state: str
+    ts: float
+    next_state: str = ""
+    next_ts: float | None = None
+    detail: str = ""
 
 
 @frozen
@@ -590,7 +617,7 @@ class StoredInstrumentFacts:
 
 
 RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTrade | Correction \
-    | StoredAccount | StoredInstrumentFacts
+    | StoredAccount | StoredInstrumentFacts | StoredDayTransition
 
 
 def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
@@ -782,6 +809,7 @@ RECORD_TABLES: dict[str, tuple[Op, tuple[str, ...]]] = {
     "strategy_state": (Op.UPSERT, ("name",)),
     "trades": (Op.INSERT_NEW, ()),
     "reconciliation": (Op.INSERT, ()),
+    "day_transitions": (Op.INSERT, ()),
     "accounts": (Op.UPSERT, ("name",)),
     "instrument_facts": (Op.UPSERT, ("trading_date", "account", "underlying")),
 }
@@ -1200,6 +1228,10 @@ class Database:
         rows = self._select("instrument_facts", {"trading_date": trading_date,
                                                  "account": account, "underlying": underlying})
         return _build(StoredInstrumentFacts, rows[0]) if rows else None
+
+    def day_transitions(self, account: str | None = None) -> list[StoredDayTransition]:
+        rows = self._select("day_transitions", {"account": account}, ("ts", "id"))
+        return [_build(StoredDayTransition, r) for r in rows]
 
 
 def _since(since: float | None) -> Callable[[Table], list[ColumnElement[bool]]]:

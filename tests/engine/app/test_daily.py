@@ -1,0 +1,168 @@
+"""The trading-day lifecycle (engine.app.daily) against the simulator over real sockets, on a
+fast-forward clock: three short generated days with a holiday between the second and the
+third in one engine process; and a broker session that has expired (before the open, and
+mid-day)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from engine.app.control import ControlSettings, send_command
+from engine.app.daily import DayLifecycle, Transition
+from engine.app.facts import instrument_spec
+from engine.app.sections import load_config
+from engine.app.tree import Engine
+from engine.app.venues import Venue
+from engine.config import Config
+from engine.market.day_cycle import DaySettings, DayState
+from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, next_expiry, option_symbol
+from engine.market.universe import UniverseSettings
+from engine.messages import Action, OrderIntent, OrderPurpose, PriceType, StatusRequest, Tick
+from engine.runtime.clock import IST
+from engine.runtime.fastforward import FastForwardClock
+from engine.sim.server import SimulatorServer, SimulatorSettings
+from engine.store.database import Database
+from tests.support import until
+
+KEY = "daily-test-key-5c2e81"
+HOLIDAY = date(2026, 1, 7)  # a Wednesday
+DAYS = (date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 8))
+SPOTS = (24000.0, 24200.0, 23800.0)
+SPEED = 100.0
+
+
+def at(day: date, hh: int, mm: int, ss: int = 0) -> float:
+    return datetime.combine(day, time(hh, mm, ss), IST).timestamp()
+
+
+def config(tmp: Path) -> Config:
+    cfg = load_config(None)
+    return cfg.replace(
+        engine=replace(cfg.engine, state_dir=str(tmp), on_signal="keep_stops"),
+        instrument=replace(cfg.instrument, holidays=(HOLIDAY.isoformat(),)),
+        universe=UniverseSettings(width=0),
+        day=DaySettings(pre_open="09:14", login_deadline="09:15:30", probe_backoff_s=5.0,
+                        probe_backoff_max_s=20.0, session_check_s=10.0),
+        control=ControlSettings(socket_path=str(Path(tempfile.mkdtemp(dir="/tmp")) / "d.sock")))
+
+
+def day_ticks(day: date, spot: float, cfg: Config) -> Iterator[Tick]:
+    """A few minutes after the open and the last twenty of the session, every 5 s."""
+    expiry = next_expiry(day, instrument_spec(cfg, None))
+    ce = option_symbol("NIFTY", expiry, int(round(spot, -2)), "CE")
+    pe = option_symbol("NIFTY", expiry, int(round(spot, -2)), "PE")
+    for start, end in ((at(day, 9, 15), at(day, 9, 20)), (at(day, 15, 12), at(day, 15, 31))):
+        ts = start
+        while ts < end:
+            for sym, exch, ltp in ((INDEX_SYMBOL, INDEX_EXCHANGE, spot), (ce, "NFO", 100.0),
+                                   (pe, "NFO", 95.0)):
+                yield Tick(sym, exch, ltp, recv_ts=ts, exchange_ts=ts,
+                           bid=round(ltp - 0.05, 2) if exch == "NFO" else 0.0,
+                           ask=round(ltp + 0.05, 2) if exch == "NFO" else 0.0)
+            ts += 5.0
+
+
+def skips() -> list[tuple[float, float]]:
+    """Idle market time jumped over: the quiet middle of each day, each night, the holiday."""
+    out = []
+    for i, day in enumerate(DAYS):
+        out.append((at(day, 9, 20, 30), at(day, 15, 12)))
+        if i + 1 < len(DAYS):
+            out.append((at(day, 15, 33), at(DAYS[i + 1], 9, 13)))
+    return out
+
+
+@dataclass
+class Run:
+    cfg: Config
+    sim: SimulatorServer
+    life: DayLifecycle
+    transitions: list[Transition] = field(default_factory=list)
+    universes: dict[date, list[str]] = field(default_factory=dict)
+    statuses: list[dict] = field(default_factory=list)
+
+
+def start(tmp: Path, *, days: int, on_trading=None, clock_start: float | None = None) -> Run:
+    cfg = config(tmp)
+    clock = FastForwardClock(clock_start or at(DAYS[0], 9, 13), SPEED, skips())
+    sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False),
+                          api_key=KEY, clock=clock, instrument=instrument_spec(cfg, None))
+    ticks = [t for d, s in zip(DAYS, SPOTS) for t in day_ticks(d, s, cfg)]
+    sim.declare_symbols(sorted({(t.symbol, t.exchange) for t in ticks}))
+    sim.start()
+    sim.play(iter(ticks), clock)
+    venue = Venue("paper", sim.rest_url, sim.ws_url, KEY, clock, "paper")
+    stop = threading.Event()
+    run: Run
+
+    def on_transition(t: Transition, engine: Engine | None) -> None:
+        run.transitions.append(t)
+        if t.state is DayState.TRADING and engine is not None:
+            run.universes[t.trading_date] = engine.symbols()
+            threading.Thread(target=trade, args=(run, engine), daemon=True).start()
+            if on_trading is not None:
+                on_trading(run, t)
+        if t.state is DayState.CLOSED:
+            sim.faults.lose_state()  # OpenAlgo's books are empty each morning
+        if t.state in (DayState.SLEEPING, DayState.TRADING):
+            run.statuses.append(send_command(cfg.section("control").socket_path, "status"))
+
+    life = DayLifecycle(cfg, venue, db_path=tmp / "engine.db", strategies=("baseline_v1",),
+                        stop=stop, on_transition=on_transition)
+    run = Run(cfg, sim, life)
+    return run
+
+
+def trade(run: Run, engine: Engine) -> None:
+    """One entry each day once the gate is open: the lifecycle exits it at 15:15."""
+    try:
+        until(lambda: (engine.ask("reconciler", StatusRequest()) or {}).get("ready"), 20)
+    except Exception:
+        return
+    ce = next(s for s in engine.symbols() if s.endswith("CE"))
+    engine.tell("orders", OrderIntent(
+        client_id=f"t-{engine.parts.trading_day:%m%d}", strategy="baseline_v1",
+        account="paper", symbol=ce, exchange="NFO", action=Action.SELL, quantity=65,
+        pricetype=PriceType.MARKET, purpose=OrderPurpose.ENTRY, created_ts=engine.clock.time()))
+
+
+def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
+    run = start(tmp_path, days=3)
+    try:
+        assert run.life.run(max_days=3) == 3
+    finally:
+        run.sim.stop()
+        run.life.clock.stop()
+    states = [(t.trading_date, t.state) for t in run.transitions]
+    traded = [d for d, s in states if s is DayState.TRADING]
+    assert traded == list(DAYS)  # the holiday is slept through
+    # each day chose its own universe, after the open, for that day's expiry and spot
+    assert len({tuple(u) for u in run.universes.values()}) == 3
+    for t in run.transitions:
+        if t.state is DayState.SELECTING:
+            assert t.ts >= at(t.trading_date, 9, 16)
+    with Database(tmp_path / "engine.db") as db:
+        for day in DAYS:
+            orders = db.orders(trading_date=day)
+            assert orders and {o.trading_date for o in orders} == {day}
+            exits = [o for o in orders if o.purpose is OrderPurpose.EXIT]
+            assert exits and all(at(day, 15, 15) <= o.created_ts < at(day, 15, 31)
+                                 for o in exits)
+            report = json.loads((tmp_path / "reports" / f"day-{day}-paper.json").read_text())
+            assert report["orders"] == len(orders) and report["unresolved"] == []
+        recorded = [(r.trading_date, r.state) for r in db.day_transitions()]
+        summaries = [a for a in db.alerts() if a.kind == "day_summary"]
+    assert recorded == states
+    assert len(summaries) == 3
+    # no position is left at the broker after any close (each day exits at 15:15)
+    assert all(p.quantity == 0 for p in run.sim.broker.positionbook())
+    sleeping = [s["lifecycle"] for s in run.statuses if s["lifecycle"]["state"] == "sleeping"]
+    assert sleeping[0]["next_state"] == "pre_open" and sleeping[0]["next_at"]
+    trading = [s for s in run.statuses if s["lifecycle"]["state"] == "trading"]
+    assert trading and "risk" in trading[0]
