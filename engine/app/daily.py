@@ -183,9 +183,13 @@ class DayLifecycle:
         return None
 
     def _wait_for_broker(self, plan: DayPlan) -> bool:
-        """Probe until the broker session answers; one alert, one more at the deadline."""
+        """Probe until the broker session answers; one alert, one more at the deadline (the
+        login deadline before the open; mid-day, as long after the expiry as the deadline
+        is after the pre-open)."""
         s = self.settings
         pause, alerted, reminded = s.probe_backoff_s, False, False
+        deadline = max(plan.login_deadline_ts,
+                       self.clock.time() + plan.login_deadline_ts - plan.pre_open_ts)
         while not self.stop_event.is_set():
             why = self._probe()
             if why is None:
@@ -198,10 +202,10 @@ class DayLifecycle:
                 alerted = True
                 self._alert("broker_login", f"log in to OpenAlgo: the broker session is not "
                             f"usable ({why}); entries wait, stops stay")
-            elif not reminded and self.clock.time() >= plan.login_deadline_ts:
+            elif not reminded and self.clock.time() >= deadline:
                 reminded = True
                 self._alert("broker_login", f"still no broker session at "
-                            f"{fmt_ist(plan.login_deadline_ts)}: log in to OpenAlgo ({why})",
+                            f"{fmt_ist(deadline)}: log in to OpenAlgo ({why})",
                             Severity.CRITICAL)
             if not self._sleep_until(self.clock.time() + pause):
                 return False

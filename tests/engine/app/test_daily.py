@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 
 from engine.app.control import ControlSettings, send_command
@@ -93,7 +93,7 @@ def start(tmp: Path, *, days: int, on_trading=None, clock_start: float | None = 
     clock = FastForwardClock(clock_start or at(DAYS[0], 9, 13), SPEED, skips())
     sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False),
                           api_key=KEY, clock=clock, instrument=instrument_spec(cfg, None))
-    ticks = [t for d, s in zip(DAYS, SPOTS) for t in day_ticks(d, s, cfg)]
+    ticks = [t for d, s in zip(DAYS, SPOTS, strict=False) for t in day_ticks(d, s, cfg)]
     sim.declare_symbols(sorted({(t.symbol, t.exchange) for t in ticks}))
     sim.start()
     sim.play(iter(ticks), clock)
@@ -166,3 +166,47 @@ def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
     assert sleeping[0]["next_state"] == "pre_open" and sleeping[0]["next_at"]
     trading = [s for s in run.statuses if s["lifecycle"]["state"] == "trading"]
     assert trading and "risk" in trading[0]
+
+
+def test_an_expired_broker_session_is_waited_for_before_and_during_the_day(
+        tmp_path: Path) -> None:
+    """Before the open: one alert, then the day trades once the operator logs in. Mid-day:
+    entries close, the stop stays at the broker, and entries reopen after the login."""
+    day = DAYS[0]
+    seen: dict[str, object] = {}
+
+    def mid_day(run: Run, _t: Transition) -> None:
+        def watch() -> None:
+            engine = run.life.engine
+            # the entry is short and its (fallback) stop rests at the broker
+            until(lambda: any(r.status == "trigger pending"
+                              for r in run.sim.broker.orderbook()), 30)
+            run.sim.faults.expire_session(until=at(day, 9, 19, 15))
+            until(lambda: run.life.status()["broker_session"] == "expired", 20)
+            gate = engine.ask("orders", StatusRequest())["gate"]
+            seen["gate_during"] = (gate["entries"], gate["exits"], gate["reason"])
+            seen["stops_during"] = [r.action for r in run.sim.broker.orderbook()
+                                    if r.status == "trigger pending"]
+            until(lambda: run.life.status()["broker_session"] == "ok", 30)
+            until(lambda: engine.ask("orders", StatusRequest())["gate"]["entries"], 10)
+            seen["gate_after"] = engine.ask("orders", StatusRequest())["gate"]["reason"]
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    run = start(tmp_path, days=1, on_trading=mid_day)
+    run.sim.faults.expire_session(until=at(day, 9, 15, 20))  # the operator logs in at 09:15:20
+    try:
+        assert run.life.run(max_days=1) == 1
+    finally:
+        run.sim.stop()
+        run.life.clock.stop()
+    logins = [a for a in run.life.alerts_sent if a.kind == "broker_login"]
+    # one alert before the open (the deadline passed unreached), one mid-day
+    assert len(logins) == 2 and logins[0].ts < at(day, 9, 15, 30) < logins[1].ts
+    waits = [t for t in run.transitions if t.state is DayState.SELECTING]
+    assert waits and waits[0].ts >= at(day, 9, 16)
+    assert seen["gate_during"] == (False, True, "broker session expired")
+    assert seen["stops_during"] == ["BUY"]
+    assert seen["gate_after"] == "broker session restored"
+    with Database(tmp_path / "engine.db") as db:
+        assert any(o.purpose is OrderPurpose.EXIT for o in db.orders(trading_date=day))
