@@ -85,6 +85,7 @@ class DayLifecycle:
         self.broker = broker or venue_broker(cfg, venue)
         self.state_dir = Path(cfg.engine.state_dir)
         self.engine: Engine | None = None
+        self.safe_stop_reason: str | None = None
         self.last: Transition | None = None
         self.session_ok = True
         self.days_run = 0
@@ -127,6 +128,9 @@ class DayLifecycle:
                     f"{len(engine.parts.symbols)} symbols, spot {spot}, "
                     f"{', '.join(engine.symbols()[:3])}{'…' if len(engine.symbols()) > 3 else ''}")
         self._trade_until(plan)
+        if engine.safe_stop_reason:
+            self.safe_stop_reason = engine.safe_stop_reason
+            self.stop_event.set()  # the root supervisor gave up: the process stops (exit 3)
         if self.stop_event.is_set() or engine.stopped.is_set():
             return
         self._enter(DayState.CLOSING, plan, DayState.CLOSED, None)
