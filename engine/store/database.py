@@ -411,7 +411,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE trades ADD COLUMN r_unit TEXT NOT NULL DEFAULT ''",
     )),
-    Migration(6, "the trading-day lifecycle's transitions", (
+    Migration(6, "the trading-day lifecycle: its transitions, OpenAlgo's holidays by year", (
         """CREATE TABLE day_transitions (
             id            INTEGER PRIMARY KEY,
             account       TEXT NOT NULL,
@@ -421,6 +421,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             next_state    TEXT NOT NULL DEFAULT '',
             next_ts       REAL,
             detail        TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE TABLE market_holidays (
+            year          INTEGER PRIMARY KEY,
+            holidays      TEXT NOT NULL,
+            fetched_ts    REAL NOT NULL
         )""",
     )),
 )
@@ -522,6 +527,16 @@ class StoredDayTransition:
 
 
 @frozen
+class StoredHolidays:
+    """One year's exchange holidays as OpenAlgo listed them (``holidays``: ISO dates)."""
+
+    TABLE: ClassVar[str] = "market_holidays"
+    year: int
+    holidays: tuple[str, ...]
+    fetched_ts: float
+
+
+@frozen
 class StoredStrategyState:
     """A strategy's own state as a JSON blob; ``version`` is the blob's format version."""
 
@@ -617,7 +632,7 @@ class StoredInstrumentFacts:
 
 
 RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTrade | Correction \
-    | StoredAccount | StoredInstrumentFacts | StoredDayTransition
+    | StoredAccount | StoredInstrumentFacts | StoredDayTransition | StoredHolidays
 
 
 def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
@@ -810,6 +825,7 @@ RECORD_TABLES: dict[str, tuple[Op, tuple[str, ...]]] = {
     "trades": (Op.INSERT_NEW, ()),
     "reconciliation": (Op.INSERT, ()),
     "day_transitions": (Op.INSERT, ()),
+    "market_holidays": (Op.UPSERT, ("year",)),
     "accounts": (Op.UPSERT, ("name",)),
     "instrument_facts": (Op.UPSERT, ("trading_date", "account", "underlying")),
 }
@@ -1232,6 +1248,10 @@ class Database:
     def day_transitions(self, account: str | None = None) -> list[StoredDayTransition]:
         rows = self._select("day_transitions", {"account": account}, ("ts", "id"))
         return [_build(StoredDayTransition, r) for r in rows]
+
+    def holidays(self, year: int) -> StoredHolidays | None:
+        rows = self._select("market_holidays", {"year": year})
+        return _build(StoredHolidays, rows[0]) if rows else None
 
 
 def _since(since: float | None) -> Callable[[Table], list[ColumnElement[bool]]]:

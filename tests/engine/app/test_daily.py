@@ -45,7 +45,6 @@ def config(tmp: Path) -> Config:
     cfg = load_config(None)
     return cfg.replace(
         engine=replace(cfg.engine, state_dir=str(tmp), on_signal="keep_stops"),
-        instrument=replace(cfg.instrument, holidays=(HOLIDAY.isoformat(),)),
         universe=UniverseSettings(width=0),
         day=DaySettings(pre_open="09:14", login_deadline="09:15:30", probe_backoff_s=5.0,
                         probe_backoff_max_s=20.0, session_check_s=10.0),
@@ -91,8 +90,10 @@ class Run:
 def start(tmp: Path, *, days: int, on_trading=None, clock_start: float | None = None) -> Run:
     cfg = config(tmp)
     clock = FastForwardClock(clock_start or at(DAYS[0], 9, 13), SPEED, skips())
+    # the holiday is known to OpenAlgo (the simulator's calendar) only: the engine reads it
+    spec = replace(instrument_spec(cfg, None), holidays=frozenset({HOLIDAY}))
     sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False),
-                          api_key=KEY, clock=clock, instrument=instrument_spec(cfg, None))
+                          api_key=KEY, clock=clock, instrument=spec)
     ticks = [t for d, s in zip(DAYS, SPOTS, strict=False) for t in day_ticks(d, s, cfg)]
     sim.declare_symbols(sorted({(t.symbol, t.exchange) for t in ticks}))
     sim.start()
@@ -141,7 +142,8 @@ def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
         run.life.clock.stop()
     states = [(t.trading_date, t.state) for t in run.transitions]
     traded = [d for d, s in states if s is DayState.TRADING]
-    assert traded == list(DAYS)  # the holiday is slept through
+    assert traded == list(DAYS)  # the holiday (OpenAlgo's market/holidays) is slept through
+    assert HOLIDAY not in {d for d, _ in states}
     # each day chose its own universe, after the open, for that day's expiry and spot
     assert len({tuple(u) for u in run.universes.values()}) == 3
     for t in run.transitions:
@@ -158,6 +160,8 @@ def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
             assert report["orders"] == len(orders) and report["unresolved"] == []
         recorded = [(r.trading_date, r.state) for r in db.day_transitions()]
         summaries = [a for a in db.alerts() if a.kind == "day_summary"]
+        cached = db.holidays(2026)
+    assert cached is not None and HOLIDAY.isoformat() in cached.holidays
     assert recorded == states
     assert len(summaries) == 3
     # no position is left at the broker after any close (each day exits at 15:15)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 from engine.market.calendar import MarketCalendar
 from engine.market.day_cycle import DayPlanner, DaySettings
@@ -57,3 +58,21 @@ def test_the_next_day_skips_weekends_and_holidays_and_selects_after_the_open() -
     assert plan.select_ts == ist_epoch(2026, 1, 8, 9, 16)
     assert planner.next_day(ist_epoch(2026, 1, 9, 16, 0)).day == date(2026, 1, 12)  # Monday
     assert planner.next_day(ist_epoch(2026, 1, 8, 11, 0)).day == date(2026, 1, 8)  # mid-day
+
+
+def test_an_attached_engine_shares_the_simulators_jumps(tmp_path: Path) -> None:
+    from engine.app.sections import load_config
+    from engine.app.venues import attached_venue, write_simulator_file
+
+    sim_clock = FastForwardClock(1_000.0, 50.0, [(1_010.0, 90_000.0)])
+    write_simulator_file(tmp_path, rest_url="http://x", ws_url="ws://x", clock=sim_clock)
+    (tmp_path / "simulator.key").write_text("k\n")
+    venue = attached_venue(load_config(None, env={}), tmp_path)
+    try:
+        assert isinstance(venue.clock, FastForwardClock)
+        assert abs(venue.clock.time() - sim_clock.time()) < 0.5  # 10 ms of real time at 50x
+        time.sleep(0.3)  # both jump at 1 010
+        assert venue.clock.time() > 90_000.0 and abs(venue.clock.time() - sim_clock.time()) < 0.5
+    finally:
+        venue.clock.stop()
+        sim_clock.stop()
