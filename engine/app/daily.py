@@ -400,8 +400,12 @@ class _DayOperator:
 
     def status(self) -> dict[str, Any]:
         engine = self.life.engine
-        base = (EngineOperator(engine, openalgo_url=self.life.venue.rest_url).status()
-                if engine is not None and not engine.stopped.is_set() else {})
+        if engine is not None and not engine.stopped.is_set():
+            base = EngineOperator(engine, openalgo_url=self.life.venue.rest_url).status()
+        else:  # between days: the sections are there, empty, for every reader of status
+            base = {"connection": {"openalgo_url": self.life.venue.rest_url}, "api": {},
+                    "pipeline": {}, "positions": [], "risk": {},
+                    "supervisor": {"state": "between days"}}
         return {**base, "lifecycle": self.life.status()}
 
     def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
 
-from engine.app.control import ControlSettings, send_command
+from engine.app.control import ControlSettings, render_status, send_command
 from engine.app.daily import DayLifecycle, Transition
 from engine.app.facts import instrument_spec
 from engine.app.sections import load_config
@@ -168,6 +168,8 @@ def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
     assert all(p.quantity == 0 for p in run.sim.broker.positionbook())
     sleeping = [s["lifecycle"] for s in run.statuses if s["lifecycle"]["state"] == "sleeping"]
     assert sleeping[0]["next_state"] == "pre_open" and sleeping[0]["next_at"]
+    shown = render_status(next(s for s in run.statuses if s["lifecycle"]["state"] == "sleeping"))
+    assert f"pre_open at {sleeping[0]['next_at']}" in shown
     trading = [s for s in run.statuses if s["lifecycle"]["state"] == "trading"]
     assert trading and "risk" in trading[0]
 
