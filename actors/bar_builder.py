@@ -4,7 +4,7 @@ Owns one ``engine.market.bars.BarAggregator`` (the rules live there) and what an
 - closing minutes on the engine clock: a timer at the aggregator's next close moment, so a bar
   goes out even if no later tick arrives (replay fires it at virtual time, in order with ticks);
 - publishing: ``Bar`` and ``BarUpdate`` to its downstream names (the swing detector, strategies),
-  ``Bar`` and ``BarGap`` to the store;
+  ``Bar`` and ``BarGap`` to the store; without downstream names no ``BarUpdate`` is built;
 - surviving a restart. After each closed minute the aggregator's snapshot (closed minutes only)
   is persisted as ``strategy_state`` ``bars.<symbol>``; a restarted builder reads it back through
   the store actor (``LoadState``, so even a snapshot still in the write buffer is found) and
@@ -63,7 +63,9 @@ class BarBuilder(EngineActor):
         self.history = history
         self.load_snapshot = load_snapshot
         self.close_margin_s = close_margin_s
-        self.agg = BarAggregator(symbol, settings, session, traded=traded)
+        # BarUpdates are built only when someone downstream receives them
+        self.agg = BarAggregator(symbol, settings, session, traded=traded,
+                                 updates=bool(self.downstream))
         self._close_timer: TimerHandle | None = None
         self._scheduled_for: float | None = None
 

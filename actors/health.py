@@ -9,7 +9,9 @@ Owns the operator's view of whether the engine is well:
   symbol is: coverage counts only symbols that can tick now);
 - the "feed silent" alert when no symbol has ticked for ``feed_silent_after_s`` during market
   hours;
-- alerts from every actor: each kind at most once per ``alert_throttle_s`` unless critical
+- alerts from every actor: each kind at most once per ``alert_throttle_s``; a critical one at
+  once, and the very same critical alert again only at growing intervals (``critical_repeat_s``
+  doubling up to ``alert_throttle_s``)
   (baseline-v1.md, failure mode 6: alert floods), logged and stored, the suppressed ones counted;
 - the process's memory: its RSS in the status, and at each heartbeat the heap memory freed
   since handed back to the OS (``engine.runtime.memory``, ``release_memory``).
@@ -36,7 +38,7 @@ from engine.messages import (
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.runtime.clock import fmt_ist
-from engine.runtime.logs import Throttle
+from engine.runtime.logs import RepeatGate, Throttle
 from engine.runtime.memory import release_free_heap, rss_mib
 from engine.settings import setting
 
@@ -58,7 +60,12 @@ class HealthSettings:
     silence_check_s: float = setting(5.0, "how often silence is checked, seconds", min=0.1,
                                      max=600)
     alert_throttle_s: float = setting(3600.0, "at most one alert of a kind per this many "
-                                      "seconds (critical alerts always pass)", min=0, max=86_400)
+                                      "seconds (critical alerts: see critical_repeat_s)", min=0,
+                                      max=86_400)
+    critical_repeat_s: float = setting(60.0, "a critical alert always passes the first time; "
+                                       "the same one again (a failure on every retry) passes "
+                                       "after this many seconds, then at doubling intervals up "
+                                       "to alert_throttle_s", min=0, max=86_400)
     release_memory: bool = setting(True, "at each heartbeat, give the heap memory freed since "
                                    "back to the OS (glibc malloc_trim; a no-op elsewhere)")
 
@@ -84,6 +91,7 @@ class Health(EngineActor):
         self._positions = 0
         self._state = "ACTIVE"
         self._throttle = Throttle(settings.alert_throttle_s)
+        self._repeats = RepeatGate(settings.critical_repeat_s, settings.alert_throttle_s)
         self._alerts_sent = 0
         self._alerts_suppressed = 0
         self.last_heartbeat: Heartbeat | None = None
@@ -119,8 +127,11 @@ class Health(EngineActor):
 
     def _alert(self, alert: Alert) -> None:
         critical = alert.severity is Severity.CRITICAL
-        allowed, suppressed = self._throttle.allow(alert.kind, alert.ts)
-        if not (allowed or critical):
+        if critical:  # each distinct one at once; the very same one again at growing intervals
+            allowed, suppressed = self._repeats.allow((alert.kind, alert.message), alert.ts)
+        else:
+            allowed, suppressed = self._throttle.allow(alert.kind, alert.ts)
+        if not allowed:
             self._alerts_suppressed += 1
             return
         self._alerts_sent += 1

@@ -286,6 +286,7 @@ class OrderManager(EngineActor):
         cutoff = sync.since - self._settle_engine_s()
         vanished: list[tuple[str, str]] = []
         lost: list[str] = []
+        lost_placed = 0.0
         for leg in self.book.working_legs():
             oid = leg.broker_order_id
             placed = max(leg.first_attempt_ts or leg.intent.created_ts,
@@ -296,6 +297,7 @@ class OrderManager(EngineActor):
                 row = self.broker.order_status(strategy=leg.intent.strategy, orderid=oid)
             except OrderNotFound:
                 lost.append(leg.client_id)
+                lost_placed = max(lost_placed, placed)
                 self._emit(self.book.transition(
                     leg, S.EXPIRED, now, f"the broker does not know {oid} (orderstatus: not "
                     f"found): broker state lost"))
@@ -311,7 +313,7 @@ class OrderManager(EngineActor):
             self._apply(update_from_row(row, now, "status"))
         working = self._on_working(WorkingOrdersQuery())
         return OrderSyncReply(working, tuple(sorted(busy)), tuple(vanished), tuple(lost),
-                              self.book.known_ids())
+                              self.book.known_ids(), lost_placed)
 
     @handles(TimerFired)
     def _on_timer(self, timer: TimerFired) -> None:

@@ -63,6 +63,7 @@ from engine.messages import (
     WorkingOrder,
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
+from engine.runtime.clock import fmt_ist
 from engine.settings import setting
 from engine.store.database import Correction, record
 
@@ -134,7 +135,9 @@ class Reconciler(EngineActor):
         self.hold = ""  # why entries are halted by reconciliation (the operator lifts it)
         self.lost_orders = 0
         self.divergent: dict[str, tuple[int, int]] = {}  # symbol -> (engine, broker), last pass
-        self._loss_alerted = False
+        # when the last broker state loss was found: orders placed before it and found lost
+        # later belong to that loss (one alert per loss, however many passes find its orders)
+        self._loss_found_at: float | None = None
         self._accept_unpriced = False
         self._strangers: set[str] = set()
         self._orphans_alerted: set[str] = set()
@@ -162,7 +165,7 @@ class Reconciler(EngineActor):
             return
         logger.warning("reconciler[{}]: operator unhalt: hold lifted ({})", self.account,
                        self.hold)
-        self.hold, self._loss_alerted, self._accept_unpriced = "", False, True
+        self.hold, self._accept_unpriced = "", True
         if self.ready:
             self.tell(self.orders, TradingGate(entries=True, exits=True,
                                                reason="operator unhalt after reconciliation"))
@@ -222,7 +225,7 @@ class Reconciler(EngineActor):
             self.positions, PositionQuery(account=self.account), timeout=timeout)
         working = sync.working
         if sync.lost:
-            self._state_lost(sync.lost, now)
+            self._state_lost(sync.lost, sync.lost_placed, now)
         at_broker: dict[str, int] = {}
         for row in broker_rows:
             at_broker[row.symbol] = at_broker.get(row.symbol, 0) + int(row.quantity)
@@ -270,14 +273,20 @@ class Reconciler(EngineActor):
             return None
 
     # -- broker state loss, strangers ----------------------------------------------------------
-    def _state_lost(self, lost: tuple[str, ...], now: float) -> None:
-        """Orders the broker has never heard of: entries stop until the operator decides."""
+    def _state_lost(self, lost: tuple[str, ...], placed: float, now: float) -> None:
+        """Orders the broker has never heard of: entries stop until the operator decides. One
+        critical alert per loss: orders placed before the last loss was found, and found lost
+        only in a later pass (their symbols were busy then), belong to that loss."""
         self.lost_orders += len(lost)
         reason = (f"broker state lost: {self.lost_orders} order(s) unknown to the broker; "
                   f"the operator decides (run.py status, then unhalt or flatten)")
         self._hold(reason)
-        if not self._loss_alerted:
-            self._loss_alerted = True
+        if self._loss_found_at is not None and placed < self._loss_found_at:
+            logger.critical("reconciler[{}]: {} more order(s) lost in the broker state loss "
+                            "found at {}: {}", self.account, len(lost),
+                            fmt_ist(self._loss_found_at), ", ".join(lost[:5]))
+        else:
+            self._loss_found_at = now
             self._alert("broker_state_loss", f"the broker does not know {len(lost)} working "
                         f"order(s) of this engine ({', '.join(lost[:5])}"
                         f"{', …' if len(lost) > 5 else ''}): its state was lost; entries are "

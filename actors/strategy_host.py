@@ -17,10 +17,13 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   gate (``GateQuery``), so a restarted host never trades on a gate it did not see. An
   entry placed while it is False is not sent: it is reported back as rejected.
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
-- persistence: after every hook that changed something, ``strategy.snapshot()`` and the host's
-  own state (sequence, orders, positions, fill keys, pause) are written as the
-  ``strategy_state`` row ``strategy.<name>`` (committed at once when orders or fills changed,
-  batched when only the strategy's snapshot did). The host's part is also written before each
+- persistence: ``strategy.snapshot()`` and the host's own state (sequence, orders, positions,
+  fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: committed at
+  once after every hook that changed orders or fills; when only the strategy's snapshot
+  changed, batched and at most once a minute of engine time (at the first message of the next
+  minute, and on stop), since a snapshot can be tens of KB and change on every
+  ``BarUpdate``. A restart therefore resumes from the last minute's snapshot plus every order
+  and fill (the journal). The host's part is also written before each
   intent leaves, so a hook that fails after ``place`` never leads to a reused client id. On
   start a row of the current trading day is restored; one from an earlier day is ignored (a
   stale "day is over" flag must never block a new day). A row that cannot be read is a
@@ -148,7 +151,9 @@ class StrategyHost(EngineActor):
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
         self.gate_open = False
         self._dirty = False
-        self._last_snapshot: dict[str, Any] | None = None
+        self._last_snapshot: dict[str, Any] | None = None  # the newest seen
+        self._unsaved = False  # _last_snapshot is newer than the stored row
+        self._saved_minute = -1  # engine minute of the last write
         self._timer_now: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -523,13 +528,23 @@ class StrategyHost(EngineActor):
         return self.strategy
 
     def _call(self, hook: Callable[..., None], *args: Any) -> None:
-        """Run one hook, then persist if it (or the message before it) changed anything."""
+        """Run one hook, then persist: at once if orders or fills changed, else a changed
+        snapshot once a minute (see the module docstring)."""
         hook(*args)
         snapshot = self._strategy.snapshot()
         if self._dirty or not self._unchanged(snapshot):
-            self._persist(snapshot, durable=self._dirty)
             self._last_snapshot = self._kept(snapshot)
+            self._unsaved = True
+        if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
+            self._persist(self._last_snapshot or {}, durable=self._dirty)
             self._dirty = False
+
+    def on_stop(self) -> None:
+        if self._unsaved:
+            self._persist(self._last_snapshot or {}, durable=False)
+
+    def _minute(self) -> int:
+        return int(self.now() // 60)
 
     def _unchanged(self, snapshot: dict[str, Any]) -> bool:
         if self._strategy.snapshot_cached:
@@ -564,6 +579,9 @@ class StrategyHost(EngineActor):
         self.tell(self.store, record(StoredStrategyState(
             name=self.state_name, version=STATE_VERSION, state=state, updated_ts=self.now()),
             durable=durable))
+        if snapshot is self._last_snapshot:
+            self._unsaved = False
+            self._saved_minute = self._minute()
 
     def _next_id(self, now: float) -> str:
         day = trading_date(now)

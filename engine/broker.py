@@ -142,6 +142,11 @@ class AuthError(BrokerError):
     """403: the API key was refused. Never retried."""
 
 
+class ProxyAuthError(AuthError):
+    """401/403 from the reverse proxy in front of OpenAlgo (not OpenAlgo's JSON): its basic-auth
+    credentials, or its access rules, refused the request. Never retried."""
+
+
 class RejectedError(BrokerError):
     """400 or a broker-side rejection: the request was understood and refused. Never retried."""
 
@@ -160,6 +165,11 @@ class RateLimited(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     """Timeouts, connection errors or 5xx after the retries ran out."""
+
+
+class UntrustedServer(BrokerUnavailable):
+    """The server's TLS certificate was refused (not trusted, or for another host): nothing was
+    sent. Retried like any connection failure; at start it is a configuration error."""
 
 
 class MalformedResponse(BrokerError):

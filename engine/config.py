@@ -22,7 +22,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -81,10 +81,14 @@ class Secrets:
 
     openalgo_api_key: str | None = None
     fernet_key: str | None = None
+    basic_auth_user: str | None = None  # the login of a proxy in front of OpenAlgo
+    basic_auth_password: str | None = None
 
     ENV_NAMES: typing.ClassVar[dict[str, str]] = {
         "openalgo_api_key": "OPENALGO_API_KEY",
         "fernet_key": "NIFTY_ENGINE_FERNET_KEY",
+        "basic_auth_user": "NIFTY_ENGINE_BASIC_AUTH_USER",
+        "basic_auth_password": "NIFTY_ENGINE_BASIC_AUTH_PASSWORD",
     }
 
     @classmethod
@@ -92,7 +96,9 @@ class Secrets:
         return cls(**{f: (env.get(var) or None) for f, var in cls.ENV_NAMES.items()})
 
     def values(self) -> list[str]:
-        return [v for v in (self.openalgo_api_key, self.fernet_key) if v]
+        """The values the log redactor masks (the proxy's user name is not one)."""
+        return [v for v in (self.openalgo_api_key, self.fernet_key, self.basic_auth_password)
+                if v]
 
     def require(self, field_name: str, why: str) -> str:
         value = getattr(self, field_name)
@@ -116,6 +122,11 @@ class Secrets:
 Sections = dict[str, type]
 #: What the application knows once ``[engine]`` is read: its sections for that engine settings.
 Catalog = typing.Callable[[EngineSettings], Sections]
+#: A problem found by ``problems()`` or a cross-section check: the key it is about (or the keys,
+#: that one first, whose values disagree) and the message.
+Problem = tuple[str | Sequence[str], str]
+#: Checks that span sections: problems with fully dotted keys.
+CrossChecks = typing.Callable[["Config"], Iterable[Problem]]
 
 
 class Config:
@@ -145,11 +156,14 @@ class Config:
 
 def load_config(path: str | os.PathLike[str] | None, catalog: Catalog, *,
                 env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, str] | None = None) -> Config:
+                overrides: Mapping[str, str] | None = None,
+                checks: CrossChecks | None = None) -> Config:
     """Read, merge and validate. ``path`` None means built-in defaults only.
 
     Two passes: ``[engine]`` first (it says where strategy plugins live), then every section of
-    ``catalog(engine settings)``, which must include ``engine``."""
+    ``catalog(engine settings)``, which must include ``engine``. Each section's ``problems()``
+    and then ``checks`` (problems across sections, dotted keys) are raised as ``ConfigError``
+    blamed on the source of the latest-given value among the keys a problem names."""
     env = os.environ if env is None else env
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
@@ -164,10 +178,15 @@ def load_config(path: str | os.PathLike[str] | None, catalog: Catalog, *,
     cfg = Config(_build_all(merged, sections), source, Secrets.from_env(env))
     for name in sections:
         checker = getattr(cfg.section(name), "problems", None)
-        for key, message in checker() if checker is not None else ():
-            dotted = f"{name}.{key}"
-            raise ConfigError(message, key=dotted, source=merged.origin(dotted))
+        for keys, message in checker() if checker is not None else ():
+            raise merged.blame(message, [f"{name}.{k}" for k in _keys(keys)])
+    for keys, message in checks(cfg) if checks is not None else ():
+        raise merged.blame(message, list(_keys(keys)))
     return cfg
+
+
+def _keys(keys: str | Sequence[str]) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else tuple(keys)
 
 
 def describe_defaults(sections: Sections) -> list[tuple[str, str, Any, str]]:
@@ -228,18 +247,34 @@ class _Merged:
     def __init__(self, sections: Sections, default_source: str) -> None:
         self.values: dict[str, dict[str, Any]] = {name: {} for name in sections}
         self._origins: dict[str, str] = {}
+        self._ranks: dict[str, int] = {}
         self._default = default_source
 
-    def set(self, dotted: str, source: str) -> None:
+    def set(self, dotted: str, source: str, rank: int = 1) -> None:
+        """``dotted`` was given by ``source``; ``rank``: 1 the file, 2 the environment, 3 the
+        command line (the order in which they override each other)."""
         self._origins[dotted] = source
+        self._ranks[dotted] = rank
 
     def origin(self, dotted: str) -> str:
         """The source of ``dotted``'s value, or of the nearest table above it that was set."""
-        while dotted:
-            if dotted in self._origins:
-                return self._origins[dotted]
+        return self._origins.get(self._nearest(dotted), self._default)
+
+    def rank(self, dotted: str) -> int:
+        """How late ``dotted``'s value was given (0: a default)."""
+        return self._ranks.get(self._nearest(dotted), 0)
+
+    def _nearest(self, dotted: str) -> str:
+        while dotted and dotted not in self._origins:
             dotted = dotted.rpartition(".")[0]
-        return self._default
+        return dotted
+
+    def blame(self, message: str, keys: Sequence[str]) -> ConfigError:
+        """The error for a problem among ``keys`` (the first is the one it is about): named
+        after the source that gave the latest of their values (an override before the
+        environment before the file), which is the one that made them disagree."""
+        culprit = max(keys, key=self.rank)
+        return ConfigError(message, key=keys[0], source=self.origin(culprit))
 
 
 def _merge(sections: Sections, raw: dict[str, Any], env: Mapping[str, str],
@@ -260,11 +295,11 @@ def _merge(sections: Sections, raw: dict[str, Any], env: Mapping[str, str],
         if var.startswith(ENV_PREFIX):
             path = [p.lower() for p in var[len(ENV_PREFIX):].split("__") if p]
             if not only or path[:1] == ["engine"]:
-                _set_path(path, text, sections, merged, f"environment ${var}")
+                _set_path(path, text, sections, merged, f"environment ${var}", rank=2)
     for dotted, text in overrides.items():
         path = dotted.split(".")
         if not only or path[:1] == ["engine"]:
-            _set_path(path, text, sections, merged, f"--set {dotted}")
+            _set_path(path, text, sections, merged, f"--set {dotted}", rank=3)
     return merged
 
 
@@ -292,7 +327,7 @@ def _merge_table(table: dict[str, Any], cls: type, out: dict[str, Any], prefix: 
 
 
 def _set_path(path: list[str], text: Any, sections: Sections, merged: _Merged,
-              source: str) -> None:
+              source: str, *, rank: int) -> None:
     dotted = ".".join(path)
     if len(path) < 2 or path[0] not in sections:
         raise ConfigError("unknown setting", key=dotted, source=source)
@@ -313,7 +348,7 @@ def _set_path(path: list[str], text: Any, sections: Sections, merged: _Merged,
         raise ConfigError(f"is a table: set one of its keys ({dotted}.KEY)", key=dotted,
                           source=source)
     out[key] = _from_text(text, hint, dotted, source) if isinstance(text, str) else text
-    merged.set(dotted, source)
+    merged.set(dotted, source, rank)
 
 
 def _from_text(text: str, hint: Any, key: str, source: str) -> Any:

@@ -451,7 +451,8 @@ class OrderSyncReply:
     """What an ``OrderSync`` found. ``busy``: symbols with a placement or fill after ``since``
     or an order whose outcome is unknown (a broker position read meanwhile may not match);
     ``vanished``: (client id, what ``orderstatus`` said) for orders missing from the rows;
-    ``lost``: client ids of orders the broker has never heard of (ended ``expired``);
+    ``lost``: client ids of orders the broker has never heard of (ended ``expired``), the last
+    of them placed (sent, or its symbol touched) at ``lost_placed``;
     ``known_ids``: every broker order id that is one of this engine's orders today."""
 
     working: tuple[WorkingOrder, ...]
@@ -459,6 +460,7 @@ class OrderSyncReply:
     vanished: tuple[tuple[str, str], ...] = ()
     lost: tuple[str, ...] = ()
     known_ids: frozenset[str] = frozenset()
+    lost_placed: float = 0.0
 
 
 @frozen

@@ -179,9 +179,10 @@ class BaselineSettings:
                                    min=0.1, max=3600.0)
     exchange: str = setting(OPTION_EXCHANGE, "exchange of the traded options")
 
-    def problems(self) -> list[tuple[str, str]]:
-        """(key, problem) for values that are fine alone but wrong together."""
-        out: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, str], str]]:
+        """(key, problem) for values that are fine alone but wrong together (then the keys,
+        the one it is about first)."""
+        out: list[tuple[str | tuple[str, str], str]] = []
         for key in ("entry_start", "entry_end"):
             try:
                 time.fromisoformat(getattr(self, key))
@@ -190,15 +191,15 @@ class BaselineSettings:
         if out:
             return out
         if self.price_min > self.price_max:
-            out.append(("price_max", "must be >= price_min"))
+            out.append((("price_max", "price_min"), "must be >= price_min"))
         if self.sl_pct_min > self.sl_pct_max:
-            out.append(("sl_pct_max", "must be >= sl_pct_min"))
+            out.append((("sl_pct_max", "sl_pct_min"), "must be >= sl_pct_min"))
         if time.fromisoformat(self.entry_start) >= time.fromisoformat(self.entry_end):
-            out.append(("entry_end", "must be after entry_start"))
+            out.append((("entry_end", "entry_start"), "must be after entry_start"))
         if self.max_per_type > self.max_open:
-            out.append(("max_per_type", "must be <= max_open"))
+            out.append((("max_per_type", "max_open"), "must be <= max_open"))
         if self.eval_offset_s >= self.eval_interval_s:
-            out.append(("eval_offset_s", "must be below eval_interval_s"))
+            out.append((("eval_offset_s", "eval_interval_s"), "must be below eval_interval_s"))
         return out
 
 
@@ -397,8 +398,8 @@ class BaselineV1(Strategy):
         settings = settings or BaselineSettings()
         problems = settings.problems()
         if problems:
-            raise ValueError("baseline_v1 settings: " + "; ".join(f"{k}: {p}"
-                                                                  for k, p in problems))
+            raise ValueError("baseline_v1 settings: " + "; ".join(
+                f"{k if isinstance(k, str) else k[0]}: {p}" for k, p in problems))
         super().__init__(ctx, settings)
         self.cfg = settings
         self.spec = ctx.instrument

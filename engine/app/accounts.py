@@ -1,6 +1,7 @@
 """Broker accounts: their API keys encrypted at rest (Fernet), and the accounts the engine uses.
 
-Owns everything that touches an account's API key in clear text:
+Owns everything that touches an account's API key, or the password of the proxy in front of its
+OpenAlgo (HTTP basic auth), in clear text:
 
 - ``KeyCipher``: Fernet encryption with the key from ``NIFTY_ENGINE_FERNET_KEY``. A missing key
   is a start-up error that says how to create one; it is never generated silently (stored keys
@@ -8,10 +9,14 @@ Owns everything that touches an account's API key in clear text:
   the stored keys were encrypted with are clear errors too; no message ever holds a key.
 - ``AccountVault`` over the engine ``Database`` (table ``accounts``): validated ``add`` (an
   upsert: adding an existing name replaces it), ``list`` without keys (at most a ``…abcd`` hint),
-  ``remove`` and ``api_key``. Every key it sees in clear text is handed to the log redactor.
+  ``remove`` and ``api_key``. Every key and password it sees in clear text is handed to the log
+  redactor. The proxy's password is encrypted like the key; its user name is stored in clear.
 - ``AccountsSettings`` (section ``[accounts]``) and ``resolve_accounts``: the accounts a run
   trades on, with their decrypted keys. With no stored account, the single ``default`` account
-  made of ``[openalgo].host``, ``[feed].ws_url`` and ``OPENALGO_API_KEY`` keeps working.
+  made of ``[openalgo].host``, ``[feed].ws_url`` and ``OPENALGO_API_KEY`` keeps working (its
+  proxy login from ``NIFTY_ENGINE_BASIC_AUTH_USER`` / ``NIFTY_ENGINE_BASIC_AUTH_PASSWORD``).
+- ``proxy_access``: the ``ProxyAccess`` (basic auth, ``[openalgo] ca_bundle``) a run reaches an
+  account's OpenAlgo with, its secrets registered with the redactor.
 
 Every error is an ``AccountError``, a ``ConfigError``: the CLI prints its one line and exits 2.
 """
@@ -28,7 +33,8 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet, InvalidToken
 from loguru import logger
 
-from engine.config import ConfigError
+from engine.config import ConfigError, Secrets
+from engine.openalgo.access import BasicAuth, ProxyAccess
 from engine.runtime.clock import Clock, fmt_ist
 from engine.runtime.logs import REDACTOR
 from engine.settings import setting
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 
 FERNET_ENV = "NIFTY_ENGINE_FERNET_KEY"
 API_KEY_ENV = "OPENALGO_API_KEY"
+BASIC_AUTH_USER_ENV = Secrets.ENV_NAMES["basic_auth_user"]
+BASIC_AUTH_PASSWORD_ENV = Secrets.ENV_NAMES["basic_auth_password"]
 GENERATE_KEY_COMMAND = ('python -c "from cryptography.fernet import Fernet; '
                         'print(Fernet.generate_key().decode())"')
 
@@ -112,22 +120,26 @@ class AccountInfo:
     updated_ts: float
     key_hint: str  # "…abcd", "…" (a short key), or "" when it cannot be decrypted
     readable: bool  # False: no key stored, or encrypted with another Fernet key
+    basic_auth_user: str | None = None  # the proxy login's user name (never its password)
 
     def line(self) -> str:
         key = f"key {self.key_hint}" if self.readable else "key UNREADABLE"
-        return (f"{self.name:<16} {self.role:<8} {self.host}  {self.ws_url}  {key}  "
+        proxy = f"  basic auth {self.basic_auth_user}" if self.basic_auth_user else ""
+        return (f"{self.name:<16} {self.role:<8} {self.host}  {self.ws_url}  {key}{proxy}  "
                 f"updated {fmt_ist(self.updated_ts, with_date=True)}")
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """An account ready to use: where its OpenAlgo server is and its API key in clear text."""
+    """An account ready to use: where its OpenAlgo server is, its API key in clear text, and the
+    proxy login in front of it (None: no proxy login)."""
 
     name: str
     host: str
     ws_url: str
     role: Role
     api_key: str = field(repr=False)
+    basic_auth: BasicAuth | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +237,40 @@ def check_api_key(api_key: str) -> str:
     return key
 
 
+def check_basic_auth(user: str | None, password: str | None, where: str) -> BasicAuth | None:
+    """The proxy login, or None when neither part is given; half of one is refused."""
+    if not user and not password:
+        return None
+    if not user or not password:
+        raise InvalidAccount(f"{where}: a basic-auth login needs both the user and the password")
+    try:
+        return BasicAuth(user.strip(), password.rstrip("\r\n"))
+    except ValueError as exc:
+        raise InvalidAccount(f"{where}: {exc}") from None
+
+
+def env_basic_auth(env: Mapping[str, str]) -> BasicAuth | None:
+    """The proxy login of ``NIFTY_ENGINE_BASIC_AUTH_USER`` / ``_PASSWORD`` (None if unset)."""
+    return check_basic_auth(env.get(BASIC_AUTH_USER_ENV), env.get(BASIC_AUTH_PASSWORD_ENV),
+                            f"{BASIC_AUTH_USER_ENV} / {BASIC_AUTH_PASSWORD_ENV}")
+
+
+def proxy_access(cfg: Config, basic_auth: BasicAuth | None, *urls: str) -> ProxyAccess:
+    """How ``urls`` are reached: ``basic_auth`` and ``[openalgo] ca_bundle``. Credentials are
+    never sent in clear text to another machine; the password and the header value are
+    registered with the log redactor."""
+    return _checked(ProxyAccess(basic_auth, cfg.section("openalgo").ca_bundle), urls)
+
+
+def _checked(access: ProxyAccess, urls: tuple[str, ...]) -> ProxyAccess:
+    try:
+        access.check_urls(*urls)
+    except ValueError as exc:
+        raise InvalidAccount(str(exc)) from None
+    REDACTOR.add(*access.secrets())
+    return access
+
+
 def key_hint(api_key: str) -> str:
     """At most the last four characters, and only of a long key: ``…abcd``."""
     return "…" + (api_key[-_HINT_CHARS:] if len(api_key) >= _HINT_MIN_LENGTH else "")
@@ -243,8 +289,10 @@ class AccountVault:
         self._cipher = cipher
         self._clock = clock
 
-    def add(self, name: str, host: str, ws_url: str, role: str, api_key: str) -> bool:
-        """Store an account (validated, key encrypted); True if new, False if it replaced one.
+    def add(self, name: str, host: str, ws_url: str, role: str, api_key: str,
+            basic_auth: BasicAuth | None = None) -> bool:
+        """Store an account (validated, key and proxy password encrypted); True if new, False if
+        it replaced one.
 
         Refused with ``WrongFernetKey`` while another stored account's key cannot be decrypted
         with this cipher: one database never mixes keys encrypted with different Fernet keys.
@@ -252,17 +300,22 @@ class AccountVault:
         name, host, ws_url, checked_role = check_account(name, host, ws_url, role)
         key = check_api_key(api_key)
         REDACTOR.add(key)
+        _checked(ProxyAccess(basic_auth), (host, ws_url))  # the rule a run applies
         stored = self._db.accounts()
         for other in stored:
             if other.name != name and other.api_key_encrypted is not None:
                 self._decrypt(other)
         row = StoredAccount(name=name, host=host, ws_url=ws_url, role=checked_role.value,
                             updated_ts=self._clock.time(),
-                            api_key_encrypted=self._cipher.encrypt(key))
+                            api_key_encrypted=self._cipher.encrypt(key),
+                            basic_auth_user=basic_auth.user if basic_auth else None,
+                            basic_auth_encrypted=self._cipher.encrypt(basic_auth.password)
+                            if basic_auth else None)
         self._db.run_write(lambda tx: tx.apply(self._db.writes_for(record(row))))
         created = all(s.name != name for s in stored)
-        logger.info("accounts: {} {} ({}, {}, {})", "added" if created else "updated", name,
-                    checked_role.value, host, ws_url)
+        logger.info("accounts: {} {} ({}, {}, {}{})", "added" if created else "updated", name,
+                    checked_role.value, host, ws_url,
+                    f", basic auth as {basic_auth.user}" if basic_auth else "")
         return created
 
     def list(self) -> list[AccountInfo]:
@@ -276,7 +329,7 @@ class AccountVault:
                 except WrongFernetKey:
                     pass
             out.append(AccountInfo(row.name, row.host, row.ws_url, Role(row.role),
-                                   row.updated_ts, hint, readable))
+                                   row.updated_ts, hint, readable, row.basic_auth_user))
         return out
 
     def remove(self, name: str) -> None:
@@ -308,7 +361,13 @@ def _decrypt(row: StoredAccount, cipher: KeyCipher) -> str:
 
 
 def _account(row: StoredAccount, cipher: KeyCipher) -> Account:
-    return Account(row.name, row.host, row.ws_url, Role(row.role), _decrypt(row, cipher))
+    basic_auth = None
+    if row.basic_auth_user and row.basic_auth_encrypted is not None:
+        password = cipher.decrypt(row.basic_auth_encrypted, row.name)
+        basic_auth = BasicAuth(row.basic_auth_user, password)
+        REDACTOR.add(*ProxyAccess(basic_auth).secrets())
+    return Account(row.name, row.host, row.ws_url, Role(row.role), _decrypt(row, cipher),
+                   basic_auth)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,8 +397,10 @@ def resolve_accounts(cfg: Config, db: Database | None, env: Mapping[str, str]) -
     if not any(a.role is Role.PRIMARY for a in accounts):
         raise NoAccounts(f"no primary account among {', '.join(chosen)}; add one with "
                          f"--role primary")
-    if env.get(API_KEY_ENV):
-        logger.info("accounts: using stored accounts {}; {} is not used", chosen, API_KEY_ENV)
+    unused = [name for name in (API_KEY_ENV, BASIC_AUTH_USER_ENV) if env.get(name)]
+    if unused:
+        logger.info("accounts: using stored accounts {}; {} not used", chosen,
+                    " and ".join(unused))
     return accounts
 
 
@@ -358,4 +419,4 @@ def _default_account(cfg: Config, settings: AccountsSettings,
     return Account(check_name(settings.default_name),
                    check_url(cfg.section("openalgo").host, "openalgo.host", ("http", "https")),
                    check_url(cfg.section("feed").ws_url, "feed.ws_url", ("ws", "wss")),
-                   Role.PRIMARY, key)
+                   Role.PRIMARY, key, env_basic_auth(env))

@@ -12,7 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.app.command_spec import EXIT_CONFIG, EXIT_INTERRUPTED, CommandSpec
+from engine.app.command_spec import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    CommandError,
+    CommandSpec,
+)
 from engine.app.commands import COMMANDS
 from engine.app.sections import load_config
 from engine.config import Config, ConfigError, default_config_path
@@ -95,3 +101,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        failure = start_failure(exc)
+        if failure is None:
+            raise  # a bug: its traceback is what a developer needs
+        code, text = failure
+        print(f"{spec.name}: {text}", file=sys.stderr)
+        return code
+
+
+def start_failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and one line for a failure a command can meet at start-up or on I/O
+    (docs/operations, "Exit codes"); None for anything else. 2: the input needs the
+    operator (configuration, usage, authentication, a file that is not the engine's own);
+    1: at run time (the broker unreachable, the disk, a damaged session file)."""
+    from engine.broker import AuthError, BrokerError
+    from engine.market.session_file import SessionFileError
+    from engine.store.database import StoreError, StoreVersionError
+
+    if isinstance(exc, CommandError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, AuthError):
+        return EXIT_CONFIG, f"authentication failed: {exc}"
+    if isinstance(exc, BrokerError):
+        return EXIT_FAILURE, f"the broker cannot be reached: {exc}"
+    if isinstance(exc, StoreVersionError):
+        return EXIT_CONFIG, str(exc)
+    if isinstance(exc, (StoreError, SessionFileError)):
+        return EXIT_FAILURE, str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return EXIT_FAILURE, f"{where}{exc.strerror or exc}"
+    return None

@@ -23,6 +23,15 @@ EXIT_INTERRUPTED = 130
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
+class CommandError(Exception):
+    """A command cannot do what was asked: one line for stderr (the command's name is put in
+    front) and the exit code to return."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @dataclass(frozen=True)
 class CommandSpec:
     name: str

@@ -19,6 +19,7 @@ from engine.app.command_spec import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_SAFE_STOP,
+    CommandError,
     CommandSpec,
 )
 from engine.app.config_doc import render_config_toml
@@ -85,9 +86,17 @@ def _require_live_secrets(cfg: Config) -> int | None:
     return None
 
 
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="PATH", help="engine database to write (default: "
-                   "state_dir/<mode>-<date>.db)")
+def _db_option(p: argparse.ArgumentParser, *, fresh: bool = False) -> None:
+    if not fresh:
+        p.add_argument("--db", metavar="PATH", help="engine database, continued if it exists "
+                       "(an existing file that is not an engine database is refused)")
+        return
+    p.add_argument("--db", metavar="PATH", help="engine database to create (default: "
+                   "state_dir/<mode>-<session>.db); an existing file is never replaced "
+                   "unless it is this engine's database of the same mode and day and --fresh "
+                   "is given")
+    p.add_argument("--fresh", action="store_true", help="replace the engine's own database of "
+                   "the same mode and trading day at --db (with its -wal and -shm)")
 
 
 def _broker_option(p: argparse.ArgumentParser) -> None:
@@ -103,8 +112,11 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="strategy to run (default: engine.strategy)")
     p.add_argument("--no-strategy", action="store_true",
                    help="market data only: bars and swings, no orders")
+    p.add_argument("--threaded", action="store_true",
+                   help="one thread per actor with the step barrier (the live runtime), "
+                   "instead of every actor on one thread; for comparison")
     _broker_option(p)
-    _db_option(p)
+    _db_option(p, fresh=True)
 
 
 def _configure_paper(p: argparse.ArgumentParser) -> None:
@@ -120,7 +132,7 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD (pins one day: "
                    "no day lifecycle)")
     _broker_option(p)
-    _db_option(p)
+    _db_option(p, fresh=True)
 
 
 def _configure_synth(p: argparse.ArgumentParser) -> None:
@@ -177,7 +189,7 @@ def _session_arg(cfg: Config, given: str | None) -> Path:
     if given:
         path = Path(given)
         if not path.is_file():
-            raise SessionArgError(f"session file not found: {path}")
+            raise CommandError(f"session file not found: {path}")
         return path
     from engine.market.synth import bundled_day_path
 
@@ -186,31 +198,33 @@ def _session_arg(cfg: Config, given: str | None) -> Path:
     return bundled_day_path(settings=cfg.section("synth"), spec=cfg.instrument.spec())
 
 
-class SessionArgError(Exception):
-    """A session file given on the command line cannot be used."""
+def _fresh_db(args: argparse.Namespace, cfg: Config, mode: str, session: Path) -> Path:
+    """The database of a run that starts fresh: ``--db`` or ``state_dir/<mode>-<session>.db``,
+    checked by ``engine.app.dbfiles`` (never a file that is not the engine's own for this mode
+    and the session's day; the engine's own only with ``--fresh``)."""
+    from engine.app.dbfiles import fresh_database
+    from engine.market.instruments import trading_date
+    from engine.market.session_file import SessionReader
 
-
-def _fresh_db(path: Path) -> Path:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
+    with SessionReader(session) as reader:  # validated on opening: never empty
+        span = reader.time_range()
+    assert span is not None
+    db = Path(args.db) if args.db else _state(cfg) / f"{mode}-{session.stem}.db"
+    # a replay's default database is derived from its session: replaying again replaces it
+    return fresh_database(db, mode, trading_date(span[0]), fresh=args.fresh,
+                          derived=mode == "replay" and not args.db)
 
 
 def run_replay(args: argparse.Namespace, cfg: Config) -> int:
     from engine.app.replay import ReplayDriver
-    from engine.market.session_file import SessionFileError
 
     init_logging(cfg)
-    try:
-        session = _session_arg(cfg, args.session)
-        db = Path(args.db) if args.db else _state(cfg) / f"replay-{session.stem}.db"
-        driver = ReplayDriver(cfg, session, db_path=_fresh_db(db), speed=args.speed,
-                              progress=(not args.no_progress) and sys.stderr.isatty(),
-                              strategies=() if args.no_strategy else _strategies(
-                                  cfg, args.strategy))
-    except (SessionArgError, SessionFileError, ValueError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    session = _session_arg(cfg, args.session)
+    strategies = () if args.no_strategy else _strategies(cfg, args.strategy)
+    driver = ReplayDriver(cfg, session, db_path=_fresh_db(args, cfg, "replay", session),
+                          speed=args.speed,
+                          progress=(not args.no_progress) and sys.stderr.isatty(),
+                          strategies=strategies, threaded=args.threaded)
     summary = driver.run()
     print("\n".join(summary.lines()))
     return EXIT_OK if summary.stuck_steps == 0 else EXIT_FAILURE
@@ -249,16 +263,15 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
     if args.attach:
         from engine.app.venues import attached_venue
 
+        if args.fresh:
+            raise CommandError("--fresh is for a database started fresh (in-process paper, "
+                               "replay); paper --attach continues its database", EXIT_CONFIG)
         return _trade(args, cfg, attached_venue(cfg, _state(cfg)), "paper")
     init_logging(cfg)
-    try:
-        session = _session_arg(cfg, args.session)
-    except SessionArgError as exc:
-        print(f"paper: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    db = Path(args.db) if args.db else _state(cfg) / f"paper-{session.stem}.db"
+    session = _session_arg(cfg, args.session)
+    db = _fresh_db(args, cfg, "paper", session)
     with stop_on_signals(threading.Event()) as stop:
-        result = run_paper(cfg, session, speed=args.speed, db_path=_fresh_db(db),
+        result = run_paper(cfg, session, speed=args.speed, db_path=db,
                            record_to=Path(args.record) if args.record else None,
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"
@@ -295,9 +308,8 @@ def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_CONFIG
     try:
         days = _simulated_days(cfg, args)
-    except (SessionArgError, ValueError) as exc:
-        print(f"simulator: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
     session = days[0] if days else _session_arg(cfg, args.session)
     api_key = cfg.secrets.openalgo_api_key
     if not api_key:
@@ -328,7 +340,7 @@ def _simulated_days(cfg: Config, args: argparse.Namespace) -> list[Path]:
         folder = Path(args.sessions)
         files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
         if not files:
-            raise SessionArgError(f"no session files in {folder}")
+            raise CommandError(f"no session files in {folder}", EXIT_CONFIG)
         return files
     if not getattr(args, "days", None):
         return []
@@ -403,6 +415,13 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
                      help="primary (default) or backup (a market-data fallback)")
     add.add_argument("--key-stdin", action="store_true",
                      help="read the API key from standard input instead of OPENALGO_API_KEY")
+    add.add_argument("--basic-auth-user", metavar="USER",
+                     help="the login of a proxy (nginx) in front of OpenAlgo; its password comes "
+                     "from NIFTY_ENGINE_BASIC_AUTH_PASSWORD or, with --basic-auth-stdin, from "
+                     "standard input — never an argument")
+    add.add_argument("--basic-auth-stdin", action="store_true",
+                     help="read the proxy's password from standard input (after the API key's "
+                     "line when --key-stdin is given too)")
     listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
     remove = actions.add_parser("remove", help="delete a stored account")
     remove.add_argument("name")
@@ -411,25 +430,41 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
                             help="engine database (default: store.path)")
 
 
-def _api_key_input(args: argparse.Namespace) -> str:
-    """The API key for ``accounts add``: standard input (hidden when a terminal) or the env."""
+def _secret_input(from_stdin: bool, prompt: str, env_name: str, flag: str) -> str:
+    """A secret for ``accounts add``: one line of standard input (hidden when a terminal) or
+    the environment variable ``env_name``."""
     import getpass
     import os
 
-    from engine.app.accounts import API_KEY_ENV, InvalidAccount
+    from engine.app.accounts import InvalidAccount
 
-    if args.key_stdin:
-        return getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.read()
-    key = os.environ.get(API_KEY_ENV, "")
-    if not key:
-        raise InvalidAccount(f"no API key: set {API_KEY_ENV}, or pipe it in with --key-stdin")
-    return key
+    if from_stdin:
+        return getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise InvalidAccount(f"no {prompt.rstrip(': ')}: set {env_name}, or pipe it in with "
+                             f"{flag}")
+    return value
+
+
+def _basic_auth_input(args: argparse.Namespace) -> Any:
+    """The proxy login for ``accounts add`` (None without ``--basic-auth-user``)."""
+    from engine.app.accounts import BASIC_AUTH_PASSWORD_ENV, InvalidAccount, check_basic_auth
+
+    if not args.basic_auth_user:
+        if args.basic_auth_stdin:
+            raise InvalidAccount("--basic-auth-stdin needs --basic-auth-user")
+        return None
+    password = _secret_input(args.basic_auth_stdin, "basic-auth password: ",
+                             BASIC_AUTH_PASSWORD_ENV, "--basic-auth-stdin")
+    return check_basic_auth(args.basic_auth_user, password, "basic auth")
 
 
 def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
     import os
 
     from engine.app.accounts import (
+        API_KEY_ENV,
         FERNET_ENV,
         AccountError,
         AccountVault,
@@ -449,8 +484,9 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
             vault = AccountVault(db, cipher, clock)
             if args.accounts_action == "add":
                 check_account(args.name, args.host, args.ws_url, args.role)  # before the key
-                created = vault.add(args.name, args.host, args.ws_url, args.role,
-                                    _api_key_input(args))
+                api_key = _secret_input(args.key_stdin, "API key: ", API_KEY_ENV, "--key-stdin")
+                created = vault.add(args.name, args.host, args.ws_url, args.role, api_key,
+                                    _basic_auth_input(args))
                 print(f"{'added' if created else 'updated'} account {args.name} in {path}")
             elif args.accounts_action == "remove":
                 vault.remove(args.name)

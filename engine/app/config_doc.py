@@ -15,8 +15,9 @@ from engine.config import Sections
 HEADER = """\
 # nifty-engine configuration: every tunable with its default and a one-line comment.
 # Generated from the settings declarations (python run.py config --write-defaults config.toml);
-# edit values freely. Secrets never go here: OPENALGO_API_KEY and NIFTY_ENGINE_FERNET_KEY come
-# from the environment. Any key can be overridden by NIFTY_ENGINE__<SECTION>__<KEY>=value or by
+# edit values freely. Secrets never go here: OPENALGO_API_KEY, NIFTY_ENGINE_FERNET_KEY and a
+# proxy's NIFTY_ENGINE_BASIC_AUTH_USER / NIFTY_ENGINE_BASIC_AUTH_PASSWORD come from the
+# environment. Any key can be overridden by NIFTY_ENGINE__<SECTION>__<KEY>=value or by
 # --set section.key=value on the command line.
 """
 

@@ -83,7 +83,7 @@ class DayLifecycle:
         self.atm = atm
         self.control_path = control_path
         self.on_transition = on_transition
-        self.broker = broker or venue_broker(cfg, venue)
+        self.broker = broker or venue_broker(cfg, venue, session_may_wait=True)
         self.state_dir = Path(cfg.engine.state_dir)
         self.engine: Engine | None = None
         self.safe_stop_reason: str | None = None

@@ -11,7 +11,11 @@ Owns the assembly and the run loop of an engine whose broker and market outlive 
   market time). Killing and restarting the engine leaves the simulator's orders, positions and
   market running: this is how recovery is exercised for real.
 
-Both select the day's universe from the index spot (``[universe]``), start the engine (the
+Both first ask the server for a ``ping``: a refusal (the API key, or the login of a proxy in
+front of OpenAlgo) or a TLS certificate the engine does not trust ends the start with one line
+(``AccessRefused``, a configuration error: exit 2); an unreachable server does not (the engine
+starts and keeps trying). Both then select the day's universe from the index spot
+(``[universe]``), start the engine (the
 reconciler opens entries only after startup reconciliation: fail-closed), serve the operator
 control socket, and on SIGTERM / SIGINT stop by ``[engine] on_signal`` (``graceful_stop``).
 """
@@ -31,7 +35,7 @@ from engine.app.modes import feed_connector
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
-from engine.broker import BrokerError, SemiAutoMode
+from engine.broker import AuthError, BrokerError, ProxyAuthError, SemiAutoMode, UntrustedServer
 from engine.config import Config, ConfigError
 from engine.market.instruments import (
     INDEX_EXCHANGE,
@@ -78,17 +82,24 @@ def day_engine(cfg: Config, venue: Venue, broker: OpenAlgoClient, *, db_path: Pa
     parts = EngineParts(mode=venue.name, clock=clock, symbols=universe_pairs(symbols),
                         trading_day=day, broker=broker, facts=facts,
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
-                                               ws_url=venue.ws_url, account=venue.account),
+                                               ws_url=venue.ws_url, account=venue.account,
+                                               access=venue.access),
                         db_path=db_path, strategies=strategies, account=venue.account)
     return Engine(cfg, parts), spot
 
 
-def venue_broker(cfg: Config, venue: Venue) -> OpenAlgoClient:
-    """The REST client of ``venue`` (live: refused when OpenAlgo is in semi-auto mode)."""
+def venue_broker(cfg: Config, venue: Venue, *, session_may_wait: bool = False) -> OpenAlgoClient:
+    """The REST client of ``venue``, its access checked (``check_access``; live: refused when
+    OpenAlgo is in semi-auto mode)."""
     broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
-                            clock=venue.clock, account=venue.account)
-    if venue.name == "live":
-        _refuse_semi_auto(broker)
+                            clock=venue.clock, account=venue.account, access=venue.access)
+    try:
+        check_access(broker, venue, session_may_wait=session_may_wait)
+        if venue.name == "live":
+            _refuse_semi_auto(broker)
+    except BaseException:
+        broker.close()
+        raise
     return broker
 
 
@@ -98,9 +109,21 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
     """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
     stop; returns the stopped engine."""
     clock = venue.clock
-    broker = venue_broker(cfg, venue)
-    engine, spot = day_engine(cfg, venue, broker, db_path=db_path, strategies=strategies,
-                              atm=atm, expiry=expiry)
+    try:
+        broker = venue_broker(cfg, venue)
+        try:
+            # the host and the key, checked before anything starts (AuthError,
+            # BrokerUnavailable: one line and an exit code from the command line, not an
+            # engine retrying forever)
+            broker.funds()
+            engine, spot = day_engine(cfg, venue, broker, db_path=db_path,
+                                      strategies=strategies, atm=atm, expiry=expiry)
+        except BaseException:
+            broker.close()
+            raise
+    except BaseException:
+        clock.stop()
+        raise
     engine.start()
     try:
         with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
@@ -118,6 +141,37 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
         engine.stop()
         clock.stop()
     return engine
+
+
+class AccessRefused(ConfigError):
+    """The server refused this engine at start: its API key, its proxy login, or its TLS
+    certificate. One line; the command exits 2."""
+
+
+def check_access(broker: OpenAlgoClient, venue: Venue, *, session_may_wait: bool = False) -> None:
+    """Ask the server for a ``ping``; raise ``AccessRefused`` if it refuses us (see the module
+    docstring). Any other failure is logged and the start goes on. ``session_may_wait`` (the
+    day lifecycle): OpenAlgo's own refusal, which is also how it answers once the day's broker
+    session is gone, is left to the lifecycle's broker-session wait; a proxy's refusal and an
+    untrusted certificate still end the start."""
+    try:
+        broker.ping()
+    except AuthError as exc:
+        if session_may_wait and not isinstance(exc, ProxyAuthError):
+            logger.warning("{}: OpenAlgo refused the start-up ping ({}): the broker session is "
+                           "waited for (log in to OpenAlgo, or check the API key)", venue.name,
+                           exc.message)
+            return
+        hint = (" (the login comes from the stored account, else from "
+                "NIFTY_ENGINE_BASIC_AUTH_USER / NIFTY_ENGINE_BASIC_AUTH_PASSWORD)"
+                if isinstance(exc, ProxyAuthError) else "")
+        raise AccessRefused(f"{venue.rest_url} refused the engine: {exc.message}{hint}") \
+            from None
+    except UntrustedServer as exc:
+        raise AccessRefused(f"{venue.rest_url}: {exc.message}") from None
+    except BrokerError as exc:
+        logger.warning("{}: OpenAlgo did not answer the start-up ping ({}); starting anyway",
+                       venue.name, exc)
 
 
 def _listed_only(broker: OpenAlgoClient, symbols: list[str], width: int) -> list[str]:

@@ -18,6 +18,7 @@ Replay lives in ``engine.app.replay``; live trading is assembled in ``engine.app
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import threading
@@ -31,6 +32,7 @@ from types import FrameType
 from loguru import logger
 
 from actors.feed import FeedCallbacks
+from engine.app.accounts import env_basic_auth, proxy_access
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.tree import Engine, EngineParts, last_close_at
@@ -38,6 +40,7 @@ from engine.app.venues import write_simulator_file
 from engine.config import Config
 from engine.market.instruments import trading_date
 from engine.market.session_file import SessionReader
+from engine.openalgo.access import ProxyAccess
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import Clock, ScaledClock, WallClock
@@ -69,14 +72,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
 
 
 def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | None = None,
-                   account: str = "default") -> Callable[[FeedCallbacks], FeedClient]:
+                   account: str = "default", access: ProxyAccess | None = None
+                   ) -> Callable[[FeedCallbacks], FeedClient]:
     """A factory the Feed actor calls (on every start) to get a fresh feed client."""
     settings = cfg.feed if ws_url is None else replace(cfg.feed, ws_url=ws_url)
 
     def connect(cb: FeedCallbacks) -> FeedClient:
         return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=cb.on_ticks,
                           on_status=cb.on_status, on_order_update=cb.on_order_update,
-                          account=account)
+                          account=account, access=access)
 
     return connect
 
@@ -224,14 +228,16 @@ def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,
     api_key = cfg.secrets.require("openalgo_api_key", "recording reads your OpenAlgo feed")
     clock = WallClock()
     day = trading_date(clock.time())
-    client = OpenAlgoClient(cfg.openalgo, api_key=api_key, clock=clock)
+    access = proxy_access(cfg, env_basic_auth(os.environ), cfg.openalgo.host, cfg.feed.ws_url)
+    client = OpenAlgoClient(cfg.openalgo, api_key=api_key, clock=clock, access=access)
     try:  # the session file records the day's facts, so a replay trades the day's lots
         facts, _spot = broker_facts(cfg, client, day, db_path=db_path, account="default")
     finally:
         client.close()
     parts = EngineParts(mode="record", clock=clock, symbols=symbols, trading_day=day,
                         facts=facts,
-                        connect=feed_connector(cfg, api_key=api_key, clock=clock),
+                        connect=feed_connector(cfg, api_key=api_key, clock=clock,
+                                               access=access),
                         db_path=db_path, record_to=out)
     engine = Engine(cfg, parts)
     engine.start()

@@ -3,12 +3,17 @@
 Owns the replay driver. Ticks are read from a session file in arrival order and delivered in
 steps of ``step_s`` seconds of market time: the driver advances the virtual clock to the step's
 start (firing every timer due by then, in order), feeds the step's ticks to the in-process
-simulated broker and, as one ``TickBatch``, to the feed actor, then sends a ``FlushToken`` to
-every actor it told and waits on the ``StepBarrier`` until every message the step caused has
-been handled (engine.runtime.barrier). Only then does the next step start, so the actors never
-run ahead
-of the decisions earlier ticks caused, and the same session and configuration give the same bars,
-orders and fills on every run.
+simulated broker and, as one ``TickBatch``, to the feed actor, then lets every message the step
+caused be handled before the next step starts, so the actors never run ahead of the decisions
+earlier ticks caused, and the same session and configuration give the same bars, orders and
+fills on every run. Two runtimes, the same actors:
+
+- by default every actor runs on the driver's thread under the calling-thread dispatcher
+  (engine.runtime.dispatcher): the driver runs its queue until it is empty. Deterministic by
+  construction, and several times faster (no thread wake-ups);
+- ``threaded=True`` (``replay --threaded``) runs them as live and paper do, one Pykka thread
+  each; the driver then sends a ``FlushToken`` to every actor it told and waits on the
+  ``StepBarrier`` (engine.runtime.barrier).
 
 ``speed`` 0 runs as fast as the machine allows; ``speed`` N paces steps at N times real time. A
 progress bar (rich) shows market time and ticks per second; the summary gives counts, rates and
@@ -17,6 +22,7 @@ a hash of every bar, so two replays can be compared by one line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +41,7 @@ from engine.market.session_file import SessionReader
 from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
 from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
+from engine.runtime.dispatcher import Dispatcher
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
 
@@ -49,6 +56,10 @@ class ReplaySettings:
     barrier_timeout_s: float = setting(60.0, "real seconds to wait for a step to settle before "
                                        "reporting a stuck actor", min=0.1, max=3600)
     progress: bool = setting(True, "show a progress bar on a terminal")
+    store_flush_s: float = setting(60.0, "engine seconds between the store's batched writes in "
+                                   "a replay (one transaction a minute instead of every "
+                                   "[store] flush_interval_s); orders and fills still commit "
+                                   "at once", min=0.05, max=60.0)
 
 
 @dataclass
@@ -104,7 +115,7 @@ class ReplayDriver:
                  progress: bool | None = None,
                  on_step: Callable[[Engine, float], None] | None = None,
                  parts_hook: Callable[[EngineParts], None] | None = None,
-                 strategies: tuple[str, ...] = ()) -> None:
+                 strategies: tuple[str, ...] = (), threaded: bool = False) -> None:
         self.cfg = cfg
         self.settings: ReplaySettings = cfg.section("replay")
         self.session = session
@@ -115,6 +126,8 @@ class ReplayDriver:
         self.on_step = on_step
         self.parts_hook = parts_hook
         self.strategies = strategies
+        self.threaded = threaded
+        self._dispatcher: Dispatcher | None = None
         self._last_ts = 0.0  # latest bucketing time (exchange time, else receive) seen
 
     def _parts(self) -> tuple[EngineParts, VirtualClock, SimulatedBroker]:
@@ -131,21 +144,27 @@ class ReplayDriver:
         broker = SimulatedBroker(clock, spec, self.cfg.section("matching"), account="replay")
         for sym, exch in symbols:
             broker.declare_symbol(sym, exch)
+        # threaded: restart backoff and liveness run in real time (hangs are real-time
+        # matters); on one thread they run on the virtual clock, in order with everything else
+        self._dispatcher = None if self.threaded else Dispatcher()
         parts = EngineParts(mode="replay", clock=clock, symbols=symbols, trading_day=day,
                             broker=broker, db_path=self.db_path,
-                            supervision_clock=WallClock(), strategies=self.strategies,
-                            account="replay", open_gate_at_start=True, facts=facts)
+                            supervision_clock=WallClock() if self.threaded else None,
+                            strategies=self.strategies, account="replay",
+                            open_gate_at_start=True, facts=facts, dispatcher=self._dispatcher)
         if self.parts_hook is not None:
             self.parts_hook(parts)
         return parts, clock, broker
 
     def run(self) -> ReplaySummary:
         parts, clock, broker = self._parts()
-        engine = Engine(self.cfg, parts)
+        store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
+                                    batch_size=max(self.cfg.store.batch_size, 100_000))
+        engine = Engine(self.cfg.replace(store=store), parts)
         summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
                                 db_path=str(self.db_path))
         engine.start()
-        engine.registry.track_external_sends(True)
+        engine.registry.track_external_sends(self.threaded)
         started = time.perf_counter()
         try:
             self._drive(engine, clock, broker, summary)
@@ -226,6 +245,9 @@ class ReplayDriver:
     def _barrier(self, registry: Any, summary: ReplaySummary, until: float) -> None:
         """Wait until every message told from outside actors since the last call is handled,
         and everything those messages caused."""
+        if self._dispatcher is not None:
+            self._dispatcher.run()  # one thread: handling them all is the wait
+            return
         targets = registry.take_external_sends()
         if not targets:
             return

@@ -22,12 +22,12 @@ from actors.recorder import RecorderSettings
 from engine.app.accounts import AccountsSettings
 from engine.app.control import ControlSettings
 from engine.app.replay import ReplaySettings
-from engine.config import Config, ConfigError, EngineSettings, Sections
+from engine.config import Config, ConfigError, EngineSettings, Problem, Sections
 from engine.config import describe_defaults as _describe
 from engine.config import load_config as _load
 from engine.market.bars import BarSettings
 from engine.market.day_cycle import DaySettings
-from engine.market.instruments import InstrumentSettings
+from engine.market.instruments import InstrumentSettings, parse_hhmm
 from engine.market.session_file import SessionFileSettings
 from engine.market.swings import SwingSettings
 from engine.market.synth import SynthSettings
@@ -57,10 +57,10 @@ class SupervisionGroups:
     execution: SupervisionSettings = field(default_factory=lambda: SupervisionSettings(
         liveness_timeout=60.0))
 
-    def problems(self) -> list[tuple[str, str]]:
-        return [(f"{name}.{key}", problem)
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        return [(tuple(f"{name}.{key}" for key in keys), problem)
                 for name in ("root", "market_data", "strategy", "execution")
-                for key, problem in getattr(self, name).problems()]
+                for keys, problem in getattr(self, name).problems()]
 
 
 #: The engine's own sections, in config.toml's order; strategies' sections follow.
@@ -102,6 +102,9 @@ def catalog(engine: EngineSettings) -> Sections:
         found = discover(engine.strategy_paths)
     except StrategyError as exc:
         raise ConfigError(str(exc), key="engine.strategy_paths") from None
+    except OSError as exc:  # a folder that cannot be listed (a name too long, no permission)
+        raise ConfigError(f"cannot read {_short(str(exc.filename))}: {exc.strerror}",
+                          key="engine.strategy_paths") from None
     if engine.strategy not in found:
         raise ConfigError(f"unknown strategy {engine.strategy!r}; known: "
                           f"{', '.join(sorted(found))}", key="engine.strategy")
@@ -116,12 +119,29 @@ def catalog(engine: EngineSettings) -> Sections:
     return sections
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def cross_section_problems(cfg: Config) -> list[Problem]:
+    """Checks between sections (each section's own are its ``problems()``): the end-of-day
+    exit must fall inside the instrument's session, or it never fires."""
+    spec = cfg.instrument.spec()
+    eod = parse_hhmm(cfg.risk.eod_exit)
+    if not spec.session_open < eod < spec.session_close:
+        return [(("risk.eod_exit", "instrument.session_close", "instrument.session_open"),
+                 f"{cfg.risk.eod_exit} is not inside the session "
+                 f"({spec.session_open:%H:%M}-{spec.session_close:%H:%M}, [instrument]): "
+                 f"the end-of-day exit would never fire")]
+    return []
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *,
                 env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, str] | None = None) -> Config:
     """The application's configuration from ``path`` (None: defaults), the environment and
     ``overrides`` (``section.key`` → text)."""
-    return _load(path, catalog, env=env, overrides=overrides)
+    return _load(path, catalog, env=env, overrides=overrides, checks=cross_section_problems)
 
 
 def describe_defaults(engine: EngineSettings | None = None) -> list[tuple[str, str, Any, str]]:

@@ -30,6 +30,7 @@ Consumers start before producers, so the first bar already finds its swing detec
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ from engine.market.instruments import (
 )
 from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
 from engine.runtime.clock import Clock
+from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.registry import Registry
 from engine.runtime.supervisor import (
     ChildSpec,
@@ -68,6 +70,7 @@ from engine.runtime.supervisor import (
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import (
     Database,
+    DatabaseOwner,
     StoredInstrumentFacts,
     StoredOrder,
     StoredStrategyState,
@@ -108,6 +111,8 @@ class EngineParts:
     record_to: Path | None = None
     # the day's instrument facts (broker, session file); None: [instrument] alone
     facts: InstrumentFacts | None = None
+    # run every actor on the calling thread (replay); None: a Pykka thread per actor
+    dispatcher: Dispatcher | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,14 +127,16 @@ class Engine:
         self.session = session_bounds(parts.trading_day, self.spec_instrument)
         db_path = parts.db_path or Path(cfg.store.path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(db_path, cfg.store)
+        self.db = Database(db_path, cfg.store,
+                           owner=DatabaseOwner(parts.mode, parts.trading_day))
         if parts.facts is not None:  # before the tree starts: no other writer yet
             row = StoredInstrumentFacts.of(parts.facts, trading_date=parts.trading_day,
                                            account=parts.account, underlying=INDEX_SYMBOL,
                                            fetched_ts=self.clock.time())
             self.db.run_write(lambda tx: tx.apply(self.db.writes_for(record(row))))
         self.registry = Registry(self.clock, stash_limit=cfg.supervision.root.stash_limit,
-                                 on_dead_letter=self._on_dead_letter)
+                                 on_dead_letter=self._on_dead_letter,
+                                 dispatcher=parts.dispatcher)
         self.supervisor: SupervisorHandle | None = None
         self.safe_stop_reason: str | None = None
         self.stopped = threading.Event()
@@ -250,7 +257,9 @@ class Engine:
         self.supervisor = start_tree(self.tree(), registry=self.registry, clock=self.clock,
                                      on_safe_stop=self._safe_stop,
                                      on_restart=self._on_restart,
-                                     timer_clock=self.parts.supervision_clock)
+                                     timer_clock=self.parts.supervision_clock,
+                                     # one thread: the same backoff jitter on every run
+                                     rng=random.Random(0) if self.parts.dispatcher else None)
         if self.parts.strategies and isinstance(self.parts.broker, SimulatedBroker):
             # in-process broker (replay): its order-state changes are the update stream
             self.parts.broker.add_order_listener(self._on_simulated_order)

@@ -1,10 +1,12 @@
 """Where an engine trades: the user's OpenAlgo server, or a standalone simulator to attach to.
 
-Owns ``Venue`` (URLs, API key, account, the clock to run on) and how each is found:
+Owns ``Venue`` (URLs, API key, account, the clock to run on, the proxy access) and how each is
+found:
 ``live_venue`` (a stored account with its Fernet-encrypted key, or ``[openalgo] host``,
 ``[feed] ws_url`` and ``OPENALGO_API_KEY``) and ``attached_venue`` (the ``simulator.json`` a
 standalone ``run.py simulator`` writes into the state directory: its URLs and its market clock,
-so every engine that attaches, and every restart of one, runs on the simulator's market time).
+so every engine that attaches, and every restart of one, runs on the simulator's market time;
+its proxy login, if it sits behind one, comes from the environment).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config, ConfigError
+from engine.openalgo.access import ProxyAccess
 from engine.runtime.clock import Clock, ScaledClock, WallClock
 from engine.runtime.fastforward import FastForwardClock
 
@@ -24,7 +27,8 @@ SIM_FILE = "simulator.json"
 
 @dataclass(frozen=True, slots=True)
 class Venue:
-    """Where the engine trades: the server's URLs, the API key, the clock to run on."""
+    """Where the engine trades: the server's URLs, the API key, the clock to run on, and how the
+    server is reached (basic auth and CA bundle of a proxy in front of it)."""
 
     name: str  # "live" | "paper"
     rest_url: str
@@ -32,6 +36,7 @@ class Venue:
     api_key: str
     clock: Clock
     account: str
+    access: ProxyAccess = field(default_factory=ProxyAccess)
 
 
 def live_venue(cfg: Config, account: str | None = None) -> Venue:
@@ -39,7 +44,7 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
     single account of ``[openalgo]`` + ``OPENALGO_API_KEY``). A strategy is mirrored on several
     accounts by running one engine per account (``--account``): each has its own order manager,
     rate limit, database and control socket, and one account's failure cannot stop another."""
-    from engine.app.accounts import Role, resolve_accounts
+    from engine.app.accounts import Role, proxy_access, resolve_accounts
     from engine.store.database import Database
 
     path = Path(cfg.store.path)
@@ -60,7 +65,8 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
             raise ConfigError(f"{len(chosen)} primary accounts ({names}): run one engine per "
                               f"account (run.py live --account NAME)", key="live.account")
     a = chosen[0]
-    return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name)
+    return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name,
+                 proxy_access(cfg, a.basic_auth, a.host, a.ws_url))
 
 
 def write_simulator_file(state_dir: Path, *, rest_url: str, ws_url: str, clock: Clock) -> Path:
@@ -103,6 +109,9 @@ def attached_venue(cfg: Config, state_dir: Path) -> Venue:
         raise ConfigError("no API key for the simulator: set OPENALGO_API_KEY or start the "
                           "simulator without it (it then writes simulator.key)",
                           key="openalgo_api_key")
+    from engine.app.accounts import env_basic_auth, proxy_access
+
+    access = proxy_access(cfg, env_basic_auth(os.environ), rest_url, ws_url)
     clock = FastForwardClock(base, speed, skips, base=True) if skips else \
         ScaledClock(market, speed)
-    return Venue("paper", rest_url, ws_url, key, clock, "paper")
+    return Venue("paper", rest_url, ws_url, key, clock, "paper", access)

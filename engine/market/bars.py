@@ -228,7 +228,8 @@ class BarAggregator:
     """
 
     def __init__(self, symbol: str, settings: BarSettings,
-                 session: tuple[float, float], *, traded: bool = True) -> None:
+                 session: tuple[float, float], *, traded: bool = True,
+                 updates: bool = True) -> None:
         open_ts, close_ts = session
         if not (math.isfinite(open_ts) and math.isfinite(close_ts)) or close_ts <= open_ts:
             raise BarError(f"session must be (open, close) with open < close, got {session!r}")
@@ -243,6 +244,7 @@ class BarAggregator:
         self._last_minute = self._close - _MINUTE
         self._grace = settings.grace_s
         self._update_interval = settings.update_interval_s
+        self._updates = updates  # False: nobody listens, no BarUpdate is built
         # closed state
         self._closed_through = self._open - _MINUTE
         self._covered_through = self._closed_through
@@ -338,7 +340,7 @@ class BarAggregator:
             self._partial += 1
             return events
         self._accepted += 1
-        if extreme or now - self._last_update_at >= self._update_interval:
+        if self._updates and (extreme or now - self._last_update_at >= self._update_interval):
             self._last_update_at = now
             update = BarUpdate(self.symbol, start, minute.high, minute.low, minute.last, now)
             return [*events, update] if events else (update,)

@@ -88,9 +88,10 @@ class InstrumentSettings:
             session_close=parse_hhmm(self.session_close),
             holidays=frozenset(date.fromisoformat(d) for d in self.holidays))
 
-    def problems(self) -> list[tuple[str, str]]:
-        """Checks beyond one field's type and range, as (key, problem) for the config loader."""
-        found: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, ...], str]]:
+        """Checks beyond one field's type and range, as (key or keys, problem) for the config
+        loader."""
+        found: list[tuple[str | tuple[str, ...], str]] = []
         for key in ("session_open", "session_close"):
             try:
                 parse_hhmm(getattr(self, key))
@@ -106,7 +107,7 @@ class InstrumentSettings:
                 found.append(("override", f"{key!r} is not a broker fact; expected one of "
                                           f"{', '.join(BROKER_FACTS)}"))
         if not found and parse_hhmm(self.session_open) >= parse_hhmm(self.session_close):
-            found.append(("session_close", "must be after session_open"))
+            found.append((("session_close", "session_open"), "must be after session_open"))
         return found
 
 

@@ -13,7 +13,10 @@ Owns the on-disk format shared by the recorder, the synthetic-day generator and 
 moment loses at most the batch not yet committed and never leaves a corrupt file. ``SessionReader``
 streams the ticks back as ``Tick`` objects in arrival order, in chunks, so memory stays flat for
 any file size. A path that is missing, not SQLite, or not a session file raises
-``SessionFileError`` naming the path.
+``SessionFileError`` naming the path, and so does, when opened, a file without ticks or with a
+value of the wrong type in one (text in ``ltp``: counted, the first named). A file whose receive
+times go back is played in receive-time order, with a warning that counts the ticks concerned
+(docs/operations, "What the engine refuses").
 """
 
 from __future__ import annotations
@@ -359,9 +362,18 @@ class SessionReader:
         self._conn = _connect(self.path, read_only=True)
         try:
             self._meta = _validate(self.path, self._conn)
+            self._total = _check_ticks(self.path, self._conn)
+            self.out_of_order = _out_of_order(self.path, self._conn)
         except SessionFileError:
             self._conn.close()
             raise
+        # receive time is what the replay clock runs on: a file whose receive times go back is
+        # played in receive-time order (the file is not changed)
+        self._order = "recv_ts, seq" if self.out_of_order else "seq"
+        if self.out_of_order:
+            logger.warning("session file {}: {:,} of {:,} ticks are out of receive-time order; "
+                           "they are played in receive-time order", self.path,
+                           self.out_of_order, self._total)
 
     def meta(self) -> dict[str, str]:
         """Every meta key with its text value (JSON for structured values)."""
@@ -382,7 +394,8 @@ class SessionReader:
         return None if lo is None else (float(lo), float(hi))
 
     def ticks(self, start: float | None = None, end: float | None = None) -> Iterator[Tick]:
-        """Ticks in arrival (seq) order with ``start <= recv_ts < end`` (either bound optional).
+        """Ticks in arrival (seq) order with ``start <= recv_ts < end`` (either bound optional);
+        in receive-time order (then seq) when the file's receive times go back somewhere.
 
         Streams in chunks; the iterator holds a read snapshot of the file until exhausted.
         """
@@ -394,7 +407,8 @@ class SessionReader:
         if end is not None:
             where.append("recv_ts < ?")
             params.append(end)
-        sql = _SELECT_TICKS + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        sql = (_SELECT_TICKS + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY {self._order}")
         try:
             cursor = self._conn.execute(sql, params)
         except sqlite3.Error as exc:
@@ -439,6 +453,74 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise SessionFileError(path, f"cannot open: {exc}") from exc
+
+
+def _number(column: str, *, nullable: bool = False) -> str:
+    """SQL: ``column`` holds a finite number. Comparisons, not ``typeof()`` (several times
+    faster over a day's ticks): SQLite orders every number before any text or blob, reads the
+    literal 1e999 as infinity, and NULL makes the test NULL (counted as failed below)."""
+    check = f"({column} > -1e999 AND {column} < 1e999)"
+    return f"({column} IS NULL OR {check})" if nullable else check
+
+
+def _text(column: str) -> str:
+    """SQL: ``column`` holds non-empty text (text sorts after '' and before any blob)."""
+    return f"({column} > '' AND {column} < x'')"
+
+
+_TICK_CHECKS: dict[str, str] = {
+    name: f"ifnull({check}, 0)" for name, check in {
+        "symbol": _text("symbol"), "exchange": _text("exchange"),
+        "ltp": _number("ltp"), "recv_ts": _number("recv_ts"),
+        "exchange_ts": _number("exchange_ts", nullable=True),
+        "volume": "typeof(volume) IN ('integer', 'null')",
+        "bid": _number("bid"), "ask": _number("ask"),
+        "oi": "typeof(oi) IN ('integer', 'null')",
+    }.items()}
+_TICK_OK = " AND ".join(_TICK_CHECKS.values())
+
+
+def _check_ticks(path: Path, conn: sqlite3.Connection) -> int:
+    """The number of ticks; ``SessionFileError`` for a file with none, or with a value of the
+    wrong type (text in ``ltp``, a blob, an infinity): counted, the first one named."""
+    try:
+        total, bad = conn.execute(f"SELECT COUNT(*), TOTAL(NOT ({_TICK_OK})) FROM ticks")\
+            .fetchone()
+        if not total:
+            raise SessionFileError(path, "holds no ticks")
+        if not bad:
+            return int(total)
+        row = conn.execute(f"SELECT seq, {', '.join(_TICK_CHECKS)} FROM ticks "
+                           f"WHERE NOT ({_TICK_OK}) ORDER BY seq LIMIT 1").fetchone()
+        flags = conn.execute(f"SELECT {', '.join(_TICK_CHECKS.values())} FROM ticks "
+                             f"WHERE seq = ?", (row[0],)).fetchone()
+    except sqlite3.Error as exc:
+        raise SessionFileError(path, f"cannot read ticks: {exc}") from exc
+    column = next(c for c, ok in zip(_TICK_CHECKS, flags, strict=True) if not ok)
+    value = row[1 + list(_TICK_CHECKS).index(column)]
+    raise SessionFileError(path, f"{int(bad):,} of {int(total):,} ticks hold a value of the "
+                                 f"wrong type (the first: seq {row[0]}, {column} = "
+                                 f"{_shown(value)})")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _out_of_order(path: Path, conn: sqlite3.Connection) -> int:
+    """How many ticks arrived (by seq) with a receive time earlier than one before them."""
+    late = 0
+    latest = -math.inf
+    try:
+        for (recv,) in conn.execute("SELECT recv_ts FROM ticks ORDER BY seq"):
+            if recv < latest:
+                late += 1
+            else:
+                latest = recv
+    except sqlite3.Error as exc:
+        raise SessionFileError(path, f"cannot read ticks: {exc}") from exc
+    return late
 
 
 def _validate(path: Path, conn: sqlite3.Connection) -> dict[str, str]:

@@ -149,9 +149,10 @@ class SynthSettings:
     volume_reset_at: str = setting("13:45:00", "when one near-ATM symbol's cumulative volume "
                                                "restarts from 0, IST ('' for never)")
 
-    def problems(self) -> list[tuple[str, str]]:
-        """What is wrong beyond single-value ranges, as (key, message) pairs."""
-        found: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[str | tuple[str, str], str]]:
+        """What is wrong beyond single-value ranges, as (key, message) pairs (the keys whose
+        values disagree, the one it is about first)."""
+        found: list[tuple[str | tuple[str, str], str]] = []
         try:
             date.fromisoformat(self.default_date)
         except ValueError:
@@ -165,9 +166,9 @@ class SynthSettings:
             except ValueError as exc:
                 found.append((key, str(exc)))
         if self.regime_min_min > self.regime_mean_min:
-            found.append(("regime_min_min", "must not exceed regime_mean_min"))
+            found.append((("regime_min_min", "regime_mean_min"), "must not exceed regime_mean_min"))
         if self.late_min_s > self.late_max_s:
-            found.append(("late_min_s", "must not exceed late_max_s"))
+            found.append((("late_min_s", "late_max_s"), "must not exceed late_max_s"))
         return found
 
 
@@ -311,7 +312,8 @@ class SyntheticDay:
         self.settings = settings or SynthSettings()
         problems = self.settings.problems()
         if problems:
-            raise ValueError("; ".join(f"synth.{key}: {message}" for key, message in problems))
+            raise ValueError("; ".join(f"synth.{key if isinstance(key, str) else key[0]}: {message}"
+                                       for key, message in problems))
         self.spec = spec or InstrumentSpec()
         self.date = _as_date(day)
         if not isinstance(seed, int) or seed < 0:

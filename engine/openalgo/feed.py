@@ -6,7 +6,10 @@ exchange → mode), the connection life cycle and the frame parser:
 - connect → ``authenticate`` (waits for the ``type: auth`` reply) → one bulk ``subscribe`` per
   mode for every remembered symbol (and ``subscribe_orders`` if asked) → read until the connection
   is lost, frozen or stopped → back off → again. A refused key is surfaced as ``AuthError`` through
-  ``on_auth_error`` and waits ``auth_retry_s`` before the next try (no tight loop).
+  ``on_auth_error`` and waits ``auth_retry_s`` before the next try (no tight loop). Behind a
+  reverse proxy (``wss://host/ws``; ``ProxyAccess``: basic auth, CA bundle), a handshake the
+  proxy refuses with 401/403 is a ``ProxyAuthError``, handled the same way; its other refusals
+  (502, a wrong path's 404) are one line and a reconnect.
 - Backoff: ``min(reconnect_base_s · 2ⁿ, reconnect_max_s)`` plus up to ``jitter`` of that at random;
   ``n`` counts failed connections and resets once a connection has stayed up ``stable_after_s``
   with market data flowing.
@@ -52,8 +55,9 @@ from typing import Any
 import websocket
 from loguru import logger
 
-from engine.broker import AuthError
+from engine.broker import AuthError, ProxyAuthError
 from engine.messages import FeedStatus, Tick
+from engine.openalgo.access import ProxyAccess, proxy_refusal
 from engine.runtime import probes
 from engine.runtime.clock import Clock
 from engine.settings import setting
@@ -128,6 +132,14 @@ class _AuthRefused(Exception):
     """The server refused the API key."""
 
 
+class _ProxyRefused(_AuthRefused):
+    """The proxy in front of the server refused the handshake (401/403)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Drop(Exception):
     """This connection is to be abandoned; the message says why."""
 
@@ -145,13 +157,15 @@ class FeedClient:
                  on_error_frame: Callable[[str, str], None] | None = None,
                  on_order_update: Callable[[dict[str, Any]], None] | None = None,
                  on_auth_error: Callable[[AuthError], None] | None = None,
-                 account: str = "default", rng: random.Random | None = None) -> None:
+                 account: str = "default", rng: random.Random | None = None,
+                 access: ProxyAccess | None = None) -> None:
         if not api_key:
             raise ValueError(f"account {account!r}: empty OpenAlgo API key")
         _check_mode(settings.mode)
         self.account = account
         self._settings = settings
         self._api_key = api_key
+        self._access = access or ProxyAccess()
         self._clock = clock
         self._on_tick = on_tick
         self._on_ticks = on_ticks
@@ -294,7 +308,7 @@ class FeedClient:
             except _AuthRefused as refused:
                 reason = f"authentication refused: {refused}"
                 delay = self._settings.auth_retry_s
-                self._auth_refused(str(refused))
+                self._auth_refused(refused)
             except _Drop as drop:
                 reason = str(drop)
             except (websocket.WebSocketException, OSError, ValueError) as exc:
@@ -315,9 +329,13 @@ class FeedClient:
         self._set_state("stopped")
 
     def _connect(self) -> websocket.WebSocket:
-        ws = websocket.create_connection(self._settings.ws_url,
-                                         timeout=self._settings.connect_timeout_s,
-                                         skip_utf8_validation=True, enable_multithread=True)
+        try:
+            ws = websocket.create_connection(self._settings.ws_url,
+                                             timeout=self._settings.connect_timeout_s,
+                                             skip_utf8_validation=True, enable_multithread=True,
+                                             **self._access.ws_options())
+        except websocket.WebSocketBadStatusException as exc:
+            raise self._handshake_refused(exc) from None
         with self._lock:
             self._ws = ws
         with self._stats_lock:
@@ -326,6 +344,19 @@ class FeedClient:
             self._go_down(ws)
             raise _Drop("stopped")
         return ws
+
+    def _handshake_refused(self, exc: websocket.WebSocketBadStatusException) -> Exception:
+        """What a refused upgrade means: the proxy refused us, or the URL is wrong."""
+        status = exc.status_code
+        try:
+            payload = json.loads(exc.resp_body or b"")
+        except (ValueError, RecursionError):
+            payload = None
+        refused = proxy_refusal(status, payload, self._access)
+        if refused is not None and status in (401, 403):
+            return _ProxyRefused(refused, status)
+        return _Drop(refused or f"WebSocket handshake refused (HTTP {status} "
+                                f"{exc.status_message or ''}): check [feed] ws_url")
 
     def _authenticate(self, ws: websocket.WebSocket) -> None:
         self._set_state("authenticating")
@@ -664,11 +695,15 @@ class FeedClient:
             status = FeedStatus(state, self._clock.time(), reason, max(0, self._connects - 1))
             self._call(self._on_status, "on_status", status)
 
-    def _auth_refused(self, message: str) -> None:
+    def _auth_refused(self, refused: _AuthRefused) -> None:
         with self._stats_lock:
             self._auth_failures += 1
-        error = AuthError(f"API key refused for account {self.account!r}: {message}",
-                          endpoint="websocket", account=self.account)
+        message = str(refused)
+        error = ProxyAuthError(message, endpoint="websocket", status=refused.status,
+                               account=self.account) \
+            if isinstance(refused, _ProxyRefused) else \
+            AuthError(f"API key refused for account {self.account!r}: {message}",
+                      endpoint="websocket", account=self.account)
         self._set_state("auth_failed", message)
         self._call(self._on_auth_error, "on_auth_error", error)
 

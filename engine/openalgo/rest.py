@@ -14,6 +14,11 @@ Retry policy (``RestSettings.retries`` attempts in total, ``retry_delay_s`` apar
   for 429, ``BrokerUnavailable`` otherwise.
 - 400 → ``RejectedError``, 403 → ``AuthError`` (names the account, never the key),
   404 → ``OrderNotFound``; other 4xx → ``RejectedError``. None of them is retried.
+- A reverse proxy in front of OpenAlgo (``engine.openalgo.access``) is told apart by its body,
+  which is not OpenAlgo's JSON: its 401/403 → ``ProxyAuthError`` (never retried), its 502/503/504
+  are 5xx as above, each with one line saying the proxy, not OpenAlgo, answered. A TLS failure
+  (a refused certificate) happens before anything is sent: retried, then
+  ``UntrustedServer`` (a ``BrokerUnavailable``) naming ``[openalgo] ca_bundle``.
 - Order-creating endpoints (placeorder, placesmartorder, closeposition) are never re-sent once the
   request may have reached the server, because a second copy can double (or reverse) a position.
   A read timeout, a connection dropped after sending, a 5xx, or a 2xx reply that cannot be read
@@ -34,10 +39,12 @@ it appears in no exception, log line or repr. Typed errors are raised ``from Non
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -58,12 +65,15 @@ from engine.broker import (
     OrderRow,
     OutcomeUnknown,
     PositionRow,
+    ProxyAuthError,
     Quote,
     RateLimited,
     RejectedError,
     SemiAutoMode,
     TradeRow,
+    UntrustedServer,
 )
+from engine.openalgo.access import ProxyAccess, proxy_refusal
 from engine.openalgo.wire import Fields, WireError, to_float
 from engine.runtime import probes
 from engine.runtime.clock import Clock
@@ -83,6 +93,8 @@ class RestSettings:
 
     host: str = setting("http://127.0.0.1:5000",
                         "OpenAlgo base URL; REST endpoints live under /api/v1/")
+    ca_bundle: str = setting("", "CA certificates (PEM file) trusted for the https:// and wss:// "
+                             "URLs instead of the default store; verification is always on")
     timeout_s: float = setting(10.0, "timeout of one HTTP request (connect and read), seconds",
                                min=0.05, max=120.0)
     retries: int = setting(3, "attempts in total for a retryable failure (1 = never retry)",
@@ -90,6 +102,11 @@ class RestSettings:
     retry_delay_s: float = setting(2.0, "pause between attempts, seconds", min=0.0, max=60.0)
     max_retry_after_s: float = setting(30.0, "longest wait honoured for a 429's retry_after, "
                                        "seconds", min=0.0, max=600.0)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            return [("ca_bundle", f"no such file: {self.ca_bundle!r}")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +169,29 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
+def _refused_certificate(exc: requests.RequestException) -> str | None:
+    """Why the server's certificate was refused (untrusted, expired, for another host), or None
+    for any other failure. A refused certificate ends the handshake: nothing was sent."""
+    if not isinstance(exc, requests.exceptions.SSLError) or not exc.args:
+        return None
+    cause = exc.args[0]
+    reason = cause.reason if isinstance(cause, MaxRetryError) else cause
+    for error in (reason, *getattr(reason, "args", ())):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return str(error.verify_message or error.reason or "certificate verify failed")
+    return None
+
+
 class OpenAlgoClient:
     """``engine.broker.Broker`` over OpenAlgo's REST API, for one account.
 
     ``clock`` stamps ``last_request``; ``sleep`` is the pause between attempts (injectable so
-    tests need not wait for real).
+    tests need not wait for real); ``access`` is the proxy login and CA bundle (none by default).
     """
 
     def __init__(self, settings: RestSettings, *, api_key: str, clock: Clock,
-                 account: str = "default", sleep: Callable[[float], None] = time.sleep) -> None:
+                 account: str = "default", sleep: Callable[[float], None] = time.sleep,
+                 access: ProxyAccess | None = None) -> None:
         if not api_key:
             raise ValueError(f"account {account!r}: empty OpenAlgo API key")
         self.account = account
@@ -169,7 +200,9 @@ class OpenAlgoClient:
         self._clock = clock
         self._sleep = sleep
         self._base = settings.host.rstrip("/") + "/api/v1/"
+        self._access = access or ProxyAccess()
         self._session = requests.Session()
+        self._session.headers.update(self._access.headers())
         self.last_request: LastRequest | None = None
         self.last_order_id: str | None = None
         self.malformed: Counter[str] = Counter()  # endpoint → unreadable 2xx replies
@@ -333,9 +366,17 @@ class OpenAlgoClient:
         try:
             response = self._session.post(self._base + endpoint,
                                           json={"apikey": self._key.reveal(), **fields},
-                                          timeout=self._settings.timeout_s)
+                                          timeout=self._settings.timeout_s,
+                                          verify=self._access.verify)
         except requests.RequestException as exc:
             what = self._key.scrub(f"{type(exc).__name__}: {exc}")[:_MESSAGE_LIMIT]
+            refused = _refused_certificate(exc)
+            if refused is not None:  # in the TLS handshake: nothing was sent
+                raise _Retryable(self._error(
+                    UntrustedServer, endpoint, None,
+                    f"the server's TLS certificate was refused ({refused}); if your own CA "
+                    f"signed it, set [openalgo] ca_bundle to that CA's PEM file"),
+                    self._settings.retry_delay_s) from None
             if _never_sent(exc):
                 raise _Retryable(self._error(BrokerUnavailable, endpoint, None,
                                              f"cannot connect ({what})"),
@@ -350,7 +391,10 @@ class OpenAlgoClient:
         payload = _json_or_none(response.content)
         if 200 <= status < 300:
             return status, self._success_body(endpoint, status, payload, creating)
-        message = self._server_message(payload, response.text)
+        refused = proxy_refusal(status, payload, self._access)
+        if refused is not None and status in (401, 403):
+            raise self._error(ProxyAuthError, endpoint, status, refused)
+        message = refused or self._server_message(payload, response.text)
         if status == 429:
             retry_after = self._retry_after(payload)
             error = RateLimited(message, retry_after=retry_after, endpoint=endpoint,

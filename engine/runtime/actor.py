@@ -14,7 +14,9 @@ Owns what all actors share and nothing more:
   actor, and are cancelled when it exits, so a restarted actor never inherits old timers;
 - the replay flush barrier: every name told since the last ``FlushToken`` is remembered, and on a
   token the actor forwards it to each of them before counting itself done (engine.runtime.barrier);
-- daemon threads, so an actor stuck in a blocking call never keeps the process alive.
+- daemon threads, so an actor stuck in a blocking call never keeps the process alive;
+- or no thread at all: when its registry has a calling-thread dispatcher (replay), ``start``
+  hands the actor to it (engine.runtime.dispatcher) and an ``ask`` is answered inline.
 
 Actors address each other by name through the registry (``self.tell("orders", msg)``), never by
 holding another actor's ref; time comes from ``self.clock``.
@@ -22,15 +24,23 @@ holding another actor's ref; time comes from ``self.clock``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import pykka
 from loguru import logger
+from pykka import ThreadingFuture
 
 from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
+from engine.runtime.logs import RepeatGate
 from engine.runtime.registry import RUNNING, SealableInbox
+
+# An alert raised again unchanged is logged again after a minute, then at doubling intervals up
+# to an hour (engine seconds).
+ALERT_REPEAT_FIRST_S = 60.0
+ALERT_REPEAT_MAX_S = 3600.0
 
 if TYPE_CHECKING:
     from engine.runtime.clock import Clock, TimerHandle
@@ -87,11 +97,50 @@ def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[...
     return mark
 
 
+class EngineFuture(ThreadingFuture[Any]):
+    """Pykka's thread future, plus the inline answer of the calling-thread dispatcher: an
+    ask put into a ``DispatchedInbox`` is answered by handling that inbox on the asker's stack
+    (engine.runtime.dispatcher); if it still has no answer then, waiting would wait for
+    nothing, so ``get`` raises ``pykka.Timeout`` at once."""
+
+    #: the ``engine.runtime.dispatcher.DispatchedInbox`` the ask went into, set by its ``put``
+    _dispatch_inbox: Any = None
+
+    def get(self, *, timeout: float | None = None) -> Any:
+        inbox = self._dispatch_inbox
+        if inbox is not None and self._result is None:
+            inbox.dispatcher.answer(inbox, self._answered)
+            if self._result is None and inbox.dispatcher.thread == threading.get_ident():
+                raise pykka.Timeout(f"{inbox.actor.name} cannot answer inline (its handler is "
+                                    "running, or it stopped)")
+        return super().get(timeout=timeout)
+
+    def _answered(self) -> bool:
+        return self._result is not None
+
+
 class EngineActor(pykka.ThreadingActor):
     """Subclass this; decorate handlers with ``@handles(MessageType)``."""
 
     use_daemon_thread = True
     _dispatch: ClassVar[dict[type, Handler]] = {}
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Build and start the actor: on its own thread (Pykka), or, when its registry has a
+        calling-thread dispatcher (replay), under that dispatcher."""
+        actor = cls(*args, **kwargs)
+        dispatcher = actor.registry.dispatcher if actor.registry is not None else None
+        if dispatcher is None:
+            pykka.ActorRegistry.register(actor.actor_ref)
+            actor._start_actor_loop()
+        else:
+            dispatcher.start(actor)
+        return actor.actor_ref
+
+    @staticmethod
+    def _create_future() -> EngineFuture:
+        return EngineFuture()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,6 +170,7 @@ class EngineActor(pykka.ThreadingActor):
         # Names told since the last FlushToken (replay barrier) and this incarnation's timers.
         self._told: set[str] = set()
         self._timers: list[TimerHandle] = []
+        self._repeats: RepeatGate | None = None  # made on the first alert
 
     @staticmethod
     def _create_actor_inbox() -> SealableInbox:
@@ -168,10 +218,15 @@ class EngineActor(pykka.ThreadingActor):
     def raise_alert(self, kind: str, text: str, severity: Severity = Severity.WARNING,
                     health: str | None = "health") -> None:
         """Log ``text`` at the severity's level and tell the health actor (which throttles
-        and stores alerts) an ``Alert``."""
+        and stores alerts) an ``Alert``. The same alert raised again (a failure on every retry)
+        is logged once, then at growing intervals with the count held back (``RepeatGate``)."""
         level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(severity,
                                                                                   "INFO")
-        logger.log(level, "{}", text)
+        if self._repeats is None:
+            self._repeats = RepeatGate(ALERT_REPEAT_FIRST_S, ALERT_REPEAT_MAX_S)
+        allowed, held = self._repeats.allow((kind, text), self.now())
+        if allowed:
+            logger.log(level, "{}{}", text, f" ({held} more like it held back)" if held else "")
         if health:
             self.tell(health, Alert(kind, text, self.now(), severity))
 

@@ -4,15 +4,18 @@ Owns every log sink of the process. Each sink gets the same ``Redactor`` as its 
 rewrites the record before formatting: the message, the ``extra`` values and the exception text
 (formatted here, because a traceback carries exception messages and URLs). Known secret values
 (from the environment) are replaced literally; anything shaped like an API key assignment
-(``apikey=...``, ``"api_key": "..."``, ``Authorization: Bearer ...``) is masked by pattern, so a key
-never seen before is still hidden. Standard-library logging (Pykka, urllib3, websocket-client) is
-routed into loguru and therefore through the same filter. ``diagnose`` is off on every sink:
+(``apikey=...``, ``"api_key": "..."``, ``Authorization: Bearer ...``, ``Authorization: Basic ...``)
+is masked by pattern, so a key or a proxy login never seen before is still hidden.
+Standard-library logging (Pykka, urllib3, websocket-client) is routed into loguru and therefore
+through the same filter. ``diagnose`` is off on every sink:
 variable values in tracebacks could hold a key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import re
 import sys
 import threading
@@ -24,6 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loguru import logger
+
+# loguru's rotating file sink itself, so the log file rotates exactly as ``logger.add(path)``
+# would rotate it; ``GuardedFile`` wraps it (a private module of loguru: pinned by a test)
+from loguru._file_sink import FileSink
 
 from engine.runtime.clock import IST
 from engine.settings import setting
@@ -38,6 +45,8 @@ _PATTERNS = [
     re.compile(rf"(?i)(['\"]{_KEY_NAMES}['\"]\s*:\s*['\"])([^'\"]*)(['\"])"),
     # Authorization: Bearer VALUE
     re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/=-]+)"),
+    # Authorization: Basic VALUE (header lines and header dicts; "basic auth" text stays)
+    re.compile(r"(?i)(\bauthorization['\"]?\s*[:=]\s*['\"]?basic\s+)([A-Za-z0-9+/=]+)"),
 ]
 
 CONSOLE_FORMAT = ("<green>{extra[ist]}</green> | <level>{level: <8}</level> | "
@@ -126,6 +135,11 @@ class LoggingSettings:
     retention: int = setting(10, "rotated log files kept", min=1, max=1000)
     console: bool = setting(True, "also log to the console (stderr)")
 
+    def problems(self) -> list[tuple[str, str]]:
+        """The rotation as loguru will read it (a bad one would fail only once logging starts)."""
+        problem = rotation_problem(self.rotation)
+        return [("rotation", problem)] if problem else []
+
 
 def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation: str = "50 MB",
                   retention: int = 10, console: bool = True, secrets: Iterable[str] = (),
@@ -141,30 +155,95 @@ def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation
     _FILE_SINK.clear()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        options = dict(level=level, format=FILE_FORMAT, filter=REDACTOR, rotation=rotation,
-                       retention=retention, encoding="utf-8", enqueue=False, backtrace=False,
-                       diagnose=False)
-        _FILE_SINK.append((logger.add(str(log_file), **options), log_file, options))
+        guard = GuardedFile(log_file, rotation=rotation, retention=retention)
+        _FILE_SINK.append(guard)
+        logger.add(guard, level=level, format=FILE_FORMAT, filter=REDACTOR, colorize=False,
+                   backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
     return REDACTOR
 
 
-#: the file sink of ``setup_logging``: (loguru id, path, options), for ``rotate_files``
-_FILE_SINK: list[tuple[int, Path, dict[str, Any]]] = []
+def rotation_problem(rotation: str) -> str | None:
+    """Why loguru would refuse ``rotation`` (or rotate on every line), or None when it reads it
+    as a size, a duration, a frequency or a time of day."""
+    try:
+        check = FileSink._make_rotation_function(rotation)
+    except (ValueError, TypeError) as exc:
+        return f"{rotation!r} is not a size ('50 MB'), a duration ('1 day'), a frequency " \
+               f"('daily') or a time ('00:00'): {exc}"
+    limit = getattr(check, "keywords", {}).get("size_limit")
+    if limit is not None and not 0 < limit < math.inf:
+        return f"{rotation!r}: a size must be positive and finite"
+    return None
+
+
+class GuardedFile:
+    """The log file (loguru's own rotating file sink) behind a guard: a write that fails (disk
+    full, file system gone read-only) is reported once on stderr, the failures after it only
+    counted, and when writing works again one line says how many lines were lost. Loguru would
+    otherwise print a traceback to stderr for every line it could not write."""
+
+    def __init__(self, path: Path, *, rotation: str, retention: int) -> None:
+        self.path = path
+        self._rotation, self._retention = rotation, retention
+        self._sink = FileSink(str(path), rotation=rotation, retention=retention,
+                              encoding="utf-8")
+        self._lock = threading.Lock()
+        self.lost = 0
+
+    def write(self, message: Any) -> None:
+        with self._lock:
+            try:
+                if self.lost:  # stamped with the time of the line that got through
+                    stamp = getattr(message, "record", {}).get("extra", {}).get("ist", "")
+                    self._sink.write(f"{stamp} | WARNING  | {__name__} | the log file could "
+                                     f"not be written for a while: {self.lost} line(s) lost\n")
+                self._sink.write(message)
+            except OSError as exc:
+                if not self.lost:
+                    _stderr_line(f"logging: cannot write {self.path} ({exc.strerror or exc}); "
+                                 f"lines are lost until it can (counted)")
+                self.lost += 1
+                return
+            if self.lost:
+                _stderr_line(f"logging: {self.path} is writable again; {self.lost} line(s) "
+                             f"were lost")
+                self.lost = 0
+
+    def rotate_now(self) -> Path | None:
+        """Close the file, keep it as ``<stem>.<date_time><suffix>``, start a fresh one."""
+        with self._lock:
+            with contextlib.suppress(OSError):
+                self._sink.stop()
+            old = self.path.with_name(
+                f"{self.path.stem}.{datetime.now(IST):%Y-%m-%d_%H-%M-%S_%f}{self.path.suffix}")
+            try:
+                self.path.replace(old)
+            except OSError:
+                old = None
+            self._sink = FileSink(str(self.path), rotation=self._rotation,
+                                  retention=self._retention, encoding="utf-8")
+            return old
+
+    def stop(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._sink.stop()
+
+
+def _stderr_line(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr itself may be gone
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+#: the file sink of ``setup_logging``, for ``rotate_files``
+_FILE_SINK: list[GuardedFile] = []
 
 
 def rotate_files() -> Path | None:
     """Start a fresh log file now (the trading day's closing does it every day); the old one
     is kept as ``<stem>.<date_time>.log``, which the sink's retention counts. Returns it."""
-    if not _FILE_SINK:
-        return None
-    sink, path, options = _FILE_SINK.pop()
-    logger.remove(sink)
-    old = path.with_name(f"{path.stem}.{datetime.now(IST):%Y-%m-%d_%H-%M-%S_%f}{path.suffix}")
-    if path.exists():
-        path.replace(old)
-    _FILE_SINK.append((logger.add(str(path), **options), path, options))
-    return old if old.exists() else None
+    return _FILE_SINK[-1].rotate_now() if _FILE_SINK else None
 
 
 def add_sink(sink: Any, *, level: str = "DEBUG", fmt: str = FILE_FORMAT) -> int:
@@ -192,3 +271,37 @@ class Throttle:
             return True, self._suppressed.pop(key, 0)
         self._suppressed[key] = self._suppressed.get(key, 0) + 1
         return False, 0
+
+
+class RepeatGate:
+    """Lets the first occurrence of a key through, then repeats of it only at growing intervals
+    (``first_s``, then doubling up to ``max_s``; engine-clock seconds); counts the ones held back.
+
+    Used where one failure repeats on every retry (a refused key, a broker that stays down): the
+    operator hears of it at once, then again now and then, never on every retry.
+    """
+
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.first_s = first_s
+        self.max_s = max(first_s, max_s)
+        self._next: dict[Any, tuple[float, float]] = {}  # key -> (next allowed, interval)
+        self._held: dict[Any, int] = {}
+
+    def allow(self, key: Any, now: float) -> tuple[bool, int]:
+        """(whether to emit now, how many were held back since the last emission)."""
+        due = self._next.get(key)
+        if due is None:
+            self._next[key] = (now + self.first_s, self.first_s)
+            return True, 0
+        at, interval = due
+        if now >= at:
+            interval = min(interval * 2, self.max_s)
+            self._next[key] = (now + interval, interval)
+            return True, self._held.pop(key, 0)
+        self._held[key] = self._held.get(key, 0) + 1
+        return False, 0
+
+    def forget(self, key: Any) -> None:
+        """The failure is over: its next occurrence is news again."""
+        self._next.pop(key, None)
+        self._held.pop(key, None)

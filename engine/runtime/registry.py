@@ -143,7 +143,8 @@ class Registry:
 
     def __init__(self, clock: Clock, *, stash_limit: int = 10_000,
                  on_dead_letter: DeadLetterHook | None = None,
-                 dead_letter_log_every: float = 5.0) -> None:
+                 dead_letter_log_every: float = 5.0,
+                 dispatcher: Any = None) -> None:
         if stash_limit < 1:
             raise ValueError(f"stash_limit must be at least 1, got {stash_limit}")
         self._clock = clock
@@ -163,6 +164,9 @@ class Registry:
         # Names told from outside any actor (the replay driver, clock callbacks) while a replay
         # step is being tracked; None when not tracking (live and paper).
         self._external: set[str] | None = None
+        # The calling-thread dispatcher (engine.runtime.dispatcher.Dispatcher) the tree's actors
+        # run under (replay), or None: a thread per actor.
+        self.dispatcher = dispatcher
 
     # -- sending -------------------------------------------------------------------------------
     def tell(self, name: str, message: Any) -> None:
@@ -418,7 +422,8 @@ class Registry:
                 if ref is not None and ref.is_alive():
                     return ref
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self.dispatcher is not None:
+                    # under the calling-thread dispatcher nothing restarts while we wait
                     raise pykka.Timeout(f"{name} was not available within {timeout}s")
                 self._changed.wait(remaining)
 

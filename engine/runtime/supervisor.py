@@ -75,13 +75,15 @@ class SupervisionSettings:
     stash_limit: int = setting(10_000, "messages held per name while its actor restarts; beyond "
                                "this they become dead letters", min=1, max=10_000_000)
 
-    def problems(self) -> list[tuple[str, str]]:
-        """Checks that span keys, as (key, problem) pairs for the config loader."""
-        found: list[tuple[str, str]] = []
+    def problems(self) -> list[tuple[tuple[str, str], str]]:
+        """Checks that span keys, as (keys, problem) pairs for the config loader (the key the
+        problem is about first)."""
+        found: list[tuple[tuple[str, str], str]] = []
         if self.backoff_min > self.backoff_max:
-            found.append(("backoff_max", "must be at least backoff_min"))
+            found.append((("backoff_max", "backoff_min"), "must be at least backoff_min"))
         if self.liveness_timeout < self.liveness_interval:
-            found.append(("liveness_timeout", "must be at least liveness_interval"))
+            found.append((("liveness_timeout", "liveness_interval"),
+                          "must be at least liveness_interval"))
         return found
 
 
@@ -310,8 +312,8 @@ class Supervisor(EngineActor):
             self._start(child)
             if child.state is _State.PENDING:
                 failed = child
-        if self._quiet.is_set():
-            return
+        if self._quiet.is_set() or self._registry.dispatcher is not None:
+            return  # on one thread (calling-thread dispatcher) a hang cannot be watched for
         self._liveness = self._clock.call_every(
             self._settings.liveness_interval,
             lambda: self._to_self(LivenessCheck(next(self._pings))),

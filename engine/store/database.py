@@ -6,7 +6,12 @@ Owns everything that knows the shape of the database:
   foreign keys, busy timeout);
 - the versioned schema: ``MIGRATIONS`` is an ordered list of (version, DDL steps); opening an older
   file applies the missing ones in one transaction; a file newer than this code, or a SQLite file
-  that is not an engine database, is refused with ``StoreVersionError`` and left untouched;
+  that is not an engine database, is refused with ``StoreVersionError`` and left untouched, and
+  so is one missing a table its schema version promises (damaged);
+- the owner: the mode and trading day a database was created for (``DatabaseOwner``, recorded by
+  the first engine that opens it; ``owner_of`` reads it without touching the file), so the
+  engine can tell its own files from anyone else's (docs/operations, "Files the engine
+  writes");
 - the mapping of every store-bound message type to its rows (``Database.writes_for``), in one table
   (``_MESSAGE_ROWS``), and the write transaction (``Database.run_write`` / ``WriteTx``) used by
   the single writer actor (``actors.store``), which is the only caller at run time;
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import sqlite3
 import time
 import types
@@ -33,6 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import orjson
 from loguru import logger
 from sqlalchemy import (
     Connection,
@@ -122,6 +130,19 @@ class StoreUnavailable(StoreError):
 
 class StoreRejected(StoreError):
     """Bad input: the write breaks the schema's rules; nothing of it was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOwner:
+    """What an engine database was created for: the run mode and its trading day. Written once,
+    by the first engine that opens the file (``Database(..., owner=...)``); it tells the engine
+    its own files from anyone else's (``owner_of``)."""
+
+    mode: str  # "replay" | "paper" | "live" | "record"
+    trading_date: date
+
+    def describe(self) -> str:
+        return f"a {self.mode} database of {self.trading_date.isoformat()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,7 +432,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE trades ADD COLUMN r_unit TEXT NOT NULL DEFAULT ''",
     )),
-    Migration(6, "the trading-day lifecycle: its transitions, OpenAlgo's holidays by year", (
+    Migration(6, "accounts: the basic-auth login of a proxy in front of OpenAlgo", (
+        "ALTER TABLE accounts ADD COLUMN basic_auth_user TEXT",
+        "ALTER TABLE accounts ADD COLUMN basic_auth_encrypted BLOB",
+    )),
+    Migration(7, "the database's owner: the mode and trading day it was created for", (
+        """CREATE TABLE database_owner (
+            id            INTEGER PRIMARY KEY CHECK (id = 1),
+            mode          TEXT NOT NULL,
+            trading_date  TEXT NOT NULL,
+            created_ts    REAL NOT NULL
+        )""",
+    )),
+    Migration(8, "the trading-day lifecycle: its transitions, OpenAlgo's holidays by year", (
         """CREATE TABLE day_transitions (
             id            INTEGER PRIMARY KEY,
             account       TEXT NOT NULL,
@@ -431,6 +464,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+#: Every table the migrations create: a file missing one is a damaged engine database.
+TABLES: frozenset[str] = frozenset(
+    re.findall(r"CREATE TABLE (\w+)", " ".join(step for m in MIGRATIONS for step in m.steps)))
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version      INTEGER NOT NULL PRIMARY KEY,
@@ -538,7 +574,11 @@ class StoredHolidays:
 
 @frozen
 class StoredStrategyState:
-    """A strategy's own state as a JSON blob; ``version`` is the blob's format version."""
+    """A strategy's own state as a JSON blob; ``version`` is the blob's format version.
+
+    Written often (a swing tracker after every bar), so it is encoded with orjson: strict JSON,
+    keys sorted, non-string keys as strings. JSON has no infinities or NaN: a state must not
+    hold them (orjson would write ``null``)."""
 
     TABLE: ClassVar[str] = "strategy_state"
     name: str
@@ -591,7 +631,8 @@ class Correction:
 
 @frozen
 class StoredAccount:
-    """A broker account; the API key is stored only encrypted and never shown in a repr."""
+    """A broker account; the API key and the proxy's password are stored only encrypted and never
+    shown in a repr."""
 
     TABLE: ClassVar[str] = "accounts"
     name: str
@@ -600,6 +641,8 @@ class StoredAccount:
     role: str
     updated_ts: float
     api_key_encrypted: bytes | None = field(default=None, repr=False)
+    basic_auth_user: str | None = None
+    basic_auth_encrypted: bytes | None = field(default=None, repr=False)
 
 
 @frozen
@@ -638,7 +681,17 @@ RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTra
 def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
     """The ``StoreRecord`` message that asks the writer to persist ``row`` (``durable``: commit
     before answering; otherwise it rides the next batch)."""
-    return StoreRecord(row.TABLE, tuple(sql_values(row).items()), durable)
+    if type(row) is StoredStrategyState:
+        values = {"name": row.name, "version": row.version, "state": encode_state(row.state),
+                  "updated_ts": row.updated_ts}
+    else:
+        values = sql_values(row)
+    return StoreRecord(row.TABLE, tuple(values.items()), durable)
+
+
+def encode_state(state: Mapping[str, Any]) -> str:
+    """A ``StoredStrategyState.state`` as the text stored (see there)."""
+    return orjson.dumps(state, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,13 +959,19 @@ def _is_busy(exc: DBAPIError) -> bool:
 class Database:
     """One engine database file: migrated on open; reads for everyone, writes for the writer."""
 
-    def __init__(self, path: str | Path, settings: StoreSettings | None = None) -> None:
+    def __init__(self, path: str | Path, settings: StoreSettings | None = None, *,
+                 owner: DatabaseOwner | None = None) -> None:
+        """Open (creating, migrating) the database; ``owner`` is recorded when the file has none
+        yet (a new file, or one from before owners were recorded)."""
         self.settings = settings or StoreSettings()
         if self.settings.synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"store.synchronous must be FULL or NORMAL, "
                              f"got {self.settings.synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.path.parent, os.W_OK):  # SQLite needs it for the -wal and -shm
+            raise StoreUnavailable(f"{self.path}: its directory {self.path.parent} is not "
+                                   f"writable")
         _check_version(self.path, self.settings.busy_timeout_ms)
         self._engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self._engine, "connect", self._on_connect)
@@ -921,6 +980,8 @@ class Database:
         try:
             self._migrate()
             self._tables = self._reflect()
+            if owner is not None:
+                self._claim(owner)
         except BaseException:
             self._engine.dispose()
             raise
@@ -984,7 +1045,28 @@ class Database:
         metadata = MetaData()
         with self._engine.connect() as conn:
             metadata.reflect(conn)
+        missing = sorted(TABLES - set(metadata.tables))
+        if missing:  # the schema says it is migrated, yet a table is gone
+            raise StoreVersionError(f"{self.path} is a damaged engine database (missing "
+                                    f"table{'s' if len(missing) > 1 else ''} "
+                                    f"{', '.join(missing)}); not modified")
         return dict(metadata.tables)
+
+    def _claim(self, owner: DatabaseOwner) -> None:
+        try:
+            with self._write_connection() as conn, conn.begin():
+                conn.exec_driver_sql(
+                    f"INSERT OR IGNORE INTO database_owner (id, mode, trading_date, created_ts) "
+                    f"VALUES (1, ?, ?, {_NOW_SQL})", (owner.mode, owner.trading_date.isoformat()))
+        except DBAPIError as exc:
+            raise StoreUnavailable(f"{self.path}: {exc.orig}") from None
+
+    def owner(self) -> DatabaseOwner | None:
+        """The mode and day this database was created for (None: not recorded)."""
+        rows = self._select("database_owner")
+        if not rows:
+            return None
+        return DatabaseOwner(rows[0]["mode"], date.fromisoformat(rows[0]["trading_date"]))
 
     def _write_connection(self) -> Connection:
         return self._engine.connect().execution_options(store_begin="BEGIN IMMEDIATE")
@@ -1267,6 +1349,35 @@ def _on_begin(conn: Connection) -> None:
 def _newer_message(path: Path, version: int) -> str:
     return (f"{path} has schema version {version}, newer than this engine knows "
             f"(v{LATEST_VERSION}); it was not modified — run a newer engine")
+
+
+def owner_of(path: Path) -> DatabaseOwner | None:
+    """Whose ``path`` is, read without modifying it: the owner recorded in an engine database,
+    or None for an engine database that records none (made before owners were recorded).
+    ``StoreVersionError`` for anything else: not SQLite, another program's database, an empty
+    file, a newer engine's database."""
+    if path.is_dir():
+        raise StoreVersionError(f"{path} is a directory, not an engine database")
+    if path.stat().st_size == 0:
+        raise StoreVersionError(f"{path} is an empty file, not an engine database")
+    _check_version(path, 0)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreVersionError(f"{path} cannot be read as a database: {exc}") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "schema_version" not in tables:
+            raise StoreVersionError(f"{path} is not an engine database (no schema_version "
+                                    f"table)")
+        if "database_owner" not in tables:
+            return None
+        row = conn.execute("SELECT mode, trading_date FROM database_owner").fetchone()
+        return DatabaseOwner(str(row[0]), date.fromisoformat(row[1])) if row else None
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        raise StoreVersionError(f"{path} cannot be read as a database: {exc}") from None
+    finally:
+        conn.close()
 
 
 def _check_version(path: Path, busy_timeout_ms: int) -> None:

@@ -16,9 +16,9 @@ cycle P&L ≤ stop level fires. The state resets when the strategy is flat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import time
 from typing import NamedTuple
 
+from engine.market.instruments import parse_hhmm
 from engine.messages import StrategyPnl
 from engine.settings import setting
 
@@ -64,8 +64,9 @@ class RiskSettings:
                                       min=0.5, max=120.0)
 
     def problems(self) -> list[tuple[str, str]]:
+        """Checks beyond one field's type (the session hours: ``engine.app.sections``)."""
         try:
-            time.fromisoformat(self.eod_exit)
+            parse_hhmm(self.eod_exit)
         except ValueError:
             return [("eod_exit", f"{self.eod_exit!r} is not a time HH:MM")]
         return []

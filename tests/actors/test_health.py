@@ -88,7 +88,7 @@ def test_no_feed_silent_alert_outside_market_hours(health) -> None:
     assert not [m for m in stored if isinstance(m, Alert) and m.kind == "feed_silent"]
 
 
-def test_critical_alerts_are_never_throttled(health) -> None:
+def test_distinct_critical_alerts_are_never_throttled(health) -> None:
     _, ref, stored = health
     for i in range(3):
         ref.tell(Alert("naked_position", f"no stop on X ({i})", T0 + i, Severity.CRITICAL))
@@ -100,3 +100,14 @@ def test_critical_alerts_are_never_throttled(health) -> None:
     kinds = [m.kind for m in stored if isinstance(m, Alert)]
     assert kinds.count("naked_position") == 3
     assert kinds.count("slow_quote") == 1
+
+
+def test_the_same_critical_alert_again_passes_only_at_growing_intervals(health) -> None:
+    _, ref, stored = health
+    for i in range(360):  # the same failure every 5 s for half an hour
+        ref.tell(Alert("reconcile_failed", "broker unreadable", T0 + 5 * i, Severity.CRITICAL))
+    status = ref.ask(StatusRequest(), timeout=5)
+    # passed at 0, 60, 180, 420 and 900 s (intervals 60 s doubling); the rest counted
+    assert status["alerts_sent"] == 5 and status["alerts_suppressed"] == 355
+    assert wait_for(lambda: len([m for m in stored if isinstance(m, Alert)]) == 5)
+    assert [m.ts - T0 for m in stored if isinstance(m, Alert)] == [0, 60, 180, 420, 900]

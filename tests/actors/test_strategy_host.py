@@ -22,6 +22,7 @@ from engine.messages import (
     CancelIntent,
     Command,
     Fill,
+    LoadState,
     OrderEvent,
     OrderIntent,
     OrderPurpose,
@@ -315,24 +316,51 @@ def test_in_place_changes_of_the_strategy_state_are_persisted(world: World) -> N
     world.host()
     world.command("note", text="a")
     world.command("note", text="b")
-    world.registry.ask("store", Ping(0), timeout=10)
-    world.clock.advance_to(T0 + 61)  # the store's flush timer: batched rows are written
+    world.clock.advance_to(T0 + 61)
+    world.tell(Bar(CE, T0, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))  # a new minute: saved
+    world.sync()
+    world.clock.advance_to(T0 + 130)  # the store's flush timer: batched rows are written
     world.registry.ask("store", Ping(0), timeout=10)
     stored = world.db.strategy_state(NAME)
     assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
+
+
+def test_a_snapshot_only_change_is_persisted_once_a_minute_and_on_stop(world: World) -> None:
+    world.host(kind=CachedProbe)
+    world.command("note", text="a")  # the first change of a minute is written at once
+    world.clock.advance_to(T0 + 30)
+    world.command("note", text="b")  # the second waits for the next minute
+    world.clock.advance_to(T0 + 59)
+    stored = world.registry.ask("store", LoadState(NAME), timeout=10)  # buffered rows too
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a"]
+    world.clock.advance_to(T0 + 61)
+    world.tell(Bar(CE, T0, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))  # changes nothing
+    world.sync()
+    world.clock.advance_to(T0 + 130)  # flushed
+    world.registry.ask("store", Ping(0), timeout=10)
+    stored = world.db.strategy_state(NAME)
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
+    assert stored.updated_ts == T0 + 61
+    world.command("note", text="c")  # written at once (first change of the minute)
+    world.command("note", text="d")  # pending ...
+    ref = world.registry.ref(NAME)
+    assert ref is not None
+    ref.stop(timeout=10)  # ... and written on stop (as its supervisor stops it)
+    world.clock.advance_to(T0 + 200)
+    world.registry.ask("store", Ping(0), timeout=10)
+    stored = world.db.strategy_state(NAME)
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b", "c", "d"]
 
 
 def test_a_cached_snapshot_is_persisted_on_change_and_not_after_other_messages(
         world: World) -> None:
     world.host(kind=CachedProbe)
     world.command("note", text="a")
-    world.clock.advance_to(T0 + 30)
-    world.command("note", text="b")
     world.clock.advance_to(T0 + 61)  # flushed
     world.registry.ask("store", Ping(0), timeout=10)
     stored = world.db.strategy_state(NAME)
-    assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
-    assert stored.updated_ts == T0 + 30
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a"]
+    assert stored.updated_ts == T0
     world.tell(Bar(CE, T0 + 60, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))  # changes nothing
     world.sync()
     world.clock.advance_to(T0 + 130)  # flushed again

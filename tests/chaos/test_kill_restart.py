@@ -14,7 +14,8 @@ harness's invariants (``tests/chaos/invariants.py``):
 
 The simulator's broker personality is the harness's default, ``zerodha`` (no fill fields in its
 orderbook rows, CANCEL PENDING carried over); ``python -m tests.chaos.harness --broker all`` runs
-the chaos run under every personality.
+the chaos run under every personality, and ``BROKER=NAME pytest tests/chaos/test_kill_restart.py``
+this test under another.
 
 The set-up (session, configuration) is the chaos harness's, with its faults off: the kills are
 the fault here. ``KILLS`` and ``SPEED`` come from the environment for longer runs (defaults 20
@@ -58,7 +59,9 @@ from tests.chaos.invariants import (
 
 KILLS = int(os.environ.get("KILLS", "20"))
 SPEED = float(os.environ.get("SPEED", "20"))
-PLAN = ChaosPlan(minutes=24, speed=SPEED, session_seed=15, width=1, faults=False)
+#: the simulator's broker personality (``BROKER=angel`` etc. runs the test under another one)
+BROKER = os.environ.get("BROKER", "zerodha")
+PLAN = ChaosPlan(minutes=24, speed=SPEED, session_seed=15, width=1, faults=False, broker=BROKER)
 
 
 @pytest.mark.timeout(900)

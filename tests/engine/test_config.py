@@ -184,3 +184,83 @@ def test_per_group_supervision_defaults_and_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"supervision\.market_data\.liveness_timeout"):
         load_config(None, env={}, overrides={"supervision.market_data.liveness_timeout": "1",
                                              "supervision.market_data.liveness_interval": "5"})
+
+
+# -- issue 16, "Why" item 6: the holes a user found ---------------------------------------------
+def refused(*, text: str | None = None, tmp_path: Path | None = None,
+            env: dict[str, str] | None = None,
+            overrides: dict[str, str] | None = None) -> ConfigError:
+    path = write(tmp_path, text) if text is not None and tmp_path is not None else None
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env or {}, overrides=overrides)
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("rotation", ["50 XB", "0 MB", "weekly on mars", ""])
+def test_a_log_rotation_loguru_cannot_read_is_refused_naming_its_source(rotation: str) -> None:
+    error = refused(overrides={"logging.rotation": rotation})
+    assert (error.key, error.source) == ("logging.rotation", "--set logging.rotation")
+    error = refused(env={"NIFTY_ENGINE__LOGGING__ROTATION": rotation})
+    assert error.source == "environment $NIFTY_ENGINE__LOGGING__ROTATION"
+
+
+@pytest.mark.parametrize("how", ["--set", "env"])
+def test_a_section_set_to_a_scalar_is_one_line_naming_its_source(how: str) -> None:
+    if how == "--set":
+        error = refused(overrides={"supervision.root": "3"})
+        assert error.source == "--set supervision.root"
+    else:
+        error = refused(env={"NIFTY_ENGINE__SUPERVISION__ROOT": "3"})
+        assert error.source == "environment $NIFTY_ENGINE__SUPERVISION__ROOT"
+    assert error.key == "supervision.root" and "is a table" in str(error)
+
+
+def test_config_check_refuses_an_unknown_strategy(tmp_path: Path) -> None:
+    proc = run_cli("config", "--check", "--set", "engine.strategy=nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == ("config error: --set engine.strategy: engine.strategy: unknown "
+                           "strategy 'nope'; known: baseline_v1, vwap_cross\n")
+
+
+@pytest.mark.parametrize("eod", ["16:00", "15:30", "09:00", "15:15+05:30"])
+def test_an_eod_exit_outside_the_session_is_refused(eod: str) -> None:
+    error = refused(overrides={"risk.eod_exit": eod})
+    assert (error.key, error.source) == ("risk.eod_exit", "--set risk.eod_exit")
+
+
+def test_a_session_close_before_the_eod_exit_is_blamed_on_where_it_was_set(
+        tmp_path: Path) -> None:
+    error = refused(env={"NIFTY_ENGINE__INSTRUMENT__SESSION_CLOSE": "15:00"})
+    assert error.key == "risk.eod_exit"
+    assert error.source == "environment $NIFTY_ENGINE__INSTRUMENT__SESSION_CLOSE"
+    assert "15:00" in str(error) and "would never fire" in str(error)
+    # the same values from a file: the file is named
+    error = refused(text='[instrument]\nsession_close = "15:00"\n', tmp_path=tmp_path)
+    assert error.source == str(tmp_path / "config.toml")
+
+
+@pytest.mark.parametrize(("given", "key"), [
+    ({"instrument.session_open": "16:00"}, "instrument.session_close"),
+    ({"supervision.root.backoff_min": "100"}, "supervision.root.backoff_max"),
+    ({"supervision.execution.liveness_interval": "100"}, "supervision.execution.liveness_timeout"),
+    ({"synth.late_max_s": "0.1"}, "synth.late_min_s"),
+    ({"baseline_v1.sl_pct_min": "0.2"}, "baseline_v1.sl_pct_max"),
+])
+def test_a_problem_between_keys_names_the_override_that_caused_it(tmp_path: Path,
+                                                                  given: dict[str, str],
+                                                                  key: str) -> None:
+    # the other key keeps its value from the file: the override is still the cause
+    [(dotted, text)] = given.items()
+    var = "NIFTY_ENGINE__" + dotted.replace(".", "__").upper()
+    file = write(tmp_path, "[engine]\n")
+    for error, source in ((refused(overrides=given), f"--set {dotted}"),
+                          (refused(env={var: text}), f"environment ${var}"),
+                          (_refused_with_file(file, given), f"--set {dotted}")):
+        assert (error.key, error.source) == (key, source)
+
+
+def _refused_with_file(path: Path, overrides: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={}, overrides=overrides)
+    return info.value

@@ -9,7 +9,11 @@ deeper than the parser allows, integers too long to read. Environment variables 
 overrides get the same treatment as text.
 
 Property: ``load_config`` returns a ``Config`` or raises ``ConfigError`` whose message is one
-line naming where the problem is; never any other exception.
+line naming where the problem is; never any other exception. Without a file, where the defaults
+are valid, the source named is always the environment variable or the ``--set`` argument that
+caused the problem (cross-key problems included). And what loads is usable: loguru reads its
+log rotation, the end-of-day exit falls inside the session (issue 16: ``logging.rotation='50
+XB'`` passed and then failed in loguru; ``risk.eod_exit = 16:00`` passed and never fired).
 """
 
 from __future__ import annotations
@@ -97,7 +101,10 @@ def toml_document(tables: dict[str, Any]) -> str:
 
 # -- values --------------------------------------------------------------------------------------
 TOML_TEXT = st.one_of(odd_text, st.sampled_from(["09:15", "9:15", "25:00", "09:15+05:30",
-                                                 "2025-01-26", "2025-02-30", "MARKET", "DEBUG"]))
+                                                 "2025-01-26", "2025-02-30", "MARKET", "DEBUG",
+                                                 "15:15", "16:00", "15:30", "08:00", "50 MB",
+                                                 "50 XB", "0 MB", "-1 KB", "daily", "1 week",
+                                                 "baseline_v1", "vwap_cross"]))
 TOML_SCALAR = st.one_of(
     st.booleans(), st.integers(), st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**400]),
     st.floats(allow_nan=True, allow_infinity=True), TOML_TEXT,
@@ -195,13 +202,28 @@ def config_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def load_or_refuse(path: Path | None, **kw: Any) -> Config | ConfigError:
     try:
-        return load_config(path, env=kw.pop("env", {}), **kw)
+        cfg = load_config(path, env=kw.pop("env", {}), **kw)
     except ConfigError as error:  # anything else fails the test
         message = str(error)
         assert message and len(message.splitlines()) == 1, message
         if path is not None:
             assert message.startswith(str(path)), message
+        else:  # the defaults are valid: the cause is an environment variable or a --set
+            assert error.source.startswith(("environment $NIFTY_ENGINE__", "--set ")), message
         return error
+    assert_usable(cfg)
+    return cfg
+
+
+def assert_usable(cfg: Config) -> None:
+    """What the loader accepts, the engine can run with."""
+    from loguru._file_sink import FileSink
+
+    from engine.market.instruments import parse_hhmm
+
+    FileSink._make_rotation_function(cfg.logging.rotation)  # raises on what loguru refuses
+    spec = cfg.instrument.spec()
+    assert spec.session_open < parse_hhmm(cfg.risk.eod_exit) < spec.session_close
 
 
 @fuzz_settings(250)
@@ -214,6 +236,11 @@ def load_or_refuse(path: Path | None, **kw: Any) -> Config | ConfigError:
 @example({"instrument": {"session_open": "09:15+05:30"}})
 @example({"instrument": {"lot_size": Raw("0x" + "f" * 5000)}})
 @example({"instrument": {"lot\nsize": 1}})
+# holes found by a user (issue 16): a log rotation loguru cannot read, an end-of-day exit after
+# the close, a session close before it
+@example({"logging": {"rotation": "50 XB"}})
+@example({"risk": {"eod_exit": "16:00"}})
+@example({"instrument": {"session_close": "15:00"}})
 def test_a_valid_toml_file_gives_a_config_or_one_config_error_line(
         config_path: Path, tables: dict[str, Any]) -> None:
     text = toml_document(tables)
@@ -257,6 +284,13 @@ OVERRIDE_TEXTS = st.one_of(odd_text, TOML_SCALAR.map(toml_value),
 @given(st.dictionaries(st.sampled_from(dotted_keys()) | odd_text, OVERRIDE_TEXTS, max_size=3),
        st.booleans())
 @example({"engine.shutdown_timeout_s": "[" * 5000}, False)
+# issue 16: a section set to a scalar; a cross-key problem once blamed on the defaults
+@example({"supervision.root": "3"}, True)
+@example({"supervision.root": "3"}, False)
+@example({"instrument.session_open": "16:00"}, False)
+@example({"instrument.session_close": "15:00"}, True)
+@example({"logging.rotation": "50 XB"}, True)
+@example({"engine.strategy": "nope"}, False)
 def test_environment_and_overrides_give_a_config_or_one_config_error_line(
         values: dict[str, str], as_env: bool) -> None:
     if as_env:

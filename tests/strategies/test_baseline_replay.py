@@ -91,14 +91,16 @@ def replay(session: Path, db_path: Path,
     return driver.run()
 
 
-def orders_and_fills(db_path: Path) -> tuple[list[Any], list[Any], str]:
+def orders_and_fills(db_path: Path, strategy: str = "baseline_v1",
+                     day: date = DAY) -> tuple[list[Any], list[Any], str]:
+    """Every order of the day (with its final state), every fill and the trade table."""
     with Database(db_path) as db:
         orders = [(o.client_id, o.symbol, o.action, o.quantity, o.pricetype, o.price,
                    o.trigger_price, o.purpose, o.status, o.filled_quantity, o.average_price,
-                   o.created_ts) for o in db.orders(trading_date=DAY)]
+                   o.created_ts) for o in db.orders(trading_date=day)]
         fills = [(f.client_id, f.quantity, f.price, f.cumulative_quantity, f.ts)
-                 for f in db.fills(trading_date=DAY)]
-        table = trade_table(db.trades(strategy="baseline_v1", trading_date=DAY))
+                 for f in db.fills(trading_date=day)]
+        table = trade_table(db.trades(strategy=strategy, trading_date=day))
     return orders, fills, table
 
 

@@ -31,6 +31,7 @@ from engine.app.accounts import (
 )
 from engine.app.sections import load_config
 from engine.config import Config, ConfigError
+from engine.openalgo.access import BasicAuth
 from engine.runtime.clock import VirtualClock
 from engine.store.database import Database
 
@@ -242,6 +243,20 @@ def test_without_stored_accounts_the_environment_key_makes_the_default_account(
         resolve_accounts(make_cfg(use=("other",)), db, {"OPENALGO_API_KEY": KEY_MAIN})
 
 
+def test_the_default_account_takes_its_proxy_login_from_the_environment(
+        db: Database) -> None:
+    login = {"OPENALGO_API_KEY": KEY_MAIN, "NIFTY_ENGINE_BASIC_AUTH_USER": "trader",
+             "NIFTY_ENGINE_BASIC_AUTH_PASSWORD": "proxy-pass-1f2e3d4c"}
+    (account,) = resolve_accounts(make_cfg(), db, login)
+    assert account.basic_auth == BasicAuth("trader", "proxy-pass-1f2e3d4c")
+    assert "proxy-pass" not in repr(account)
+    (plain,) = resolve_accounts(make_cfg(), db, {"OPENALGO_API_KEY": KEY_MAIN})
+    assert plain.basic_auth is None
+    for half in ("NIFTY_ENGINE_BASIC_AUTH_USER", "NIFTY_ENGINE_BASIC_AUTH_PASSWORD"):
+        with pytest.raises(InvalidAccount, match="needs both the user and the password"):
+            resolve_accounts(make_cfg(), db, {k: v for k, v in login.items() if k != half})
+
+
 def test_stored_accounts_are_used_with_their_decrypted_keys(vault: AccountVault, db: Database,
                                                             fernet_key: str) -> None:
     vault.add("main", HOST, WS, "primary", KEY_MAIN)
@@ -336,6 +351,52 @@ def test_cli_db_option_and_a_key_never_taken_as_an_argument(tmp_path: Path,
     assert no_key.returncode == 2
     assert no_key.stderr.strip() == ("accounts: no API key: set OPENALGO_API_KEY, or pipe it in "
                                      "with --key-stdin")
+
+
+def test_cli_stores_a_proxy_login_encrypted_never_from_an_argument(tmp_path: Path,
+                                                                    fernet_key: str) -> None:
+    env = {FERNET_ENV: fernet_key}
+    password, remote = "proxy-pass-0c9d8e7f6a", ("--host", "https://oa.example",
+                                                 "--ws-url", "wss://oa.example/ws")
+    piped = run_cli(tmp_path, "add", "remote", *remote, "--basic-auth-user", "trader",
+                    "--key-stdin", "--basic-auth-stdin", stdin=f"{KEY_MAIN}\n{password}\n",
+                    **env)
+    assert piped.returncode == 0, piped.stderr
+    from_env = run_cli(tmp_path, "add", "second", *remote, "--basic-auth-user", "trader",
+                       OPENALGO_API_KEY=KEY_BACKUP, NIFTY_ENGINE_BASIC_AUTH_PASSWORD=password,
+                       **env)
+    assert from_env.returncode == 0, from_env.stderr
+    listed = run_cli(tmp_path, "list", **env)
+    assert "wss://oa.example/ws" in listed.stdout and "basic auth trader" in listed.stdout
+    db_path = tmp_path / "var" / "engine.db"
+    with Database(db_path) as db:
+        stored = {row.name: row for row in db.accounts()}
+        assert stored["remote"].basic_auth_user == "trader"
+        assert password not in repr(stored["remote"])
+        accounts = {a.name: a for a in resolve_accounts(load_config(None), db,
+                                                        {FERNET_ENV: fernet_key})}
+    assert accounts["remote"].basic_auth is not None
+    assert accounts["remote"].basic_auth.password == password
+    assert accounts["remote"].api_key == KEY_MAIN
+    assert password not in repr(accounts["remote"])
+
+    no_password = run_cli(tmp_path, "add", "x", *remote, "--basic-auth-user", "trader",
+                          OPENALGO_API_KEY=KEY_MAIN, **env)
+    assert no_password.returncode == 2
+    assert no_password.stderr.strip() == ("accounts: no basic-auth password: set "
+                                          "NIFTY_ENGINE_BASIC_AUTH_PASSWORD, or pipe it in with "
+                                          "--basic-auth-stdin")
+    clear = run_cli(tmp_path, "add", "x", "--host", "http://oa.example", "--ws-url",
+                    "ws://oa.example/ws", "--basic-auth-user", "trader",
+                    OPENALGO_API_KEY=KEY_MAIN, NIFTY_ENGINE_BASIC_AUTH_PASSWORD=password, **env)
+    assert clear.returncode == 2 and "would travel in clear text" in clear.stderr
+    as_argument = run_cli(tmp_path, "add", "x", *remote, "--basic-auth-password", password,
+                          OPENALGO_API_KEY=KEY_MAIN, **env)
+    assert as_argument.returncode == 2 and "unrecognized arguments" in as_argument.stderr
+    for done in (piped, from_env, listed, no_password, clear):
+        assert password not in done.stdout + done.stderr
+    assert password.encode() not in raw_bytes(db_path)
+    assert password not in (tmp_path / "var" / "engine.log").read_text()
 
 
 def test_cli_fernet_key_missing_malformed_or_wrong(tmp_path: Path, fernet_key: str) -> None:

@@ -78,7 +78,7 @@ def test_speed_paces_the_replay(session: Path, tmp_path: Path) -> None:
 def test_a_session_without_ticks_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     SessionWriter(empty).close()
-    with pytest.raises(ValueError, match="no ticks"):
+    with pytest.raises(SessionFileError, match="holds no ticks"):
         ReplayDriver(cfg(), empty, db_path=tmp_path / "x.db", progress=False).run()
 
 

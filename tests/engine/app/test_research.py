@@ -153,13 +153,9 @@ def test_a_2x2_sweep_gives_identical_tables_on_the_pool_and_on_local_ray(
            for r in day_rows(on_ray)]
     assert key == [(r["session"], r["vwap_cross.stop_points"], r["vwap_cross.lots"])
                    for r in day_rows(first)]
-    if day_rows(on_ray) != day_rows(first):
-        # Found by this test (issue 19): the same replay run twice at once on a loaded machine
-        # can give different trades (seen with two plain processes, no sweep code involved), so
-        # the replay is not deterministic under CPU contention. Until the replay is (issue 18's
-        # calling-thread dispatcher), a mismatch is reported here, not hidden.
-        pytest.xfail("pool and Ray tables differ: the replay itself is not deterministic under "
-                     "CPU contention (see docs/research.md, 'Determinism')")
+    # the replay runs every actor on one thread (no wall clock anywhere): the same job gives
+    # the same result whatever runs it, however loaded the machine
+    assert day_rows(on_ray) == day_rows(first)
     assert summary_rows(on_ray) == summary_rows(first)
 
 

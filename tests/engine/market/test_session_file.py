@@ -100,13 +100,11 @@ def test_arrival_order_and_time_window(tmp_path: Path) -> None:
         assert list(reader.ticks(start=T0 + 10)) == []
 
 
-def test_empty_session_has_no_time_range(tmp_path: Path) -> None:
+def test_a_session_without_ticks_is_refused_when_opened(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     SessionWriter(path).close()
-    with SessionReader(path) as reader:
-        assert reader.count() == 0
-        assert reader.time_range() is None
-        assert list(reader.ticks()) == []
+    with pytest.raises(SessionFileError, match="holds no ticks"):
+        SessionReader(path)
 
 
 def test_batches_commit_whole_and_flush_commits_the_rest(tmp_path: Path) -> None:
@@ -316,6 +314,7 @@ def test_reserved_meta_keys_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="schema_version"):
             writer.set_meta({"schema_version": "2"})
         writer.set_meta({"note": {"a": 1}})
+        writer.append(sample_ticks()[0])
     with SessionReader(path) as reader:
         assert reader.meta()["note"] == '{"a":1}'
 

@@ -66,6 +66,13 @@ def test_key_in_bound_extra_and_stdlib_logging(sinks) -> None:
     assert KEY not in text
 
 
+def test_basic_auth_headers_masked() -> None:
+    r = Redactor()
+    assert "dHJhZGVyOnB3" not in r.redact("Authorization: Basic dHJhZGVyOnB3")
+    assert "dHJhZGVyOnB3" not in r.redact("{'Authorization': 'Basic dHJhZGVyOnB3'}")
+    assert r.redact("basic auth as trader") == "basic auth as trader"
+
+
 def test_bearer_tokens_masked() -> None:
     r = Redactor()
     assert "abc.def" not in r.redact("Authorization: Bearer abc.def")
@@ -92,3 +99,43 @@ def test_throttle_allows_one_per_interval_and_counts_the_rest() -> None:
     assert t.allow("zero_price", 20.0) == (False, 0)
     assert t.allow("other", 20.0) == (True, 0)
     assert t.allow("zero_price", 61.0) == (True, 2)
+
+
+def test_a_log_file_that_fails_for_a_while_says_so_once_and_counts(tmp_path: Path,
+                                                                   capsys) -> None:
+    from engine.runtime.logs import GuardedFile
+
+    guarded = GuardedFile(tmp_path / "engine.log", rotation="50 MB", retention=3)
+    real_write = guarded._sink.write
+    guarded._sink.write = lambda message: (_ for _ in ()).throw(OSError(28, "No space left"))
+    for _ in range(50):
+        guarded.write("lost line\n")
+    guarded._sink.write = real_write
+    guarded.write("back line\n")
+    guarded.stop()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "cannot write" in err[0] and "50 line(s) were lost" in err[1]
+    text = (tmp_path / "engine.log").read_text()
+    assert "50 line(s) lost" in text and text.endswith("back line\n")
+
+
+def test_the_log_file_rotates_as_loguru_reads_the_setting(tmp_path: Path) -> None:
+    # GuardedFile wraps loguru's private file sink: this pins that it still rotates
+    setup_logging(level="INFO", log_file=tmp_path / "e.log", rotation="2 KB", retention=2,
+                  console=False)
+    try:
+        for i in range(200):
+            logger.info("line {} {}", i, "x" * 40)
+    finally:
+        setup_logging(level="DEBUG", console=True, stream=io.StringIO())
+    assert len(list(tmp_path.glob("e*.log"))) == 3  # the file and two rotations kept
+
+
+@pytest.mark.parametrize(("rotation", "ok"), [("50 MB", True), ("1 week", True),
+                                              ("daily", True), ("00:00", True),
+                                              ("50 XB", False), ("", False), ("0 MB", False),
+                                              ("-5 MB", False), ("1e400 MB", False)])
+def test_rotation_problem_reads_the_rotation_as_loguru_does(rotation: str, ok: bool) -> None:
+    from engine.runtime.logs import rotation_problem
+
+    assert (rotation_problem(rotation) is None) is ok

@@ -237,7 +237,7 @@ def test_settings_cross_checks() -> None:
     assert SupervisionSettings().problems() == []
     bad = SupervisionSettings(backoff_min=5, backoff_max=1, liveness_interval=5,
                               liveness_timeout=1)
-    assert [key for key, _ in bad.problems()] == ["backoff_max", "liveness_timeout"]
+    assert [keys[0] for keys, _ in bad.problems()] == ["backoff_max", "liveness_timeout"]
 
 
 # -- strategies ---------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""The calling-thread dispatcher: every actor of a tree on one thread, in one FIFO (replay).
+
+Owns how actors run when they do not get threads: the same ``EngineActor`` classes and handler
+code as live and paper, driven by whoever calls ``run`` (the replay driver). A registry created
+with a dispatcher (``Registry(clock, dispatcher=...)``) makes ``EngineActor.start`` hand the new
+actor here instead of starting a Pykka thread; nothing else in the tree, the registry or the
+supervisor changes (the rules are in docs/architecture.md, "Calling-thread replay"):
+
+- ``on_start`` runs inside ``start``, on the caller's stack (the supervisor's handler);
+- a ``tell`` appends the message to the actor's inbox and the inbox to one FIFO ready queue;
+  ``run`` pops the queue and calls the actor's ``on_receive`` until the queue is empty, so
+  messages are handled in the order they were sent, and the run is the same on every replay;
+- an ``ask`` is answered inline: the asker's ``Future.get`` handles the target's inbox, in
+  order, up to and including the asked message (what was sent to the target before the ask is
+  seen first, as in a thread's inbox). An ask that cannot be answered that way (the target's
+  handler is on the stack: a thread would deadlock; the target is dead or restarting) raises
+  ``pykka.Timeout`` at once instead of waiting, and the registry leaves the message queued for
+  the name exactly as after a real timeout;
+- a handler that raises goes through Pykka's own failure funnel (``_handle_failure``,
+  ``on_failure``) and the actor's teardown, which reports the exit to its supervisor: the same
+  restart, intensity and escalation decisions as in the threaded runtime, on the virtual clock.
+
+One thread only: the dispatcher and every actor it runs belong to the thread that created it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from pykka import messages as pykka_messages
+
+from engine.runtime.registry import RUNNING, SealableInbox
+
+if TYPE_CHECKING:
+    from pykka._envelope import Envelope
+
+    from engine.runtime.actor import EngineActor
+
+#: Pykka's own control messages, handled by ``Actor._handle_receive`` (stop, proxy calls).
+_PYKKA_MESSAGES = (pykka_messages._ActorStop, pykka_messages.ProxyCall,
+                   pykka_messages.ProxyGetAttr, pykka_messages.ProxySetAttr)
+
+
+class DispatchedInbox(SealableInbox):
+    """An actor's inbox under the dispatcher: a plain deque; every put queues the inbox once
+    on the dispatcher's ready queue. Sealable like a thread actor's (the registry moves what a
+    dead actor left to its name's stash)."""
+
+    def __init__(self, dispatcher: Dispatcher, actor: EngineActor) -> None:
+        super().__init__()
+        self.dispatcher = dispatcher
+        self.actor = actor
+        self.busy = False  # its handler is on the stack
+        self.finished = False  # teardown done
+        self._stopped = actor.actor_stopped
+
+    def put(self, item: Envelope[Any], block: bool = True, timeout: float | None = None) -> None:
+        forward = self._forward
+        if forward is not None:
+            forward(item)
+            return
+        reply = item.reply_to
+        if reply is not None:
+            reply._dispatch_inbox = self  # type: ignore[attr-defined]  # read by EngineFuture
+        self.queue.append(item)
+        self.dispatcher.ready.append(self)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Envelope[Any]:
+        return self.queue.popleft()
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def qsize(self) -> int:
+        return len(self.queue)
+
+
+class Dispatcher:
+    """Runs the actors of one tree on the calling thread (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ready: deque[DispatchedInbox] = deque()
+        self.thread = threading.get_ident()
+
+    # -- actors --------------------------------------------------------------------------------
+    def start(self, actor: EngineActor) -> None:
+        """Adopt a freshly built actor (its inbox becomes a ``DispatchedInbox``) and run its
+        ``on_start`` now."""
+        inbox = DispatchedInbox(self, actor)
+        actor.actor_inbox = inbox
+        actor.actor_ref.actor_inbox = inbox
+        pykka.ActorRegistry.register(actor.actor_ref)
+        self._on_stack(inbox, actor._actor_loop_setup)
+        if actor.actor_stopped.is_set():
+            self._teardown(inbox)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Handle messages in send order until no actor has one; returns how many."""
+        ready = self.ready
+        deliver = self._deliver
+        n = 0
+        while ready:
+            inbox = ready.popleft()
+            if inbox.busy or not inbox.queue or inbox._stopped.is_set():
+                # drained already by an inline ask, or left in a dead actor's inbox for the
+                # registry to move into its name's stash
+                continue
+            deliver(inbox, inbox.queue.popleft())
+            n += 1
+        return n
+
+    def answer(self, inbox: DispatchedInbox, done: Callable[[], bool]) -> None:
+        """An inline ask: handle ``inbox``'s messages, in order, until ``done()``. Returns
+        without an answer when the target is on the stack or has stopped."""
+        if threading.get_ident() != self.thread:
+            return
+        queue = inbox.queue
+        while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
+            self._deliver(inbox, queue.popleft())
+
+    # -- internals -----------------------------------------------------------------------------
+    def _deliver(self, inbox: DispatchedInbox, envelope: Envelope[Any]) -> None:
+        """One message, exactly as Pykka's actor loop handles it on a thread."""
+        actor = inbox.actor
+        previous = getattr(RUNNING, "actor", None)
+        RUNNING.actor = actor
+        inbox.busy = True
+        message = envelope.message
+        reply = envelope.reply_to
+        try:
+            if isinstance(message, _PYKKA_MESSAGES):
+                response = actor._handle_receive(message)
+            else:
+                response = actor.on_receive(message)
+            if reply is not None:
+                reply.set(response)
+        except Exception:
+            if reply is not None:
+                reply.set_exception()
+            else:
+                actor._handle_failure(*sys.exc_info())
+                try:
+                    actor.on_failure(*sys.exc_info())
+                except Exception:
+                    actor._handle_failure(*sys.exc_info())
+        finally:
+            inbox.busy = False
+            RUNNING.actor = previous
+        if inbox._stopped.is_set():
+            self._teardown(inbox)
+
+    def _teardown(self, inbox: DispatchedInbox) -> None:
+        """The actor is over: its teardown (timers, dead letter, exit report), once."""
+        if inbox.finished:
+            return
+        inbox.finished = True
+        self._on_stack(inbox, inbox.actor._actor_loop_teardown)
+
+    @staticmethod
+    def _on_stack(inbox: DispatchedInbox, step: Callable[[], None]) -> None:
+        """Run one lifecycle step of ``inbox``'s actor as if on its own thread."""
+        previous = getattr(RUNNING, "actor", None)
+        RUNNING.actor = inbox.actor
+        inbox.busy = True
+        try:
+            step()
+        finally:
+            inbox.busy = False
+            RUNNING.actor = previous
