@@ -15,11 +15,10 @@ carries the base time and the skips) agree on the market time to the millisecond
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterable
 
-from engine.runtime.clock import ScaledClock, TimerHandle
+from engine.runtime.clock import ScaledClock
 
 Skip = tuple[float, float]
 
@@ -72,23 +71,14 @@ class FastForwardClock(ScaledClock):
     def time(self) -> float:
         return self.market_at(super().time())
 
-    def _pop_due(self, now: float) -> tuple[float, TimerHandle] | None:
-        """As ``Clock._pop_due``, but a periodic timer that a jump left more than one interval
-        behind resumes at its next slot after ``now`` (keeping its phase) instead of firing
-        once for every skipped slot: a night is not thousands of missed polls."""
-        with self._lock:
-            self._drop_cancelled_head()
-            if not self._heap or self._heap[0].due > now:
-                return None
-            handle = heapq.heappop(self._heap)
-            due = handle.due
-            if handle.interval is not None:
-                nxt = due + handle.interval
-                if nxt <= now:
-                    nxt += math.ceil((now - nxt) / handle.interval + 1e-9) * handle.interval
-                handle.due = nxt
-                heapq.heappush(self._heap, handle)
-            return due, handle
+    def _next_due(self, due: float, interval: float, now: float) -> float:
+        """A periodic timer that a jump left more than one interval behind resumes at its next
+        slot after ``now`` (keeping its phase) instead of firing once for every skipped slot:
+        a night is not thousands of missed polls."""
+        nxt = due + interval
+        if nxt <= now:
+            nxt += math.ceil((now - nxt) / interval + 1e-9) * interval
+        return nxt
 
     def _real_delay(self, engine_delay: float) -> float:
         base = super().time()

@@ -87,9 +87,9 @@ class Run:
     statuses: list[dict] = field(default_factory=list)
 
 
-def start(tmp: Path, *, days: int, on_trading=None, clock_start: float | None = None) -> Run:
+def start(tmp: Path, *, days: int, on_trading=None, speed: float = SPEED) -> Run:
     cfg = config(tmp)
-    clock = FastForwardClock(clock_start or at(DAYS[0], 9, 13), SPEED, skips())
+    clock = FastForwardClock(at(DAYS[0], 9, 13), speed, skips())
     # the holiday is known to OpenAlgo (the simulator's calendar) only: the engine reads it
     spec = replace(instrument_spec(cfg, None), holidays=frozenset({HOLIDAY}))
     sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False),
@@ -199,7 +199,7 @@ def test_an_expired_broker_session_is_waited_for_before_and_during_the_day(
 
         threading.Thread(target=watch, daemon=True).start()
 
-    run = start(tmp_path, days=1, on_trading=mid_day)
+    run = start(tmp_path, days=1, on_trading=mid_day, speed=SPEED / 2)  # slower: a window
     run.sim.faults.expire_session(until=at(day, 9, 15, 20))  # the operator logs in at 09:15:20
     try:
         assert run.life.run(max_days=1) == 1
