@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from engine.market.calendar import MarketCalendar
+from engine.market.instruments import parse_hhmm
 from engine.runtime.clock import IST, to_ist
 from engine.settings import setting
 
@@ -30,7 +31,7 @@ class DayState(StrEnum):
 
 def _hhmm(text: str) -> time | None:
     try:
-        return time.fromisoformat(text)
+        return parse_hhmm(text)
     except ValueError:
         return None
 
@@ -92,7 +93,7 @@ class DayPlanner:
         self.settings = settings
 
     def _at(self, day: date, text: str) -> float:
-        return datetime.combine(day, time.fromisoformat(text), IST).timestamp()
+        return datetime.combine(day, parse_hhmm(text), IST).timestamp()
 
     def plan(self, day: date) -> DayPlan:
         open_ts, close_ts = self.calendar.session_bounds(day)
