@@ -191,11 +191,13 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
     reader = SessionReader(session)
     runners: list[FaultScheduleRunner] = []
     multi = MultiDay(days) if days else None
-    clock = FastForwardClock(multi.first_ts - 1.0, speed, multi.skips()) if multi else None
+    calendar = instrument_spec(cfg, None).calendar
+    clock = FastForwardClock(multi.first_ts - 1.0, speed, multi.skips(calendar)) \
+        if multi else None
 
     def started(sim: SimulatorServer) -> None:
         if multi is not None and clock is not None:
-            multi.schedule_rollovers(clock, sim.broker.lose_state)
+            multi.schedule_rollovers(clock, sim.broker.lose_state, calendar)
         if faults is not None:
             runners.append(FaultScheduleRunner(sim.faults, faults).start())
         # engines that attach (run.py paper --attach) run on this simulator's market clock

@@ -10,15 +10,15 @@ open, closing after the close.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from loguru import logger
 
+from engine.market.calendar import MarketCalendar
 from engine.market.session_file import SessionReader
 from engine.messages import Tick
-from engine.runtime.clock import Clock
+from engine.runtime.clock import Clock, to_ist
 
 #: market time kept after a session's last tick (its closing runs) and before the next first
 #: tick (the pre-open and the broker-session check run)
@@ -26,14 +26,24 @@ AFTER_CLOSE_S = 5 * 60.0
 BEFORE_OPEN_S = 20 * 60.0
 
 
-def idle_skips(spans: Sequence[tuple[float, float]], *, after_s: float = AFTER_CLOSE_S,
+def idle_skips(spans: Sequence[tuple[float, float]], closes: Sequence[float] | None = None, *,
+               after_s: float = AFTER_CLOSE_S,
                before_s: float = BEFORE_OPEN_S) -> list[tuple[float, float]]:
-    """The skips between consecutive sessions' (first, last) tick times."""
+    """The skips of consecutive sessions' (first, last) tick times. With each day's session
+    ``closes``, a session that ends early also jumps its quiet afternoon to ``before_s`` ahead
+    of the close, and each night starts after the close, so the day's exit and closing still
+    happen in market time."""
     skips = []
-    for (_, last), (first, _) in itertools.pairwise(spans):
-        a, b = last + after_s, first - before_s
-        if b > a:
-            skips.append((a, b))
+    for i, (_first, last) in enumerate(spans):
+        end = last
+        if closes is not None:
+            if closes[i] - before_s > last + after_s:
+                skips.append((last + after_s, closes[i] - before_s))
+            end = max(last, closes[i])
+        if i + 1 < len(spans):
+            a, b = end + after_s, spans[i + 1][0] - before_s
+            if b > a:
+                skips.append((a, b))
     return skips
 
 
@@ -54,8 +64,11 @@ class MultiDay:
     def first_ts(self) -> float:
         return self.spans[0][0]
 
-    def skips(self) -> list[tuple[float, float]]:
-        return idle_skips(self.spans)
+    def skips(self, calendar: MarketCalendar | None = None) -> list[tuple[float, float]]:
+        """The idle stretches to jump over (with ``calendar``: quiet afternoons too)."""
+        closes = None if calendar is None else \
+            [calendar.session_bounds(to_ist(first).date())[1] for first, _ in self.spans]
+        return idle_skips(self.spans, closes)
 
     def symbols(self) -> list[tuple[str, str]]:
         seen = {(i.symbol, i.exchange): None for r in self.readers for i in r.symbols()}
@@ -66,9 +79,13 @@ class MultiDay:
             yield from reader.ticks()
 
     def schedule_rollovers(self, clock: Clock,
-                           lose_state: Callable[[], dict[str, list[dict[str, object]]]]) -> None:
+                           lose_state: Callable[[], dict[str, list[dict[str, object]]]],
+                           calendar: MarketCalendar | None = None) -> None:
         """At the start of each night, the broker's books are emptied (``lose_state()``)."""
-        for a, _ in self.skips():
+        for a, b in self.skips(calendar):
+            if to_ist(a).date() == to_ist(b).date():
+                continue  # a quiet afternoon, not a night
+            clock.call_at(a, lambda: _roll(lose_state), name="sim-day-rollover")
             clock.call_at(a, lambda: _roll(lose_state), name="sim-day-rollover")
 
 

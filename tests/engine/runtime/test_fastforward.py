@@ -48,6 +48,12 @@ def test_idle_skips_leave_the_closing_and_the_pre_open() -> None:
     d2 = (ist_epoch(2026, 1, 8, 9, 15), ist_epoch(2026, 1, 8, 15, 30))
     [(a, b)] = idle_skips([d1, d2])
     assert a == ist_epoch(2026, 1, 5, 15, 35) and b == ist_epoch(2026, 1, 8, 8, 55)
+    # a short session: its quiet afternoon is jumped too, the night starts after the close
+    short = (d1[0], ist_epoch(2026, 1, 5, 9, 45))
+    closes = [ist_epoch(2026, 1, 5, 15, 30), ist_epoch(2026, 1, 8, 15, 30)]
+    assert idle_skips([short, d2], closes) == [
+        (ist_epoch(2026, 1, 5, 9, 50), ist_epoch(2026, 1, 5, 15, 10)),
+        (ist_epoch(2026, 1, 5, 15, 35), ist_epoch(2026, 1, 8, 8, 55))]
 
 
 def test_the_next_day_skips_weekends_and_holidays_and_selects_after_the_open() -> None:
