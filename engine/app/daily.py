@@ -149,8 +149,10 @@ class DayLifecycle:
             self._enter(DayState.CLOSED, plan, None, None, "the session ended before selection")
             return
         self._enter(DayState.SELECTING, plan, DayState.TRADING, self.clock.time())
-        engine, spot = day_engine(self.cfg, self.venue, self.broker, db_path=self.db_path,
-                                  strategies=self.strategies, atm=self.atm)
+        selected = self._select(plan)
+        if selected is None:
+            return
+        engine, spot = selected
         self.engine = engine
         engine.start()
         self._enter(DayState.TRADING, plan, DayState.CLOSING, plan.closing_ts,
@@ -159,13 +161,31 @@ class DayLifecycle:
         self._trade_until(plan)
         if engine.safe_stop_reason:
             self.safe_stop_reason = engine.safe_stop_reason
-            self.stop_event.set()  # the root supervisor gave up: the process stops (exit 3)
+            self.stop_event.set()  # the root supervisor gave up: the process stops (exit 4)
         if self.stop_event.is_set() or engine.stopped.is_set():
             return
         self._enter(DayState.CLOSING, plan, DayState.CLOSED, None)
         self._close(plan)
         self.days_run += 1
         self._enter(DayState.CLOSED, plan, DayState.SLEEPING, self.clock.time())
+
+    def _select(self, plan: DayPlan) -> tuple[Engine, float | None] | None:
+        """The day's engine, its universe read now; a broker failure is alerted once and
+        retried with backoff until the closing (None: stopped, or the session ended)."""
+        pause, alerted = self.settings.probe_backoff_s, False
+        while self.clock.time() < plan.closing_ts:
+            try:
+                return day_engine(self.cfg, self.venue, self.broker, db_path=self.db_path,
+                                  strategies=self.strategies, atm=self.atm)
+            except BrokerError as exc:
+                if not alerted:
+                    alerted = True
+                    self._alert("selection_failed", f"the day's universe could not be read "
+                                f"({exc}); retrying")
+            if not self._sleep_until(self.clock.time() + pause):
+                return None
+            pause = min(pause * 2, self.settings.probe_backoff_max_s)
+        return None
 
     # -- transitions -----------------------------------------------------------------------------
     def _enter(self, state: DayState, plan: DayPlan, next_state: DayState | None,
