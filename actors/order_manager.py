@@ -119,16 +119,18 @@ _PRIORITY = {CANCEL: 0, OrderPurpose.STOP.value: 1, OrderPurpose.EXIT.value: 1,
 class OrderSettings:
     """Section ``[orders]``: request rate, fill polling, cancel verification, unknown outcomes."""
 
-    rate_per_s: float = setting(8.0, "order requests (place and cancel) per second at most; "
-                                "keep below the broker's 10/s", min=0.1, max=100.0)
+    rate_per_s: float = setting(8.0, "order requests (place and cancel) per real second at "
+                                "most; keep below the broker's 10/s", min=0.1, max=100.0)
     poll_interval_s: float = setting(1.0, "orderbook poll while orders are working, seconds "
-                                     "(at most one orderbook read per interval)", min=0.01,
+                                     "(at most one orderbook read per interval; real seconds: "
+                                     "scaled by the clock's speed in paper)", min=0.01,
                                      max=60.0)
     cancel_confirm_timeout_s: float = setting(10.0, "a cancel the broker has not confirmed "
-                                              "within this many seconds is given up: the old "
-                                              "order stays, no replacement", min=0.05, max=600.0)
+                                              "within this many (real) seconds is given up: the "
+                                              "old order stays, no replacement", min=0.05,
+                                              max=600.0)
     cancel_poll_s: float = setting(0.5, "order status reads while a cancel awaits confirmation, "
-                                   "seconds apart", min=0.01, max=60.0)
+                                   "real seconds apart", min=0.01, max=60.0)
     resend_attempts: int = setting(2, "re-sends of an order whose placement outcome was unknown "
                                    "and that the orderbook does not show (each checked first)",
                                    min=0, max=10)
@@ -160,6 +162,10 @@ class OrderManager(EngineActor):
         if self.clock is None:
             raise ValueError("OrderManager needs an engine clock")
         self.broker = broker
+        # reads the manager repeats on its own timers (status, orderbook, tradebook): one
+        # attempt each, never a retry pause on the actor's thread
+        once = getattr(broker, "without_retries", None)
+        self._reads: Broker = once() if once is not None else broker
         self.account = account
         self.settings = settings
         self.instrument = instrument
@@ -187,7 +193,7 @@ class OrderManager(EngineActor):
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
         self._recover()
-        self.schedule_every(self.settings.poll_interval_s, POLL_TIMER)
+        self.schedule_every(self.real_s(self.settings.poll_interval_s), POLL_TIMER)
 
     # -- messages ------------------------------------------------------------------------------
     @handles(OrderIntent)
@@ -294,7 +300,7 @@ class OrderManager(EngineActor):
             if oid is None or oid in seen or placed >= cutoff:
                 continue  # not sent, in the rows, or too recent to be sure of the rows
             try:
-                row = self.broker.order_status(strategy=leg.intent.strategy, orderid=oid)
+                row = self._reads.order_status(strategy=leg.intent.strategy, orderid=oid)
             except OrderNotFound:
                 lost.append(leg.client_id)
                 lost_placed = max(lost_placed, placed)
@@ -453,7 +459,7 @@ class OrderManager(EngineActor):
                     continue
                 sent = self._place(order) if kind == PLACE else self._send_cancel(order)
                 if sent:
-                    self._next_send = now + 1.0 / self.settings.rate_per_s
+                    self._next_send = now + self.real_s(1.0 / self.settings.rate_per_s)
         finally:
             self._draining = False
 
@@ -606,11 +612,11 @@ class OrderManager(EngineActor):
         else:
             self._request("cancelorder", leg, "ok", leg.broker_order_id)
             self._counts["cancels"] += 1
-        leg.cancel_deadline = self.now() + self.settings.cancel_confirm_timeout_s
+        leg.cancel_deadline = self.now() + self.real_s(self.settings.cancel_confirm_timeout_s)
         self._read_status(leg)
         if leg.status is S.CANCEL_PENDING:
-            self.schedule_at(self.now() + self.settings.cancel_poll_s, CANCEL_TIMER,
-                             payload=leg.client_id)
+            self.schedule_at(self.now() + self.real_s(self.settings.cancel_poll_s),
+                             CANCEL_TIMER, payload=leg.client_id)
         self._settle(leg)
         return True
 
@@ -631,7 +637,8 @@ class OrderManager(EngineActor):
                         f"cancel within {timeout:g}s; the order stays tracked")
             self._settle(leg)
             return
-        self.schedule_at(now + self.settings.cancel_poll_s, CANCEL_TIMER, payload=client_id)
+        self.schedule_at(now + self.real_s(self.settings.cancel_poll_s), CANCEL_TIMER,
+                         payload=client_id)
 
     def _settle(self, order: TrackedOrder) -> None:
         """When the cancel of the strategy's order is over: place its replacement only if the
@@ -688,7 +695,7 @@ class OrderManager(EngineActor):
         if order.broker_order_id is None:
             return
         try:
-            row = self.broker.order_status(strategy=order.intent.strategy,
+            row = self._reads.order_status(strategy=order.intent.strategy,
                                            orderid=order.broker_order_id)
         except BrokerError as exc:
             logger.info("orders[{}]: status of {} not read: {}", self.account, order.client_id,
@@ -704,7 +711,7 @@ class OrderManager(EngineActor):
             return
         ids = list(self.book.claims)
         try:
-            trades = self.broker.tradebook()
+            trades = self._reads.tradebook()
         except BrokerError as exc:
             self._counts["tradebook_failures"] += 1
             logger.info("orders[{}]: tradebook not read ({}); {} fill(s) wait for the next "
@@ -724,7 +731,7 @@ class OrderManager(EngineActor):
             return
         now = self.now()
         try:
-            rows = self.broker.orderbook()
+            rows = self._reads.orderbook()
         except BrokerError as exc:
             self._counts["poll_failures"] += 1
             if not self._poll_failing:
@@ -770,7 +777,8 @@ class OrderManager(EngineActor):
                 self._emit(self.book.transition(order, S.UNKNOWN, now, "restart: the request "
                                                 "may have been sent; checking the orderbook"))
             elif order.status is S.CANCEL_PENDING:
-                order.cancel_deadline = now + self.settings.cancel_confirm_timeout_s
+                order.cancel_deadline = now + self.real_s(
+                    self.settings.cancel_confirm_timeout_s)
                 self.schedule_at(now, CANCEL_TIMER, payload=order.client_id)
         for order in restored:
             if order.is_parent:

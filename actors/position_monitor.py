@@ -206,7 +206,8 @@ class PositionMonitor(EngineActor):
         self._unpriced: set[Key] = set()  # opened by a correction with no price known
         self._sent_freshness: dict[str, tuple[bool, tuple[str, ...]]] = {}
         self._open_reported: int | None = None
-        self._bucket = _TokenBucket(settings.quotes_per_s, now)
+        # a broker rate: per real second (engine.runtime.actor.real_s)
+        self._bucket = _TokenBucket(settings.quotes_per_s / self.real_s(1.0), now)
         self._bad_prices: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._quotes_failing = 0  # consecutive failed quotes calls

@@ -495,7 +495,9 @@ class RiskManager(EngineActor):
                            parent_id=parent, reason=f"exit: {reason}", created_ts=now)
 
     def _next_exit_step(self, name: str) -> None:
-        self.schedule_at(self.now() + self.settings.exit_check_s, EXIT_TIMER, payload=name)
+        # each step reads the broker: real seconds apart (engine.runtime.actor.real_s)
+        self.schedule_at(self.now() + self.real_s(self.settings.exit_check_s), EXIT_TIMER,
+                         payload=name)
 
     def _exit_done(self, name: str, book: Book, why: str) -> None:
         job = book.job

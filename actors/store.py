@@ -5,9 +5,15 @@ Two paths:
 
 - **immediate** (``IMMEDIATE_TYPES``: order intents, order state changes, fills, risk events,
   positions' risk declarations and ``StoreRecord`` rows such as risk state, unless marked
-  ``durable=False``): committed before the handler returns, so a sender that ``ask``-s knows
-  the row is on disk (the order manager asks before sending a request). Anything buffered is
-  written in the same transaction first, so order is preserved.
+  ``durable=False``): committed before
+  the handler returns, so a sender that ``ask``-s knows the row is on disk (the order manager
+  asks before sending a request). The transaction holds only the message's own rows (and
+  immediate ones held from an outage, first, in order): an intent never waits for a batch of
+  bars or a strategy's state to be written. A buffered upsert of the same key is older than
+  the committed row and is dropped, so a later flush cannot overwrite it;
+- **soon** (``StoreRecord(soon=True)``: a strategy's state after a hook): buffered, and committed
+  on its own once the writer's inbox is empty (nothing more urgent waits: an intent asked right
+  after is committed first), at the latest with the next flush;
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
   timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
@@ -30,6 +36,7 @@ rule); it then makes one last attempt to write what it holds before it exits.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +77,9 @@ if TYPE_CHECKING:
 IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
                                               PositionRisk, StoreRecord})
 FLUSH_TIMER = "store.flush"
+SOON_TIMER = "store.soon"
+#: real seconds a ``soon`` row waits before its commit (then only while the inbox is empty)
+SOON_DELAY_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,16 @@ class _Buffer:
             self.size += 1
         group[ident] = write
 
+    def discard(self, write: RowWrite) -> None:
+        """Drop the buffered upsert of ``write``'s table and key (it is older)."""
+        if write.op is not Op.UPSERT:
+            return
+        ident = tuple(write.values[k] for k in write.key)
+        for shape, group in self._groups.items():
+            if shape[0] == write.table and shape[1] is Op.UPSERT and shape[2] == write.key \
+                    and group.pop(ident, None) is not None:
+                self.size -= 1
+
     def groups(self) -> list[list[RowWrite]]:
         return [list(group.values()) for group in self._groups.values()]
 
@@ -126,6 +146,8 @@ class StoreWriter(EngineActor):
         self.db = db
         self.settings = db.settings
         self._buffer = _Buffer()
+        self._soon = _Buffer()  # rows to commit once the inbox is empty
+        self._soon_armed = False
         # Immediate messages whose write failed (database unavailable), oldest first.
         self._held: list[tuple[str, tuple[RowWrite, ...]]] = []
         self._outage = False
@@ -154,9 +176,17 @@ class StoreWriter(EngineActor):
     @property
     def pending(self) -> int:
         """Rows waiting to be written (buffered, plus held immediate messages)."""
-        return self._buffer.size + sum(len(writes) for _, writes in self._held)
+        return self._buffer.size + self._soon.size + \
+            sum(len(writes) for _, writes in self._held)
 
     # -- messages ------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return super().on_receive(message)
+        finally:
+            if self._soon.size and not self._soon_armed:
+                self._arm_soon()
+
     @handles(*STORED_TYPES)
     def _store(self, message: Any) -> WriteReceipt:
         what = type(message).__name__
@@ -167,11 +197,48 @@ class StoreWriter(EngineActor):
             raise
         if type(message) in IMMEDIATE_TYPES and getattr(message, "durable", True):
             return self._commit(what, writes)
+        if getattr(message, "soon", False):
+            for write in writes:
+                self._buffer.discard(write)
+                self._soon.add(write)
+            return WriteReceipt(durable=False)  # on_receive arms the commit
         for write in writes:
             self._buffer.add(write)
         if self._buffer.size >= self.settings.batch_size and not self._outage:
             self._flush()
         return WriteReceipt(durable=False)
+
+    def _arm_soon(self) -> None:
+        """The ``soon`` rows are committed ``SOON_DELAY_S`` real seconds from now: the order
+        manager's ask for the intent a hook placed arrives after the hook's state does (on a
+        virtual clock: now, if nothing waits; else at the next step)."""
+        if self._soon_armed:
+            return
+        assert self.clock is not None
+        speed = self.clock.speed
+        if not math.isfinite(speed):  # a virtual clock: no timer fires until the next step
+            if self.actor_inbox.empty():
+                self._commit_soon()
+            return  # else after the last message in the inbox (on_receive)
+        self._soon_armed = True
+        self.schedule_at(self.now() + (SOON_DELAY_S * speed if math.isfinite(speed) else 0.0),
+                         SOON_TIMER)
+
+    def _commit_soon(self) -> None:
+        """Commit the ``soon`` rows if nothing waits in the inbox (else a little later)."""
+        self._soon_armed = False
+        if not self._soon.size or self._outage:
+            return
+        if not self.actor_inbox.empty():
+            self._arm_soon()
+            return
+        try:
+            problems = self.db.run_write(lambda tx: self._write_groups(tx, self._soon))
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            return
+        self._soon.clear()
+        self._report(problems)
 
     @handles(LoadState)
     def _load_state(self, request: LoadState) -> StoredStrategyState | None:
@@ -193,7 +260,8 @@ class StoreWriter(EngineActor):
         """The newest not yet written ``strategy_state`` row of each wanted name."""
         newest: dict[str, StoredStrategyState] = {}
         held = (w for _, writes in self._held for w in writes)
-        for write in itertools.chain(held, self._buffer.rows(StoredStrategyState.TABLE)):
+        for write in itertools.chain(held, self._buffer.rows(StoredStrategyState.TABLE),
+                                     self._soon.rows(StoredStrategyState.TABLE)):
             if write.table != StoredStrategyState.TABLE or not wanted(write.values["name"]):
                 continue
             state = self.db.state_from_row(write.values)
@@ -206,12 +274,14 @@ class StoreWriter(EngineActor):
     def _timer_fired(self, message: TimerFired) -> None:
         if message.name == FLUSH_TIMER:
             self._flush()
+        elif message.name == SOON_TIMER:
+            self._commit_soon()
 
     # -- writing -------------------------------------------------------------------------------
     def _commit(self, what: str, writes: tuple[RowWrite, ...]) -> WriteReceipt:
         def work(tx: WriteTx) -> tuple[list[tuple[str, str]], Applied | None,
                                        StoreRejected | None]:
-            problems = self._write_pending(tx)
+            problems = self._write_held(tx)
             try:
                 applied = tx.apply(writes)
             except StoreRejected as exc:
@@ -230,7 +300,11 @@ class StoreWriter(EngineActor):
             self._held.append((what, writes))
             self._unavailable(exc)
             raise
-        self._written(problems)
+        self._held.clear()
+        for write in writes:  # a buffered upsert of the same key is older: never write it
+            self._buffer.discard(write)
+            self._soon.discard(write)
+        self._report(problems)
         if rejected is not None:
             logger.error("store: rejected {}: {}", what, rejected)
             raise rejected
@@ -251,10 +325,14 @@ class StoreWriter(EngineActor):
         self._written(problems)
 
     def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
-        """Write held immediate messages, then the buffer.
+        """Write held immediate messages, then the buffers.
 
         Returns what could not be written as (what, why); each is recorded as a dead letter.
         """
+        return self._write_held(tx) + self._write_groups(tx, self._buffer, self._soon)
+
+    def _write_held(self, tx: WriteTx) -> list[tuple[str, str]]:
+        """Write the immediate messages held from an outage, oldest first."""
         problems: list[tuple[str, str]] = []
         for what, writes in self._held:
             try:
@@ -264,8 +342,15 @@ class StoreWriter(EngineActor):
                 continue
             if applied is Applied.MISSING:
                 problems.append((what, _missing(writes[0])))
-        for group in self._buffer.groups():
-            problems.extend((write.table, reason) for write, reason in tx.write_rows(group))
+        return self._dead_letters(tx, problems)
+
+    def _write_groups(self, tx: WriteTx, *buffers: _Buffer) -> list[tuple[str, str]]:
+        problems = [(write.table, reason) for buffer in buffers for group in buffer.groups()
+                    for write, reason in tx.write_rows(group)]
+        return self._dead_letters(tx, problems)
+
+    def _dead_letters(self, tx: WriteTx, problems: list[tuple[str, str]]
+                      ) -> list[tuple[str, str]]:
         for what, why in problems:
             tx.apply(self._dead_letter_rows(what, why))
         return problems
@@ -288,8 +373,12 @@ class StoreWriter(EngineActor):
     def _written(self, problems: list[tuple[str, str]]) -> None:
         self._held.clear()
         self._buffer.clear()
+        self._soon.clear()
+        self._report(problems)
+
+    def _report(self, problems: list[tuple[str, str]]) -> None:
         if self._outage:
-            logger.info("store: database writable again; buffered rows written")
+            logger.info("store: database writable again")
             self._outage = False
         for what, why in problems:
             logger.error("store: {} not written, kept as a dead letter: {}", what, why)

@@ -18,17 +18,20 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   entry placed while it is False is not sent: it is reported back as rejected.
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
 - persistence: ``strategy.snapshot()`` and the host's own state (sequence, orders, positions,
-  fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: committed at
-  once after every hook that changed orders or fills; when only the strategy's snapshot
-  changed, batched and at most once a minute of engine time (at the first message of the next
-  minute, and on stop), since a snapshot can be tens of KB and change on every
-  ``BarUpdate``. A restart therefore resumes from the last minute's snapshot plus every order
-  and fill (the journal). The host's part is also written before each
-  intent leaves, so a hook that fails after ``place`` never leads to a reused client id. On
-  start a row of the current trading day is restored; one from an earlier day is ignored (a
-  stale "day is over" flag must never block a new day). A row that cannot be read is a
-  ``StrategyStateError``: the host refuses to start rather than trade without knowing its
-  latches and positions;
+  fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: ``soon``
+  after every hook that changed orders or fills (committed right after the order manager's
+  intent, never ahead of it); when only the strategy's snapshot changed, batched and at most
+  once a minute of engine time (at the first message of the next minute, and on stop), since
+  a snapshot can be tens of KB and change on every ``BarUpdate``. A restart therefore resumes
+  from the last minute's snapshot plus every order and fill (the journal). Nothing is
+  committed before an intent leaves: the intent row the order manager commits is the durable
+  record of the order and of its client id. On start a row of the current trading day is
+  restored; one from an earlier day is ignored (a stale "day is over" flag must never block a
+  new day). The next client id is past both the restored sequence and every id of the day in
+  the order journal, and journal orders the restored state does not know (a kill between the
+  intent's commit and the state's) are adopted, so no client id is ever reused. A row that
+  cannot be read is a ``StrategyStateError``: the host refuses to start rather than trade
+  without knowing its latches and positions;
 - ``exit_all`` → ``ExitAll`` to the risk manager (the one exit coordinator); an ``ExitAll``
   from the risk manager → ``strategy.on_exit``;
 - ``record_trade`` → the store's ``trades`` table; ``alert`` → the health actor;
@@ -89,6 +92,8 @@ StateLoader = Callable[[str], StoredStrategyState | None]
 Journal = Callable[[str, date], tuple[list[StoredOrder], list[Fill]]]
 
 STATE_VERSION = 1
+#: the host's own message: persist the state now (after the hook whose intent has left)
+PERSIST = "strategy.persist"
 
 #: the OrderIntent fields ``replace`` may change
 REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype", "price",
@@ -151,8 +156,10 @@ class StrategyHost(EngineActor):
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
         self.gate_open = False
         self._dirty = False
+        self._rows: dict[str, tuple[OrderView | None, OrderIntent, dict[str, Any]]] = {}
         self._last_snapshot: dict[str, Any] | None = None  # the newest seen
         self._unsaved = False  # _last_snapshot is newer than the stored row
+        self._persist_due = False  # a PERSIST message is on its way to this actor
         self._saved_minute = -1  # engine minute of the last write
         self._timer_now: float | None = None
 
@@ -193,6 +200,7 @@ class StrategyHost(EngineActor):
         orders, fills = self.journal(self.strategy_name, self.day)
         missed = [f for f in fills if f.key not in self.fill_keys]
         stored = {o.client_id: o for o in orders}
+        self._adopt(orders)
         moved: list[OrderEvent] = []
         for cid, intent in sorted(self.intents.items()):
             row = stored.get(cid)
@@ -217,6 +225,29 @@ class StrategyHost(EngineActor):
             self.on_fill(fill)
         for event in moved:
             self.on_order_event(event)
+
+    def _adopt(self, orders: list[StoredOrder]) -> None:
+        """The journal's orders of the day: the sequence moves past every one of their ids,
+        and those the restored state does not know become the host's (as submitted: the
+        catch-up brings them to their stored state)."""
+        assert self.day is not None
+        prefix = client_id(self.strategy_name, self.day, 0)[:-5]
+        adopted = []
+        for row in orders:
+            seq = _seq_of(row.client_id, prefix)
+            if seq is None:
+                continue  # a split child, or the exit coordinator's order
+            self.seq = max(self.seq, seq)
+            if row.client_id not in self.intents:
+                intent = _intent_of(row)
+                self.intents[row.client_id] = intent
+                self.views[row.client_id] = _view_of(intent)
+                adopted.append(row.client_id)
+        if adopted:
+            self._dirty = True
+            logger.warning("{}: {} order(s) from the journal were not in the saved state "
+                           "(stopped between the intent and the state); adopted: {}",
+                           self.name, len(adopted), ", ".join(adopted))
 
     def _restore(self) -> None:
         assert self.strategy is not None
@@ -339,6 +370,10 @@ class StrategyHost(EngineActor):
 
     @handles(TimerFired)
     def on_timer(self, timer: TimerFired) -> None:
+        if timer.name == PERSIST:
+            self._persist_due = False
+            self._save()
+            return
         self._timer_now = timer.due
         try:
             self._call(self._strategy.on_timer, timer)
@@ -435,7 +470,6 @@ class StrategyHost(EngineActor):
         elif (why := self._opens_a_position(intent)) is not None:
             self._refuse(intent, now, why)
         else:
-            self._persist_before_sending()
             self.tell(self.orders_name, intent)
         return cid
 
@@ -475,7 +509,6 @@ class StrategyHost(EngineActor):
             self._refuse(new, now)
         else:
             # no view yet: the replacement exists once the order manager reports it
-            self._persist_before_sending()
             self.tell(self.orders_name, CancelIntent(cid, reason, replace_with=new))
         return new_id
 
@@ -535,6 +568,14 @@ class StrategyHost(EngineActor):
         if self._dirty or not self._unchanged(snapshot):
             self._last_snapshot = self._kept(snapshot)
             self._unsaved = True
+        if self._unsaved and (self._dirty or self._minute() != self._saved_minute) \
+                and not self._persist_due:
+            # built and encoded on the next message, not now: an intent this hook told the
+            # order manager leaves while this thread is idle, not while it encodes the state
+            self._persist_due = True
+            self.tell(self.name, TimerFired(PERSIST, self.now()))
+
+    def _save(self) -> None:
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
             self._persist(self._last_snapshot or {}, durable=self._dirty)
             self._dirty = False
@@ -556,17 +597,11 @@ class StrategyHost(EngineActor):
         changes a snapshot it returned, else a copy (it may hand out live state)."""
         return snapshot if self._strategy.snapshot_cached else copy.deepcopy(snapshot)
 
-    def _persist_before_sending(self) -> None:
-        """Make the sequence and the new order durable before the intent leaves, so a hook
-        that fails after ``place`` cannot make a restarted host reuse a client id. The
-        strategy's part is its last saved snapshot; the full state follows after the hook."""
-        self._persist(self._last_snapshot or {}, durable=True)
-
     def _persist(self, snapshot: dict[str, Any], durable: bool) -> None:
+        """Tell the store the whole state (``soon`` when ``durable``: see the docstring)."""
         if not self.store or self.day is None:
             return
-        orders = [_order_to_dict(intent, self.views.get(cid))
-                  for cid, intent in self.intents.items()]
+        orders = [self._order_row(cid, intent) for cid, intent in self.intents.items()]
         state = {
             "day": self.day.isoformat(),
             "seq": self.seq,
@@ -578,10 +613,21 @@ class StrategyHost(EngineActor):
         }
         self.tell(self.store, record(StoredStrategyState(
             name=self.state_name, version=STATE_VERSION, state=state, updated_ts=self.now()),
-            durable=durable))
+            durable=durable, soon=durable))
         if snapshot is self._last_snapshot:
             self._unsaved = False
             self._saved_minute = self._minute()
+
+    def _order_row(self, cid: str, intent: OrderIntent) -> dict[str, Any]:
+        """An order as stored in the state, built again only when its view changed (the
+        state is written after every change; the day's orders are many)."""
+        view = self.views.get(cid)
+        cached = self._rows.get(cid)
+        if cached is not None and cached[0] is view and cached[1] is intent:
+            return cached[2]
+        row = _order_to_dict(intent, view)
+        self._rows[cid] = (view, intent, row)
+        return row
 
     def _next_id(self, now: float) -> str:
         day = trading_date(now)
@@ -601,6 +647,7 @@ class StrategyHost(EngineActor):
         for cid in done:
             del self.views[cid]
         self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
+        self._rows = {cid: r for cid, r in self._rows.items() if cid in self.intents}
 
     def _refuse(self, intent: OrderIntent, now: float, reason: str | None = None) -> None:
         if reason is None:
@@ -699,6 +746,21 @@ def _checked(intent: OrderIntent) -> OrderIntent:
         raise ValueError(f"order needs a symbol and an exchange, got {intent.symbol!r} on "
                          f"{intent.exchange!r}")
     return intent
+
+
+def _seq_of(cid: str, prefix: str) -> int | None:
+    """The sequence number of one of the host's own client ids of the day (``prefix`` is
+    ``<strategy>-<yyMMdd>-``); None for anything else (a split child ``<id>.<n>`` included)."""
+    digits = cid[len(prefix):] if cid.startswith(prefix) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _intent_of(row: StoredOrder) -> OrderIntent:
+    return OrderIntent(client_id=row.client_id, strategy=row.strategy, account=row.account,
+                       symbol=row.symbol, exchange=row.exchange, action=row.action,
+                       quantity=row.quantity, pricetype=row.pricetype, product=row.product,
+                       price=row.price, trigger_price=row.trigger_price, purpose=row.purpose,
+                       created_ts=row.created_ts, parent_id=row.parent_id, reason=row.reason)
 
 
 def _typed_changes(changes: Mapping[str, Any]) -> dict[str, Any]:

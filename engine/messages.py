@@ -663,12 +663,15 @@ class StoreRecord:
     """A generic row for the store writer: ``table`` and column values.
 
     ``durable`` rows are committed before the writer answers (risk state, trades); the others
-    ride the next batch (state snapshots that a later snapshot supersedes anyway).
+    ride the next batch (state snapshots that a later snapshot supersedes anyway). ``soon``
+    rows (a strategy's state) are committed as soon as nothing more urgent waits at the writer
+    (its inbox is empty), at the latest by the next flush: never ahead of an order's intent.
     """
 
     table: str
     values: tuple[tuple[str, Any], ...] = field(default=())
     durable: bool = True
+    soon: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)

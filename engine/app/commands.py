@@ -276,9 +276,29 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"
           + (f"; recorded to {result.record_to}" if result.record_to else ""))
-    if result.safe_stop:
+    return _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
+                       result.checks, result.safe_stop)
+
+
+def _end_of_run(cfg: Config, db_path: Path, strategies: tuple[str, ...], day: date | None,
+                account: str, checks: Any, safe_stop: str | None) -> int:
+    """The trade tables and the end-of-session checks, always printed; the exit code: 4 at a
+    safe stop, 1 when a check failed, else 0."""
+    from engine.store.database import Database
+    from engine.trading.trades import day_report
+
+    if strategies and day is not None:
+        db = Database(db_path, cfg.store)
+        try:
+            for name in strategies:
+                print(day_report(db, name, day, account, cfg.section("charges")))
+        finally:
+            db.close()
+    if strategies:
+        print("\n".join(checks.lines()))
+    if safe_stop:
         return EXIT_SAFE_STOP
-    return EXIT_OK
+    return EXIT_OK if checks.ok else EXIT_FAILURE
 
 
 def _strategies(cfg: Config, chosen: str | None = None) -> tuple[str, ...]:
@@ -609,19 +629,25 @@ def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str,
     init_logging(cfg)
     db = Path(args.db) if args.db else Path(cfg.store.path)
     expiry = date.fromisoformat(args.expiry) if getattr(args, "expiry", None) else None
+    from engine.app.session_end import SessionChecks
+
+    checks = SessionChecks()
+    strategies = _strategies(cfg)
     with stop_on_signals(threading.Event()) as stop:
         if expiry is None:  # day after day (engine/app/daily.py)
             from engine.app.daily import DayLifecycle
 
-            life = DayLifecycle(cfg, venue, db_path=db, strategies=_strategies(cfg), stop=stop,
-                                atm=args.atm, control_path=control)
+            life = DayLifecycle(cfg, venue, db_path=db, strategies=strategies, stop=stop,
+                                atm=args.atm, control_path=control, checks=checks)
             life.run()
             print(f"{label}: stopped after {life.days_run} day(s); database {db}")
-            return EXIT_SAFE_STOP if life.safe_stop_reason else EXIT_OK
-        engine = run_trading(cfg, venue, db_path=db, strategies=_strategies(cfg), stop=stop,
-                             atm=args.atm, expiry=expiry, control_path=control)
+            return _end_of_run(cfg, db, strategies, life.last_trading_date, venue.account,
+                               checks, life.safe_stop_reason)
+        engine = run_trading(cfg, venue, db_path=db, strategies=strategies, stop=stop,
+                             atm=args.atm, expiry=expiry, control_path=control, checks=checks)
     print(f"{label}: stopped; database {db}")
-    return EXIT_SAFE_STOP if engine.safe_stop_reason else EXIT_OK
+    return _end_of_run(cfg, db, strategies, engine.parts.trading_day, venue.account, checks,
+                       engine.safe_stop_reason)
 
 
 # ---------------------------------------------------------------------------------------------

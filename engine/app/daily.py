@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from loguru import logger
 
 from engine.app.facts import instrument_spec
 from engine.app.live import day_engine, venue_broker
+from engine.app.modes import entries_at_safe_stop, past_eod
 from engine.app.operator import EngineOperator, graceful_stop, serve_control
+from engine.app.session_end import SessionChecks, check_dead_letters, check_session
 from engine.app.tree import Engine
 from engine.app.venues import Venue
 from engine.broker import AuthError, BrokerError
@@ -71,7 +73,8 @@ class DayLifecycle:
                  strategies: tuple[str, ...], stop: threading.Event,
                  atm: int | None = None, control_path: str | None = None,
                  on_transition: Callable[[Transition, Engine | None], None] | None = None,
-                 broker: OpenAlgoClient | None = None) -> None:
+                 broker: OpenAlgoClient | None = None,
+                 checks: SessionChecks | None = None) -> None:
         self.cfg = cfg
         self.venue = venue
         self.clock = venue.clock
@@ -91,6 +94,9 @@ class DayLifecycle:
         self.session_ok = True
         self.days_run = 0
         self.alerts_sent: list[Alert] = []
+        #: every day's end-of-session checks (engine.app.session_end), failures by date
+        self.checks = checks if checks is not None else SessionChecks()
+        self.last_trading_date: date | None = None
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(db_path, cfg.store)
         self._config_calendar = self.planner.calendar
@@ -154,6 +160,7 @@ class DayLifecycle:
             return
         engine, spot = selected
         self.engine = engine
+        self.last_trading_date = plan.day
         engine.start()
         self._enter(DayState.TRADING, plan, DayState.CLOSING, plan.closing_ts,
                     f"{len(engine.parts.symbols)} symbols, spot {spot}, "
@@ -162,7 +169,12 @@ class DayLifecycle:
         if engine.safe_stop_reason:
             self.safe_stop_reason = engine.safe_stop_reason
             self.stop_event.set()  # the root supervisor gave up: the process stops (exit 4)
-        if self.stop_event.is_set() or engine.stopped.is_set():
+        if self.stop_event.is_set():
+            return
+        if engine.stopped.is_set():  # stopped by itself without a safe stop: the day again
+            self._alert("engine_stopped", f"the day's engine stopped by itself; the day "
+                        f"{plan.day} is planned again", Severity.CRITICAL)
+            self._stop_engine(graceful=False)
             return
         self._enter(DayState.CLOSING, plan, DayState.CLOSED, None)
         self._close(plan)
@@ -298,8 +310,8 @@ class DayLifecycle:
             self._alert("position_after_close", "open after the close (reconcile it by hand; it "
                         f"is never carried silently): {', '.join(unresolved)}",
                         Severity.CRITICAL)
-        self._stop_engine(graceful=False)
-        report = day_report(self.db, plan.day, self.venue.account, recon, unresolved)
+        failed = self._stop_engine(graceful=False, day_over=True).failures
+        report = day_report(self.db, plan.day, self.venue.account, recon, unresolved, failed)
         path = write_report(self.state_dir / REPORTS_DIR, report)
         self._alert("day_summary", summary_line(report), Severity.INFO)
         logger.info("day {}: report {}", plan.day, path)
@@ -323,15 +335,36 @@ class DayLifecycle:
         return {"passes": status.get("passes"), "last_error": status.get("last_error") or None,
                 "hold": status.get("hold"), "divergent": status.get("divergent") or {}}
 
-    def _stop_engine(self, *, graceful: bool) -> None:
+    def _stop_engine(self, *, graceful: bool, day_over: bool | None = None) -> SessionChecks:
+        """Stop the day's engine, its end-of-session checks run around the stop (``day_over``
+        None: by the clock); returns them, and adds them, dated, to ``checks``."""
         engine = self.engine
+        day_checks = SessionChecks()
         if engine is None:
-            return
+            return day_checks
         if graceful and not engine.safe_stop_reason:
             graceful_stop(engine, self.cfg.engine.on_signal,
                           timeout_s=self.cfg.engine.shutdown_timeout_s)
+        trading = bool(self.strategies)
+        if trading and not engine.safe_stop_reason:
+            over = past_eod(self.cfg, self.clock.time()) if day_over is None else day_over
+            check_session(day_checks, registry=engine.registry, db=engine.db,
+                          broker=self.broker, account=self.venue.account, day_over=over)
         engine.stop()
         self.engine = None
+        if engine.safe_stop_reason:
+            venue = self.venue
+            entries_at_safe_stop(self.cfg, self.db_path, venue.account, day_checks,
+                                 lambda: OpenAlgoClient(
+                                     replace(self.cfg.openalgo, host=venue.rest_url),
+                                     api_key=venue.api_key, clock=self.clock,
+                                     account=venue.account, access=venue.access))
+        if trading:
+            check_dead_letters(day_checks, engine.registry)
+        day = engine.parts.trading_day
+        self.checks.failures.extend(f"{day}: {f}" for f in day_checks.failures)
+        self.checks.notes.extend(f"{day}: {n}" for n in day_checks.notes)
+        return day_checks
 
     def _alert(self, kind: str, message: str, severity: Severity = Severity.WARNING) -> None:
         alert = Alert(kind, message, self.clock.time(), severity)
@@ -361,15 +394,17 @@ def _real_wait(clock: Any, engine_delay: float) -> float:
 
 # -- the day's report ----------------------------------------------------------------------------
 def day_report(db: Database, day: date, account: str, reconciliation: Mapping[str, Any],
-               unresolved: list[str]) -> dict[str, Any]:
-    """What one day did: its orders, trades, net P&L and R, and what is left unresolved."""
+               unresolved: list[str], checks_failed: Sequence[str] = ()) -> dict[str, Any]:
+    """What one day did: its orders, trades, net P&L and R, what is left unresolved, and the
+    end-of-session checks that failed (engine.app.session_end)."""
     trades = db.trades(trading_date=day, account=account)
     orders = db.orders(trading_date=day, account=account)
     return {"trading_date": day.isoformat(), "account": account, "orders": len(orders),
             "trades": len(trades), "net_pnl": round(sum(t.pnl for t in trades), 2),
             "r": round(sum(t.r_multiple for t in trades), 2),
             "symbols": sorted({o.symbol for o in orders}),
-            "reconciliation": dict(reconciliation), "unresolved": unresolved}
+            "reconciliation": dict(reconciliation), "unresolved": unresolved,
+            "checks_failed": list(checks_failed)}
 
 
 def write_report(folder: Path, report: Mapping[str, Any]) -> Path:
@@ -383,9 +418,12 @@ def write_report(folder: Path, report: Mapping[str, Any]) -> Path:
 
 def summary_line(report: Mapping[str, Any]) -> str:
     unresolved = report.get("unresolved") or []
+    failed = report.get("checks_failed") or []
     return (f"day {report['trading_date']}: {report['trades']} trade(s), net P&L "
             f"{report['net_pnl']:+.2f}, {report['r']:+.2f} R; "
-            + (f"UNRESOLVED: {'; '.join(unresolved)}" if unresolved else "nothing unresolved"))
+            + (f"UNRESOLVED: {'; '.join(unresolved)}" if unresolved else "nothing unresolved")
+            + (f"; {len(failed)} end-of-session check(s) FAILED: {'; '.join(failed)}"
+               if failed else ""))
 
 
 def rotate_logs() -> None:

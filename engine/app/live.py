@@ -31,8 +31,9 @@ from typing import Any
 from loguru import logger
 
 from engine.app.facts import broker_facts, instrument_spec
-from engine.app.modes import feed_connector
+from engine.app.modes import entries_at_safe_stop, feed_connector, past_eod
 from engine.app.operator import control_channel, graceful_stop
+from engine.app.session_end import SessionChecks, check_dead_letters, check_session
 from engine.app.tree import Engine, EngineParts
 from engine.app.venues import Venue
 from engine.broker import AuthError, BrokerError, ProxyAuthError, SemiAutoMode, UntrustedServer
@@ -105,9 +106,11 @@ def venue_broker(cfg: Config, venue: Venue, *, session_may_wait: bool = False) -
 
 def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
                 stop: threading.Event, atm: int | None = None, expiry: date | None = None,
-                control_path: str | None = None, on_started: Any = None) -> Engine:
+                control_path: str | None = None, on_started: Any = None,
+                checks: SessionChecks | None = None) -> Engine:
     """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
-    stop; returns the stopped engine."""
+    stop; returns the stopped engine. With ``checks``, the end-of-session checks are run into
+    it (engine.app.session_end), and a safe stop cancels the working entries."""
     clock = venue.clock
     try:
         broker = venue_broker(cfg, venue)
@@ -137,8 +140,18 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
             if stop.is_set() and not engine.safe_stop_reason:
                 graceful_stop(engine, cfg.engine.on_signal,
                               timeout_s=cfg.engine.shutdown_timeout_s)
+            if checks is not None and strategies and not engine.safe_stop_reason:
+                check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
+                              account=venue.account, day_over=not stop.is_set()
+                              and past_eod(cfg, clock.time()))
     finally:
         engine.stop()
+        if checks is not None and engine.safe_stop_reason:
+            entries_at_safe_stop(cfg, db_path, venue.account, checks, lambda: OpenAlgoClient(
+                replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key, clock=clock,
+                account=venue.account))
+        if checks is not None and strategies:
+            check_dead_letters(checks, engine.registry)
         clock.stop()
     return engine
 

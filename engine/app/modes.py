@@ -25,7 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
 from types import FrameType
 
@@ -35,19 +37,28 @@ from actors.feed import FeedCallbacks
 from engine.app.accounts import env_basic_auth, proxy_access
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
+from engine.app.session_end import (
+    SessionChecks,
+    cancel_entries_at_safe_stop,
+    check_dead_letters,
+    check_session,
+)
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.app.venues import write_simulator_file
 from engine.config import Config
 from engine.market.instruments import trading_date
 from engine.market.session_file import SessionReader
+from engine.messages import Tick
 from engine.openalgo.access import ProxyAccess
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
-from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.clock import IST, Clock, ScaledClock, WallClock
 from engine.runtime.fastforward import FastForwardClock
+from engine.runtime.pacing import Pacer
 from engine.sim.days import MultiDay
 from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
 from engine.sim.server import SimulatorServer, serve_forever
+from engine.store.database import Database
 
 Pair = tuple[str, str]
 
@@ -72,13 +83,21 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
 
 
 def feed_connector(cfg: Config, *, api_key: str, clock: Clock, ws_url: str | None = None,
-                   account: str = "default", access: ProxyAccess | None = None
-                   ) -> Callable[[FeedCallbacks], FeedClient]:
-    """A factory the Feed actor calls (on every start) to get a fresh feed client."""
+                   account: str = "default", access: ProxyAccess | None = None,
+                   pacer: Pacer | None = None) -> Callable[[FeedCallbacks], FeedClient]:
+    """A factory the Feed actor calls (on every start) to get a fresh feed client. With a
+    ``pacer`` (paper), every received batch of ticks is reported to it."""
     settings = cfg.feed if ws_url is None else replace(cfg.feed, ws_url=ws_url)
 
     def connect(cb: FeedCallbacks) -> FeedClient:
-        return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=cb.on_ticks,
+        on_ticks = cb.on_ticks
+        if pacer is not None:
+            def on_ticks(ticks: list[Tick], _inner: Callable[[list[Tick]], None] = on_ticks
+                         ) -> None:
+                _inner(ticks)
+                if ticks:
+                    pacer.consumed(max(t.ts for t in ticks), len(ticks))
+        return FeedClient(settings, api_key=api_key, clock=clock, on_ticks=on_ticks,
                           on_status=cb.on_status, on_order_update=cb.on_order_update,
                           account=account, access=access)
 
@@ -93,6 +112,9 @@ class PaperResult:
     record_to: Path | None
     stopped_early: bool
     safe_stop: str | None
+    checks: SessionChecks = field(default_factory=SessionChecks)
+    strategies: tuple[str, ...] = ()
+    trading_day: date | None = None
 
 
 def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
@@ -114,8 +136,12 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                           instrument=instrument_spec(cfg, session_facts(reader)),
                           matching=cfg.section("matching"))
     stop = stop or threading.Event()
+    checks = SessionChecks()
     engine: Engine | None = None
     published = 0
+    # the market waits for the machine: never ahead of what the engine has taken in
+    pacer = Pacer(backlog=lambda: sim.pending_ticks() + (
+        engine.registry.backlog() if engine is not None else 0))
     try:
         sim.declare_symbols(symbols)
         sim.start()
@@ -126,7 +152,8 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         parts = EngineParts(mode="paper", clock=clock, symbols=symbols,
                             trading_day=day, broker=broker, facts=facts,
                             connect=feed_connector(cfg, api_key=api_key, clock=clock,
-                                                   ws_url=sim.ws_url, account="paper"),
+                                                   ws_url=sim.ws_url, account="paper",
+                                                   pacer=pacer),
                             db_path=db_path, record_to=record_to, strategies=strategies,
                             account="paper", open_gate_at_start=bool(strategies))
         engine = Engine(cfg, parts)
@@ -137,7 +164,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
             _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
             if on_started is not None:
                 on_started(engine, sim)
-            playback = sim.play(reader.ticks(), clock)
+            playback = sim.play(reader.ticks(), clock, pacer=pacer)
             clock.resume()
             logger.info("paper: playing {} ({} symbols) at {}x", session.name, len(symbols),
                         speed)
@@ -145,6 +172,10 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 if engine.stopped.is_set():
                     break
             published = playback.published
+            if pacer.waits:
+                logger.info("paper: the machine could not keep up at {}x: market time stood "
+                            "still {:.0f} s (engine) while the engine caught up ({} waits, "
+                            "{:.1f} s real)", speed, clock.held_s, pacer.waits, pacer.waited_s)
             if not stop.is_set():
                 # let the last minute close on the engine clock (minute end + grace)
                 end = last_close_at(cfg, clock, last) + 0.5
@@ -155,13 +186,40 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 if not engine.safe_stop_reason:
                     graceful_stop(engine, cfg.engine.on_signal,
                                   timeout_s=cfg.engine.shutdown_timeout_s)
+            if strategies and not engine.safe_stop_reason:
+                check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
+                              account="paper", day_over=not stop.is_set()
+                              and past_eod(cfg, last))
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
             engine.stop()
+            if safe:
+                entries_at_safe_stop(cfg, db_path, "paper", checks, lambda: OpenAlgoClient(
+                    replace(cfg.openalgo, host=sim.rest_url), api_key=api_key, clock=clock,
+                    account="paper"))
+            if strategies:
+                check_dead_letters(checks, engine.registry)
         sim.stop()
         clock.stop()
-    return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe)
+    return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe,
+                       checks, strategies, trading_date(first))
+
+
+def past_eod(cfg: Config, ts: float) -> bool:
+    """Whether ``ts`` is at or after the risk manager's end-of-day exit on its day."""
+    eod = dtime.fromisoformat(cfg.section("risk").eod_exit)
+    return ts >= datetime.combine(trading_date(ts), eod, IST).timestamp()
+
+
+def entries_at_safe_stop(cfg: Config, db_path: Path, account: str, checks: SessionChecks,
+                         connect: Callable[[], OpenAlgoClient]) -> None:
+    """A safe stop: working entries are cancelled from the database, each verified."""
+    db = Database(db_path, cfg.store)
+    try:
+        cancel_entries_at_safe_stop(db, connect, account, checks)
+    finally:
+        db.close()
 
 
 def _wait_for_subscriptions(sim: SimulatorServer, wanted: set[str], timeout: float) -> None:

@@ -38,12 +38,13 @@ it appears in no exception, log line or repr. Typed errors are raised ``from Non
 
 from __future__ import annotations
 
+import copy
 import json
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -213,6 +214,15 @@ class OpenAlgoClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def without_retries(self) -> OpenAlgoClient:
+        """This client (same connection pool, key and request log) making one attempt per call:
+        for an actor that repeats a failed read on its own timer, so its thread never sleeps
+        in a retry pause (an order status read answered 500 cost the order manager 2 s in
+        which no order could leave)."""
+        once = copy.copy(self)
+        once._settings = replace(self._settings, retries=1)
+        return once
 
     # -- orders ----------------------------------------------------------------------------------
     def place_order(self, *, strategy: str, symbol: str, exchange: str, action: str,

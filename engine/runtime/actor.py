@@ -24,6 +24,7 @@ holding another actor's ref; time comes from ``self.clock``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -170,6 +171,7 @@ class EngineActor(pykka.ThreadingActor):
         # Names told since the last FlushToken (replay barrier) and this incarnation's timers.
         self._told: set[str] = set()
         self._timers: list[TimerHandle] = []
+        self._periodic_pending: set[str] = set()  # periodic timers told, not yet handled
         self._repeats: RepeatGate | None = None  # made on the first alert
 
     @staticmethod
@@ -186,6 +188,8 @@ class EngineActor(pykka.ThreadingActor):
             self._forward_token(message)
             self.progress += 1
             return None
+        if mtype is TimerFired:
+            self._periodic_pending.discard(message.name)
         handler = self._dispatch.get(mtype)
         if mtype is Crash:
             handler = _crash
@@ -247,10 +251,33 @@ class EngineActor(pykka.ThreadingActor):
 
     def schedule_every(self, interval: float, name: str, *, first: float | None = None,
                        payload: Any = None) -> TimerHandle:
-        """Deliver ``TimerFired`` every ``interval`` engine seconds while this actor lives."""
-        return self._own(self._require_clock().call_every(
-            interval, self._timer_callback(name, payload), name=f"{self.name}:{name}",
-            first=first))
+        """Deliver ``TimerFired`` every ``interval`` engine seconds while this actor lives.
+
+        On a real-time clock (paper, live) a firing is skipped while the previous one of the
+        same name still waits in the inbox: an actor that falls behind gets one timer, not a
+        burst of them (thousands of orderbook polls queued behind a slow broker call). A
+        virtual clock delivers every firing (replay stays deterministic)."""
+        clock = self._require_clock()
+        fire = self._timer_callback(name, payload)
+        if math.isfinite(clock.speed):
+            pending = self._periodic_pending
+            inner = fire
+
+            def fire() -> None:
+                if name in pending:
+                    return
+                pending.add(name)
+                inner()
+        return self._own(clock.call_every(interval, fire, name=f"{self.name}:{name}",
+                                          first=first))
+
+    def real_s(self, seconds: float) -> float:
+        """A real-time interval (a broker rate, a poll, a confirmation timeout) in engine
+        seconds: scaled by the clock's speed, so paper at 60x calls the broker as often per
+        real second as live does, not 60 times as often (against a 10/s limit the actor stalls
+        behind 429s and its timers read as timeouts); as given on a virtual clock (replay)."""
+        speed = self._require_clock().speed
+        return seconds * speed if math.isfinite(speed) else seconds
 
     def cancel_timers(self) -> None:
         for handle in self._timers:

@@ -7,7 +7,10 @@ Three implementations behind one interface:
   synchronously, in due order, inside that call, each seeing ``time() == due``. Replays are
   therefore deterministic and run as fast as the machine allows.
 - ``ScaledClock``: real time sped up by a factor from a chosen start (``--speed 60``: one market
-  minute per real second); timers fire on a scheduler thread at the scaled moments.
+  minute per real second); timers fire on a scheduler thread at the scaled moments. It can be
+  held on a leash (``hold_at``): market time never passes the leash and, once let go, goes on
+  from where it stood, so a machine that cannot keep up makes the market slower, never makes
+  the engine see time jump (no burst of timers that reads as timeouts, no tick "late").
 
 Timer callbacks must be quick (typically they ``tell`` an actor a ``TimerFired``); an exception
 in one is logged and does not stop the others.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time as _time
 from abc import ABC, abstractmethod
@@ -264,6 +268,8 @@ class ScaledClock(_ThreadedClock):
         self._start = start
         self._speed = speed
         self._mono0: float | None = None if paused else _time.monotonic()
+        self._leash = float("inf")
+        self.held_s = 0.0  # engine seconds the leash has held market time back
         super().__init__()
 
     @property
@@ -284,7 +290,29 @@ class ScaledClock(_ThreadedClock):
         mono0 = self._mono0
         if mono0 is None:
             return self._start
-        return self._start + (_time.monotonic() - mono0) * self._speed
+        t = self._start + (_time.monotonic() - mono0) * self._speed
+        if t <= self._leash:
+            return t
+        with self._lock:  # at the leash: stand there; later go on from there (no jump)
+            if self._mono0 is None:
+                return self._start
+            now = _time.monotonic()
+            t = self._start + (now - self._mono0) * self._speed
+            if t > self._leash:
+                self.held_s += t - self._leash
+                self._start, self._mono0, t = self._leash, now, self._leash
+            return t
+
+    @property
+    def leash(self) -> float:
+        return self._leash
+
+    def hold_at(self, limit: float) -> None:
+        """Market time may not pass ``limit`` (``inf``: let go). Never moves time back: a
+        limit behind the present holds the clock where it is."""
+        with self._lock:
+            self._leash = max(limit, self.time()) if math.isfinite(limit) else limit
+            self._wake.notify_all()
 
     def _real_delay(self, engine_delay: float) -> float:
         return engine_delay / self._speed

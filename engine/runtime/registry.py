@@ -168,6 +168,17 @@ class Registry:
         # run under (replay), or None: a thread per actor.
         self.dispatcher = dispatcher
 
+    def backlog(self) -> int:
+        """Messages waiting in the inboxes of the actors serving names now, plus stashed ones
+        (how far the actors are behind; paper mode paces its market by it)."""
+        total = 0
+        for slot in list(self._slots.values()):
+            ref = slot.ref
+            total += len(slot.stash)
+            if ref is not None:
+                total += ref.actor_inbox.qsize()
+        return total
+
     # -- sending -------------------------------------------------------------------------------
     def tell(self, name: str, message: Any) -> None:
         """Send ``message`` to whatever actor serves ``name`` now (or stash it, or dead-letter)."""

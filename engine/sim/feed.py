@@ -179,6 +179,10 @@ class FeedServer:
     def connected_clients(self) -> int:
         return len(self._clients)
 
+    def pending(self) -> int:
+        """Ticks and order updates submitted and not yet handled by the loop."""
+        return len(self._inbox)
+
     def subscriptions(self) -> list[set[tuple[str, str, int]]]:
         """Per open connection: its (symbol, exchange, mode) subscriptions."""
         return self._call(lambda: [{(k[0], k[1], m) for k, modes in c.subs.items() for m in modes}

@@ -30,6 +30,7 @@ from loguru import logger
 from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, InstrumentSpec
 from engine.messages import Tick
 from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.pacing import Pacer
 from engine.sim.faults import FaultInjector
 from engine.sim.feed import FeedServer
 from engine.sim.matching import MatchingSettings, SimulatedBroker
@@ -49,10 +50,13 @@ class Playback:
     """A background thread publishing ticks as the clock reaches each tick's time."""
 
     def __init__(self, sim: SimulatorServer, ticks: Iterable[Tick], clock: Clock,
-                 name: str) -> None:
+                 name: str, pacer: Pacer | None = None) -> None:
         self._sim = sim
         self._ticks = ticks
         self._clock = clock
+        self._pacer = pacer
+        # a scaled clock is held at each tick's time until it is out (engine.runtime.pacing)
+        self._leash = clock if isinstance(clock, ScaledClock) and pacer is not None else None
         self._stop = threading.Event()
         self.done = threading.Event()
         self.published = 0
@@ -70,17 +74,28 @@ class Playback:
 
     def _run(self) -> None:
         try:
+            pacer, leash = self._pacer, self._leash
             for tick in self._ticks:
                 # paced by arrival time: a recorded session replays as it was received,
                 # late and out-of-order ticks included
+                if pacer is not None and not pacer.wait_transit(tick.recv_ts, self._stop):
+                    return
+                if leash is not None:
+                    leash.hold_at(tick.recv_ts)
                 if self._stop.is_set() or not self._wait_until(tick.recv_ts):
                     return
-                self._sim.publish(tick)
+                if pacer is not None and not pacer.wait(self._stop):
+                    return
+                sent = self._sim.publish(tick)
+                if pacer is not None:
+                    pacer.published(tick.ts, tick.recv_ts if sent else None)
                 self.published += 1
         except Exception as exc:
             self.error = exc
             logger.exception("simulator playback failed after {} ticks", self.published)
         finally:
+            if self._leash is not None:
+                self._leash.hold_at(float("inf"))
             self.done.set()
 
     def _wait_until(self, due: float) -> bool:
@@ -199,8 +214,9 @@ class SimulatorServer:
         for symbol, exchange in pairs:
             self.broker.declare_symbol(symbol, exchange)
 
-    def publish(self, tick: Tick) -> None:
-        """Apply one tick to the broker now, then send it to every subscriber in its modes."""
+    def publish(self, tick: Tick) -> bool:
+        """Apply one tick to the broker now, then send it to every subscriber in its modes.
+        Returns whether it went out with a valid (positive) price: a client drops the others."""
         if self.faults.take_zero_price():
             tick = replace(tick, ltp=0.0)
         snap = self.broker.on_tick(tick)
@@ -208,12 +224,15 @@ class SimulatorServer:
                               self._level_quantity, self.settings.broker_name,
                               self.broker.personality)
         self._feed.submit_tick(frames, (tick.symbol, tick.exchange))
+        return tick.ltp > 0
 
-    def play(self, ticks: Iterable[Tick], clock: Clock | None = None) -> Playback:
+    def play(self, ticks: Iterable[Tick], clock: Clock | None = None,
+             pacer: Pacer | None = None) -> Playback:
         """Publish ``ticks`` from a background thread, each once ``clock.time() >= tick.recv_ts``
-        (its arrival time in the recording)."""
+        (its arrival time in the recording); with a ``pacer``, also only once the consumer keeps
+        up, a scaled clock standing still meanwhile (``engine.runtime.pacing``)."""
         playback = Playback(self, ticks, clock or self.clock,
-                            name=f"sim-playback-{len(self._playbacks) + 1}")
+                            name=f"sim-playback-{len(self._playbacks) + 1}", pacer=pacer)
         self._playbacks.append(playback)
         return playback
 
@@ -221,6 +240,10 @@ class SimulatorServer:
     def connected_clients(self) -> int:
         """Open WebSocket connections, authenticated or not."""
         return self._feed.connected_clients()
+
+    def pending_ticks(self) -> int:
+        """Ticks published but not yet turned into frames by the feed server."""
+        return self._feed.pending()
 
     def subscriptions(self) -> list[set[tuple[str, str, int]]]:
         """Per open WebSocket connection, its (symbol, exchange, mode) subscriptions."""

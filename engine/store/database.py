@@ -678,20 +678,21 @@ RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTra
     | StoredAccount | StoredInstrumentFacts | StoredDayTransition | StoredHolidays
 
 
-def record(row: RecordRow, *, durable: bool = True) -> StoreRecord:
+def record(row: RecordRow, *, durable: bool = True, soon: bool = False) -> StoreRecord:
     """The ``StoreRecord`` message that asks the writer to persist ``row`` (``durable``: commit
-    before answering; otherwise it rides the next batch)."""
+    before answering; ``soon``: commit once nothing more urgent waits; otherwise it rides the
+    next batch)."""
     if type(row) is StoredStrategyState:
         values = {"name": row.name, "version": row.version, "state": encode_state(row.state),
                   "updated_ts": row.updated_ts}
     else:
         values = sql_values(row)
-    return StoreRecord(row.TABLE, tuple(values.items()), durable)
+    return StoreRecord(row.TABLE, tuple(values.items()), durable and not soon, soon)
 
 
 def encode_state(state: Mapping[str, Any]) -> str:
     """A ``StoredStrategyState.state`` as the text stored (see there)."""
-    return orjson.dumps(state, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    return _json(state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,8 +708,17 @@ def _sql_value(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (tuple, list, dict)):
-        return json.dumps(value, sort_keys=True)
+        return _json(value)
     return value
+
+
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _json(value: Any) -> str:
+    """Sorted-key JSON text, encoded by orjson (a strategy's state is encoded on every change:
+    the stdlib encoder's cost grew with the day and held the GIL against the order path)."""
+    return orjson.dumps(value, option=_JSON_OPTIONS).decode()
 
 
 def sql_values(obj: Any, rename: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -732,9 +742,9 @@ def _coercer(hint: Any) -> Callable[[Any], Any] | None:
             return None
         return lambda v: None if v is None else inner(v)
     if origin is tuple:
-        return lambda v: tuple(json.loads(v))
+        return lambda v: tuple(orjson.loads(v))
     if origin is dict:
-        return json.loads
+        return orjson.loads
     if isinstance(hint, type):
         if issubclass(hint, Enum):
             return hint

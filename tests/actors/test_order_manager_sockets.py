@@ -37,7 +37,7 @@ from engine.messages import (
 )
 from engine.openalgo.feed import FeedClient, FeedSettings
 from engine.openalgo.rest import OpenAlgoClient, RestSettings
-from engine.runtime.clock import WallClock
+from engine.runtime.clock import Clock, ScaledClock, WallClock
 from engine.runtime.registry import Registry
 from engine.sim.matching import MatchingSettings
 from engine.sim.server import SimulatorServer, SimulatorSettings
@@ -62,8 +62,9 @@ class Paper:
     """Simulator + REST client + store + manager (+ the order-update stream if asked)."""
 
     def __init__(self, tmp_path: Path, settings: OrderSettings = SETTINGS, *,
-                 stream: bool = False, matching: MatchingSettings | None = None) -> None:
-        self.clock = WallClock()
+                 stream: bool = False, matching: MatchingSettings | None = None,
+                 clock: Clock | None = None) -> None:
+        self.clock = clock or WallClock()
         self.sim = SimulatorServer(
             SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
                               lost_reply_hold_s=2.0),
@@ -245,3 +246,16 @@ def test_a_fill_reported_by_stream_and_poll_yields_one_fill(make: Callable[..., 
     assert [(f.quantity, f.cumulative_quantity) for f in paper.fills()] == [(65, 65),
                                                                             (65, 130)]
     assert len(paper.db.fills(client_id="twice")) == 2
+
+
+def test_at_100x_the_orderbook_is_polled_per_real_second_not_per_engine_second(
+        make: Callable[..., Paper]) -> None:
+    """``poll_interval_s`` is real time: paper at 100x must not read the orderbook 100 times a
+    real second (against a 10/s broker the actor stalled behind 429s: issue 21's root cause)."""
+    paper = make(settings=replace(SETTINGS, poll_interval_s=0.5),
+                 clock=ScaledClock(start=time.time(), speed=100.0))
+    paper.send(resting("slow-1"))
+    wait_for(paper.reached("slow-1", S.OPEN))
+    before = paper.sim.rest_calls("orderbook")
+    time.sleep(1.0)
+    assert paper.sim.rest_calls("orderbook") - before <= 4  # ~2; engine-time polls: ~200

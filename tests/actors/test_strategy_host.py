@@ -35,7 +35,7 @@ from engine.messages import (
 )
 from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.runtime.registry import Registry
-from engine.store.database import Database, StoredStrategyState, StoreSettings, record
+from engine.store.database import Database, StoredOrder, StoredStrategyState, StoreSettings, record
 from strategies.base import Strategy, StrategyContext
 from tests.support import Collector
 
@@ -148,15 +148,21 @@ class World:
         self.refs.append(ref)
         return ref
 
-    def host(self, *, load: bool = True, kind: type[Probe] = Probe) -> pykka.ActorRef[Any]:
+    def host(self, *, load: bool = True, kind: type[Probe] = Probe,
+             journal: bool = False) -> pykka.ActorRef[Any]:
         def factory(ctx: StrategyContext) -> Strategy:
             probe = kind(ctx)
             self.probes.append(probe)
             return probe
 
+        def read_journal(strategy: str, day: date) -> tuple[list[StoredOrder], list[Fill]]:
+            return (self.db.orders(trading_date=day, strategy=strategy, account="acct"),
+                    self.db.fills(strategy=strategy, account="acct", trading_date=day))
+
         ref = StrategyHost.start(strategy_factory=factory, strategy_name="probe",
                                  account="acct", instrument=InstrumentSpec(),
                                  load_state=self.db.strategy_state if load else None,
+                                 journal=read_journal if journal else None,
                                  name=NAME, registry=self.registry, clock=self.clock)
         return self._start(NAME, ref)
 
@@ -391,14 +397,17 @@ def test_unreadable_state_stops_the_host_from_starting(world: World, log_capture
 
 
 def test_a_hook_failing_after_place_never_reuses_a_client_id(world: World) -> None:
-    ref = world.host()
+    """Nothing is committed before the intent leaves: the order manager's intent row is the
+    record of the id, and a restarted host continues past every id in that journal."""
+    ref = world.host(journal=True)
     world.tell(TradingGate(entries=True))
     world.command("place")
     world.tell(Command("place_then_fail"))
     assert ref.actor_stopped.wait(10)
     world.registry.ask("orders", Ping(0), timeout=10)
-    world.registry.ask("store", Ping(0), timeout=10)
-    world.host()
+    for intent in world.intents():  # as the order manager does: committed before it is sent
+        world.registry.ask("store", intent, timeout=10)
+    world.host(journal=True)
     world.tell(TradingGate(entries=True))
     world.command("place")
     assert [i.client_id for i in world.intents()] == [
@@ -438,3 +447,24 @@ def test_bars_reach_the_strategy_in_order(world: World) -> None:
         world.tell(Bar(f"S{k}", T0, 1, 2, 1, 2, 10, 1, 1.5))
     world.sync()
     assert [s[1] for s in world.probe.seen if s[0] == "bar"] == [f"S{k}" for k in range(5)]
+
+
+def test_a_kill_between_the_intent_and_the_state_never_reuses_an_id(world: World) -> None:
+    """The intent is committed by the order manager, the host's state after it (``soon``): a
+    kill in between leaves a journal order the saved state does not know. The restarted host
+    adopts it and continues past its id."""
+    world.host(journal=True)
+    world.tell(TradingGate(entries=True))
+    world.command("place")
+    world.stop_host()
+    lost = OrderIntent(client_id="probe-250130-00002", strategy="probe", account="acct",
+                       symbol=CE, exchange="NFO", action=Action.SELL, quantity=65,
+                       pricetype=PriceType.SL, price=197.0, trigger_price=199.95,
+                       created_ts=T0)
+    world.registry.ask("store", lost, timeout=10)  # committed; the state never heard of it
+    world.host(journal=True)
+    world.tell(TradingGate(entries=True))
+    world.command("place")
+    assert world.intents()[-1].client_id == "probe-250130-00003"
+    status = world.registry.ask(NAME, StatusRequest(), timeout=10)
+    assert status["orders_today"] == 3

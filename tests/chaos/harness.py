@@ -23,6 +23,7 @@ Command line (the long form and the soak; the CI form is tests/chaos/test_chaos.
     python -m tests.chaos.harness --minutes 120 --speed 20       # a longer small session
     python -m tests.chaos.harness --day --speed 60               # soak: the full day, RSS judged
     python -m tests.chaos.harness --broker all                   # every broker personality
+    python -m tests.chaos.harness --hogs 2 --minutes 60          # a busy machine (busy.py)
 
 It prints the checks and writes ``chaos-result.json`` in the run directory (``--out``, default a
 new directory under /tmp, kept). Exit status 0 when every check passed.
@@ -76,8 +77,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(ROOT / "run.py")]
 RECONCILE_S = 20.0  # [reconcile] interval_s in a chaos run (market seconds)
 SETTLE_MARKET_S = 90.0  # market seconds waited past the last tick
-# the orderbook poll, in real seconds as live has it: [orders] poll_interval_s is engine time
-# and would poll `speed` times as often at a scaled clock
+# the orderbook poll, in real seconds as live has it ([orders] poll_interval_s is real time:
+# the order manager scales it by the clock speed)
 POLL_REAL_S = 1.0
 
 CONFIG = """\
@@ -189,7 +190,7 @@ def prepare(plan: ChaosPlan, out: Path, sock_dir: Path) -> tuple[Layout, FaultPl
                     out / "engine.db", out / "var", str(sock_dir / "ctl" / "engine.sock"), atm)
     text = CONFIG.format(state=layout.state, db=layout.db, width=width, sock=layout.sock,
                          reconcile=RECONCILE_S, timeout=CLIENT_TIMEOUT_S, broker=plan.broker,
-                         poll=min(60.0, POLL_REAL_S * plan.speed))
+                         poll=POLL_REAL_S)
     layout.config.write_text(text + ("" if plan.day else SMALL_SESSION_STRATEGY))
     span = SessionReader(layout.session).time_range()
     assert span is not None, f"{layout.session} holds no ticks"
@@ -602,7 +603,17 @@ def _facts(plan: ChaosPlan, layout: Layout, live: dict[str, Any], books: tuple[A
         db_locked=injector.locked,
         crashes=injector.crashes, crashes_planned=len(injector.plan.crashes),
         engine_exit=engine_exit, rss_kb=rss.samples, threads=rss.threads,
-        warmup_s=plan.warmup_fraction * market_s, max_rss_growth=plan.max_rss_growth)
+        warmup_s=plan.warmup_fraction * market_s, max_rss_growth=plan.max_rss_growth,
+        end_checks_failed=end_checks_failed(layout.out / "engine.out"))
+
+
+def end_checks_failed(engine_out: Path) -> tuple[str, ...]:
+    """The ``FAILED`` lines of the engine's ``[CHECKS]`` block at the end of its run."""
+    try:
+        lines = engine_out.read_text(errors="replace").splitlines()
+    except OSError:
+        return ()
+    return tuple(line.strip() for line in lines if line.strip().startswith("FAILED "))
 
 
 def lost_books(out: Path) -> tuple[list[OrderRow], list[TradeRow]]:
@@ -668,9 +679,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--broker", choices=[*NAMES, "all"], default=default.broker,
                    help="the simulator's broker personality; all: one run per personality "
                    "(the full matrix)")
+    p.add_argument("--hogs", type=int, default=0, metavar="N",
+                   help="a busy machine instead of faults: N CPU-bound processes beside an "
+                   "in-process paper run (tests/chaos/busy.py); --speed default 120 then")
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    if args.hogs:
+        from tests.chaos.busy import BusyPlan, run_busy
+
+        speed = args.speed if "--speed" in (argv or sys.argv) else BusyPlan().speed
+        busy = run_busy(BusyPlan(minutes=args.minutes, speed=speed, hogs=args.hogs,
+                                 session_seed=args.session_seed, day=args.day),
+                        Path(args.out) if args.out else Path(tempfile.mkdtemp(
+                            prefix="chaos-busy-", dir="/tmp")))
+        print("\n".join(busy.lines))
+        return 0 if busy.passed else 1
     growth = args.max_rss_growth if args.max_rss_growth is not None else (
         0.10 if args.day else None)
     plan = ChaosPlan(minutes=args.minutes, speed=args.speed, day=args.day,

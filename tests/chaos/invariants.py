@@ -94,6 +94,7 @@ class RunFacts:
     lost_trade_ids: frozenset[str] = frozenset()  # order ids of trades the broker lost
     operator_unhalts: int = 0  # the harness's operator decisions
     corrections: int = 0  # positions booked by reconciliation (not strategy trades)
+    end_checks_failed: tuple[str, ...] = ()  # the engine's own [CHECKS] lines that FAILED
 
 
 def check_all(facts: RunFacts) -> list[Check]:
@@ -408,14 +409,28 @@ def crashes_recovered(f: RunFacts) -> Check:
         problems.append(f"fewer restarts than crashes (restarts, crashes): {short}")
     if sup != "running":
         problems.append(f"supervisor state {sup!r}")
-    if f.engine_exit != 0:
-        problems.append(f"engine exit code {f.engine_exit}")
+    # exit 1 is the engine's honest end of run: accepted only when every failed end-of-session
+    # check is explained by the books the broker lost (its tradebook no longer has those fills)
+    explained = f.engine_exit == 1 and f.end_checks_failed and all(
+        _lost_fill_check(line, f.lost_trade_ids) for line in f.end_checks_failed)
+    if f.engine_exit != 0 and not explained:
+        problems.append(f"engine exit code {f.engine_exit}"
+                        + (f" ({'; '.join(f.end_checks_failed[:3])})"
+                           if f.end_checks_failed else ""))
     if f.crashes_planned and not sent:
         problems.append("no exception was injected")
     detail = "; ".join(problems) or (f"{sum(sent.values())} exceptions into {len(sent)} actors, "
                                      f"each restarted; {sum(f.restarts.values())} restarts in "
                                      f"all; clean exit")
     return Check("crashes recovered", not problems, detail)
+
+
+def _lost_fill_check(line: str, lost: frozenset[str]) -> bool:
+    """``FAILED fills of broker order X: engine N, broker tradebook 0`` for an order whose
+    trades the broker lost in a state-loss scene."""
+    words = line.split()
+    return (line.startswith("FAILED fills of broker order ") and len(words) > 5
+            and words[5].rstrip(":") in lost and line.endswith("broker tradebook 0"))
 
 
 def rss_growth(samples: Sequence[tuple[float, int]], warmup_s: float) -> tuple[int, int, int]:

@@ -53,8 +53,9 @@ def simulator(tmp_path: Path) -> Iterator[Path]:
 def test_a_refused_key_is_one_line_and_exit_2(simulator: Path, atm: tuple[str, ...]) -> None:
     done = run("paper", "--attach", *atm, cwd=simulator, key="wrong-key-0123456789",
                    timeout=60)
-    text = one_line(done, EXIT_CONFIG, "paper: authentication failed: ")
-    assert "API key refused" in text and "wrong-key" not in text
+    # the start-up access check (a ping before anything starts) refuses it as configuration
+    text = one_line(done, EXIT_CONFIG, "config error: ")
+    assert "refused the engine: API key refused" in text and "wrong-key" not in text
 
 
 def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:

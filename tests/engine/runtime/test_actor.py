@@ -10,7 +10,7 @@ import pytest
 from engine.messages import FlushToken, TimerFired
 from engine.runtime.actor import EngineActor, handles
 from engine.runtime.barrier import StepBarrier
-from engine.runtime.clock import VirtualClock, WallClock
+from engine.runtime.clock import ScaledClock, VirtualClock, WallClock
 from engine.runtime.registry import Registry
 
 
@@ -159,3 +159,50 @@ def test_unexpected_message_is_logged_not_fatal(registry, log_capture) -> None:
     assert ref.ask("a string nobody handles", timeout=2) is None
     assert ref.is_alive()
     assert "unexpected message str" in log_capture.getvalue()
+
+
+class Slow(EngineActor):
+    """Handles each timer slowly, as an actor waiting on a slow broker would."""
+
+    def __init__(self, *, got: list[float], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.got = got
+
+    def on_start(self) -> None:
+        self.schedule_every(1.0, "poll")
+
+    @handles(TimerFired)
+    def on_timer(self, t: TimerFired) -> None:
+        self.got.append(t.due)
+        time.sleep(0.05)
+
+
+def test_a_periodic_timer_never_piles_up_behind_a_slow_actor() -> None:
+    """At 1000x a 1 s timer is due every real millisecond; the actor takes 50 ms per firing.
+    Firings are skipped while one waits: the inbox holds at most one, not hundreds."""
+    clock = ScaledClock(start=0.0, speed=1000.0)
+    reg = Registry(clock)
+    got: list[float] = []
+    ref = Slow.start(name="slow", registry=reg, clock=clock, got=got)
+    reg.declare("slow")
+    reg.register("slow", ref)
+    try:
+        time.sleep(0.5)
+        assert ref.actor_inbox.qsize() <= 1
+        assert len(got) <= 12  # 0.5 s / 50 ms, not 500
+    finally:
+        ref.stop()
+        clock.stop()
+
+
+def test_real_seconds_scale_with_the_clock_speed() -> None:
+    scaled = ScaledClock(start=0.0, speed=60.0)
+    try:
+        actor = Relay.start(name="r", log=[], clock=scaled).proxy()
+        assert actor.real_s(1.0).get() == 60.0
+        actor.stop()
+        virtual = Relay.start(name="v", log=[], clock=VirtualClock(0.0)).proxy()
+        assert virtual.real_s(1.0).get() == 1.0
+        virtual.stop()
+    finally:
+        scaled.stop()

@@ -149,3 +149,30 @@ def test_scaled_clock_runs_faster_than_real_time() -> None:
 def test_scaled_clock_rejects_non_positive_speed() -> None:
     with pytest.raises(ValueError):
         ScaledClock(start=0.0, speed=0)
+
+
+def test_a_leashed_scaled_clock_stands_still_and_goes_on_without_a_jump() -> None:
+    """Paper on a machine that cannot keep up: market time waits at the leash, timers beyond
+    it do not fire, and once let go time goes on from the leash (no burst of timers)."""
+    start = ist_epoch(2026, 1, 6, 9, 15)
+    clock = ScaledClock(start=start, speed=600.0, paused=True)
+    fired: list[float] = []
+    try:
+        clock.hold_at(start + 1.0)
+        clock.resume()
+        clock.call_at(start + 30.0, lambda: fired.append(clock.time()))
+        time.sleep(0.1)  # 60 engine seconds unheld
+        assert clock.time() == start + 1.0
+        assert fired == []
+        assert clock.held_s > 50.0
+        clock.hold_at(start - 100.0)  # a leash behind the present never moves time back
+        assert clock.time() == start + 1.0
+        clock.hold_at(float("inf"))
+        after = clock.time()
+        assert start + 1.0 <= after < start + 10.0  # from the leash, not from 60 s on
+        deadline = time.monotonic() + 3.0
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fired and fired[0] >= start + 30.0
+    finally:
+        clock.stop()
