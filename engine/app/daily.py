@@ -10,11 +10,13 @@ states and timetable come from ``engine.market.day_cycle``; here they are carrie
   universe are read then, for that day, and the day's engine (its supervisor tree: execution,
   strategies, market data) is assembled;
 - ``trading``: the day's engine runs; the broker session is probed every
-  ``session_check_s``; when it expires, entries close (stops stay), the operator is alerted and
+  ``session_check_s``; when it expires (OpenAlgo refuses the key: a probe that is not
+  answered is not an expiry), entries close (stops stay), the operator is alerted and
   the wait above runs again; entries reopen after the login;
 - ``closing``: a final reconciliation pass, any position still open at the broker alerted, the
   day's report into ``<state_dir>/reports``, one summary alert, the day's engine stopped (so no
-  order, position or latch of one day is in memory the next), log rotation, old reports and
+  order, position or latch of one day is in memory the next) and its memory handed back (the
+  process's RSS is in the report and the ``closed`` transition), log rotation, old reports and
   session files pruned;
 - ``closed``, then ``sleeping`` until the next trading day (weekends and holidays skipped).
 
@@ -24,6 +26,7 @@ transition's time. Time comes from the venue's clock only. Rules: docs/operation
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -49,6 +52,7 @@ from engine.messages import Alert, Severity, StatusRequest, TimerFired, TradingG
 from engine.openalgo.calendar import calendar_with, fetch_holidays
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import fmt_ist, to_ist
+from engine.runtime.memory import release_free_heap, rss_mib
 from engine.store.database import Database, StoredDayTransition, StoredHolidays, record
 
 #: the reconciler's timer name (actors/reconciler.py): a closing pass is one more of its passes
@@ -177,9 +181,10 @@ class DayLifecycle:
             self._stop_engine(graceful=False)
             return
         self._enter(DayState.CLOSING, plan, DayState.CLOSED, None)
-        self._close(plan)
+        memory = self._close(plan)
         self.days_run += 1
-        self._enter(DayState.CLOSED, plan, DayState.SLEEPING, self.clock.time())
+        self._enter(DayState.CLOSED, plan, DayState.SLEEPING, self.clock.time(),
+                    f"RSS {memory:.1f} MiB" if memory is not None else "")
 
     def _select(self, plan: DayPlan) -> tuple[Engine, float | None] | None:
         """The day's engine, its universe read now; a broker failure is alerted once and
@@ -237,13 +242,18 @@ class DayLifecycle:
                 return False
         return not self.stop_event.is_set()
 
-    def _probe(self) -> str | None:
-        """None when the broker session answers; else why not."""
+    def _probe(self, *, session_only: bool = False) -> str | None:
+        """None when the broker session answers; else why not. ``session_only``: only a
+        refused session counts (OpenAlgo not answering one probe is left to the engine's own
+        retries and reconciliation, not taken for a login to wait for)."""
         try:
             self.broker.funds()
         except AuthError as exc:
             return f"session not usable: {exc}"
         except BrokerError as exc:
+            if session_only:
+                logger.info("broker-session probe not answered ({}); trading on", exc)
+                return None
             return f"OpenAlgo not answering: {exc}"
         return None
 
@@ -284,7 +294,7 @@ class DayLifecycle:
             next_check = min(self.clock.time() + self.settings.session_check_s, plan.closing_ts)
             if not self._sleep_until(next_check):
                 return
-            if self.clock.time() >= plan.closing_ts or self._probe() is None:
+            if self.clock.time() >= plan.closing_ts or self._probe(session_only=True) is None:
                 continue
             # the session expired mid-day: entries stop, stops (exits) stay
             engine.tell("orders", TradingGate(entries=False, exits=True,
@@ -296,7 +306,9 @@ class DayLifecycle:
                                                   reason="broker session restored"))
 
     # -- closing ---------------------------------------------------------------------------------
-    def _close(self, plan: DayPlan) -> None:
+    def _close(self, plan: DayPlan) -> float | None:
+        """The closing (module docstring); returns the process's RSS (MiB) once the day's
+        engine is gone and its memory handed back."""
         engine = self.engine
         assert engine is not None
         recon = self._final_reconciliation(engine)
@@ -311,12 +323,17 @@ class DayLifecycle:
                         f"is never carried silently): {', '.join(unresolved)}",
                         Severity.CRITICAL)
         failed = self._stop_engine(graceful=False, day_over=True).failures
+        gc.collect()  # the day's actors, books and caches: gone before the night
+        release_free_heap()
+        memory = rss_mib()
         report = day_report(self.db, plan.day, self.venue.account, recon, unresolved, failed)
+        report["rss_mib"] = round(memory, 1) if memory is not None else None
         path = write_report(self.state_dir / REPORTS_DIR, report)
         self._alert("day_summary", summary_line(report), Severity.INFO)
         logger.info("day {}: report {}", plan.day, path)
         rotate_logs()
         prune(self.state_dir, self.settings.retention_days, self.clock.time())
+        return memory
 
     def _final_reconciliation(self, engine: Engine) -> dict[str, Any]:
         if not engine.parts.strategies:

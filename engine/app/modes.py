@@ -255,7 +255,9 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
 
     def started(sim: SimulatorServer) -> None:
         if multi is not None and clock is not None:
-            multi.schedule_rollovers(clock, sim.broker.lose_state, calendar)
+            # each closed day's books are kept (<state_dir>/sim-books/books-DATE.json)
+            multi.schedule_rollovers(clock, sim.broker.lose_state, calendar,
+                                     archive=Path(cfg.engine.state_dir) / "sim-books")
         if faults is not None:
             runners.append(FaultScheduleRunner(sim.faults, faults).start())
         # engines that attach (run.py paper --attach) run on this simulator's market clock

@@ -4,12 +4,13 @@ Owns ``idle_skips`` (the stretches of market time with nothing to play: from a l
 session's last tick to a little before the next one's first, which a ``FastForwardClock`` jumps
 over, so a night or a holiday passes in an instant) and ``MultiDay`` (the sessions' ticks in one
 stream, and each day's rollover: the broker's books start empty every morning, as OpenAlgo's
-do). The engine's day lifecycle still sees every transition: pre-open, selection after the
-open, closing after the close.
+do; each day's books can be kept in a folder). The engine's day lifecycle still sees every
+transition: pre-open, selection after the open, closing after the close.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -80,16 +81,24 @@ class MultiDay:
 
     def schedule_rollovers(self, clock: Clock,
                            lose_state: Callable[[], dict[str, list[dict[str, object]]]],
-                           calendar: MarketCalendar | None = None) -> None:
-        """At the start of each night, the broker's books are emptied (``lose_state()``)."""
+                           calendar: MarketCalendar | None = None,
+                           archive: Path | None = None) -> None:
+        """At the start of each night, the broker's books are emptied (``lose_state()``);
+        with ``archive`` (a folder), the day's books are kept there as ``books-DATE.json``."""
         for a, b in self.skips(calendar):
-            if to_ist(a).date() == to_ist(b).date():
+            day = to_ist(a).date()
+            if day == to_ist(b).date():
                 continue  # a quiet afternoon, not a night
-            clock.call_at(a, lambda: _roll(lose_state), name="sim-day-rollover")
-            clock.call_at(a, lambda: _roll(lose_state), name="sim-day-rollover")
+            path = archive / f"books-{day.isoformat()}.json" if archive is not None else None
+            clock.call_at(a, lambda p=path: _roll(lose_state, p), name="sim-day-rollover")
 
 
-def _roll(lose_state: Callable[[], dict[str, list[dict[str, object]]]]) -> None:
+def _roll(lose_state: Callable[[], dict[str, list[dict[str, object]]]],
+          archive: Path | None) -> None:
     lost = lose_state()
+    if archive is not None:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_text(json.dumps(lost, indent=1))
     logger.info("simulator: a new trading day: the books start empty ({} order(s) of the "
-                "last day archived)", len(lost.get("orders", [])))
+                "last day archived{})", len(lost.get("orders", [])),
+                f" in {archive}" if archive is not None else "")
