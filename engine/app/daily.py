@@ -366,7 +366,8 @@ class DayLifecycle:
         if trading and not engine.safe_stop_reason:
             over = past_eod(self.cfg, self.clock.time()) if day_over is None else day_over
             check_session(day_checks, registry=engine.registry, db=engine.db,
-                          broker=self.broker, account=self.venue.account, day_over=over)
+                          broker=self.broker, account=self.venue.account, day_over=over,
+                          trading_day=engine.parts.trading_day)
         engine.stop()
         self.engine = None
         if engine.safe_stop_reason:

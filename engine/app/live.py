@@ -143,7 +143,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
             if checks is not None and strategies and not engine.safe_stop_reason:
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account=venue.account, day_over=not stop.is_set()
-                              and past_eod(cfg, clock.time()))
+                              and past_eod(cfg, clock.time()),
+                              trading_day=engine.parts.trading_day)
     finally:
         engine.stop()
         if checks is not None and engine.safe_stop_reason:

@@ -189,7 +189,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
             if strategies and not engine.safe_stop_reason:
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account="paper", day_over=not stop.is_set()
-                              and past_eod(cfg, last))
+                              and past_eod(cfg, last), trading_day=day)
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
