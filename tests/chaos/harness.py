@@ -24,6 +24,7 @@ Command line (the long form and the soak; the CI form is tests/chaos/test_chaos.
     python -m tests.chaos.harness --day --speed 60               # soak: the full day, RSS judged
     python -m tests.chaos.harness --broker all                   # every broker personality
     python -m tests.chaos.harness --hogs 2 --minutes 60          # a busy machine (busy.py)
+    python -m tests.chaos.harness --soak-days 5                  # 5 days, one process (soak.py)
 
 It prints the checks and writes ``chaos-result.json`` in the run directory (``--out``, default a
 new directory under /tmp, kept). Exit status 0 when every check passed.
@@ -679,16 +680,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--broker", choices=[*NAMES, "all"], default=default.broker,
                    help="the simulator's broker personality; all: one run per personality "
                    "(the full matrix)")
+    p.add_argument("--soak-days", type=int, default=0, metavar="N",
+                   help="the multi-day soak (tests/chaos/soak.py): N consecutive simulated "
+                   "days of --minutes sessions in one engine process under the day lifecycle, "
+                   "faults on, every invariant per day, RSS at each day's close (--speed "
+                   "default 30, --minutes default 30)")
     p.add_argument("--hogs", type=int, default=0, metavar="N",
                    help="a busy machine instead of faults: N CPU-bound processes beside an "
                    "in-process paper run (tests/chaos/busy.py); --speed default 120 then")
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    given = argv or sys.argv
+    if args.soak_days:
+        from tests.chaos.soak import SoakPlan, run_soak
+
+        soak = SoakPlan(days=args.soak_days, fault_seed=args.seed, faults=not args.no_faults,
+                        session_seed=args.session_seed, broker=args.broker,
+                        minutes=args.minutes if "--minutes" in given else SoakPlan().minutes,
+                        speed=args.speed if "--speed" in given else SoakPlan().speed,
+                        max_rss_growth=args.max_rss_growth if args.max_rss_growth is not None
+                        else SoakPlan().max_rss_growth)
+        result = run_soak(soak, Path(args.out) if args.out else Path(tempfile.mkdtemp(
+            prefix="chaos-soak-", dir="/tmp")))
+        print("\n".join(result.lines))
+        return 0 if result.passed else 1
     if args.hogs:
         from tests.chaos.busy import BusyPlan, run_busy
 
-        speed = args.speed if "--speed" in (argv or sys.argv) else BusyPlan().speed
+        speed = args.speed if "--speed" in given else BusyPlan().speed
         busy = run_busy(BusyPlan(minutes=args.minutes, speed=speed, hogs=args.hogs,
                                  session_seed=args.session_seed, day=args.day),
                         Path(args.out) if args.out else Path(tempfile.mkdtemp(
