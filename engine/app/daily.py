@@ -38,6 +38,7 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.day_calendar import DayCalendar
 from engine.app.facts import instrument_spec
 from engine.app.live import day_engine, venue_broker
 from engine.app.modes import entries_at_safe_stop, past_eod
@@ -47,13 +48,12 @@ from engine.app.tree import Engine
 from engine.app.venues import Venue
 from engine.broker import AuthError, BrokerError
 from engine.config import Config
-from engine.market.day_cycle import DayPlan, DayPlanner, DaySettings, DayState
+from engine.market.day_cycle import DayPlan, DaySettings, DayState
 from engine.messages import Alert, Severity, StatusRequest, TimerFired, TradingGate
-from engine.openalgo.calendar import calendar_with, fetch_holidays
 from engine.openalgo.rest import OpenAlgoClient
-from engine.runtime.clock import fmt_ist, to_ist
+from engine.runtime.clock import fmt_ist
 from engine.runtime.memory import release_free_heap, rss_mib
-from engine.store.database import Database, StoredDayTransition, StoredHolidays, record
+from engine.store.database import Database, StoredDayTransition, record
 
 #: the reconciler's timer name (actors/reconciler.py): a closing pass is one more of its passes
 _RECONCILE_TIMER = "reconcile"
@@ -83,7 +83,6 @@ class DayLifecycle:
         self.venue = venue
         self.clock = venue.clock
         self.settings: DaySettings = cfg.section("day")
-        self.planner = DayPlanner(instrument_spec(cfg, None).calendar, self.settings)
         self.db_path = db_path
         self.strategies = strategies
         self.stop_event = stop
@@ -103,8 +102,8 @@ class DayLifecycle:
         self.last_trading_date: date | None = None
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(db_path, cfg.store)
-        self._config_calendar = self.planner.calendar
-        self._years_read: set[int] = set()
+        self.calendar = DayCalendar(instrument_spec(cfg, None).calendar, self.settings,
+                                    self.db, self.broker, self.clock.time)
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, max_days: int | None = None) -> int:
@@ -114,38 +113,13 @@ class DayLifecycle:
                 while not self.stop_event.is_set():
                     if max_days is not None and self.days_run >= max_days:
                         break
-                    self._read_calendar()
-                    self._one_day(self.planner.next_day(self.clock.time()))
+                    self.calendar.refresh()
+                    self._one_day(self.calendar.plan_next())
         finally:
             if self.engine is not None:
                 self._stop_engine(graceful=True)
             self.db.close()
         return self.days_run
-
-    def _read_calendar(self) -> None:
-        """This year's and next year's holidays from OpenAlgo, cached in the database (once a
-        day at most, the engine asks again after each closing); the cache, then
-        ``[instrument] holidays``, when OpenAlgo cannot answer."""
-        year = to_ist(self.clock.time()).year
-        cal = self._config_calendar
-        holidays: frozenset[date] = frozenset()
-        for y in (year, year + 1):
-            try:
-                days = fetch_holidays(self.broker, y, cal.exchanges)
-            except BrokerError as exc:
-                stored = self.db.holidays(y)
-                if y not in self._years_read:
-                    logger.warning("calendar: OpenAlgo's {} holidays not readable ({}); using {}",
-                                   y, exc, "the cached list" if stored else "[instrument]")
-                days = frozenset(date.fromisoformat(d) for d in stored.holidays) \
-                    if stored else frozenset()
-            else:
-                row = StoredHolidays(y, tuple(sorted(d.isoformat() for d in days)),
-                                     self.clock.time())
-                self.db.run_write(lambda tx, r=row: tx.apply(self.db.writes_for(record(r))))
-            self._years_read.add(y)
-            holidays |= days
-        self.planner = DayPlanner(calendar_with(cal, holidays), self.settings)
 
     def _one_day(self, plan: DayPlan) -> None:
         self._enter(DayState.SLEEPING, plan, DayState.PRE_OPEN, plan.pre_open_ts)

@@ -96,11 +96,14 @@ class DayPlanner:
         return datetime.combine(day, parse_hhmm(text), IST).timestamp()
 
     def plan(self, day: date) -> DayPlan:
+        """``day``'s timetable. The settings' times are for the regular open; a special session
+        (another open, e.g. a Muhurat evening) moves them with its open."""
         open_ts, close_ts = self.calendar.session_bounds(day)
         s = self.settings
-        select_ts = max(self._at(day, s.select_at), open_ts)
-        return DayPlan(day, min(self._at(day, s.pre_open), open_ts),
-                       self._at(day, s.login_deadline), select_ts, open_ts, close_ts,
+        shift = open_ts - datetime.combine(day, self.calendar.session_open, IST).timestamp()
+        select_ts = max(self._at(day, s.select_at) + shift, open_ts)
+        return DayPlan(day, min(self._at(day, s.pre_open) + shift, open_ts),
+                       self._at(day, s.login_deadline) + shift, select_ts, open_ts, close_ts,
                        close_ts + s.close_delay_s)
 
     def next_day(self, now: float) -> DayPlan:

@@ -296,8 +296,11 @@ class RestApi:
     def _on_market_holidays(self, f: dict[str, Any]) -> dict[str, Any]:
         year = f.get("year") or trading_date(self._broker.clock.time()).year
         calendar = self._broker.instrument.calendar
+        specials = [(d, *calendar.session_bounds(d)) for d, _, _ in
+                    sorted(calendar.special_sessions) if d.year == year]
         return {"year": year, "timezone": "Asia/Kolkata",
-                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges)}
+                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges,
+                                           specials)}
 
     def _on_market_timings(self, f: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -444,7 +444,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_ts    REAL NOT NULL
         )""",
     )),
-    Migration(8, "the trading-day lifecycle: its transitions, OpenAlgo's holidays by year", (
+    Migration(8, "the trading-day lifecycle: its transitions, OpenAlgo's holidays and special "
+                 "sessions by year, its session timings by date", (
         """CREATE TABLE day_transitions (
             id            INTEGER PRIMARY KEY,
             account       TEXT NOT NULL,
@@ -458,6 +459,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE market_holidays (
             year          INTEGER PRIMARY KEY,
             holidays      TEXT NOT NULL,
+            special_sessions TEXT NOT NULL DEFAULT '[]',
+            fetched_ts    REAL NOT NULL
+        )""",
+        """CREATE TABLE market_timings (
+            trading_date  TEXT PRIMARY KEY,
+            open          TEXT NOT NULL,
+            close         TEXT NOT NULL,
             fetched_ts    REAL NOT NULL
         )""",
     )),
@@ -564,11 +572,25 @@ class StoredDayTransition:
 
 @frozen
 class StoredHolidays:
-    """One year's exchange holidays as OpenAlgo listed them (``holidays``: ISO dates)."""
+    """One year's exchange holidays as OpenAlgo listed them (``holidays``: ISO dates;
+    ``special_sessions``: ``DATE HH:MM:SS HH:MM:SS``)."""
 
     TABLE: ClassVar[str] = "market_holidays"
     year: int
     holidays: tuple[str, ...]
+    fetched_ts: float
+    special_sessions: tuple[str, ...] = ()
+
+
+@frozen
+class StoredTimings:
+    """One date's session hours as OpenAlgo's ``market/timings`` gave them (``HH:MM:SS``;
+    both empty: closed)."""
+
+    TABLE: ClassVar[str] = "market_timings"
+    trading_date: date
+    open: str
+    close: str
     fetched_ts: float
 
 
@@ -675,7 +697,8 @@ class StoredInstrumentFacts:
 
 
 RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTrade | Correction \
-    | StoredAccount | StoredInstrumentFacts | StoredDayTransition | StoredHolidays
+    | StoredAccount | StoredInstrumentFacts | StoredDayTransition | StoredHolidays \
+    | StoredTimings
 
 
 def record(row: RecordRow, *, durable: bool = True, soon: bool = False) -> StoreRecord:
@@ -889,6 +912,7 @@ RECORD_TABLES: dict[str, tuple[Op, tuple[str, ...]]] = {
     "reconciliation": (Op.INSERT, ()),
     "day_transitions": (Op.INSERT, ()),
     "market_holidays": (Op.UPSERT, ("year",)),
+    "market_timings": (Op.UPSERT, ("trading_date",)),
     "accounts": (Op.UPSERT, ("name",)),
     "instrument_facts": (Op.UPSERT, ("trading_date", "account", "underlying")),
 }
@@ -1344,6 +1368,10 @@ class Database:
     def holidays(self, year: int) -> StoredHolidays | None:
         rows = self._select("market_holidays", {"year": year})
         return _build(StoredHolidays, rows[0]) if rows else None
+
+    def timings(self, day: date) -> StoredTimings | None:
+        rows = self._select("market_timings", {"trading_date": day})
+        return _build(StoredTimings, rows[0]) if rows else None
 
 
 def _since(since: float | None) -> Callable[[Table], list[ColumnElement[bool]]]:

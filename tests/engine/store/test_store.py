@@ -78,6 +78,7 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
                 "strategy_state", "trades", "restarts", "dead_letters", "alerts",
                 "heartbeats", "reconciliation", "accounts", "instrument_facts",
                 "position_risks", "database_owner", "day_transitions", "market_holidays",
+                "market_timings",
                 "schema_version"}
     assert tables(path) == expected
 
