@@ -696,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tests.chaos.soak import SoakPlan, run_soak
 
         soak = SoakPlan(days=args.soak_days, fault_seed=args.seed, faults=not args.no_faults,
-                        session_seed=args.session_seed, broker=args.broker,
+                        broker=args.broker,
                         minutes=args.minutes if "--minutes" in given else SoakPlan().minutes,
                         speed=args.speed if "--speed" in given else SoakPlan().speed,
                         max_rss_growth=args.max_rss_growth if args.max_rss_growth is not None
