@@ -335,6 +335,11 @@ class FaultInjector:
     def feed_frozen(self) -> bool:
         return self._frozen
 
+    def armed(self) -> int:
+        """REST calls the armed faults will still answer (0: every one spent)."""
+        with self._lock:
+            return sum(a.count for queue in self._rest.values() for a in queue)
+
     def _arm(self, kind: str, armed: _Armed) -> None:
         if armed.count < 0:
             raise ValueError(f"{kind} count must be >= 0, got {armed.count}")

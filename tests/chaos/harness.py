@@ -300,12 +300,12 @@ class Injector:
         return not self._stop.wait(max(0.0, self._t0 + at_s - time.time()))
 
     def _crash_loop(self) -> None:
-        names: list[str] = []
         for crash in self.plan.crashes:
             if not self._wait_until(crash.at_s):
                 return
             try:
-                names = names or send_command(self._sock, "chaos", timeout=10)["actors"]
+                # asked each time: a day lifecycle builds a new tree (new bar builders) daily
+                names = send_command(self._sock, "chaos", timeout=10)["actors"]
                 name = self._resolve(crash.kind, names)
                 send_command(self._sock, "chaos", {"actor": name,
                                                    "reason": f"chaos harness: {crash.kind}"},

@@ -216,3 +216,47 @@ def test_an_expired_broker_session_is_waited_for_before_and_during_the_day(
     assert seen["gate_after"] == "broker session restored"
     with Database(tmp_path / "engine.db") as db:
         assert any(o.purpose is OrderPurpose.EXIT for o in db.orders(trading_date=day))
+
+
+def test_a_failed_selection_is_retried_and_an_unanswered_probe_is_no_expiry(
+        tmp_path: Path) -> None:
+    """The spot cannot be read at 09:16 (OpenAlgo answers 503 to every attempt): one alert,
+    then the selection is retried and the day trades. Mid-day a broker-session probe that
+    OpenAlgo does not answer (503) is not an expired session: entries stay open, no login
+    alert (before the fix, it closed entries and asked the operator to log in)."""
+    day = DAYS[0]
+    seen: dict[str, object] = {}
+
+    def unanswered_probe(run: Run, _t: Transition) -> None:
+        def watch() -> None:
+            engine = run.life.engine
+            until(lambda: engine.ask("orders", StatusRequest())["gate"]["entries"], 20)
+            run.sim.faults.http_error(status=503, count=3, endpoints=["funds"])
+            until(lambda: run.sim.faults.armed() == 0, 20)  # a probe met all three
+            seen["gate"] = engine.ask("orders", StatusRequest())["gate"]["entries"]
+            seen["session"] = run.life.status()["broker_session"]
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    run = start(tmp_path, days=1, on_trading=unanswered_probe)
+    inner = run.life.on_transition
+
+    def on_transition(t: Transition, engine: Engine | None) -> None:
+        if t.state is DayState.SELECTING and not seen.get("armed"):
+            seen["armed"] = True  # every attempt of the spot read fails once
+            run.sim.faults.http_error(status=503, count=3, endpoints=["quotes"])
+        if inner is not None:
+            inner(t, engine)
+
+    run.life.on_transition = on_transition
+    try:
+        assert run.life.run(max_days=1) == 1
+    finally:
+        run.sim.stop()
+        run.life.clock.stop()
+    failed = [a for a in run.life.alerts_sent if a.kind == "selection_failed"]
+    assert len(failed) == 1 and "could not be read" in failed[0].message
+    assert [t.state for t in run.transitions].count(DayState.TRADING) == 1
+    assert seen["gate"] is True and seen["session"] == "ok"
+    assert not [a for a in run.life.alerts_sent if a.kind == "broker_login"]
+    assert (tmp_path / "reports" / f"day-{day}-paper.json").exists()
