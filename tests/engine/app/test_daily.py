@@ -220,7 +220,7 @@ def test_an_expired_broker_session_is_waited_for_before_and_during_the_day(
 
 def test_a_failed_selection_is_retried_and_an_unanswered_probe_is_no_expiry(
         tmp_path: Path) -> None:
-    """The spot cannot be read at 09:16 (OpenAlgo answers 503 to every attempt): one alert,
+    """The spot cannot be read at 09:16 (OpenAlgo answers 400): one alert,
     then the selection is retried and the day trades. Mid-day a broker-session probe that
     OpenAlgo does not answer (503) is not an expired session: entries stay open, no login
     alert (before the fix, it closed entries and asked the operator to log in)."""
@@ -243,8 +243,9 @@ def test_a_failed_selection_is_retried_and_an_unanswered_probe_is_no_expiry(
 
     def on_transition(t: Transition, engine: Engine | None) -> None:
         if t.state is DayState.SELECTING and not seen.get("armed"):
-            seen["armed"] = True  # every attempt of the spot read fails once
-            run.sim.faults.http_error(status=503, count=3, endpoints=["quotes"])
+            seen["armed"] = True  # the expiries and the spot cannot be read once (as while
+            # OpenAlgo still loads the day's master contract after the login)
+            run.sim.faults.http_error(status=400, count=2, endpoints=["expiry", "quotes"])
         if inner is not None:
             inner(t, engine)
 
