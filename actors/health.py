@@ -1,7 +1,8 @@
 """The Health actor: the heartbeat, data coverage and staleness, and every alert's throttle.
 
 Owns the operator's view of whether the engine is well:
-- the heartbeat line every ``heartbeat_interval_s`` (engine time):
+- the heartbeat every ``heartbeat_interval_s`` (engine time), logged at INFO every
+  ``log_every_s`` (a replay: every ``replay_heartbeat_log_s``), else at DEBUG:
   ``[HEARTBEAT] Positions: 2 | Data: 82/82 | Coverage: 100.0% | Stale: 0 | Restarts: 0 |
   State: ACTIVE``, logged and stored;
 - per-symbol staleness from the feed's reports (a symbol is stale when it has not ticked for
@@ -50,8 +51,11 @@ SILENCE_TIMER = "health.silence"
 class HealthSettings:
     """Section ``[health]``: heartbeat, staleness and alert throttling."""
 
-    heartbeat_interval_s: float = setting(60.0, "seconds between heartbeat lines", min=1,
-                                          max=3600)
+    heartbeat_interval_s: float = setting(60.0, "seconds between heartbeats (stored; logged in "
+                                          "live and paper)", min=1, max=3600)
+    replay_heartbeat_log_s: float = setting(1800.0, "in a replay, market seconds between "
+                                            "heartbeats logged at INFO (the others at DEBUG)",
+                                            min=1, max=86_400)
     stale_after_s: float = setting(300.0, "a symbol without a tick this long is stale, seconds",
                                    min=1, max=86_400)
     feed_silent_after_s: float = setting(30.0, "no tick from any symbol this long in market "
@@ -80,8 +84,13 @@ class Coverage:
 class Health(EngineActor):
     def __init__(self, supervision: Supervision | None = None, *, settings: HealthSettings,
                  instrument: InstrumentSpec, restarts: Callable[[], int] = lambda: 0,
-                 store: str | None = "store", **kw: Any) -> None:
+                 store: str | None = "store", notify: str | None = None,
+                 log_every_s: float | None = None, **kw: Any) -> None:
         super().__init__(supervision, **kw)
+        self.notify = notify
+        # heartbeats logged at INFO this often (engine time); the others at DEBUG
+        self.log_every_s = log_every_s or settings.heartbeat_interval_s
+        self._logged_at: float | None = None
         self.settings = settings
         self.instrument = instrument
         self.restarts = restarts
@@ -108,6 +117,8 @@ class Health(EngineActor):
 
     @handles(FeedStatus)
     def on_feed_status(self, status: FeedStatus) -> None:
+        if self.notify and status.state != self._feed_state:
+            self.tell(self.notify, status)  # feed down and back
         self._feed_state = status.state
         if status.state in ("frozen", "auth_failed"):
             self._alert(Alert(f"feed_{status.state}", f"feed {status.state}: {status.reason}",
@@ -136,8 +147,9 @@ class Health(EngineActor):
             return
         self._alerts_sent += 1
         extra = f" ({suppressed} similar suppressed)" if suppressed else ""
-        log = logger.critical if critical else logger.warning
-        log("[ALERT] {}: {}{}", alert.kind, alert.message, extra)
+        level = {Severity.CRITICAL: "CRITICAL", Severity.WARNING: "WARNING"}.get(
+            alert.severity, "INFO")
+        logger.log(level, "[ALERT] {}: {}{}", alert.kind, alert.message, extra)
         if self.store:
             self.tell(self.store, alert)
 
@@ -171,7 +183,10 @@ class Health(EngineActor):
                          data_total=cov.total, stale=len(cov.stale), restarts=self.restarts(),
                          state=self._state)
         self.last_heartbeat = beat
-        logger.info(beat.line())
+        due = self._logged_at is None or now - self._logged_at >= self.log_every_s - 1e-6
+        if due:
+            self._logged_at = now
+        logger.log("INFO" if due else "DEBUG", beat.line())
         if self.store:
             self.tell(self.store, beat)
         if self.settings.release_memory:

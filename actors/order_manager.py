@@ -651,7 +651,7 @@ class OrderManager(EngineActor):
         if request.replace_with is None:
             return
         if top.status is S.CANCELLED and top.filled == request.filled_at_request:
-            logger.info("orders[{}]: {} cancelled at the broker; placing its replacement {}",
+            logger.debug("orders[{}]: {} cancelled at the broker; placing its replacement {}",
                         self.account, top.client_id, request.replace_with.client_id)
             self._submit(request.replace_with)
             return

@@ -242,6 +242,11 @@ class PositionMonitor(EngineActor):
                         Severity.CRITICAL)
             return
         if applied:
+            price = self._prices.get(fill.symbol)
+            if fill.price > 0 and (price is None or price.ts < fill.ts):
+                # a fill is a traded price: a position just opened is priced, not "stale",
+                # until the feed's first tick for the symbol arrives
+                self._set_price(fill.symbol, fill.price, fill.ts)
             self._changed({(fill.strategy, fill.symbol)}, now)
 
     @handles(PositionRisk)

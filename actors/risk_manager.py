@@ -80,6 +80,9 @@ CHECK_TIMER = "risk.check"
 EOD_TIMER = "risk.eod"
 EXIT_TIMER = "risk.exit"
 HEALTH = "health"
+#: limits that stop a losing day (worth a look); the others (eod, profit latches, operator) are
+#: the normal course of a day
+LOSS_LATCHES = frozenset({"max_loss", "trailing_stop"})
 
 
 @dataclass(slots=True)
@@ -302,14 +305,17 @@ class RiskManager(EngineActor):
             return
         now = self.now()
         action = "exit_all"
-        logger.critical("[RISK] {} {}: {} at {:.2f} (threshold {:.2f}) -> {}; halted for the "
-                        "day", name, self.account, trigger.kind, trigger.value,
-                        trigger.threshold, action)
+        # the scheduled close and a profit latch are the normal course of a day (INFO); a loss
+        # limit halts the day until the operator reviews it (`unhalt`): CRITICAL
+        severity = Severity.CRITICAL if trigger.kind in LOSS_LATCHES else Severity.INFO
+        what = "the scheduled end-of-day exit" if trigger.kind == "eod" else \
+            f"{trigger.kind} at {trigger.value:.2f} (threshold {trigger.threshold:.2f})"
+        logger.log("CRITICAL" if severity is Severity.CRITICAL else "INFO",
+                   "[RISK] {} {}: {} -> {}; halted for the day", name, self.account, what,
+                   action)
         self.tell(self.store, RiskEvent(name, trigger.kind, trigger.threshold, trigger.value,
                                         action, now, (), self.account))
-        self._alert("risk_" + trigger.kind, f"{name}: {trigger.kind} at {trigger.value:.2f} "
-                    f"(threshold {trigger.threshold:.2f}); exiting everything",
-                    Severity.CRITICAL)
+        self._alert("risk_" + trigger.kind, f"{name}: {what}; exiting everything", severity)
         self._set_state(name, book, RiskState.HALTED, trigger.kind)
         self._start_exit(name, book, trigger.kind)
 
@@ -477,7 +483,7 @@ class RiskManager(EngineActor):
                                                 replace_with=exit_intent))
             job.sent.append(exit_intent.client_id)
             open_qty -= rest
-            logger.warning("risk[{}]: {} exit {}: stop {} -> market {} {} x{} (attempt {})",
+            logger.info("risk[{}]: {} exit {}: stop {} -> market {} {} x{} (attempt {})",
                            self.account, name, job.reason, stop.intent.client_id, side.value,
                            symbol, rest, attempts + 1)
         if open_qty > 0:
@@ -507,7 +513,7 @@ class RiskManager(EngineActor):
     def _exit_done(self, name: str, book: Book, why: str) -> None:
         job = book.job
         assert job is not None
-        logger.warning("risk[{}]: {} exit ({}) done: {}; {} order(s)", self.account, name,
+        logger.debug("risk[{}]: {} exit ({}) done: {}; {} order(s)", self.account, name,
                        job.reason, why, len(job.sent))
         self._alert("exit_done", f"{name}: exit ({job.reason}) done: {why}", Severity.INFO)
         book.job = None

@@ -138,9 +138,13 @@ class StoreWriter(EngineActor):
 
     def __init__(self, db: Database, supervision: Supervision | None = None, *,
                  name: str | None = None, registry: Registry | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, tap: str | None = None,
+                 tap_types: tuple[type, ...] = ()) -> None:
         super().__init__(supervision, name=name or (None if supervision else "store"),
                          registry=registry, clock=clock)
+        # a copy of every ``tap_types`` message handled goes to ``tap`` (the notifier)
+        self.tap = tap
+        self.tap_types = tap_types
         if self.clock is None:
             raise ValueError("StoreWriter needs an engine clock for its flush timer")
         self.db = db
@@ -182,7 +186,10 @@ class StoreWriter(EngineActor):
     # -- messages ------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
         try:
-            return super().on_receive(message)
+            answer = super().on_receive(message)
+            if self.tap and isinstance(message, self.tap_types):
+                self.tell(self.tap, message)
+            return answer
         finally:
             if self._soon.size and not self._soon_armed:
                 self._arm_soon()

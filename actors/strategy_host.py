@@ -393,7 +393,7 @@ class StrategyHost(EngineActor):
     @handles(ExitAll)
     def on_exit(self, exit_all: ExitAll) -> None:
         if exit_all.strategy in ("", self.strategy_name):
-            logger.warning("{}: exit coordinator closing everything ({})", self.name,
+            logger.info("{}: exit coordinator closing everything ({})", self.name,
                            exit_all.reason)
             self._call(self._strategy.on_exit, exit_all.reason)
 

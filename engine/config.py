@@ -83,12 +83,14 @@ class Secrets:
     fernet_key: str | None = None
     basic_auth_user: str | None = None  # the login of a proxy in front of OpenAlgo
     basic_auth_password: str | None = None
+    notify_urls: str | None = None  # apprise URLs for notices (engine.runtime.notify)
 
     ENV_NAMES: typing.ClassVar[dict[str, str]] = {
         "openalgo_api_key": "OPENALGO_API_KEY",
         "fernet_key": "NIFTY_ENGINE_FERNET_KEY",
         "basic_auth_user": "NIFTY_ENGINE_BASIC_AUTH_USER",
         "basic_auth_password": "NIFTY_ENGINE_BASIC_AUTH_PASSWORD",
+        "notify_urls": "NIFTY_ENGINE_NOTIFY_URLS",
     }
 
     @classmethod
@@ -97,8 +99,8 @@ class Secrets:
 
     def values(self) -> list[str]:
         """The values the log redactor masks (the proxy's user name is not one)."""
-        return [v for v in (self.openalgo_api_key, self.fernet_key, self.basic_auth_password)
-                if v]
+        return [v for v in (self.openalgo_api_key, self.fernet_key, self.basic_auth_password,
+                            self.notify_urls) if v]
 
     def require(self, field_name: str, why: str) -> str:
         value = getattr(self, field_name)

@@ -544,7 +544,7 @@ class BaselineV1(Strategy):
         self.d.candidates[key] = Candidate(swing.symbol, option.kind, option.strike, swing.price,
                                            swing.vwap, swing.bar_start)
         self._track(swing.symbol, swing.bar_start)
-        logger.info("{}: candidate swing low {} at {} (VWAP premium {:.2%})", swing.symbol,
+        logger.debug("{}: candidate swing low {} at {} (VWAP premium {:.2%})", swing.symbol,
                     swing.price, fmt_ist(swing.bar_start), premium)
 
     def on_swing_broken(self, broken: SwingBroken) -> None:
@@ -556,7 +556,7 @@ class BaselineV1(Strategy):
             return  # not a swing the strategy was trading
         self._touch()
         self.d.ignored.add(key)
-        logger.info("{}: swing low {} broken by {} at {}; never traded again", broken.symbol,
+        logger.debug("{}: swing low {} broken by {} at {}; never traded again", broken.symbol,
                     broken.price, broken.by, fmt_ist(broken.broken_ts))
         for entry in entries:
             if entry.broken_ts is None or broken.broken_ts < entry.broken_ts:
@@ -597,7 +597,7 @@ class BaselineV1(Strategy):
         d = self.d
         if not d.stopped:
             d.stopped = reason
-            logger.warning("baseline_v1: the exit coordinator closes everything ({}); no new "
+            logger.info("baseline_v1: the exit coordinator closes everything ({}); no new "
                            "entries today", reason)
         if reason == "eod":
             d.eod_done = True
@@ -709,7 +709,7 @@ class BaselineV1(Strategy):
         d.last_cancel[entry.symbol] = now
         d.entries[new_id] = self._new_entry(new_id, best, now, replaces=cid)
         d.slots[kind] = new_id
-        logger.info("baseline_v1: {} entry {} {} -> {} {} (sl {:.2f} points, qty {})", kind,
+        logger.debug("baseline_v1: {} entry {} {} -> {} {} (sl {:.2f} points, qty {})", kind,
                     cid, entry.symbol, new_id, target.symbol, best.sl_points, best.quantity)
 
     def _enter(self, plan: Plan, now: float) -> None:
@@ -724,7 +724,7 @@ class BaselineV1(Strategy):
                              reason=f"swing low {c.price} at {fmt_ist(c.bar_start)}")
         self.d.entries[cid] = self._new_entry(cid, plan, now)
         self.d.slots[c.kind] = cid
-        logger.info("baseline_v1: {} entry {} SELL {} x{} trigger {} limit {} (stop {:.2f}, sl "
+        logger.debug("baseline_v1: {} entry {} SELL {} x{} trigger {} limit {} (stop {:.2f}, sl "
                     "{:.2f} points)", c.kind, cid, c.symbol, plan.quantity, plan.trigger,
                     plan.limit, plan.stop, plan.sl_points)
 
@@ -811,7 +811,7 @@ class BaselineV1(Strategy):
                   if now - t <= cfg.churn_symbol_window_s] + [now]
         d.churn_cycles[symbol] = cycles
         d.churn_total += 1
-        logger.warning("baseline_v1: churn cycle on {} ({} on it in {:.0f}s, {} today)", symbol,
+        logger.info("baseline_v1: churn cycle on {} ({} on it in {:.0f}s, {} today)", symbol,
                        len(cycles), cfg.churn_symbol_window_s, d.churn_total)
         if d.churn_total >= cfg.churn_total_cycles:
             d.churn_paused = True
@@ -844,7 +844,7 @@ class BaselineV1(Strategy):
                                f"rejected: {event.reason or 'no reason given'}")
             elif slot_kind and not old.done:
                 # the order manager did not place the switch: the old order stands
-                logger.info("baseline_v1: switch {} -> {} not done ({}); {} stays",
+                logger.debug("baseline_v1: switch {} -> {} not done ({}); {} stays",
                             old.client_id, entry.client_id, event.reason, old.client_id)
                 d.slots[slot_kind] = old.client_id
                 old.cancel_ts = None
@@ -891,7 +891,7 @@ class BaselineV1(Strategy):
         self.ctx.cancel(entry.client_id, reason)
         entry.cancel_ts = now
         self.d.last_cancel[entry.symbol] = now
-        logger.info("baseline_v1: cancel entry {} on {}: {}", entry.client_id, entry.symbol,
+        logger.debug("baseline_v1: cancel entry {} on {}: {}", entry.client_id, entry.symbol,
                     reason)
 
     def _cancel_entries(self, reason: str) -> None:
@@ -1010,8 +1010,11 @@ class BaselineV1(Strategy):
             logger.warning("baseline_v1: {} not placed ({}); stop {} stays", cover.client_id,
                            event.reason, replaced.client_id)
             return
+        # a stop the exit coordinator cancelled (to replace it with its market exit) is no
+        # failure: the coordinator told on_exit first and owns the position now
         failed = status in (OrderStatus.REJECTED, OrderStatus.EXPIRED) or (
-            status is OrderStatus.CANCELLED and replacement is None and not cover.cancel_sent)
+            status is OrderStatus.CANCELLED and replacement is None and not cover.cancel_sent
+            and not self.d.stopped)
         if failed:
             if cover.role == "stop":
                 pos.stop_failures += 1

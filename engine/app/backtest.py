@@ -18,6 +18,7 @@ from engine.app.replay import ReplayDriver
 from engine.config import Config
 from engine.market.instruments import trading_date
 from engine.market.session_file import SessionFileError, SessionReader
+from engine.runtime.logs import console_over
 from engine.store.database import Database
 from engine.trading.performance import DayResult, Performance, combine, day_result
 
@@ -176,6 +177,8 @@ class DayProgress:
                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TimeRemainingColumn())
             progress.__enter__()
+            self._over = console_over(progress.console)  # log lines above the bar
+            self._over.__enter__()
             self._task = progress.add_task(self.label, total=self.total, last="")
             self._progress = progress
         return self
@@ -186,4 +189,5 @@ class DayProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._over.__exit__(*exc)
             self._progress.__exit__(*exc)  # type: ignore[attr-defined]

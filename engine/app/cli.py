@@ -40,6 +40,12 @@ def _common_options(*, inherit: bool = False) -> argparse.ArgumentParser:
     common.add_argument("--log-level", metavar="LEVEL", help="override logging.level", **unset)
     common.add_argument("--state-dir", metavar="DIR", help="override engine.state_dir",
                         **unset)
+    loud = common.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="console: warnings and "
+                      "errors only (the summary and tables still print)", **unset)
+    loud.add_argument("-v", "--verbose", action="store_true", help="console: every detail "
+                      "(DEBUG: each order step, each rejected tick kind per symbol, every "
+                      "heartbeat)", **unset)
     return common
 
 
@@ -67,6 +73,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
         out["logging.level"] = args.log_level.upper()
     if args.state_dir:
         out["engine.state_dir"] = args.state_dir
+    if getattr(args, "quiet", False):
+        out["logging.console_level"] = "WARNING"
+    if getattr(args, "verbose", False):
+        out["logging.console_level"] = "DEBUG"
     if getattr(args, "broker", None):
         out["matching.broker"] = args.broker
     if getattr(args, "semi_auto", False):

@@ -46,7 +46,7 @@ def init_logging(cfg: Config, *, console: bool | None = None) -> None:
     setup_logging(level=cfg.logging.level, log_file=log_file, rotation=cfg.logging.rotation,
                   retention=cfg.logging.retention,
                   console=cfg.logging.console if console is None else console,
-                  secrets=cfg.secrets.values())
+                  secrets=cfg.secrets.values(), console_level=cfg.logging.console_level or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,6 +545,58 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def _configure_dashboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="a finished run's engine database (default: the store path)")
+    p.add_argument("--date", help="trading date YYYY-MM-DD (default: the latest one recorded)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: [dashboard] port; "
+                   "0: any free port)")
+
+
+def run_dashboard(args: argparse.Namespace, cfg: Config) -> int:
+    """Serve the dashboard of a finished run's database until interrupted; the link (token
+    included) is printed on stdout, never logged."""
+    import threading
+    from dataclasses import replace
+
+    from engine.app.dashboard.server import DashboardError, DashboardServer
+    from engine.app.dashboard.view import DashboardView
+    from engine.app.modes import stop_on_signals
+    from engine.report.data import ReportError
+    from engine.store.database import StoreError
+
+    path = Path(args.db or cfg.store.path)
+    if not path.is_file():
+        print(f"dashboard: {path}: no such database file", file=sys.stderr)
+        return EXIT_CONFIG
+    settings = cfg.section("dashboard")
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            print(f"dashboard: --port {args.port} is not a port (0..65535)", file=sys.stderr)
+            return EXIT_CONFIG
+        settings = replace(settings, port=args.port)
+    try:
+        view = DashboardView(path, day=args.date)
+    except (ReportError, StoreError) as exc:
+        print(f"dashboard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    server = DashboardServer(view, settings)
+    try:
+        server.start()
+    except DashboardError as exc:
+        server.close()
+        print(f"dashboard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        print(server.url, flush=True)
+        print(f"serving {path} ({view.day.isoformat()}); Ctrl-C stops", file=sys.stderr,
+              flush=True)
+        with stop_on_signals(threading.Event()) as stop:
+            stop.wait()
+    finally:
+        server.close()
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------
 # status and the operator commands (a client of the running engine's control socket)
 # ---------------------------------------------------------------------------------------------
@@ -712,6 +764,8 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("simulator", "run the OpenAlgo-compatible simulator standalone",
                 _configure_simulator, run_simulator_cmd),
     CommandSpec("report", "write the day report (HTML)", _configure_report, run_report),
+    CommandSpec("dashboard", "serve the dashboard of a finished run's database (a running "
+                "paper or live engine serves its own)", _configure_dashboard, run_dashboard),
     CommandSpec("status", "ask a running engine for its status", _configure_status, run_status),
     CommandSpec("pause", "block new entries (working orders, stops and positions stay)",
                 _configure_operator_command, run_operator_command),

@@ -31,6 +31,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -38,13 +39,14 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.day_calendar import DayCalendar
 from engine.app.facts import instrument_spec
 from engine.app.live import day_engine, venue_broker
 from engine.app.modes import entries_at_safe_stop, past_eod
 from engine.app.operator import EngineOperator, graceful_stop, serve_control
 from engine.app.session_end import SessionChecks, check_dead_letters, check_session
-from engine.app.tree import Engine
+from engine.app.tree import Engine, notice_delivery
 from engine.app.venues import Venue
 from engine.broker import AuthError, BrokerError
 from engine.config import Config
@@ -53,6 +55,7 @@ from engine.messages import Alert, Severity, StatusRequest, TimerFired, TradingG
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import fmt_ist
 from engine.runtime.memory import release_free_heap, rss_mib
+from engine.runtime.notify import NoticeGate, notice_of
 from engine.store.database import Database, StoredDayTransition, record
 
 #: the reconciler's timer name (actors/reconciler.py): a closing pass is one more of its passes
@@ -104,6 +107,10 @@ class DayLifecycle:
         self.db = Database(db_path, cfg.store)
         self.calendar = DayCalendar(instrument_spec(cfg, None).calendar, self.settings,
                                     self.db, self.broker, self.clock.time)
+        # the lifecycle's own alerts while no day's engine runs (its notifier does by day)
+        self._delivery = notice_delivery(cfg, venue.name)
+        self._gate = NoticeGate(cfg.section("notify"))
+        self._day_channels = ExitStack()  # the day's dashboard
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, max_days: int | None = None) -> int:
@@ -118,6 +125,8 @@ class DayLifecycle:
         finally:
             if self.engine is not None:
                 self._stop_engine(graceful=True)
+            if self._delivery is not None:
+                self._delivery.stop(self.cfg.section("notify").timeout_s)
             self.db.close()
         return self.days_run
 
@@ -140,6 +149,8 @@ class DayLifecycle:
         self.engine = engine
         self.last_trading_date = plan.day
         engine.start()
+        self._day_channels.enter_context(dashboard_channel(engine,
+                                                           openalgo_url=self.venue.rest_url))
         self._enter(DayState.TRADING, plan, DayState.CLOSING, plan.closing_ts,
                     f"{len(engine.parts.symbols)} symbols, spot {spot}, "
                     f"{', '.join(engine.symbols()[:3])}{'…' if len(engine.symbols()) > 3 else ''}")
@@ -336,6 +347,7 @@ class DayLifecycle:
         if graceful and not engine.safe_stop_reason:
             graceful_stop(engine, self.cfg.engine.on_signal,
                           timeout_s=self.cfg.engine.shutdown_timeout_s)
+        self._day_channels.close()
         trading = bool(self.strategies)
         if trading and not engine.safe_stop_reason:
             over = past_eod(self.cfg, self.clock.time()) if day_over is None else day_over
@@ -368,6 +380,9 @@ class DayLifecycle:
         (logger.critical if severity is Severity.CRITICAL else logger.warning)(
             "[ALERT] {}: {}", kind, message)
         self.db.run_write(lambda tx: tx.apply(self.db.writes_for(alert)))
+        notice = notice_of(alert) if self._delivery is not None else None
+        if notice is not None and self._delivery is not None and self._gate.allow(notice):
+            self._delivery.put(notice)
 
 
 def _ask_status(engine: Engine, name: str) -> dict[str, Any]:

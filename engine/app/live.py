@@ -30,6 +30,7 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import entries_at_safe_stop, feed_connector, past_eod
 from engine.app.operator import control_channel, graceful_stop
@@ -129,7 +130,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
         raise
     engine.start()
     try:
-        with control_channel(engine, openalgo_url=venue.rest_url, path=control_path):
+        with control_channel(engine, openalgo_url=venue.rest_url, path=control_path), \
+                dashboard_channel(engine, openalgo_url=venue.rest_url):
             logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
                         len(engine.parts.symbols), venue.rest_url, spot, db_path)
             if on_started is not None:

@@ -35,6 +35,7 @@ from loguru import logger
 
 from actors.feed import FeedCallbacks
 from engine.app.accounts import env_basic_auth, proxy_access
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.session_end import (
@@ -161,6 +162,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         with ExitStack() as channel:
             if strategies:  # a paper run that trades is operated like live
                 channel.enter_context(control_channel(engine, openalgo_url=sim.rest_url))
+            channel.enter_context(dashboard_channel(engine, openalgo_url=sim.rest_url))
             _wait_for_subscriptions(sim, {s for s, _ in symbols}, subscribe_timeout_s)
             if on_started is not None:
                 on_started(engine, sim)

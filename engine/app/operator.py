@@ -92,6 +92,7 @@ class EngineOperator:
             "positions": [{"symbol": m.symbol, "strategy": m.strategy, "quantity": m.quantity,
                            "average_price": m.average_price, "ltp": m.ltp,
                            "pnl": round(m.unrealized + m.realized, 2),
+                           "r": round(m.r_multiple, 2),
                            "stop": _stop_of(orders.get("working") or [], m.strategy, m.symbol)}
                           for m in marks],
             "risk": {"state": worst, "limits": risk.get("limits"), "strategies": strategies,

@@ -33,15 +33,18 @@ from typing import Any
 
 from loguru import logger
 
+from engine.app.dashboard.server import dashboard_channel
 from engine.app.facts import instrument_spec, session_facts
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.config import Config
+from engine.market.bars import quality_table
 from engine.market.instruments import session_bounds, trading_date
 from engine.market.session_file import SessionReader
 from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
 from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
 from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.logs import console_over
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
 
@@ -79,6 +82,7 @@ class ReplaySummary:
     restarts: int = 0
     db_path: str = ""
     trade_reports: list[str] = field(default_factory=list)
+    quality: dict[str, dict[str, int]] = field(default_factory=dict)  # symbol -> reason -> n
 
     @property
     def ticks_per_s(self) -> float:
@@ -96,6 +100,7 @@ class ReplaySummary:
             f"  restarts {self.restarts}, stuck steps {self.stuck_steps}, database "
             f"{self.db_path}",
             *self.trade_reports,
+            *quality_table(self.quality),
         ]
 
 
@@ -167,15 +172,16 @@ class ReplayDriver:
         engine.registry.track_external_sends(self.threaded)
         started = time.perf_counter()
         try:
-            self._drive(engine, clock, broker, summary)
-            # close the last minute that had ticks (not the rest of the session: a short
-            # recording would otherwise end in hours of gaps and heartbeats); minutes are
-            # bucketed by exchange time, so that is what decides the last one
-            _, close = session_bounds(parts.trading_day, engine.spec_instrument)
-            end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
-            self._settle(engine, clock, end, summary)
-            summary.elapsed_s = time.perf_counter() - started
-            self._collect(engine, summary)
+            with dashboard_channel(engine, openalgo_url="", replay=True):
+                self._drive(engine, clock, broker, summary)
+                # close the last minute that had ticks (not the rest of the session: a short
+                # recording would otherwise end in hours of gaps and heartbeats); minutes are
+                # bucketed by exchange time, so that is what decides the last one
+                _, close = session_bounds(parts.trading_day, engine.spec_instrument)
+                end = last_close_at(self.cfg, clock, min(self._last_ts, close - 1.0))
+                self._settle(engine, clock, end, summary)
+                summary.elapsed_s = time.perf_counter() - started
+                self._collect(engine, summary)
         finally:
             engine.registry.track_external_sends(False)
             engine.stop()
@@ -277,6 +283,7 @@ class ReplayDriver:
             summary.late += stats.late
             for reason, n in stats.invalid.items():
                 summary.invalid[reason] = summary.invalid.get(reason, 0) + n
+            summary.quality[sym] = {**stats.invalid, "late": stats.late}
         summary.restarts = engine.restart_count()
 
     def _collect_bars(self, summary: ReplaySummary, day: date) -> None:
@@ -331,6 +338,8 @@ class _Progress:
                 MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                 transient=False)
             self._progress.__enter__()
+            self._over = console_over(self._progress.console)  # log lines above the bar
+            self._over.__enter__()
             self._task = self._progress.add_task("replay", total=self.total, market="",
                                                  rate="")
             self._t0 = time.perf_counter()
@@ -350,4 +359,5 @@ class _Progress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._over.__exit__(*exc)
             self._progress.__exit__(*exc)

@@ -21,6 +21,7 @@ from actors.reconciler import ReconcileSettings
 from actors.recorder import RecorderSettings
 from engine.app.accounts import AccountsSettings
 from engine.app.control import ControlSettings
+from engine.app.dashboard.server import DashboardSettings
 from engine.app.replay import ReplaySettings
 from engine.config import Config, ConfigError, EngineSettings, Problem, Sections
 from engine.config import describe_defaults as _describe
@@ -36,6 +37,7 @@ from engine.openalgo.feed import FeedSettings
 from engine.openalgo.rest import RestSettings
 from engine.report.data import ReportSettings
 from engine.runtime.logs import LoggingSettings
+from engine.runtime.notify import NotifySettings
 from engine.runtime.supervisor import SupervisionSettings
 from engine.sim.matching import MatchingSettings
 from engine.sim.settings import SimulatorSettings
@@ -75,6 +77,7 @@ SECTIONS: dict[str, type[Any]] = {
     "market_data": MarketDataSettings,
     "bars": BarSettings,
     "health": HealthSettings,
+    "notify": NotifySettings,
     "swings": SwingSettings,
     "replay": ReplaySettings,
     "recorder": RecorderSettings,
@@ -85,6 +88,7 @@ SECTIONS: dict[str, type[Any]] = {
     "reconcile": ReconcileSettings,
     "accounts": AccountsSettings,
     "control": ControlSettings,
+    "dashboard": DashboardSettings,
     "report": ReportSettings,
     "universe": UniverseSettings,
     "day": DaySettings,

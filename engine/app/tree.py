@@ -29,6 +29,7 @@ Consumers start before producers, so the first bar already finds its swing detec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -45,6 +46,7 @@ from loguru import logger
 from actors.bar_builder import BarBuilder, builder_name
 from actors.feed import ConnectionFactory, Feed, MarketDataSettings
 from actors.health import Health
+from actors.notifier import NOTIFIED_TYPES, Notifier
 from actors.store import StoreWriter
 from engine.app.facts import instrument_spec
 from engine.broker import Broker, HistoryBar, OrderRow
@@ -59,6 +61,14 @@ from engine.market.instruments import (
 from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
 from engine.runtime.clock import Clock
 from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.logs import use_clock
+from engine.runtime.notify import (
+    Delivery,
+    NotifySettings,
+    notify_urls,
+    redacted,
+    safe_stop_notice,
+)
 from engine.runtime.registry import Registry
 from engine.runtime.supervisor import (
     ChildSpec,
@@ -113,6 +123,8 @@ class EngineParts:
     facts: InstrumentFacts | None = None
     # run every actor on the calling thread (replay); None: a Pykka thread per actor
     dispatcher: Dispatcher | None = None
+    # apprise URLs for notices; None: NIFTY_ENGINE_NOTIFY_URLS (through the config's secrets)
+    notify_urls: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,6 +151,8 @@ class Engine:
                                  dispatcher=parts.dispatcher)
         self.supervisor: SupervisorHandle | None = None
         self.safe_stop_reason: str | None = None
+        self._log_clock: contextlib.AbstractContextManager[None] | None = None
+        self.delivery = self._delivery()
         self.stopped = threading.Event()
 
     # -- the tree --------------------------------------------------------------------------------
@@ -148,17 +162,34 @@ class Engine:
     def tree(self) -> SupervisorSpec:
         cfg = self.cfg
         sup = cfg.supervision
-        store = ChildSpec("store", lambda s: StoreWriter.start(self.db, s))
+        notify = self._notify_name()
+        store = ChildSpec("store", lambda s: StoreWriter.start(
+            self.db, s, tap=notify, tap_types=NOTIFIED_TYPES))
+        health_settings = cfg.section("health")
         health = ChildSpec("health", lambda s: Health.start(
-            s, settings=cfg.section("health"), instrument=self.spec_instrument,
-            restarts=self.restart_count))
+            s, settings=health_settings, instrument=self.spec_instrument,
+            restarts=self.restart_count, notify=notify,
+            log_every_s=health_settings.replay_heartbeat_log_s
+            if self.parts.mode == "replay" else None))
         market = SupervisorSpec("market_data", Strategy.ONE_FOR_ONE,
                                 [*self._recorder_spec(), self._feed_spec(), *self._bar_specs()],
                                 sup.market_data)
         groups: list[ChildSpec | SupervisorSpec] = [store, health]
+        if self.delivery is not None:
+            delivery, settings = self.delivery, cfg.section("notify")
+            groups.insert(0, ChildSpec("notifier", lambda s: Notifier.start(
+                s, settings=settings, delivery=delivery)))
         if self.parts.strategies:
             groups += [self._execution_group(), self._strategy_group()]
         return SupervisorSpec("engine", Strategy.ONE_FOR_ONE, [*groups, market], sup.root)
+
+    def _notify_name(self) -> str | None:
+        return "notifier" if self.delivery is not None else None
+
+    def _delivery(self) -> Delivery | None:
+        """The notices' delivery thread (``notice_delivery``); it lives outside the tree, so a
+        safe stop still reaches the phone."""
+        return notice_delivery(self.cfg, self.parts.mode, self.parts.notify_urls)
 
     def _execution_group(self) -> SupervisorSpec:
         from actors.order_manager import OrderManager
@@ -252,6 +283,9 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        # lines carry the engine's time: market time in replay and paper
+        self._log_clock = use_clock(self.clock.time)
+        self._log_clock.__enter__()
         logger.info("engine starting: mode {} with {} symbols, database {}", self.parts.mode,
                     len(self.parts.symbols), self.db.path)
         self.supervisor = start_tree(self.tree(), registry=self.registry, clock=self.clock,
@@ -275,6 +309,11 @@ class Engine:
         if self.parts.supervision_clock is not None:
             self.parts.supervision_clock.stop()
         self.db.close()
+        if self.delivery is not None:
+            self.delivery.stop(self.cfg.section("notify").timeout_s)
+        if self._log_clock is not None:
+            self._log_clock.__exit__(None, None, None)
+            self._log_clock = None
         self.stopped.set()
 
     def load_state(self, name: str) -> StoredStrategyState | None:
@@ -318,6 +357,8 @@ class Engine:
     def _safe_stop(self, reason: str) -> None:
         """The root gave up: no new orders, stops stay where they are, alert, exit non-zero."""
         self.safe_stop_reason = reason
+        if self.delivery is not None:
+            self.delivery.put(safe_stop_notice(reason, self.clock.time()))
         logger.critical("[SAFE STOP] supervisor gave up: {}. No new orders will be placed; "
                         "resting stop orders stay at the broker.", reason)
         self.stopped.set()
@@ -393,3 +434,14 @@ def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
     return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
                                       downstream=downstream, history=history,
                                       load_snapshot=load, close_margin_s=margin, traded=traded)
+
+
+def notice_delivery(cfg: Config, mode: str, urls_text: str | None = None) -> Delivery | None:
+    """A delivery thread for notices when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS``, or
+    ``urls_text``) and ``[notify]`` is on (a replay only with ``replay = true``)."""
+    settings: NotifySettings = cfg.section("notify")
+    urls = notify_urls(urls_text if urls_text is not None else cfg.secrets.notify_urls)
+    if not urls or not settings.enabled or (mode == "replay" and not settings.replay):
+        return None
+    logger.info("notify: {} URL(s): {}", len(urls), ", ".join(map(redacted, urls)))
+    return Delivery(urls, settings)

@@ -83,7 +83,7 @@ minute in progress is built live as on a fresh mid-session start.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -640,7 +640,9 @@ class BarAggregator:
         if not allowed:
             return
         more = f" (+{suppressed} more since the last report)" if suppressed else ""
-        logger.warning("{}: {} [{}]{}", self.symbol, message, kind, more)
+        # routine data dirt, counted per symbol and reason; the run ends with the table
+        # (quality_table); each line here is detail (-v)
+        logger.debug("{}: {} [{}]{}", self.symbol, message, kind, more)
 
 
 def _history_row(bar: HistoryBar | Bar) -> tuple[float, float, float, float, float, int, int]:
@@ -662,3 +664,32 @@ def _valid_history(start: float, open_: float, high: float, low: float, close: f
                 and volume.__class__ is int and volume >= 0)
     except TypeError:
         return False
+
+
+def quality_table(counts: Mapping[str, Mapping[str, int]], limit: int = 10) -> list[str]:
+    """The data-quality table of a run: one row per symbol (the ``limit`` with the most
+    rejected ticks, then one row for the rest), one column per reason, and a total row.
+    ``counts``: symbol -> reason -> ticks. Empty when nothing was rejected."""
+    rows = {sym: {r: n for r, n in by.items() if n} for sym, by in counts.items()}
+    rows = {sym: by for sym, by in rows.items() if by}
+    if not rows:
+        return []
+    reasons = sorted({r for by in rows.values() for r in by})
+    ranked = sorted(rows, key=lambda sym: (-sum(rows[sym].values()), sym))
+    width = max(len("symbol"), *(len(sym) for sym in ranked[:limit]), len("total"))
+    cols = [max(len(r), 6) for r in reasons]
+
+    def line(label: str, values: Sequence[int]) -> str:
+        cells = "  ".join(f"{v:>{w},}" for v, w in zip(values, cols, strict=True))
+        return f"{label:<{width}}  {cells}"
+
+    out = ["[DATA QUALITY] rejected ticks by symbol and reason",
+           f"{'symbol':<{width}}  " + "  ".join(f"{r:>{w}}" for r, w in
+                                                 zip(reasons, cols, strict=True))]
+    out += [line(sym, [rows[sym].get(r, 0) for r in reasons]) for sym in ranked[:limit]]
+    rest = ranked[limit:]
+    if rest:
+        out.append(line(f"({len(rest)} more)"[:width],
+                        [sum(rows[s].get(r, 0) for s in rest) for r in reasons]))
+    out.append(line("total", [sum(by.get(r, 0) for by in rows.values()) for r in reasons]))
+    return out

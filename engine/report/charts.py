@@ -1,7 +1,7 @@
 """The day report's charts: matplotlib figures (Agg, no pyplot state) rendered to PNG bytes.
 
-Owns the drawing of the three charts of ``engine.report.page``: R per trade, the closed-trade equity
-curve with its drawdown, and one symbol's 1-minute candles with swings, entries, stops and exits.
+Owns the drawing of the static charts of ``engine.report.page``: R per trade and the closed-trade
+equity curve with its drawdown (the candles are interactive: ``engine.report.candles``).
 It is a module of its own so that matplotlib (a large import) is loaded only by the process that
 writes a report, never by a running engine, which reads ``ReportSettings`` through
 ``engine.report.data`` when it loads its configuration.
@@ -18,7 +18,6 @@ from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from engine.messages import Action, OrderPurpose, SwingKind
 from engine.runtime.clock import to_ist
 
 if TYPE_CHECKING:
@@ -43,11 +42,6 @@ def equity(data: DayData, width_in: float, dpi: int) -> bytes:
     return png(_draw_equity, data, width_in, 4.2, dpi)
 
 
-def candles(data: DayData, width_in: float, dpi: int) -> bytes:
-    """PNG of ``data.symbol``'s 1-minute candles with swings, orders and fills marked."""
-    return png(_draw_candles, data, width_in, 5.5, dpi)
-
-
 def png(draw: Callable[[Figure, Any], None], data: Any, width_in: float,
         height_in: float, dpi: int) -> bytes:
     """PNG bytes of a figure of ``width_in`` × ``height_in`` that ``draw(fig, data)`` fills."""
@@ -63,23 +57,10 @@ def _x(ts: float) -> float:
     return float(mdates.date2num(to_ist(ts).replace(tzinfo=None)))
 
 
-def _mid(bar_start: float) -> float:
-    """Where a minute's candle stands: its middle, so a fill at 09:24:30 lands on 09:24."""
-    return _x(bar_start + 30)
-
-
 def _time_axis(ax: Axes, span_s: float) -> None:
     """Clock-time ticks for an axis of ``_x`` values spanning ``span_s`` seconds."""
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=14))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span_s < 900 else "%H:%M"))
-    ax.grid(True, alpha=0.3)
-
-
-def _minute_axis(ax: Axes, span_s: float) -> None:
-    """Whole-minute ticks (at most about 14) for an axis of one-minute candles."""
-    step = next((m for m in (1, 2, 5, 10, 15, 30) if span_s / 60 / m <= 14), 60)
-    ax.xaxis.set_major_locator(mdates.MinuteLocator(byminute=range(0, 60, step)))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     ax.grid(True, alpha=0.3)
 
 
@@ -124,59 +105,3 @@ def _draw_equity(fig: Figure, data: DayData) -> None:
     bottom.set_xlabel("exit time (IST)")
     _time_axis(top, span_s)
     _time_axis(bottom, span_s)
-
-
-def _draw_candles(fig: Figure, data: DayData) -> None:
-    ax = fig.subplots()
-    minute = 1 / (24 * 60)
-    span = max(b.high for b in data.bars) - min(b.low for b in data.bars)
-    thin = max(span * 0.002, 0.01)
-    xs = [_mid(b.start) for b in data.bars]
-    colors = [GREEN if b.close >= b.open else RED for b in data.bars]
-    ax.vlines(xs, [b.low for b in data.bars], [b.high for b in data.bars], colors=colors,
-              linewidth=0.8)
-    ax.bar(xs, [max(abs(b.close - b.open), thin) for b in data.bars],
-           bottom=[min(b.open, b.close) for b in data.bars], width=0.7 * minute, color=colors)
-    day_end = data.bars[-1].start + 60
-    _draw_swings(ax, data, day_end)
-    _draw_orders(ax, data, day_end)
-    ax.set_xlim(xs[0] - minute, _x(day_end) + minute)
-    ax.set_ylabel("price")
-    ax.set_xlabel("time (IST)")
-    _minute_axis(ax, day_end - data.bars[0].start)
-    if ax.get_legend_handles_labels()[0]:
-        fig.legend(loc="outside upper center", ncols=5, fontsize=8, frameon=False)
-
-
-def _draw_swings(ax: Axes, data: DayData, day_end: float) -> None:
-    broken = {(b.kind, b.price, b.bar_start): b.broken_ts for b in data.breaks}
-    for kind, color, marker in ((SwingKind.LOW, BLUE, "^"), (SwingKind.HIGH, ORANGE, "v")):
-        swings = [s for s in data.swings if s.kind is kind]
-        if not swings:
-            continue
-        ends = [broken.get((s.kind, s.price, s.bar_start), day_end) for s in swings]
-        ax.hlines([s.price for s in swings], [_mid(s.bar_start) for s in swings],
-                  [_x(end) for end in ends], colors=color, linestyles="dashed", linewidth=0.8)
-        ax.scatter([_mid(s.bar_start) for s in swings], [s.price for s in swings], marker=marker,
-                   color=color, s=40, zorder=3, label=f"swing {kind.value.lower()}")
-        breaks = [(s, end) for s, end in zip(swings, ends, strict=True) if end != day_end]
-        if breaks:
-            ax.scatter([_x(end) for _, end in breaks], [s.price for s, _ in breaks], marker="x",
-                       color=color, s=30, zorder=3)
-
-
-def _draw_orders(ax: Axes, data: DayData, day_end: float) -> None:
-    stops = [o for o in data.orders if o.purpose is OrderPurpose.STOP and o.trigger_price > 0]
-    if stops:
-        ax.hlines([o.trigger_price for o in stops], [_x(o.created_ts) for o in stops],
-                  [_x(o.updated_ts if o.status.is_terminal else day_end) for o in stops],
-                  colors=RED, linestyles="dotted", linewidth=1.5, label="stop trigger")
-    entries = [f for f in data.fills if f.purpose is OrderPurpose.ENTRY]
-    exits = [f for f in data.fills if f.purpose is not OrderPurpose.ENTRY]
-    for fills, marker, label in ((entries, "D", "entry"), (exits, "s", "exit")):
-        if fills:
-            ax.scatter([_x(f.ts) for f in fills], [f.price for f in fills], marker=marker,
-                       s=55, zorder=4, edgecolors="black", label=f"{label} fill",
-                       color=[GREEN if f.action is Action.BUY else RED for f in fills])
-
-

@@ -18,14 +18,17 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from engine.market.instruments import INDEX_SYMBOL
 from engine.market.instruments import trading_date as ist_trading_date
 from engine.messages import (
     Bar,
     Fill,
+    OrderEvent,
     RiskEvent,
     Swing,
     SwingBroken,
 )
+from engine.report.candles import SymbolDay, read_symbol_day
 from engine.settings import setting
 from engine.store.database import Correction, Database, StoredOrder, StoredTrade, StoreError
 from engine.trading.charges import ChargeSettings
@@ -63,6 +66,10 @@ class DayData:
     risk_events: tuple[RiskEvent, ...]
     corrections: tuple[Correction, ...]
     charges: ChargeSettings | None = None  # ``[charges]``: net P&L beside gross (None: gross)
+    # every traded symbol (``symbol`` first), then NIFTY spot: the interactive candle charts
+    charts: tuple[SymbolDay, ...] = ()
+    # the order log: every order of the day (any symbol) with its recorded state changes
+    order_log: tuple[tuple[StoredOrder, tuple[OrderEvent, ...]], ...] = ()
 
     @property
     def summary(self) -> TradeSummary:
@@ -107,13 +114,15 @@ def parse_day(value: date | str) -> date:
 def _read(db: Database, path: Path, day: date | None, symbol: str | None,
           strategy: str | None, charges: ChargeSettings | None = None) -> DayData:
     if day is None:
-        day = _latest_day(db, path, strategy)
+        day = latest_day(db, path, strategy)
     trades = tuple(ordered(db.trades(strategy=strategy, trading_date=day)))
     orders = db.orders(trading_date=day, strategy=strategy)
     fills = db.fills(strategy=strategy, trading_date=day)
     if symbol is None:
         symbol = _most_traded(trades, fills, orders)
     owners = [*trades, *orders]
+    charted = dict.fromkeys([*([symbol] if symbol else []), *(t.symbol for t in trades),
+                             *(f.symbol for f in fills), INDEX_SYMBOL])
     return DayData(
         db_path=path, day=day, strategy=strategy,
         strategies=tuple(sorted({o.strategy for o in owners})),
@@ -126,10 +135,14 @@ def _read(db: Database, path: Path, day: date | None, symbol: str | None,
         fills=tuple(f for f in fills if f.symbol == symbol),
         risk_events=tuple(db.risk_events(strategy=strategy, trading_date=day)),
         corrections=tuple(db.corrections(trading_date=day, strategy=strategy)),
+        charts=tuple(read_symbol_day(db, name, day, orders, fills) for name in charted),
+        order_log=tuple((o, tuple(db.order_events(o.client_id))) for o in orders),
     )
 
 
-def _latest_day(db: Database, path: Path, strategy: str | None) -> date:
+def latest_day(db: Database, path: Path, strategy: str | None = None) -> date:
+    """The latest trading day with orders, fills, trades, risk events or corrections in ``db``
+    (``ReportError`` when there is none)."""
     days = {t.trading_date for t in db.trades(strategy=strategy)}
     days |= {o.trading_date for o in db.orders(strategy=strategy)}
     days |= {ist_trading_date(f.ts) for f in db.fills(strategy=strategy)}

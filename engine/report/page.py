@@ -3,9 +3,13 @@
 Owns ``build_report`` / ``write_report``: a header (date, strategies, accounts), the day summary
 and trade table (``engine.trading.trades``), a per-trade R bar chart, the closed-trade equity
 curve with its drawdown, one symbol's 1-minute candles (default: the most traded) with swings,
-entries, stops and exits, and the day's risk events and reconciliation corrections. The CSS is
-inline and every chart is a PNG (``engine.report.charts``) embedded as a ``data:`` URI; every text
-from the database is HTML-escaped. A day without trades still renders and says so.
+entries, stops and exits, and the day's risk events and reconciliation corrections; each trade
+with its MAE and MFE (``engine.report.excursions``); interactive candle charts (zoom, pan, hover)
+of every traded symbol and of NIFTY spot (``engine.report.candles``: lightweight-charts, inlined);
+and the order log behind the trades (every order with its state changes). The CSS and scripts are
+inline and the R and equity charts are PNGs (``engine.report.charts``) embedded as ``data:``
+URIs, so the file opens offline; every text from the database is HTML-escaped (and JSON for the
+scripts has ``<`` escaped). A day without trades still renders and says so.
 """
 
 from __future__ import annotations
@@ -13,22 +17,26 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
+import json
 import os
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 
 from engine.messages import (
+    OrderEvent,
     RiskEvent,
 )
+from engine.report import candles as interactive
 from engine.report.data import (
     DayData,
     ReportError,
     ReportSettings,
     load_day,
 )
+from engine.report.excursions import excursion
 from engine.runtime.clock import to_ist
-from engine.store.database import Correction
+from engine.store.database import Correction, StoredOrder
 from engine.trading.charges import ChargeSettings, trade_charges
 from engine.trading.trades import r_unit_name, trade_table
 
@@ -91,40 +99,41 @@ def render(data: DayData, settings: ReportSettings) -> str:
                   "<h2>Equity and drawdown</h2>",
                   charts.image("equity", data, "cumulative P&L and drawdown")]
     parts += [f"<h2>Candles{': ' + esc(data.symbol) if data.symbol else ''}</h2>",
-              _candles(data, charts),
+              _candles(data),
+              "<h2>Order log</h2>", _order_log(data.order_log),
               "<h2>Risk events</h2>", _risk_events(data.risk_events),
               "<h2>Reconciliation corrections</h2>", _corrections(data.corrections),
               "<h2>Plain-text trade table</h2>",
               f"<pre class=\"plain\">{esc(trade_table(data.trades, data.charges))}"
               f"</pre>"]
-    return document(title, "\n".join(parts))
+    return document(title, "\n".join(parts), scripts=_scripts(data))
 
 
-def document(title: str, body: str) -> str:
-    """A whole HTML page: ``title`` (escaped here), the report's CSS and ``body`` (HTML)."""
+def document(title: str, body: str, scripts: str = "") -> str:
+    """A whole HTML page: ``title`` (escaped here), the report's CSS, ``body`` (HTML) and then
+    ``scripts`` (HTML ``<script>`` elements)."""
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
-            f"</body>\n</html>\n")
+            f"{scripts}</body>\n</html>\n")
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1150px; color: #1f2328; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.3em; }
-h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eaeef2; text-align: left; }
-th { background: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.pos { color: #1a7f37; } .neg { color: #cf222e; }
-.cards { display: flex; flex-wrap: wrap; gap: 0.8em; }
-.card { border: 1px solid #d0d7de; border-radius: 6px; padding: 0.5em 1em; min-width: 7em; }
-.card .label { font-size: 0.8em; color: #57606a; }
-.card .value { font-size: 1.3em; font-variant-numeric: tabular-nums; }
-.note { color: #57606a; font-style: italic; }
-img { max-width: 100%; display: block; }
-pre.plain { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
+def script_json(value: object) -> str:
+    """``value`` as JSON safe inside an HTML ``<script>`` (no ``</script>`` can appear)."""
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _scripts(data: DayData) -> str:
+    charts = [interactive.chart_payload(c) for c in data.charts if c.bars]
+    if not charts:
+        return ""
+    return (f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n"
+            f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n"
+            f"<script>const CHARTS = {script_json(charts)};\n"
+            "CHARTS.forEach(function (p, i) {\n"
+            "  NiftyCandles.draw(document.getElementById('candles-' + i), p); });</script>\n")
+
+
+_CSS = interactive.static_text("report.css")  # shared with the dashboard
 
 
 def esc(text: object) -> str:
@@ -195,9 +204,11 @@ def _trade_rows(data: DayData) -> str:
     costs = trade_charges(trades, data.charges) if data.charges is not None else []
     headers = ("#", "strategy", "account", "symbol", "side", "qty", "entry (IST)", "entry price",
                "exit (IST)", "exit price", *(("gross P&L", "charges", "net P&L") if charged
-                                             else ("P&L",)), "R", "exit reason")
+                                             else ("P&L",)), "R", "MAE", "MFE", "exit reason")
+    bars = {c.symbol: c.bars for c in data.charts}
     rows = []
     for i, t in enumerate(trades, start=1):
+        move = excursion(t, bars.get(t.symbol, ()))
         money = [(f"num {sign_class(t.pnl)}", esc(f"{t.pnl:+,.2f}"))]
         if charged:
             net = t.pnl - costs[i - 1]
@@ -208,8 +219,15 @@ def _trade_rows(data: DayData) -> str:
                      ("", _time(t.entry_ts)), ("num", f"{t.entry_price:.2f}"),
                      ("", _time(t.exit_ts)), ("num", f"{t.exit_price:.2f}"), *money,
                      (f"num {sign_class(t.r_multiple)}", f"{t.r_multiple:+.2f}"),
+                     ("num neg", _excursion(move.mae_points, move.mae_r)),
+                     ("num pos", _excursion(move.mfe_points, move.mfe_r)),
                      ("", esc(t.exit_reason or "-"))])
     return html_table(headers, rows, "trades")
+
+
+def _excursion(points: float, r: float | None) -> str:
+    """An excursion cell: price points per unit, and R when the trade has one."""
+    return f"{points:+.2f}" + ("" if r is None else f" ({r:+.2f} R)")
 
 
 def _risk_events(events: Sequence[RiskEvent]) -> str:
@@ -240,18 +258,44 @@ def _corrections(corrections: Sequence[Correction]) -> str:
     return html_table(headers, rows, "corrections")
 
 
-def _candles(data: DayData, charts: _Charts) -> str:
+def _candles(data: DayData) -> str:
+    """A chart holder per charted symbol (drawn by the scripts at the end of the page)."""
     if data.symbol is None:
-        return ("<p class=\"note\">No symbol was traded or ordered that day; pass --symbol to "
+        note = ("<p class=\"note\">No symbol was traded or ordered that day; pass --symbol to "
                 "chart one.</p>")
-    if not data.bars:
-        return (f"<p class=\"note\">No 1-minute bars stored for {esc(data.symbol)} on "
+    elif not data.bars:
+        note = (f"<p class=\"note\">No 1-minute bars stored for {esc(data.symbol)} on "
                 f"{esc(data.day.isoformat())}.</p>")
-    legend = ("Green/red candles: up/down minutes. Blue ▲ swing lows and orange ▼ swing highs, "
-              "with their levels dashed until broken (×). Entries ◆, exits ■, stop triggers "
-              "dotted red while working.")
-    return (charts.image("candles", data, f"1-minute candles of {data.symbol}")
-            + f"<p class=\"note\">{esc(legend)}</p>")
+    else:
+        note = ""
+    drawn = [c for c in data.charts if c.bars]
+    if not drawn:
+        return note
+    legend = ("Interactive: scroll to zoom, drag to pan, hover for the minute's OHLC. Green/red "
+              "candles: up/down minutes. Blue ↑ swing lows and orange ↓ swing highs, with their "
+              "levels dashed until broken. Entry fills ●, exit fills ■ (green buy, red sell); "
+              "stop triggers dotted red while working.")
+    holders = "\n".join(f"<h3>{esc(c.symbol)}</h3><div class=\"candles\" id=\"candles-{i}\" "
+                        f"data-symbol=\"{esc(c.symbol)}\"></div>" for i, c in enumerate(drawn))
+    return f"{note}<p class=\"note\">{esc(legend)}</p>\n{holders}"
+
+
+def _order_log(log: Sequence[tuple[StoredOrder, Sequence[OrderEvent]]]) -> str:
+    if not log:
+        return "<p class=\"note\">No orders.</p>"
+    headers = ("created (IST)", "order", "strategy", "symbol", "purpose", "side", "qty", "type",
+               "price", "trigger", "status", "filled", "avg price", "history")
+    rows = []
+    for o, events in log:
+        history = " → ".join(f"{_time(e.ts)} {e.status.value}" + (f" ({e.reason})" if e.reason
+                                                                  else "") for e in events)
+        rows.append([("", _time(o.created_ts)), ("", esc(o.client_id)), ("", esc(o.strategy)),
+                     ("", esc(o.symbol)), ("", esc(o.purpose.value)), ("", esc(o.action.value)),
+                     ("num", str(o.quantity)), ("", esc(o.pricetype.value)),
+                     ("num", f"{o.price:.2f}"), ("num", f"{o.trigger_price:.2f}"),
+                     ("", esc(o.status.value)), ("num", str(o.filled_quantity)),
+                     ("num", f"{o.average_price:.2f}"), ("", esc(history or "-"))])
+    return html_table(headers, rows, "order-log")
 
 
 class _Charts:

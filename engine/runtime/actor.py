@@ -229,8 +229,10 @@ class EngineActor(pykka.ThreadingActor):
         if self._repeats is None:
             self._repeats = RepeatGate(ALERT_REPEAT_FIRST_S, ALERT_REPEAT_MAX_S)
         allowed, held = self._repeats.allow((kind, text), self.now())
-        if allowed:
-            logger.log(level, "{}{}", text, f" ({held} more like it held back)" if held else "")
+        if allowed:  # the health actor logs it too ([ALERT]): below critical this is detail
+            quiet = health and severity is not Severity.CRITICAL
+            logger.log("DEBUG" if quiet else level, "{}{}", text,
+                       f" ({held} more like it held back)" if held else "")
         if health:
             self.tell(health, Alert(kind, text, self.now(), severity))
 

@@ -9,6 +9,11 @@ is masked by pattern, so a key or a proxy login never seen before is still hidde
 Standard-library logging (Pykka, urllib3, websocket-client) is routed into loguru and therefore
 through the same filter. ``diagnose`` is off on every sink:
 variable values in tracebacks could hold a key.
+
+Lines are stamped with the engine's clock once one is running (``use_clock``): market time (IST)
+in replay and paper, the wall clock in live. The console sink writes through a live progress bar
+when one is shown (``console_over``), so lines scroll above the bar instead of over it
+(docs/operations/console.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +55,7 @@ _PATTERNS = [
 ]
 
 CONSOLE_FORMAT = ("<green>{extra[ist]}</green> | <level>{level: <8}</level> | "
-                  "<cyan>{name}</cyan> | <level>{message}</level>{extra[exc_text]}")
+                  "<level>{message}</level>{extra[exc_text]}")
 FILE_FORMAT = "{extra[ist]} | {level: <8} | {name}:{line} | {message}{extra[exc_text]}"
 
 
@@ -99,7 +104,7 @@ class Redactor:
             record["exception"] = None
         else:
             extra.setdefault("exc_text", "")
-        extra["ist"] = record["time"].astimezone(IST).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        extra["ist"] = _stamp(record)
         extra["_redacted"] = True
         return True
 
@@ -111,6 +116,61 @@ def _mask_match(m: re.Match[str]) -> str:
 
 # The process-wide redactor: every sink added by setup_logging uses it.
 REDACTOR = Redactor()
+
+# The clock lines are stamped with (the running engine's; None: the record's wall time).
+_clock: Callable[[], float] | None = None
+
+
+def _stamp(record: Any) -> str:
+    clock = _clock
+    when = datetime.fromtimestamp(clock(), IST) if clock is not None \
+        else record["time"].astimezone(IST)
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@contextlib.contextmanager
+def use_clock(clock: Callable[[], float]) -> Iterator[None]:
+    """Stamp log lines with ``clock`` (an engine clock's ``time``) while the block runs."""
+    global _clock
+    previous, _clock = _clock, clock
+    try:
+        yield
+    finally:
+        _clock = previous
+
+
+class ConsoleSink:
+    """The console: stderr, or the rich console of a live progress bar while one is shown, so a
+    line prints above the bar and the bar is redrawn below it (rich's ``Live`` does that for
+    what goes through its console; a write straight to stderr would land on the bar's line)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._over: Any = None  # rich.console.Console of the live bar
+
+    def write(self, message: str) -> None:
+        over = self._over
+        if over is not None:
+            from rich.text import Text
+
+            over.print(Text.from_ansi(message.rstrip("\n")), soft_wrap=True)
+            return
+        stream = self._stream or sys.stderr
+        stream.write(message)
+        stream.flush()
+
+
+CONSOLE = ConsoleSink()
+
+
+@contextlib.contextmanager
+def console_over(console: Any) -> Iterator[None]:
+    """Send console lines through ``console`` (a rich Console showing a live bar) meanwhile."""
+    previous, CONSOLE._over = CONSOLE._over, console
+    try:
+        yield
+    finally:
+        CONSOLE._over = previous
 
 
 class _InterceptHandler(logging.Handler):
@@ -130,6 +190,10 @@ class LoggingSettings:
 
     level: str = setting("INFO", "console and file log level",
                          choices=("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"))
+    console_level: str = setting("", "console log level when not `level` ('' = the same; "
+                                 "-v sets DEBUG, -q WARNING)",
+                                 choices=("", "TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING",
+                                          "ERROR"))
     file: str = setting("engine.log", "log file name inside state_dir ('' for no file)")
     rotation: str = setting("50 MB", "rotate the log file at this size")
     retention: int = setting(10, "rotated log files kept", min=1, max=1000)
@@ -143,15 +207,17 @@ class LoggingSettings:
 
 def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation: str = "50 MB",
                   retention: int = 10, console: bool = True, secrets: Iterable[str] = (),
-                  stream: TextIO | None = None) -> Redactor:
-    """Replace every loguru sink with ours; returns the redactor (add secrets to it later)."""
+                  stream: TextIO | None = None, console_level: str | None = None) -> Redactor:
+    """Replace every loguru sink with ours; returns the redactor (add secrets to it later).
+    ``console_level`` (``-q``/``-v``) overrides ``level`` on the console only."""
     REDACTOR.add(*secrets)
     logger.remove()
     logger.configure(extra={"ist": "", "exc_text": ""})
     if console:
-        logger.add(stream or sys.stderr, level=level, format=CONSOLE_FORMAT, filter=REDACTOR,
-                   colorize=stream is None and sys.stderr.isatty(), backtrace=False,
-                   diagnose=False)
+        CONSOLE._stream = stream
+        logger.add(CONSOLE, level=console_level or level, format=CONSOLE_FORMAT,
+                   filter=REDACTOR, colorize=stream is None and sys.stderr.isatty(),
+                   backtrace=False, diagnose=False)
     _FILE_SINK.clear()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -402,7 +402,7 @@ class Supervisor(EngineActor):
         child.started_at = self._clock.monotonic()
         self._registry.register(child.name, ref)
         self._tree.publish(self.name, child)
-        logger.info("{}: started {} (generation {})", self.name, child.name, child.generation)
+        logger.debug("{}: started {} (generation {})", self.name, child.name, child.generation)
         if isinstance(child.spec, SupervisorSpec):
             self._await_started(ref)
 

@@ -1066,8 +1066,10 @@ class Database:
                 raise StoreVersionError(_newer_message(self.path, current))
             missing = [m for m in MIGRATIONS if m.version > current]
             if missing:
-                logger.info("store: migrating {} from schema v{} to v{}", self.path, current,
-                            LATEST_VERSION)
+                # a new file is created at the latest schema: news only for an existing one
+                logger.log("INFO" if current else "DEBUG",
+                           "store: migrating {} from schema v{} to v{}", self.path, current,
+                           LATEST_VERSION)
             for migration in missing:
                 for step in migration.steps:
                     conn.exec_driver_sql(step)

@@ -526,7 +526,7 @@ class OrderBook:
             logger.warning("orders[{}]: {} refused: {} ({})", self.account, order.client_id,
                            exc, reason or "no reason")
             return []
-        logger.info("orders[{}]: {} {} → {}{}", self.account, order.client_id,
+        logger.debug("orders[{}]: {} {} → {}{}", self.account, order.client_id,
                     order.status.value, status.value, f" ({reason})" if reason else "")
         order.status = status
         if reason:
@@ -586,12 +586,17 @@ class OrderBook:
                          order.client_id, reported, quantity, report.source)
             return []
         if not order.working:
+            # an echo of a state the order has passed (the stream's "open" after our own
+            # cancel or exit completed) is routine; a finished order the broker now reports
+            # with another fill or another end is not
+            conflict = (reported is not None and reported > order.filled) or (
+                target is not None and target.is_terminal and target is not order.status)
             if (reported is not None and reported != order.filled) or \
                     (target is not None and target is not order.status):
-                logger.warning("orders[{}]: {} is {} with {} filled; {} report of {} with {} "
-                               "filled ignored", self.account, order.client_id,
-                               order.status.value, order.filled, report.source, report.status,
-                               reported)
+                log = logger.warning if conflict else logger.debug
+                log("orders[{}]: {} is {} with {} filled; {} report of {} with {} filled "
+                    "ignored", self.account, order.client_id, order.status.value,
+                    order.filled, report.source, report.status, reported)
             return []
         price = report.average_price if report.average_price and report.average_price > 0 \
             and reported is not None else None

@@ -97,6 +97,7 @@ class Browser:
         self._ws: websocket.WebSocket | None = None
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
+        self._session: str | None = None  # the tab ``load`` opened last
 
     def __enter__(self) -> Browser:
         self.profile.mkdir(parents=True, exist_ok=True)
@@ -203,11 +204,8 @@ class Browser:
         if navigation.get("errorText"):
             raise BrowserError(f"navigating to {url}: {navigation['errorText']}")
         self._wait_event("Page.loadEventFired", session)
-        result = self._send("Runtime.evaluate", {"expression": _INSPECT, "awaitPromise": True,
-                                                 "returnByValue": True}, session=session)
-        if "exceptionDetails" in result:
-            raise BrowserError(f"page script failed: {result['exceptionDetails']}")
-        value = result["result"]["value"]
+        self._session = session
+        value = self.evaluate(_INSPECT)
         requested = tuple(e["params"]["request"]["url"] for e in self._events
                           if e["method"] == "Network.requestWillBeSent"
                           and e.get("sessionId") == session)
@@ -216,3 +214,24 @@ class Browser:
             images=tuple(PageImage(alt=i["alt"], natural_width=i["naturalWidth"],
                                    natural_height=i["naturalHeight"], complete=i["complete"],
                                    scheme=i["scheme"]) for i in value["images"]))
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript ``expression`` (promises awaited) in the last loaded tab."""
+        assert self._session is not None, "no page loaded"
+        result = self._send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                                 "returnByValue": True}, session=self._session)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float | None = None) -> Any:
+        """Evaluate ``expression`` in the last loaded tab until it is truthy; its value."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise BrowserError(f"still false after {timeout or self.timeout} s: "
+                                   f"{expression}")
+            time.sleep(0.1)

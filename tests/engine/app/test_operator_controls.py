@@ -48,7 +48,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 class Trading:
-    def __init__(self, tmp_path: Path) -> None:
+    """``run_trading`` at a paper venue on a wall-clock simulator; ``sections`` replace
+    configuration sections (``dashboard=...``)."""
+
+    def __init__(self, tmp_path: Path, **sections: object) -> None:
         day = trading_date(time.time())
         self.ce = option_symbol("NIFTY", next_expiry(day, SPEC), ATM, "CE")
         self.sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0,
@@ -60,7 +63,7 @@ class Trading:
         self.cfg = cfg.replace(
             reconcile=ReconcileSettings(interval_s=1.0, startup_retry_s=0.5),
             openalgo=replace(cfg.openalgo, timeout_s=0.5, retries=1),
-            feed=replace(cfg.feed, reconnect_base_s=0.2, reconnect_max_s=0.5))
+            feed=replace(cfg.feed, reconnect_base_s=0.2, reconnect_max_s=0.5), **sections)
         self.sock = self.cfg.section("control").socket_path
         venue = Venue("paper", self.sim.rest_url, self.sim.ws_url, KEY, WallClock(), "paper")
         self.stop = threading.Event()

@@ -9,6 +9,7 @@ short trade, stopped out) through the real actors, others written row by row thr
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sqlite3
 import struct
@@ -36,6 +37,7 @@ from engine.messages import (
     SwingKind,
 )
 from engine.report.data import ReportError, load_day
+from engine.report.excursions import excursion
 from engine.report.page import build_report, write_report
 from engine.runtime.clock import ist_epoch
 from engine.store.database import Correction, Database, StoredTrade, record
@@ -137,7 +139,8 @@ def test_a_replayed_day_reads_its_trade_and_the_traded_symbols_market(replayed: 
     assert [o.purpose for o in data.orders] == [OrderPurpose.ENTRY, OrderPurpose.STOP]
 
 
-def test_a_replayed_day_renders_summary_table_and_three_embedded_charts(replayed: Path) -> None:
+def test_a_replayed_day_renders_summary_table_two_images_and_interactive_candles(
+        replayed: Path) -> None:
     page = build_report(replayed)
     assert "<title>Day report 2025-01-30</title>" in page
     for text in ("baseline_v1", "replay", CE, "09:24:30", "09:26:40", "199.90", "212.50",
@@ -145,14 +148,66 @@ def test_a_replayed_day_renders_summary_table_and_three_embedded_charts(replayed
                  "No risk events.", "No reconciliation corrections."):
         assert text in page, text
     charts = images(page)
-    assert len(charts) == 3
+    assert len(charts) == 2  # R and equity; the candles are interactive
     for png in charts:
         width, height = png_size(png)
         assert width > 300 and height > 100
-    # self-contained: nothing fetched from anywhere
+    assert re.findall(r'<div class="candles" id="candles-\d+" data-symbol="([^"]+)"', page)[0] \
+        == CE
+    payloads = charts_of(page)
+    assert payloads[0]["symbol"] == CE and len(payloads[0]["candles"]) == 13
+    texts = [m["text"] for m in payloads[0]["markers"]]
+    assert "entry SELL 520 @ 199.90" in texts and "stop BUY 520 @ 212.50" in texts
+    assert any(s["title"].startswith("stop ") for s in payloads[0]["segments"])
+    # self-contained: nothing fetched from anywhere (the one URL is the library's licence)
     assert not re.search(r"(src|href)=\"(?!data:)", page)
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "http://" not in page
+    assert re.findall(r"https://[^\s\"']+", page) == ["https://www.apache.org/licenses/LICENSE-2.0"]
     assert build_report(replayed) == page  # deterministic, charts included
+
+
+def charts_of(page: str) -> list[dict]:
+    """The interactive charts' payloads embedded in a report."""
+    found = re.search(r"const CHARTS = (.*?);\n", page)
+    return json.loads(found.group(1)) if found else []
+
+
+def test_the_order_log_and_each_trades_mae_and_mfe(replayed: Path) -> None:
+    page = build_report(replayed)
+    log = re.search(r'<table id="order-log">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", log, re.S)[1:]
+    assert len(rows) == 2  # the entry and its stop
+    assert "<td>entry</td>" in rows[0] and "<td>stop</td>" in rows[1]
+    assert "<td>complete</td>" in rows[1] and "09:26:40 complete" in rows[1]
+    assert "→" in rows[1]  # its history of state changes
+    header = re.search(r'<table id="trades">.*?</tr>', page, re.S).group(0)
+    assert "<th>MAE</th><th>MFE</th>" in header
+    [t] = load_day(replayed).trades
+    data = load_day(replayed)
+    move = excursion(t, data.bars)
+    # a short stopped out at 212.50 from 199.90: at least 12.60 against, and R beyond -1
+    assert move.mae_points <= -12.6 and move.mae_r is not None and move.mae_r <= -1.05
+    assert move.mfe_points >= 0 and move.bars >= 2
+    assert f"{move.mae_points:+.2f} ({move.mae_r:+.2f} R)" in page
+
+
+def test_mae_and_mfe_come_from_the_bars_the_trade_was_open_in() -> None:
+    long = StoredTrade(strategy="s", account="a", symbol="X", trading_date=DAY,
+                       action=Action.BUY, quantity=10, entry_ts=at(9, 20, 30), entry_price=100.0,
+                       exit_ts=at(9, 22, 10), exit_price=104.0, pnl=40.0, r_multiple=2.0)
+    market = [Bar("X", at(9, m), 100, high, low, 100, 1, 1, 100) for m, high, low in (
+        (19, 200.0, 1.0),  # before the entry: not counted
+        (20, 101.0, 97.0), (21, 106.0, 99.0), (22, 105.0, 98.5),
+        (23, 300.0, 0.5))]  # after the exit: not counted
+    move = excursion(long, market)
+    assert (move.mae_points, move.mfe_points, move.bars) == (-3.0, 6.0, 3)
+    # the initial risk is pnl / R = 20 rupees: 3 points × 10 against is -1.5 R
+    assert (move.mae_rupees, move.mfe_rupees, move.mae_r, move.mfe_r) == (-30.0, 60.0, -1.5, 3.0)
+    short = replace(long, action=Action.SELL, exit_price=96.0)
+    move = excursion(short, market)
+    assert (move.mae_points, move.mfe_points) == (-6.0, 4.0)  # the exit price counts
+    assert excursion(replace(long, r_multiple=0.0), []).mae_r is None  # no R: none
+    assert excursion(long, []).bars == 0
 
 
 def test_the_summary_is_engine_trades_summary_and_a_strategy_can_be_chosen(
@@ -208,13 +263,15 @@ def test_the_most_traded_symbol_is_charted_unless_one_is_chosen(two_strategies: 
     assert load_day(two_strategies, strategy="s1").symbol == "A"  # 2 trades against 1
     page = build_report(two_strategies, strategy="s1")
     assert "No 1-minute bars stored for A on 2025-01-30." in page
-    assert len(images(page)) == 2  # R and equity; no candles
+    assert len(images(page)) == 2  # R and equity
+    # every traded symbol with bars is charted interactively: B (traded by s2 too)
+    assert [c["symbol"] for c in charts_of(page)] == ["B"]
     chosen = load_day(two_strategies, strategy="s1", symbol="B")
     assert (chosen.symbol, len(chosen.bars), len(chosen.swings), len(chosen.breaks)) == (
         "B", 40, 2, 1)
     assert [o.client_id for o in chosen.orders] == ["s1-1", "s1-2"]
     page = build_report(two_strategies, strategy="s1", symbol="B")
-    assert "Candles: B" in page and len(images(page)) == 3
+    assert "Candles: B" in page and charts_of(page)[0]["symbol"] == "B"
 
 
 def test_every_text_from_the_database_is_escaped(tmp_path: Path) -> None:
@@ -224,9 +281,11 @@ def test_every_text_from_the_database_is_escaped(tmp_path: Path) -> None:
         RiskEvent(HOSTILE, HOSTILE, 1.0, 2.0, HOSTILE, at(9, 31), (HOSTILE,), HOSTILE),
         record(Correction(HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE, at(9, 32), DAY,
                           detail=HOSTILE)),
+        *bars(HOSTILE, at(9, 15), 5),  # charted: its name goes into the charts' JSON too
     ])
     page = build_report(db)
-    assert "<script" not in page and "<b>" not in page
+    assert "<script>document" not in page and "<b>" not in page and "</script>&" not in page
+    assert charts_of(page)[0]["symbol"] == HOSTILE
     escaped = "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;&amp;&lt;b&gt;"
     assert page.count(escaped) >= 10
 
@@ -234,11 +293,13 @@ def test_every_text_from_the_database_is_escaped(tmp_path: Path) -> None:
 def test_a_day_without_trades_still_renders(tmp_path: Path) -> None:
     order = OrderIntent("s1-1", "s1", "acc1", "B", "NFO", Action.SELL, 65, PriceType.SL,
                         price=99.0, trigger_price=100.0, created_ts=at(9, 20))
-    db = write(tmp_path / "engine.db", [order, *bars("B", at(9, 15), 10)])
+    db = write(tmp_path / "engine.db", [order, *bars("B", at(9, 15), 10),
+                                        *bars("NIFTY", at(9, 15), 10)])
     page = build_report(db)
     assert "No trades on 2025-01-30." in page and "No trades.</p>" in page
     assert "(no closed trades)" in page  # the plain-text table from engine.trading.trades
-    assert "Candles: B" in page and len(images(page)) == 1  # no R or equity chart
+    assert "Candles: B" in page and not images(page)  # no R or equity chart
+    assert [c["symbol"] for c in charts_of(page)] == ["B", "NIFTY"]  # and NIFTY spot
 
 
 def test_an_empty_database_needs_a_date_and_then_renders_no_trades(tmp_path: Path) -> None:
@@ -248,6 +309,7 @@ def test_an_empty_database_needs_a_date_and_then_renders_no_trades(tmp_path: Pat
     page = build_report(db, trading_date="2025-01-30")
     assert "No trades on 2025-01-30." in page
     assert "No symbol was traded or ordered that day" in page and not images(page)
+    assert not charts_of(page)
 
 
 def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path) -> None:
@@ -370,9 +432,14 @@ def test_the_report_loads_in_headless_chromium_with_every_chart_decoded(
     hostile = write_report(hostile_db, tmp_path / "hostile.html")
     with Browser(executable, tmp_path) as browser:
         page = browser.load(day.as_uri())
+        # the interactive candles were drawn: a canvas holding every minute of the symbol
+        drawn = browser.wait_for("(() => { const e = document.getElementById('candles-0'); "
+                                 "return e && e.querySelector('canvas') && "
+                                 "[e.dataset.symbol, e.dataset.candles, e.dataset.markers]; })()")
         escaped_page = browser.load(hostile.as_uri())
+    assert drawn[0] == CE and drawn[1] == "13" and int(drawn[2]) >= 4
     assert page.title == "Day report 2025-01-30"
-    assert len(page.images) == 3
+    assert len(page.images) == 2
     for image in page.images:
         assert image.scheme == "data" and image.complete
         assert image.natural_width > 300 and image.natural_height > 100, image
