@@ -226,7 +226,9 @@ class Feed(EngineActor):
 
     @handles(StatusRequest)
     def status(self, _: StatusRequest) -> dict[str, Any]:
-        return {"state": self._state, "connected": self._connected,
+        stats = getattr(self._conn, "stats", None)  # the feed client's (FeedClient.stats)
+        return {"dropped": dict(stats().invalid) if stats is not None else {},
+                "state": self._state, "connected": self._connected,
                 "subscribed": len(self._all_pairs()), "held": len(self.held),
                 "ticks": self._ticks, "unrouted": self._unrouted,
                 "reconnects": self._reconnects,

@@ -25,7 +25,8 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
   most once per ``poll_interval_s`` while anything is working. Each fill is applied once
   (``engine.trading.orders.OrderBook``); the store's fill keys rebuild that guard after a restart;
   a report without the fill's price or quantity (Zerodha's and Angel's rows) is priced from one
-  tradebook read, never guessed;
+  tradebook read, never guessed; a quantity the broker proves filled that the tradebook does not
+  price yet goes out as a ``PendingFill`` (quantity, no price) and is priced by a later read;
 - recovery on start: working orders from the store, their fill keys, and every order left
   ``submitting`` / ``unknown`` resolved through the orderbook like a timed-out placement;
 - the trading gate, which it owns: the global ``TradingGate`` (entries closed until startup
@@ -35,7 +36,7 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
 - ``WorkingOrdersQuery`` (the reconciler and the exit coordinator read the working orders) and
   ``StatusRequest`` (a dict for ``run.py status``).
 
-Outputs: ``OrderEvent`` and ``Fill`` go to the store (asked: durable), then to
+Outputs: ``OrderEvent``, ``Fill`` and ``PendingFill`` go to the store (asked: durable), then to
 ``strategy.<strategy>`` and ``positions``; a split child's events go to the store only (the
 strategy sees its own order, whose state is derived from the children). Alerts go to
 ``health``.
@@ -82,6 +83,7 @@ from engine.messages import (
     OrderStatus,
     OrderSync,
     OrderSyncReply,
+    PendingFill,
     Severity,
     StatusRequest,
     TimerFired,
@@ -100,6 +102,7 @@ from engine.trading.orders import (
     OrderBook,
     TrackedOrder,
     update_from_row,
+    updates_from_rows,
     validate_intent,
 )
 
@@ -242,10 +245,12 @@ class OrderManager(EngineActor):
             self._strategy_gates[gate.strategy] = gate
         else:
             self._gate = gate
-        logger.info("orders[{}]: gate{} entries {} exits {} ({})", self.account,
-                    f" for {gate.strategy}" if gate.strategy else "",
-                    "open" if gate.entries else "closed", "open" if gate.exits else "closed",
-                    gate.reason or "no reason")
+        # entries: each strategy host logs the change it sees ("entries closed (...)"); closed
+        # exits are rare and serious, so they are news here
+        logger.log("DEBUG" if gate.exits else "INFO", "orders[{}]: gate{} entries {} exits {} "
+                   "({})", self.account, f" for {gate.strategy}" if gate.strategy else "",
+                   "open" if gate.entries else "closed", "open" if gate.exits else "closed",
+                   gate.reason or "no reason")
         for name in names:
             after = self.effective_gate(name)
             if (after.entries, after.exits) != (before[name].entries, before[name].exits):
@@ -284,10 +289,10 @@ class OrderManager(EngineActor):
                  if o.broker_order_id is None}
         now = self.now()
         rows: list[OrderRow] = list(sync.rows)
-        for row in rows:
+        for row, report in updates_from_rows(rows, now, "reconcile"):
             order = self.book.by_broker_id(row.orderid)
             if order is not None and order.working:
-                self._apply(update_from_row(row, now, "reconcile"))
+                self._apply(report)
         seen = {row.orderid for row in rows}
         cutoff = sync.since - self._settle_engine_s()
         vanished: list[tuple[str, str]] = []
@@ -540,12 +545,13 @@ class OrderManager(EngineActor):
         speed = self.clock.speed
         return self.settings.unknown_settle_s * speed if math.isfinite(speed) else 0.0
 
-    def _resolve_unknown(self, order: TrackedOrder, rows: list[OrderRow], now: float) -> None:
+    def _resolve_unknown(self, order: TrackedOrder, rows: list[OrderRow], now: float,
+                         sent: float) -> None:
         """Adopt the orderbook row an unknown placement became, else (once the request can no
-        longer be in flight) re-send, bounded."""
+        longer be in flight when the read was ``sent``) re-send, bounded."""
         row = self.book.match_unknown(order, rows, self.settings.match_skew_s)
         since = self._unknown_since.get(order.client_id, float("-inf"))
-        if row is None and now - since < self._settle_engine_s():
+        if row is None and sent - since < self._settle_engine_s():
             return  # the server may still place it: absent from this read proves nothing
         self._unknown_since.pop(order.client_id, None)
         if row is not None:
@@ -729,7 +735,7 @@ class OrderManager(EngineActor):
         """Read the orderbook (if anything is working): apply our rows, resolve unknowns."""
         if not self.book.needs_poll():
             return
-        now = self.now()
+        sent = self.now()  # absence proves something only for a read sent late enough
         try:
             rows = self._reads.orderbook()
         except BrokerError as exc:
@@ -743,13 +749,14 @@ class OrderManager(EngineActor):
             logger.info("orders[{}]: orderbook readable again", self.account)
             self._poll_failing = False
         self._counts["polls"] += 1
-        for row in rows:
+        now = self.now()  # what the rows say is known from when the read returned
+        for row, report in updates_from_rows(rows, now, "poll"):
             order = self.book.by_broker_id(row.orderid)
             if order is not None and order.working:
-                self._apply(update_from_row(row, now, "poll"))
+                self._apply(report)
         for order in self.book.working_legs():
             if order.status is S.UNKNOWN and order.broker_order_id is None:
-                self._resolve_unknown(order, rows, now)
+                self._resolve_unknown(order, rows, now, sent)
         self._price_claims()
 
     # -- recovery --------------------------------------------------------------------------------
@@ -768,6 +775,14 @@ class OrderManager(EngineActor):
         for day in days:
             keys |= self.db.fill_keys(account=self.account, trading_date=day)
         restored = self.book.restore(list(rows.values()), keys)
+        pending: dict[str, int] = {}
+        for day in days:
+            for p in self.db.pending_fills(account=self.account, trading_date=day):
+                pending[p.broker_order_id] = max(pending.get(p.broker_order_id, 0),
+                                                 p.cumulative_quantity)
+        for order in restored:
+            if order.broker_order_id in pending:
+                order.pending = pending[order.broker_order_id]
         for order in restored:
             if order.is_parent or not order.working:
                 continue
@@ -784,8 +799,9 @@ class OrderManager(EngineActor):
             if order.is_parent:
                 self._complete_split(order)
         working = sum(1 for o in restored if o.split_parent is None and o.working)
-        logger.info("orders[{}]: recovered {} working order(s), {} fill key(s)", self.account,
-                    working, len(keys))
+        logger.log("INFO" if working or keys else "DEBUG",  # a fresh start: nothing to say
+                   "orders[{}]: recovered {} working order(s), {} fill key(s)", self.account,
+                   working, len(keys))
 
     def _complete_split(self, parent: TrackedOrder) -> None:
         """Children a restart interrupted before they were stored are created and queued."""
@@ -812,12 +828,12 @@ class OrderManager(EngineActor):
         """Store each message (committed), then tell the strategy and positions."""
         for msg in msgs:
             receipt, _ = self._write(msg)
-            if isinstance(msg, Fill):
+            if isinstance(msg, Fill | PendingFill):
                 if receipt is not None and receipt.duplicate:
-                    logger.warning("orders[{}]: fill {} already stored; not applied again",
-                                   self.account, msg.key)
+                    logger.warning("orders[{}]: {} {} already stored; not applied again",
+                                   self.account, type(msg).__name__, msg.key)
                     continue
-                self._counts["fills"] += 1
+                self._counts["fills" if isinstance(msg, Fill) else "price_pending"] += 1
                 self._touched[msg.symbol] = self.now()
             else:
                 order = self.book.get(msg.client_id)
@@ -825,7 +841,7 @@ class OrderManager(EngineActor):
                     continue  # a split child: the strategy follows its parent
             self._forward(msg)
 
-    def _forward(self, msg: OrderEvent | Fill) -> None:
+    def _forward(self, msg: OrderEvent | Fill | PendingFill) -> None:
         self.tell(f"strategy.{msg.strategy}", msg)
         if self.positions:
             self.tell(self.positions, msg)

@@ -23,6 +23,10 @@ Owns, for its account (execution-and-risk.md, "Position monitor"):
   ``PnlRefresh`` (a restarted risk manager) every strategy's ``StrategyPnl`` again;
 - the store: marks of the positions changed since the last flush go to the store every
   ``flush_interval_s`` (the store writer batches ``PositionMark``, never per tick);
+- quantity filled before its price is known (``PendingFill``): held in the position (marks,
+  subscriptions, open counts, the reconciler's view) with no P&L and no R from it, until the
+  priced ``Fill`` of the same order completes it (``engine.trading.pending``); rebuilt from the
+  store's pending fills after a restart;
 - ``PositionCorrection`` (the reconciler: the broker is the truth), ``PositionQuery`` and
   ``StatusRequest``.
 
@@ -42,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -56,6 +60,7 @@ from engine.messages import (
     Fill,
     HealthUpdate,
     OrderEvent,
+    PendingFill,
     PnlRefresh,
     PositionCorrection,
     PositionMark,
@@ -72,6 +77,13 @@ from engine.messages import (
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
 from engine.store.database import Database
+from engine.trading.pending import (
+    PendingBook,
+    add_pending,
+    add_priced,
+    is_pending,
+    outstanding,
+)
 
 CHECK_TIMER = "positions.check"
 FLUSH_TIMER = "positions.flush"
@@ -113,6 +125,19 @@ class _Position:
     realized: float = 0.0
     peak: int = 0  # the largest quantity held today (either side)
     points: float = 0.0  # stop distance per unit its strategy declared (PositionRisk)
+    # filled at the broker, price not known yet (PendingFill), per order: engine.trading.pending
+    pending_buy: PendingBook = field(default_factory=dict)
+    pending_sell: PendingBook = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        """Signed quantity held without a price."""
+        return outstanding(self.pending_buy) - outstanding(self.pending_sell)
+
+    @property
+    def held(self) -> int:
+        """Signed quantity held: the priced ``quantity`` and the price-pending part."""
+        return self.quantity + self.pending
 
     def trade(self, signed: int, price: float) -> float:
         """Apply a signed quantity at ``price``; returns the rupees it realized."""
@@ -233,6 +258,11 @@ class PositionMonitor(EngineActor):
             logger.warning("positions[{}]: fill {} of account {!r} ignored", self.account,
                            fill.key, fill.account)
             return
+        pos = self._positions.get((fill.strategy, fill.symbol))
+        # a fill that prices a quantity held as pending was traded well before its ts
+        late = pos is not None and is_pending(
+            pos.pending_buy if fill.action is Action.BUY else pos.pending_sell,
+            fill.broker_order_id)
         try:
             applied = self._apply_fill(fill)
         except InvalidFill as exc:
@@ -243,11 +273,25 @@ class PositionMonitor(EngineActor):
             return
         if applied:
             price = self._prices.get(fill.symbol)
-            if fill.price > 0 and (price is None or price.ts < fill.ts):
+            if fill.price > 0 and not late and (price is None or price.ts < fill.ts):
                 # a fill is a traded price: a position just opened is priced, not "stale",
                 # until the feed's first tick for the symbol arrives
                 self._set_price(fill.symbol, fill.price, fill.ts)
             self._changed({(fill.strategy, fill.symbol)}, now)
+
+    @handles(PendingFill)
+    def _on_pending(self, pending: PendingFill) -> None:
+        if pending.account != self.account:
+            self._counts["foreign"] += 1
+            return
+        try:
+            applied = self._apply_pending(pending)
+        except InvalidFill as exc:
+            self._alert("invalid_fill", f"pending fill {pending.key} not applied: {exc}",
+                        Severity.CRITICAL)
+            return
+        if applied:
+            self._changed({(pending.strategy, pending.symbol)}, self.now())
 
     @handles(PositionRisk)
     def _on_risk(self, msg: PositionRisk) -> None:
@@ -281,7 +325,7 @@ class PositionMonitor(EngineActor):
         self._roll_day(now)
         key = (fix.strategy, fix.symbol)
         current = self._positions.get(key)
-        held = current.quantity if current is not None else 0
+        held = current.held if current is not None else 0
         if fix.expected is not None and held != fix.expected:
             logger.warning("positions[{}]: correction of {} {} skipped: it moved to {} since the "
                            "reconciler saw {}", self.account, fix.strategy, fix.symbol, held,
@@ -292,12 +336,12 @@ class PositionMonitor(EngineActor):
                         self.account, fix.strategy, fix.symbol, fix.quantity)
             return
         pos = self._position(fix.strategy, fix.symbol, fix.exchange)
-        before = pos.quantity
+        before = pos.held
         price, source = self._correction_price(fix, pos)
         if price > 0:
             realized = pos.trade(fix.quantity - before, price)
         else:  # nothing known to price it at: it opens at the first valid price that arrives
-            pos.quantity, pos.average, realized = fix.quantity, 0.0, 0.0
+            pos.quantity, pos.average, realized = fix.quantity - pos.pending, 0.0, 0.0
             self._unpriced.add(key)
         self._counts["corrections"] += 1
         self._alert("position_corrected",
@@ -322,7 +366,7 @@ class PositionMonitor(EngineActor):
             return ()
         return tuple(self._mark(pos, now) for _, pos in sorted(self._positions.items())
                      if (not query.strategy or pos.strategy == query.strategy)
-                     and (query.include_flat or pos.quantity != 0))
+                     and (query.include_flat or pos.held != 0))
 
     @handles(StatusRequest)
     def _on_status(self, request: StatusRequest) -> dict[str, Any]:
@@ -333,7 +377,7 @@ class PositionMonitor(EngineActor):
             "account": self.account,
             "trading_date": self._day.isoformat(),
             "positions": [self._view(pos, now) for _, pos in sorted(self._positions.items())
-                          if pos.quantity != 0],
+                          if pos.held != 0],
             "strategies": {name: self._strategy_view(name, now) for name in strategies},
             "stale": list(self._stale_symbols(self._held(), now)),
             "bad_prices": dict(sorted(self._bad_prices.items())),
@@ -365,9 +409,28 @@ class PositionMonitor(EngineActor):
             pos.average = fill.price
         signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
         pos.trade(signed, fill.price)
+        add_priced(pos.pending_buy if fill.action is Action.BUY else pos.pending_sell,
+                   fill.broker_order_id, fill.cumulative_quantity)
         self._applied.add(fill.key)
         self._counts["fills"] += 1
         return True
+
+    def _apply_pending(self, p: PendingFill) -> bool:
+        """Hold quantity the broker filled before its price is known; False when nothing new
+        (already pending, or already priced)."""
+        if p.cumulative_quantity <= 0 or not p.broker_order_id:
+            raise InvalidFill(f"pending cumulative quantity {p.cumulative_quantity} of order "
+                              f"{p.broker_order_id!r}")
+        self._roll_day(self.now())
+        pos = self._position(p.strategy, p.symbol, p.exchange)
+        book = pos.pending_buy if p.action is Action.BUY else pos.pending_sell
+        new = add_pending(book, p.broker_order_id, p.cumulative_quantity)
+        if new:
+            self._counts["price_pending"] += 1
+            logger.warning("positions[{}]: {} {} {} {} filled, price pending (held at the last "
+                           "price; no P&L booked until the broker prices it)", self.account,
+                           p.strategy, p.symbol, p.action.value, new)
+        return new > 0
 
     def _position(self, strategy: str, symbol: str, exchange: str) -> _Position:
         key = (strategy, symbol)
@@ -408,7 +471,7 @@ class PositionMonitor(EngineActor):
 
     def _held(self) -> dict[str, str]:
         """Symbols with a non-zero quantity in any strategy, with their exchange."""
-        return {pos.symbol: pos.exchange for pos in self._positions.values() if pos.quantity}
+        return {pos.symbol: pos.exchange for pos in self._positions.values() if pos.held}
 
     def _roll_day(self, now: float) -> None:
         """A new trading day: realized P&L starts again at 0; open quantities carry over."""
@@ -421,7 +484,7 @@ class PositionMonitor(EngineActor):
         for key, pos in list(self._positions.items()):
             pos.realized = 0.0
             pos.peak = abs(pos.quantity)
-            if pos.quantity == 0:
+            if pos.held == 0:
                 del self._positions[key]
                 self._dirty.discard(key)
             else:
@@ -450,12 +513,12 @@ class PositionMonitor(EngineActor):
         for key in [k for k in self._unpriced if k[1] == symbol]:
             self._unpriced.discard(key)
             pos = self._positions.get(key)
-            if pos is not None and pos.quantity:
+            if pos is not None and pos.held:
                 pos.average = ltp
 
     def _price_changed(self, symbols: set[str], now: float) -> None:
         self._changed({key for key, pos in self._positions.items()
-                       if pos.quantity and pos.symbol in symbols}, now)
+                       if pos.held and pos.symbol in symbols}, now)
 
     def _fresh(self, symbol: str, now: float) -> bool:
         price = self._prices.get(symbol)
@@ -488,7 +551,7 @@ class PositionMonitor(EngineActor):
         for strategy in sorted({pos.strategy for pos in self._positions.values()}):
             if self._freshness(strategy, now) != self._sent_freshness.get(strategy):
                 self._dirty.update(k for k, p in self._positions.items()
-                                   if p.strategy == strategy and p.quantity)
+                                   if p.strategy == strategy and p.held)
                 self._send_pnl(strategy, now)
 
     def _price_ts(self, symbol: str) -> float:
@@ -539,7 +602,7 @@ class PositionMonitor(EngineActor):
 
     def _pnl(self, strategy: str, now: float) -> StrategyPnl:
         mine = [p for p in self._positions.values() if p.strategy == strategy]
-        open_ = [p for p in mine if p.quantity]
+        open_ = [p for p in mine if p.held]
         stale = self._stale_symbols((p.symbol for p in open_), now)
         return StrategyPnl(
             strategy=strategy, account=self.account,
@@ -568,7 +631,7 @@ class PositionMonitor(EngineActor):
 
     def _freshness(self, strategy: str, now: float) -> tuple[bool, tuple[str, ...]]:
         stale = self._stale_symbols((p.symbol for p in self._positions.values()
-                                     if p.strategy == strategy and p.quantity), now)
+                                     if p.strategy == strategy and p.held), now)
         return not stale, stale
 
     def _mark(self, pos: _Position, now: float) -> PositionMark:
@@ -577,9 +640,9 @@ class PositionMonitor(EngineActor):
         r = self._r_of(pos, pos.realized + unrealized)
         return PositionMark(
             strategy=pos.strategy, account=self.account, symbol=pos.symbol,
-            quantity=pos.quantity, average_price=pos.average, ltp=ltp, unrealized=unrealized,
+            quantity=pos.held, average_price=pos.average, ltp=ltp, unrealized=unrealized,
             realized=pos.realized, r_multiple=r if r is not None else 0.0,
-            ts=now, fresh=self._fresh(pos.symbol, now))
+            ts=now, fresh=self._fresh(pos.symbol, now), price_pending=abs(pos.pending))
 
     def _ltp(self, symbol: str) -> float:
         price = self._prices.get(symbol)
@@ -599,7 +662,7 @@ class PositionMonitor(EngineActor):
                                                     requester=self.name))
 
     def _report_open(self) -> None:
-        count = sum(1 for pos in self._positions.values() if pos.quantity)
+        count = sum(1 for pos in self._positions.values() if pos.held)
         if count != self._open_reported and self.health:
             self.tell(self.health, HealthUpdate("positions", count, source=self.name))
         self._open_reported = count
@@ -625,7 +688,8 @@ class PositionMonitor(EngineActor):
     def _view(self, pos: _Position, now: float) -> dict[str, Any]:
         mark = self._mark(pos, now)
         return {"strategy": pos.strategy, "symbol": pos.symbol, "exchange": pos.exchange,
-                "quantity": pos.quantity, "average_price": pos.average, "ltp": mark.ltp,
+                "quantity": mark.quantity, "price_pending": mark.price_pending,
+                "average_price": pos.average, "ltp": mark.ltp,
                 "unrealized": mark.unrealized, "realized": pos.realized,
                 "r_multiple": mark.r_multiple, "fresh": mark.fresh}
 
@@ -652,6 +716,12 @@ class PositionMonitor(EngineActor):
                 self._counts["invalid_fills"] += 1
                 logger.error("positions[{}]: stored fill {} not applied: {}", self.account,
                              fill.key, exc)
+        for p in self.db.pending_fills(account=self.account, trading_date=self._day):
+            try:
+                self._apply_pending(p)
+            except InvalidFill as exc:
+                logger.error("positions[{}]: stored pending fill {} not applied: {}",
+                             self.account, p.key, exc)
         filled = set(self._positions)
         risks = self.db.position_risks(account=self.account, trading_date=self._day)
         for risk in risks:
@@ -660,10 +730,11 @@ class PositionMonitor(EngineActor):
         for symbol, stored in self.db.last_prices().items():
             if symbol in held and _valid_price(stored.ltp):
                 self._prices[symbol] = _Price(stored.ltp, -math.inf)
-        logger.info("positions[{}]: recovered {} fill(s) and {} risk declaration(s) of {}: {} "
-                    "open position(s)", self.account, len(fills), len(risks),
+        logger.log("INFO" if fills or risks else "DEBUG",  # a fresh start: nothing to say
+                   "positions[{}]: recovered {} fill(s) and {} risk declaration(s) of {}: {} "
+                   "open position(s)", self.account, len(fills), len(risks),
                     self._day.isoformat(),
-                    sum(1 for pos in self._positions.values() if pos.quantity))
+                    sum(1 for pos in self._positions.values() if pos.held))
         if filled:
             self._changed(filled, now)
         else:

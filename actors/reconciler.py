@@ -64,6 +64,7 @@ from engine.messages import (
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.runtime.clock import fmt_ist
+from engine.runtime.registry import WaitCancelled
 from engine.settings import setting
 from engine.store.database import Correction, record
 
@@ -186,6 +187,10 @@ class Reconciler(EngineActor):
         startup = not self.ready
         try:
             ok = self._reconcile(why, now)
+        except WaitCancelled:  # being stopped (a restart of its group): no pass, no alert
+            logger.info("reconciler[{}]: pass ({}) abandoned: the reconciler is being stopped",
+                        self.account, why)
+            return
         except Exception as exc:  # a failed pass must never look like a good one
             ok, self.last_error = False, f"{type(exc).__name__}: {exc}"
             logger.exception("reconciler[{}]: pass failed", self.account)

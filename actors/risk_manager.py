@@ -310,12 +310,14 @@ class RiskManager(EngineActor):
         severity = Severity.CRITICAL if trigger.kind in LOSS_LATCHES else Severity.INFO
         what = "the scheduled end-of-day exit" if trigger.kind == "eod" else \
             f"{trigger.kind} at {trigger.value:.2f} (threshold {trigger.threshold:.2f})"
-        logger.log("CRITICAL" if severity is Severity.CRITICAL else "INFO",
+        # below critical, the health actor's [ALERT] line (same words) is the console's one
+        logger.log("CRITICAL" if severity is Severity.CRITICAL else "DEBUG",
                    "[RISK] {} {}: {} -> {}; halted for the day", name, self.account, what,
                    action)
         self.tell(self.store, RiskEvent(name, trigger.kind, trigger.threshold, trigger.value,
                                         action, now, (), self.account))
-        self._alert("risk_" + trigger.kind, f"{name}: {what}; exiting everything", severity)
+        self._alert("risk_" + trigger.kind, f"{name}: {what}; halted for the day, exiting "
+                    "everything", severity)
         self._set_state(name, book, RiskState.HALTED, trigger.kind)
         self._start_exit(name, book, trigger.kind)
 

@@ -50,6 +50,7 @@ from engine.messages import (
     LoadStates,
     OrderEvent,
     OrderIntent,
+    PendingFill,
     PositionRisk,
     RiskEvent,
     StoreRecord,
@@ -74,7 +75,7 @@ if TYPE_CHECKING:
     from engine.runtime.clock import Clock
     from engine.runtime.registry import Registry
 
-IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, RiskEvent,
+IMMEDIATE_TYPES: frozenset[type] = frozenset({OrderIntent, OrderEvent, Fill, PendingFill, RiskEvent,
                                               PositionRisk, StoreRecord})
 FLUSH_TIMER = "store.flush"
 SOON_TIMER = "store.soon"

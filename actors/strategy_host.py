@@ -10,7 +10,8 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   ``cancel`` / ``replace`` tell a ``CancelIntent`` (``replace_with``: verified
   cancel-then-replace, done by the order manager);
 - the order views (from ``OrderEvent``) and net positions (from ``Fill``, each fill applied once
-  by its key) the strategy reads;
+  by its key, and ``PendingFill``: quantity filled before its price is known, completed by the
+  priced fill without counting it twice) the strategy reads;
 - ``can_trade``: False until the order manager, which owns the gate, reports it open for this
   strategy (after startup reconciliation; at the start of a replay), while the risk manager has
   it closed (REDUCING, HALTED) and while paused. A starting host asks the order manager for the
@@ -71,6 +72,7 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PositionCorrection,
     PositionMark,
     PositionRisk,
@@ -85,6 +87,7 @@ from engine.messages import (
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.store.database import StoredOrder, StoredStrategyState, StoredTrade, record
+from engine.trading.pending import PendingBook, add_pending, add_priced
 from strategies.base import OrderView, Strategy, StrategyContext
 
 StateLoader = Callable[[str], StoredStrategyState | None]
@@ -151,6 +154,7 @@ class StrategyHost(EngineActor):
         self.views: dict[str, OrderView] = {}
         self.net: dict[str, int] = {}
         self.fill_keys: set[tuple[str, int]] = set()
+        self.pending: dict[str, PendingBook] = {"BUY": {}, "SELL": {}}  # price-pending fills
         self.paused = False
         self.corrected: set[str] = set()  # symbols the reconciler corrected (not persisted)
         # not persisted: the gate must be opened again by every incarnation (fail-closed)
@@ -279,6 +283,9 @@ class StrategyHost(EngineActor):
                     self.views[intent.client_id] = view
             self.net = {str(k): int(v) for k, v in state["positions"].items()}
             self.fill_keys = {(str(b), int(c)) for b, c in state["fill_keys"]}
+            pending = state.get("pending", {})
+            self.pending = {side: {str(o): [int(p), int(d)] for o, (p, d) in
+                                   pending.get(side, {}).items()} for side in ("BUY", "SELL")}
             self.strategy.restore(state["strategy"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StrategyStateError(f"{name}: saved state cannot be restored: {exc!r}") from None
@@ -333,7 +340,10 @@ class StrategyHost(EngineActor):
             logger.debug("{}: fill {} already applied; ignored", self.name, fill.key)
             return
         self.fill_keys.add(fill.key)
-        signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
+        # the part a PendingFill already put in the position is not added again
+        new = fill.quantity - add_priced(self.pending[fill.action.value],
+                                         fill.broker_order_id, fill.cumulative_quantity)
+        signed = new if fill.action is Action.BUY else -new
         self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
         self.corrected.discard(fill.symbol)
         view = self.views.get(fill.client_id)
@@ -342,6 +352,18 @@ class StrategyHost(EngineActor):
                 view, filled_quantity=fill.cumulative_quantity)
         self._dirty = True
         self._call(self._strategy.on_fill, fill)
+
+    @handles(PendingFill)
+    def on_fill_pending(self, pending: PendingFill) -> None:
+        new = add_pending(self.pending[pending.action.value], pending.broker_order_id,
+                          pending.cumulative_quantity)
+        if not new:
+            return
+        signed = new if pending.action is Action.BUY else -new
+        self.net[pending.symbol] = self.net.get(pending.symbol, 0) + signed
+        self.corrected.discard(pending.symbol)  # as a fill: the strategy's own quantity again
+        self._dirty = True
+        self._call(self._strategy.on_fill_pending, pending)
 
     @handles(PositionCorrection)
     def on_correction(self, fix: PositionCorrection) -> None:
@@ -609,6 +631,7 @@ class StrategyHost(EngineActor):
             "orders": orders,
             "positions": dict(self.net),
             "fill_keys": sorted([b, c] for b, c in self.fill_keys),
+            "pending": self.pending,
             "strategy": snapshot,
         }
         self.tell(self.store, record(StoredStrategyState(

@@ -11,11 +11,43 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-frozen = dataclass(frozen=True, slots=True)
+_C = TypeVar("_C", bound=type)
+
+
+def frozen(cls: _C) -> _C:
+    """``@dataclass(frozen=True, slots=True)`` with a faster ``__init__``.
+
+    The standard frozen ``__init__`` sets each field through ``object.__setattr__``; this one
+    calls each slot's own setter, about twice as fast (a replay builds millions of messages).
+    Immutability is unchanged: assignment after construction still raises. A class with
+    ``__post_init__``, ``default_factory``, ``init=False`` or keyword-only fields keeps the
+    standard one.
+    """
+    made = dataclass(frozen=True, slots=True)(cls)
+    specs = fields(made)
+    if hasattr(made, "__post_init__") or any(
+            f.default_factory is not MISSING or not f.init or f.kw_only for f in specs):
+        return made
+    scope: dict[str, Any] = {f"_set_{f.name}": made.__dict__[f.name].__set__ for f in specs}
+    params = []
+    for f in specs:
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            scope[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in specs) or "\n    pass"
+    built: dict[str, Any] = {}
+    exec(f"def __init__(self, {', '.join(params)}):{body}\n", scope, built)
+    init = built["__init__"]
+    init.__qualname__ = f"{made.__qualname__}.__init__"
+    init.__doc__ = made.__init__.__doc__
+    made.__init__ = init
+    return made
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +317,30 @@ class Fill:
 
 
 @frozen
+class PendingFill:
+    """Quantity the broker says is filled on an order whose price it does not give yet
+    (docs/execution-and-risk.md, "Fill prices"). The position holds the quantity (so its stop is
+    placed), marked at the last price; no P&L or R is booked from it. The priced ``Fill`` of
+    the same order later completes it (up to ``cumulative_quantity``, never counted twice)."""
+
+    client_id: str
+    broker_order_id: str
+    strategy: str
+    account: str
+    symbol: str
+    exchange: str
+    action: Action
+    quantity: int  # newly known filled (beyond what was priced or pending before)
+    cumulative_quantity: int  # filled at the broker on this order, price pending
+    ts: float
+    purpose: OrderPurpose = OrderPurpose.ENTRY
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.broker_order_id, self.cumulative_quantity)
+
+
+@frozen
 class BrokerOrderUpdate:
     """The broker reported an order's state (order-update stream, or an orderbook poll).
 
@@ -307,6 +363,10 @@ class BrokerOrderUpdate:
     pricetype: str = ""
     rejection_reason: str = ""
     source: str = "stream"  # "stream" | "poll" | "status" | "tradebook"
+    #: False when the status may be another row's, carried over (OpenAlgo's Zerodha orderbook
+    #: gives an in-between state the status of the row above): its quantity is not booked
+    #: before the tradebook shows it
+    status_certain: bool = True
 
 
 @frozen
@@ -341,6 +401,7 @@ class PositionMark:
     r_multiple: float
     ts: float
     fresh: bool = True
+    price_pending: int = 0  # of ``quantity``, filled at the broker with its price not known yet
 
 
 @frozen

@@ -30,6 +30,7 @@ from engine.messages import (
     OrderEvent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PositionMark,
     PriceType,
     Product,
@@ -188,6 +189,12 @@ class Strategy:
 
     def on_fill(self, fill: Fill) -> None:
         """New quantity filled on one of this strategy's orders (each fill exactly once)."""
+
+    def on_fill_pending(self, pending: PendingFill) -> None:
+        """The broker filled ``pending.quantity`` more of one of this strategy's orders and has
+        not given its price yet. Protect it now (a stop must not wait for a price); book no
+        P&L from it. The priced ``on_fill`` of the same order follows and completes it (use
+        ``engine.trading.pending`` so it is not counted twice)."""
 
     def on_position(self, mark: PositionMark) -> None:
         """Mark-to-market of one of this strategy's positions."""

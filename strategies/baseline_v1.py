@@ -101,6 +101,7 @@ from engine.messages import (
     OrderEvent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PositionMark,
     PriceType,
     Severity,
@@ -111,6 +112,7 @@ from engine.messages import (
 )
 from engine.runtime.clock import fmt_ist, to_ist
 from engine.settings import setting
+from engine.trading.pending import PendingBook, add_pending, add_priced, outstanding
 from strategies.base import Strategy, StrategyContext
 
 EVAL_TIMER = "evaluate"
@@ -304,10 +306,13 @@ class Position:
     exit_failures: int = 0
     recorded: bool = False
     covers: dict[str, Cover] = field(default_factory=dict)
+    #: entry quantity the broker filled before giving its price (engine.trading.pending)
+    pending: PendingBook = field(default_factory=dict)
 
     @property
     def open_qty(self) -> int:
-        return self.sold_qty - self.bought_qty
+        """Sold (priced, and filled with the price pending) less bought back."""
+        return self.sold_qty + outstanding(self.pending) - self.bought_qty
 
     @property
     def avg_entry(self) -> float:
@@ -597,7 +602,8 @@ class BaselineV1(Strategy):
         d = self.d
         if not d.stopped:
             d.stopped = reason
-            logger.info("baseline_v1: the exit coordinator closes everything ({}); no new "
+            # the host has logged the exit coordinator's order: detail
+            logger.debug("baseline_v1: the exit coordinator closes everything ({}); no new "
                            "entries today", reason)
         if reason == "eod":
             d.eod_done = True
@@ -861,16 +867,39 @@ class BaselineV1(Strategy):
         if slot_kind:
             del d.slots[slot_kind]
 
+    def on_fill_pending(self, pending: PendingFill) -> None:
+        """An entry filled without its price yet: the position holds it and its stop is placed
+        now (the stop's trigger never depends on the fill price); P&L waits for the priced
+        fill. A cover's pending fill changes nothing here: its priced fill follows."""
+        self._touch()
+        entry = self.d.entries.get(pending.client_id)
+        if entry is None or pending.action is not Action.SELL:
+            logger.info("baseline_v1: {} {} filled, price pending; waiting for the price",
+                        pending.client_id, pending.quantity)
+            return
+        pos = self._entry_position(entry, pending.ts)
+        if not add_pending(pos.pending, pending.broker_order_id, pending.cumulative_quantity):
+            return
+        logger.warning("baseline_v1: entry {} filled {} on {}, price pending (position -{}); "
+                       "protecting it now", entry.client_id, pending.quantity, entry.symbol,
+                       pos.open_qty)
+        self._protect(pos)
+
+    def _entry_position(self, entry: Entry, ts: float) -> Position:
+        pos = self.d.positions.get(entry.symbol)
+        if pos is None:
+            pos = self.d.positions[entry.symbol] = Position(
+                symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
+                stop=entry.stop, entry_ts=ts, entry_client_id=entry.client_id,
+                sl_points=entry.stop - entry.swing_price)
+            self._track(entry.symbol, entry.swing_start)
+        return pos
+
     def _entry_fill(self, entry: Entry, fill: Fill) -> None:
         d = self.d
         entry.filled += fill.quantity
-        pos = d.positions.get(entry.symbol)
-        if pos is None:
-            pos = d.positions[entry.symbol] = Position(
-                symbol=entry.symbol, kind=entry.kind, swing_start=entry.swing_start,
-                stop=entry.stop, entry_ts=fill.ts, entry_client_id=entry.client_id,
-                sl_points=entry.stop - entry.swing_price)
-            self._track(entry.symbol, entry.swing_start)
+        pos = self._entry_position(entry, fill.ts)
+        add_priced(pos.pending, fill.broker_order_id, fill.cumulative_quantity)
         pos.sold_qty += fill.quantity
         pos.sold_value += fill.quantity * fill.price
         d.traded.add(entry.symbol)
@@ -1042,8 +1071,10 @@ class BaselineV1(Strategy):
         d.realized += pnl
         pos.exit_ts = fill.ts
         pos.exit_client_id = fill.client_id
-        logger.info("baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
-                    fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
+        # a position this closes gets its trade line next (record_trade): this one is detail
+        logger.log("DEBUG" if pos.open_qty == 0 and not pos.recorded else "INFO",
+                   "baseline_v1: {} bought back {} @ {} ({}), open -{}", pos.symbol,
+                   fill.quantity, fill.price, pos.last_exit_reason, pos.open_qty)
         if pos.open_qty < 0:
             self.ctx.alert("naked_long", f"{pos.symbol}: bought back more than was sold "
                            f"({pos.bought_qty} > {pos.sold_qty})", Severity.CRITICAL)

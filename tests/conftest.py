@@ -1,13 +1,29 @@
-"""Shared fixtures: logging through the redacting sinks, a fresh state dir per test."""
+"""Shared fixtures: logging through the redacting sinks, a fresh state dir per test, and the
+tests' environment (``tests.support.TEST_ENV``: dashboards on free ports)."""
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from engine.runtime.logs import setup_logging
+from tests.support import TEST_ENV
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_environment() -> Iterator[None]:
+    """``TEST_ENV`` in ``os.environ`` for the whole run (subprocesses inherit it)."""
+    saved = {name: os.environ.get(name) for name in TEST_ENV}
+    os.environ.update(TEST_ENV)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,5 @@
-"""Shared test helpers: an actor that collects what it is told, and polling with a deadline."""
+"""Shared test helpers: an actor that collects what it is told, polling with a deadline, and
+the environment every test's engine runs with (``TEST_ENV``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.runtime.actor import EngineActor
+
+#: what the tests' engines read from the environment whatever the developer's shell holds: every
+#: paper or live engine serves its dashboard on a free port, never the default 8780, so tests
+#: running side by side (and an engine the developer runs meanwhile) never collide. conftest.py
+#: puts it in ``os.environ`` (``load_config`` and every ``run.py`` subprocess see it); a test
+#: that builds its configuration from an empty environment passes ``env=TEST_ENV``.
+TEST_ENV = {"NIFTY_ENGINE__DASHBOARD__PORT": "0"}
 
 
 class Collector(EngineActor):

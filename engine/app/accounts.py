@@ -9,8 +9,10 @@ OpenAlgo (HTTP basic auth), in clear text:
   the stored keys were encrypted with are clear errors too; no message ever holds a key.
 - ``AccountVault`` over the engine ``Database`` (table ``accounts``): validated ``add`` (an
   upsert: adding an existing name replaces it), ``list`` without keys (at most a ``…abcd`` hint),
-  ``remove`` and ``api_key``. Every key and password it sees in clear text is handed to the log
-  redactor. The proxy's password is encrypted like the key; its user name is stored in clear.
+  ``remove``, ``api_key`` and ``set_notify`` (where the account's notices go: apprise URLs,
+  which carry tokens, so encrypted like the key). Every key, password and URL it sees in clear
+  text is handed to the log redactor. The proxy's password is encrypted like the key; its user
+  name is stored in clear.
 - ``AccountsSettings`` (section ``[accounts]``) and ``resolve_accounts``: the accounts a run
   trades on, with their decrypted keys. With no stored account, the single ``default`` account
   made of ``[openalgo].host``, ``[feed].ws_url`` and ``OPENALGO_API_KEY`` keeps working (its
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -37,6 +39,7 @@ from engine.config import ConfigError, Secrets
 from engine.openalgo.access import BasicAuth, ProxyAccess
 from engine.runtime.clock import Clock, fmt_ist
 from engine.runtime.logs import REDACTOR
+from engine.runtime.notify import notify_urls, redacted, unknown_urls
 from engine.settings import setting
 from engine.store.database import Applied, Database, Op, RowWrite, StoredAccount, record
 
@@ -121,12 +124,14 @@ class AccountInfo:
     key_hint: str  # "…abcd", "…" (a short key), or "" when it cannot be decrypted
     readable: bool  # False: no key stored, or encrypted with another Fernet key
     basic_auth_user: str | None = None  # the proxy login's user name (never its password)
+    notify: int = 0  # how many notification URLs are stored (never the URLs)
 
     def line(self) -> str:
         key = f"key {self.key_hint}" if self.readable else "key UNREADABLE"
         proxy = f"  basic auth {self.basic_auth_user}" if self.basic_auth_user else ""
-        return (f"{self.name:<16} {self.role:<8} {self.host}  {self.ws_url}  {key}{proxy}  "
-                f"updated {fmt_ist(self.updated_ts, with_date=True)}")
+        notify = f"  notify {self.notify} URL(s)" if self.notify else ""
+        return (f"{self.name:<16} {self.role:<8} {self.host}  {self.ws_url}  {key}{proxy}"
+                f"{notify}  updated {fmt_ist(self.updated_ts, with_date=True)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,7 @@ class Account:
     role: Role
     api_key: str = field(repr=False)
     basic_auth: BasicAuth | None = None
+    notify_urls: str | None = field(default=None, repr=False)  # apprise URLs, space-separated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,12 +177,12 @@ class KeyCipher:
     def encrypt(self, text: str) -> bytes:
         return self._fernet.encrypt(text.encode())
 
-    def decrypt(self, token: bytes, account: str) -> str:
+    def decrypt(self, token: bytes, account: str, what: str = "API key") -> str:
         try:
             return self._fernet.decrypt(token).decode()
         except InvalidToken:
             raise WrongFernetKey(
-                f"the API key of account {account!r} cannot be decrypted: the stored keys were "
+                f"the {what} of account {account!r} cannot be decrypted: the stored keys were "
                 f"encrypted with another {FERNET_ENV} (or the row is damaged); set the key they "
                 f"were stored with, or add the account again") from None
 
@@ -305,12 +311,15 @@ class AccountVault:
         for other in stored:
             if other.name != name and other.api_key_encrypted is not None:
                 self._decrypt(other)
+        before = next((s for s in stored if s.name == name), None)
         row = StoredAccount(name=name, host=host, ws_url=ws_url, role=checked_role.value,
                             updated_ts=self._clock.time(),
                             api_key_encrypted=self._cipher.encrypt(key),
                             basic_auth_user=basic_auth.user if basic_auth else None,
                             basic_auth_encrypted=self._cipher.encrypt(basic_auth.password)
-                            if basic_auth else None)
+                            if basic_auth else None,
+                            # its notification URLs stay (set_notify changes them)
+                            notify_encrypted=before.notify_encrypted if before else None)
         self._db.run_write(lambda tx: tx.apply(self._db.writes_for(record(row))))
         created = all(s.name != name for s in stored)
         logger.info("accounts: {} {} ({}, {}, {}{})", "added" if created else "updated", name,
@@ -322,15 +331,37 @@ class AccountVault:
         """Every stored account by name, without keys (see ``AccountInfo.readable``)."""
         out: list[AccountInfo] = []
         for row in self._db.accounts():
-            hint, readable = "", False
+            hint, readable, notify = "", False, 0
             if row.api_key_encrypted is not None:
                 try:
                     hint, readable = key_hint(self._decrypt(row)), True
+                    notify = len(notify_urls(_notify_text(row, self._cipher)))
                 except WrongFernetKey:
                     pass
             out.append(AccountInfo(row.name, row.host, row.ws_url, Role(row.role),
-                                   row.updated_ts, hint, readable, row.basic_auth_user))
+                                   row.updated_ts, hint, readable, row.basic_auth_user, notify))
         return out
+
+    def set_notify(self, name: str, urls: str | None) -> int:
+        """Store where ``name``'s notices go: the apprise URLs in ``urls`` (separated by spaces,
+        commas or newlines), encrypted, replacing what was stored; empty clears them. Each URL
+        must be one apprise can use. Returns how many are stored."""
+        row = self._row(name)
+        self._decrypt(row)  # one Fernet key per database: the API key's
+        found = notify_urls(urls)  # registered with the redactor
+        bad = unknown_urls(found)
+        if bad:
+            raise InvalidAccount(f"not a notification URL apprise can use: "
+                                 f"{', '.join(map(redacted, bad))} (see "
+                                 f"https://github.com/caronc/apprise/wiki)")
+        text = " ".join(dict.fromkeys(found))
+        new = replace(row, updated_ts=self._clock.time(),
+                      notify_encrypted=self._cipher.encrypt(text) if text else None)
+        self._db.run_write(lambda tx: tx.apply(self._db.writes_for(record(new))))
+        count = len(dict.fromkeys(found))
+        logger.info("accounts: {} sends its notices to {} URL(s){}", name, count,
+                    f": {', '.join(map(redacted, found))}" if found else "")
+        return count
 
     def remove(self, name: str) -> None:
         delete = RowWrite("accounts", Op.DELETE, {"name": name}, ("name",))
@@ -360,14 +391,22 @@ def _decrypt(row: StoredAccount, cipher: KeyCipher) -> str:
     return key
 
 
+def _notify_text(row: StoredAccount, cipher: KeyCipher) -> str:
+    """The row's notification URLs in clear text ("" when none are stored)."""
+    if row.notify_encrypted is None:
+        return ""
+    return cipher.decrypt(row.notify_encrypted, row.name, "notification URLs")
+
+
 def _account(row: StoredAccount, cipher: KeyCipher) -> Account:
     basic_auth = None
     if row.basic_auth_user and row.basic_auth_encrypted is not None:
         password = cipher.decrypt(row.basic_auth_encrypted, row.name)
         basic_auth = BasicAuth(row.basic_auth_user, password)
         REDACTOR.add(*ProxyAccess(basic_auth).secrets())
+    urls = " ".join(notify_urls(_notify_text(row, cipher)))  # registered with the redactor
     return Account(row.name, row.host, row.ws_url, Role(row.role), _decrypt(row, cipher),
-                   basic_auth)
+                   basic_auth, urls or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from engine.app.replay import ReplayDriver
 from engine.config import Config
 from engine.market.instruments import trading_date
 from engine.market.session_file import SessionFileError, SessionReader
-from engine.runtime.logs import console_over
+from engine.runtime.logs import live_bar
 from engine.store.database import Database
 from engine.trading.performance import DayResult, Performance, combine, day_result
 
@@ -114,7 +114,6 @@ def run_backtest(cfg: Config, sessions: Sequence[Path], out_dir: Path, strategy:
             if reports:
                 report = write_report(db_path, db_path.with_suffix(".html"),
                                       trading_date=result.day, strategy=strategy,
-                                      settings=cfg.section("report"),
                                       charges=cfg.section("charges"))
             day = BacktestDay(result, db_path, report)
             days.append(day)
@@ -134,8 +133,10 @@ def backtest_page_data(backtest: Backtest, cfg: Config) -> object:
     """What the combined report draws (``engine.report.backtest.BacktestData``)."""
     from engine.report.backtest import BacktestData, DayLink
 
+    charts = cfg.section("report")
     return BacktestData(
         title=f"Backtest {backtest.strategy}", strategy=backtest.strategy,
+        width_in=charts.chart_width_in, dpi=charts.dpi,
         performance=backtest.performance,
         days=tuple(DayLink(d.result, d.report.name if d.report else None) for d in backtest.days),
         r_unit=cfg.section("risk").r_unit)  # each day's replay recorded its trades in it
@@ -176,9 +177,7 @@ class DayProgress:
             progress = Progress(TextColumn(f"[bold]{self.label}[/] {{task.fields[last]}}"),
                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TimeRemainingColumn())
-            progress.__enter__()
-            self._over = console_over(progress.console)  # log lines above the bar
-            self._over.__enter__()
+            self._shown = live_bar(progress)
             self._task = progress.add_task(self.label, total=self.total, last="")
             self._progress = progress
         return self
@@ -189,5 +188,4 @@ class DayProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            self._over.__exit__(*exc)
-            self._progress.__exit__(*exc)  # type: ignore[attr-defined]
+            self._shown.__exit__(*exc)

@@ -276,8 +276,14 @@ def run_paper_cmd(args: argparse.Namespace, cfg: Config) -> int:
                            strategies=_strategies(cfg), stop=stop)
     print(f"paper: published {result.ticks_published:,} ticks; database {result.db_path}"
           + (f"; recorded to {result.record_to}" if result.record_to else ""))
-    return _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
+    code = _end_of_run(cfg, result.db_path, result.strategies, result.trading_day, "paper",
                        result.checks, result.safe_stop)
+    from engine.market.bars import quality_table
+
+    table = quality_table(result.quality)  # as a replay ends
+    if table:
+        print("\n".join(table))
+    return code
 
 
 def _end_of_run(cfg: Config, db_path: Path, strategies: tuple[str, ...], day: date | None,
@@ -442,10 +448,19 @@ def _configure_accounts(p: argparse.ArgumentParser) -> None:
     add.add_argument("--basic-auth-stdin", action="store_true",
                      help="read the proxy's password from standard input (after the API key's "
                      "line when --key-stdin is given too)")
+    notify = actions.add_parser(
+        "set-notify", allow_abbrev=False, help="where the account's alerts and trade events go: "
+        "apprise URLs (Telegram, Discord, Slack, e-mail, webhooks), stored encrypted; they come "
+        "from NIFTY_ENGINE_NOTIFY_URLS or, with --stdin, one line of standard input — never an "
+        "argument")
+    notify.add_argument("name")
+    how = notify.add_mutually_exclusive_group()
+    how.add_argument("--stdin", action="store_true", help="read the URLs from standard input")
+    how.add_argument("--clear", action="store_true", help="remove the stored URLs")
     listing = actions.add_parser("list", help="show the stored accounts (never their keys)")
     remove = actions.add_parser("remove", help="delete a stored account")
     remove.add_argument("name")
-    for action in (add, listing, remove):
+    for action in (add, notify, listing, remove):
         action.add_argument("--db", metavar="PATH",
                             help="engine database (default: store.path)")
 
@@ -493,6 +508,7 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
         check_account,
     )
     from engine.runtime.clock import WallClock
+    from engine.runtime.notify import URLS_ENV
     from engine.store.database import Database, StoreError
 
     init_logging(cfg, console=False)
@@ -508,6 +524,12 @@ def run_accounts(args: argparse.Namespace, cfg: Config) -> int:
                 created = vault.add(args.name, args.host, args.ws_url, args.role, api_key,
                                     _basic_auth_input(args))
                 print(f"{'added' if created else 'updated'} account {args.name} in {path}")
+            elif args.accounts_action == "set-notify":
+                urls = "" if args.clear else _secret_input(
+                    args.stdin, "notification URLs: ", URLS_ENV, "--stdin")
+                count = vault.set_notify(args.name, urls)
+                print(f"account {args.name}: notices go to {count} URL(s)" if count else
+                      f"account {args.name}: no notification URLs stored")
             elif args.accounts_action == "remove":
                 vault.remove(args.name)
                 print(f"removed account {args.name} from {path}")
@@ -533,10 +555,9 @@ def run_report(args: argparse.Namespace, cfg: Config) -> int:
     from engine.report.data import ReportError
     from engine.report.page import write_report
 
-    settings = cfg.section("report")
     try:
         out = write_report(Path(args.db or cfg.store.path), args.out, trading_date=args.date,
-                           symbol=args.symbol, strategy=args.strategy, settings=settings,
+                           symbol=args.symbol, strategy=args.strategy,
                            charges=cfg.section("charges"))
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)

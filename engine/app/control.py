@@ -41,7 +41,8 @@ seconds (rendered in IST), money in rupees, R as a multiple of the initial risk:
                 broker}}
     pipeline    bars_generated: int, vwap_active: int (symbols with a live VWAP),
                 stale: list of symbol names or of {"symbol": str, "age_s": float | None}
-    positions   list of {symbol, strategy, quantity (signed), average_price, ltp, pnl, stop}
+    positions   list of {symbol, strategy, quantity (signed), average_price, ltp, pnl, stop,
+                price_pending (of the quantity, filled with the broker's price not known yet)}
     risk        state ("ACTIVE" | "PAUSED" | "KILLED" | "REDUCING" | "HALTED"), halt_reason, paused,
                 realized_pnl, unrealized_pnl, r, realized_r, unrealized_r,
                 limits: {name: value}, strategies: {name: the same fields, per strategy}
@@ -164,6 +165,7 @@ class PositionStatus(TypedDict, total=False):
     ltp: float
     pnl: float
     stop: float
+    price_pending: int
 
 
 class RiskStatus(TypedDict, total=False):
@@ -739,8 +741,13 @@ def _render_pipeline(pipeline: Mapping[str, Any]) -> list[str]:
 def _render_position(pos: Any) -> str:
     if not isinstance(pos, Mapping):
         return f"  {UNKNOWN}"
+    pending = pos.get("price_pending")
+    avg = f"avg {_num(pos.get('average_price'), ',.2f')}"
+    if _is_number(pending) and pending:
+        whole = pending == abs(pos.get("quantity") or 0)
+        avg = "avg PRICE PENDING" if whole else f"{avg} ({_num(pending, ',')} PRICE PENDING)"
     parts = [f"{_text(pos.get('symbol')):<24}", f"qty {_num(pos.get('quantity'), '+,')}",
-             f"avg {_num(pos.get('average_price'), ',.2f')}", f"ltp {_num(pos.get('ltp'), ',.2f')}",
+             avg, f"ltp {_num(pos.get('ltp'), ',.2f')}",
              f"P&L {_money(pos.get('pnl'))}",
              f"stop {_num(pos.get('stop'), ',.2f')}" if pos.get("stop") is not None
              else "stop NONE"]

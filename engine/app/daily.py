@@ -108,7 +108,7 @@ class DayLifecycle:
         self.calendar = DayCalendar(instrument_spec(cfg, None).calendar, self.settings,
                                     self.db, self.broker, self.clock.time)
         # the lifecycle's own alerts while no day's engine runs (its notifier does by day)
-        self._delivery = notice_delivery(cfg, venue.name)
+        self._delivery = notice_delivery(cfg, venue.name, venue.notify_urls)
         self._gate = NoticeGate(cfg.section("notify"))
         self._day_channels = ExitStack()  # the day's dashboard
 

@@ -86,7 +86,8 @@ def day_engine(cfg: Config, venue: Venue, broker: OpenAlgoClient, *, db_path: Pa
                         connect=feed_connector(cfg, api_key=venue.api_key, clock=clock,
                                                ws_url=venue.ws_url, account=venue.account,
                                                access=venue.access),
-                        db_path=db_path, strategies=strategies, account=venue.account)
+                        db_path=db_path, strategies=strategies, account=venue.account,
+                        notify_urls=venue.notify_urls)
     return Engine(cfg, parts), spot
 
 

@@ -116,6 +116,7 @@ class PaperResult:
     checks: SessionChecks = field(default_factory=SessionChecks)
     strategies: tuple[str, ...] = ()
     trading_day: date | None = None
+    quality: dict[str, dict[str, int]] = field(default_factory=dict)  # symbol -> reason -> n
 
 
 def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
@@ -140,6 +141,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
     checks = SessionChecks()
     engine: Engine | None = None
     published = 0
+    quality: dict[str, dict[str, int]] = {}
     # the market waits for the machine: never ahead of what the engine has taken in
     pacer = Pacer(backlog=lambda: sim.pending_ticks() + (
         engine.registry.backlog() if engine is not None else 0))
@@ -192,6 +194,8 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account="paper", day_over=not stop.is_set()
                               and past_eod(cfg, last), trading_day=day)
+            if not engine.safe_stop_reason:
+                quality = engine.data_quality()
     finally:
         safe = engine.safe_stop_reason if engine is not None else None
         if engine is not None:
@@ -205,7 +209,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
         sim.stop()
         clock.stop()
     return PaperResult(str(session), published, db_path, record_to, stop.is_set(), safe,
-                       checks, strategies, trading_date(first))
+                       checks, strategies, trading_date(first), quality)
 
 
 def past_eod(cfg: Config, ts: float) -> bool:

@@ -93,6 +93,7 @@ class EngineOperator:
                            "average_price": m.average_price, "ltp": m.ltp,
                            "pnl": round(m.unrealized + m.realized, 2),
                            "r": round(m.r_multiple, 2),
+                           "price_pending": m.price_pending,
                            "stop": _stop_of(orders.get("working") or [], m.strategy, m.symbol)}
                           for m in marks],
             "risk": {"state": worst, "limits": risk.get("limits"), "strategies": strategies,

@@ -40,11 +40,11 @@ from engine.config import Config
 from engine.market.bars import quality_table
 from engine.market.instruments import session_bounds, trading_date
 from engine.market.session_file import SessionReader
-from engine.messages import Bar, FlushToken, StatusRequest, Tick, TickBatch
+from engine.messages import Bar, FlushToken, Tick, TickBatch
 from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
 from engine.runtime.dispatcher import Dispatcher
-from engine.runtime.logs import console_over
+from engine.runtime.logs import live_bar
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
 
@@ -243,8 +243,9 @@ class ReplayDriver:
         clock.advance_to(until)
         if ticks:
             assert broker is not None
+            apply = broker.apply_tick
             for tick in ticks:
-                broker.on_tick(tick)
+                apply(tick)
             registry.tell("feed", TickBatch(tuple(ticks)))
         self._barrier(registry, summary, until)
 
@@ -272,18 +273,13 @@ class ReplayDriver:
 
     # -- results -------------------------------------------------------------------------------
     def _collect(self, engine: Engine, summary: ReplaySummary) -> None:
-        from actors.bar_builder import builder_name
-
-        for sym in engine.symbols():
-            try:
-                stats = engine.ask(builder_name(sym), StatusRequest(), timeout=10)
-            except Exception as exc:
-                logger.warning("replay: no stats from {}: {}", builder_name(sym), exc)
-                continue
-            summary.late += stats.late
-            for reason, n in stats.invalid.items():
-                summary.invalid[reason] = summary.invalid.get(reason, 0) + n
-            summary.quality[sym] = {**stats.invalid, "late": stats.late}
+        summary.quality = engine.data_quality()
+        for counts in summary.quality.values():
+            for reason, n in counts.items():
+                if reason == "late":
+                    summary.late += n
+                else:
+                    summary.invalid[reason] = summary.invalid.get(reason, 0) + n
         summary.restarts = engine.restart_count()
 
     def _collect_bars(self, summary: ReplaySummary, day: date) -> None:
@@ -337,9 +333,7 @@ class _Progress:
                 TextColumn("[bold]replay[/] {task.fields[market]}"), BarColumn(),
                 MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                 transient=False)
-            self._progress.__enter__()
-            self._over = console_over(self._progress.console)  # log lines above the bar
-            self._over.__enter__()
+            self._shown = live_bar(self._progress)
             self._task = self._progress.add_task("replay", total=self.total, market="",
                                                  rate="")
             self._t0 = time.perf_counter()
@@ -359,5 +353,4 @@ class _Progress:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
-            self._over.__exit__(*exc)
-            self._progress.__exit__(*exc)
+            self._shown.__exit__(*exc)

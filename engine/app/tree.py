@@ -58,7 +58,15 @@ from engine.market.instruments import (
     minute_start,
     session_bounds,
 )
-from engine.messages import DeadLetter, Fill, LoadState, LoadStates, RestartRecord, TradingGate
+from engine.messages import (
+    DeadLetter,
+    Fill,
+    LoadState,
+    LoadStates,
+    RestartRecord,
+    StatusRequest,
+    TradingGate,
+)
 from engine.runtime.clock import Clock
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.logs import use_clock
@@ -123,7 +131,8 @@ class EngineParts:
     facts: InstrumentFacts | None = None
     # run every actor on the calling thread (replay); None: a Pykka thread per actor
     dispatcher: Dispatcher | None = None
-    # apprise URLs for notices; None: NIFTY_ENGINE_NOTIFY_URLS (through the config's secrets)
+    # apprise URLs for notices besides NIFTY_ENGINE_NOTIFY_URLS (the config's secrets): the
+    # traded account's, from the encrypted account store
     notify_urls: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -332,6 +341,31 @@ class Engine:
         return (self.db.orders(trading_date=day, strategy=strategy, account=account),
                 self.db.fills(strategy=strategy, account=account, trading_date=day))
 
+    def data_quality(self, timeout: float = 10.0) -> dict[str, dict[str, int]]:
+        """Rejected ticks per symbol and reason, for the end-of-run table (``quality_table``):
+        each bar builder's counts, ``late`` included, and over a real feed the frames its client
+        dropped before they became ticks (row ``(feed)``, by reason). A part that does not
+        answer is left out, and said so in one line."""
+        out: dict[str, dict[str, int]] = {}
+        silent = 0
+        for sym in self.symbols():
+            try:
+                stats = self.ask(builder_name(sym), StatusRequest(), timeout=timeout)
+            except Exception:
+                silent += 1
+                continue
+            out[sym] = {**stats.invalid, "late": stats.late}
+        try:
+            dropped = self.ask("feed", StatusRequest(), timeout=timeout).get("dropped") or {}
+        except Exception:
+            dropped, silent = {}, silent + 1
+        if dropped:
+            out["(feed)"] = dict(dropped)
+        if silent:
+            logger.warning("data quality: {} part(s) did not answer; the table leaves them out",
+                           silent)
+        return out
+
     def restart_count(self) -> int:
         return self.supervisor.restart_count() if self.supervisor is not None else 0
 
@@ -437,10 +471,11 @@ def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
 
 
 def notice_delivery(cfg: Config, mode: str, urls_text: str | None = None) -> Delivery | None:
-    """A delivery thread for notices when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS``, or
-    ``urls_text``) and ``[notify]`` is on (a replay only with ``replay = true``)."""
+    """A delivery thread for notices when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS`` and
+    ``urls_text``, the account's stored ones) and ``[notify]`` is on (a replay only with
+    ``replay = true``)."""
     settings: NotifySettings = cfg.section("notify")
-    urls = notify_urls(urls_text if urls_text is not None else cfg.secrets.notify_urls)
+    urls = list(dict.fromkeys(notify_urls(cfg.secrets.notify_urls) + notify_urls(urls_text)))
     if not urls or not settings.enabled or (mode == "replay" and not settings.replay):
         return None
     logger.info("notify: {} URL(s): {}", len(urls), ", ".join(map(redacted, urls)))

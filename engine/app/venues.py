@@ -37,6 +37,8 @@ class Venue:
     clock: Clock
     account: str
     access: ProxyAccess = field(default_factory=ProxyAccess)
+    # the account's stored apprise URLs (space-separated), added to NIFTY_ENGINE_NOTIFY_URLS
+    notify_urls: str | None = field(default=None, repr=False)
 
 
 def live_venue(cfg: Config, account: str | None = None) -> Venue:
@@ -66,7 +68,7 @@ def live_venue(cfg: Config, account: str | None = None) -> Venue:
                               f"account (run.py live --account NAME)", key="live.account")
     a = chosen[0]
     return Venue("live", a.host, a.ws_url, a.api_key, WallClock(), a.name,
-                 proxy_access(cfg, a.basic_auth, a.host, a.ws_url))
+                 proxy_access(cfg, a.basic_auth, a.host, a.ws_url), a.notify_urls)
 
 
 def write_simulator_file(state_dir: Path, *, rest_url: str, ws_url: str, clock: Clock) -> Path:

@@ -198,8 +198,22 @@ def minute_start(ts: float) -> float:
     return math.floor(ts / 60.0) * 60.0
 
 
+_DAY_SPAN: tuple[float, float, date] = (0.0, 0.0, date.min)  # the last day asked: [start, end)
+
+
 def trading_date(ts: float) -> date:
-    return datetime.fromtimestamp(ts, IST).date()
+    """The IST calendar date of ``ts``. Called per tick: the last day's span is kept, so most
+    calls compare two floats."""
+    global _DAY_SPAN
+    start, end, day = _DAY_SPAN
+    if start <= ts < end:
+        return day
+    local = datetime.fromtimestamp(ts, IST)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = local.date()
+    begin = midnight.timestamp()
+    _DAY_SPAN = (begin, begin + 86400.0, day)
+    return day
 
 
 def universe_symbols(atm: int, expiry: date, spec: InstrumentSpec, width: int = 20,

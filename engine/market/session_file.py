@@ -362,8 +362,7 @@ class SessionReader:
         self._conn = _connect(self.path, read_only=True)
         try:
             self._meta = _validate(self.path, self._conn)
-            self._total = _check_ticks(self.path, self._conn)
-            self.out_of_order = _out_of_order(self.path, self._conn)
+            self._total, self.out_of_order = _scanned(self.path, self._conn)
         except SessionFileError:
             self._conn.close()
             raise
@@ -506,6 +505,30 @@ def _check_ticks(path: Path, conn: sqlite3.Connection) -> int:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# Files already scanned by this process, by identity: a replay opens its session up to three
+# times (the cache check, the database name, the driver), and each full scan reads every tick.
+_SCANNED: dict[tuple[str, int, int, int, int], tuple[int, int]] = {}
+
+
+def _scanned(path: Path, conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(ticks, out of order)`` from ``_check_ticks`` and ``_out_of_order``, scanned once per
+    process for a file that has not changed since (same inode, size and mtime, no ``-wal``
+    beside it: a file being written is scanned on every open)."""
+    try:
+        st = path.stat()
+        live = path.with_name(path.name + "-wal").exists()
+    except OSError:
+        live = True
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) \
+        if not live else None
+    if key is not None and key in _SCANNED:
+        return _SCANNED[key]
+    found = (_check_ticks(path, conn), _out_of_order(path, conn))
+    if key is not None:
+        _SCANNED[key] = found
+    return found
 
 
 def _out_of_order(path: Path, conn: sqlite3.Connection) -> int:

@@ -71,6 +71,8 @@ _INF = math.inf
 _MAX_DOUBLINGS = 32
 _CHUNK = 1 << 16
 _INT64_MAX = 2**63 - 1  # counts, timestamps and integer prices beyond a signed 64-bit int are junk
+#: drops of routine market-data dirt: logged at DEBUG (counted in the end-of-run table)
+ROUTINE_DROPS = frozenset({"non_positive_price"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,8 +651,11 @@ class FeedClient:
             self._invalid[kind] += 1
             count = self._due(kind)
         if count:
-            logger.warning("feed[{}]: {} frame(s) dropped as {}; latest: {}", self.account,
-                           count, kind, self._scrub(repr(sample))[:200])
+            # a zero price is routine dirt (counted, in the end-of-run table); a frame that
+            # breaks the protocol is not
+            logger.log("DEBUG" if kind in ROUTINE_DROPS else "WARNING",
+                       "feed[{}]: {} frame(s) dropped as {}; latest: {}", self.account, count,
+                       kind, self._scrub(repr(sample))[:200])
         return None
 
     def _count_error_frame(self, code: str, message: str) -> None:

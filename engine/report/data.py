@@ -37,7 +37,7 @@ from engine.trading.trades import TradeSummary, ordered, summarize
 
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
-    """Section ``[report]``: how the day report's charts are drawn."""
+    """Section ``[report]``: the size of the backtest report's static (PNG) charts."""
 
     dpi: int = setting(100, "chart resolution in dots per inch", min=50, max=300)
     chart_width_in: float = setting(11.0, "chart width in inches", min=4.0, max=30.0)

@@ -1,20 +1,19 @@
 """The day report as one self-contained HTML file (``run.py report``).
 
 Owns ``build_report`` / ``write_report``: a header (date, strategies, accounts), the day summary
-and trade table (``engine.trading.trades``), a per-trade R bar chart, the closed-trade equity
-curve with its drawdown, one symbol's 1-minute candles (default: the most traded) with swings,
-entries, stops and exits, and the day's risk events and reconciliation corrections; each trade
-with its MAE and MFE (``engine.report.excursions``); interactive candle charts (zoom, pan, hover)
-of every traded symbol and of NIFTY spot (``engine.report.candles``: lightweight-charts, inlined);
-and the order log behind the trades (every order with its state changes). The CSS and scripts are
-inline and the R and equity charts are PNGs (``engine.report.charts``) embedded as ``data:``
-URIs, so the file opens offline; every text from the database is HTML-escaped (and JSON for the
+and trade table (``engine.trading.trades``), each trade with its MAE and MFE
+(``engine.report.excursions``), the R of each trade and the closed-trade equity curve with its
+drawdown (``engine.report.trade_charts``), candle charts of every traded symbol (the chosen or
+most traded one first) and of NIFTY spot with swings, entries, stops and exits
+(``engine.report.candles``), the order log behind the trades (every order with its state
+changes), and the day's risk events and reconciliation corrections. Every chart is interactive
+(zoom, pan, hover) and drawn by the vendored lightweight-charts; the CSS and scripts are inline,
+so the file opens offline. Every text from the database is HTML-escaped (and JSON for the
 scripts has ``<`` escaped). A day without trades still renders and says so.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
 import json
@@ -28,10 +27,10 @@ from engine.messages import (
     RiskEvent,
 )
 from engine.report import candles as interactive
+from engine.report import trade_charts
 from engine.report.data import (
     DayData,
     ReportError,
-    ReportSettings,
     load_day,
 )
 from engine.report.excursions import excursion
@@ -43,24 +42,23 @@ from engine.trading.trades import r_unit_name, trade_table
 
 def build_report(db_path: str | os.PathLike[str], *, trading_date: date | str | None = None,
                  symbol: str | None = None, strategy: str | None = None,
-                 settings: ReportSettings | None = None,
                  charges: ChargeSettings | None = None) -> str:
     """The HTML text of one day's report (see the module docstring)."""
     data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
                     charges=charges)
-    return render(data, settings or ReportSettings())
+    return render(data)
 
 
 def write_report(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None,
                  *, trading_date: date | str | None = None, symbol: str | None = None,
-                 strategy: str | None = None, settings: ReportSettings | None = None,
+                 strategy: str | None = None,
                  charges: ChargeSettings | None = None) -> Path:
     """Write the report; returns its path (default: ``<db stem>-report-<date>.html`` beside the
     database). The file is replaced whole: a reader never sees half a report."""
     data = load_day(db_path, trading_date=trading_date, symbol=symbol, strategy=strategy,
                     charges=charges)
     out = Path(out_path) if out_path is not None else default_out_path(data.db_path, data.day)
-    return write_page(out, render(data, settings or ReportSettings()))
+    return write_page(out, render(data))
 
 
 def write_page(out: Path, text: str) -> Path:
@@ -82,9 +80,8 @@ def default_out_path(db_path: Path, day: date) -> Path:
     return db_path.with_name(f"{db_path.stem}-report-{day.isoformat()}.html")
 
 
-def render(data: DayData, settings: ReportSettings) -> str:
+def render(data: DayData) -> str:
     """The whole HTML page of ``data``."""
-    charts = _Charts(settings)
     title = f"Day report {data.day.isoformat()}"
     parts = [
         f"<h1>{esc(title)}</h1>",
@@ -95,9 +92,10 @@ def render(data: DayData, settings: ReportSettings) -> str:
         _trade_rows(data),
     ]
     if data.trades:
-        parts += ["<h2>R per trade</h2>", charts.image("r_per_trade", data, "R multiple per trade"),
+        parts += ["<h2>R per trade</h2>",
+                  "<div class=\"chart\" id=\"r-chart\"></div>",
                   "<h2>Equity and drawdown</h2>",
-                  charts.image("equity", data, "cumulative P&L and drawdown")]
+                  "<div class=\"chart\" id=\"equity-chart\"></div>"]
     parts += [f"<h2>Candles{': ' + esc(data.symbol) if data.symbol else ''}</h2>",
               _candles(data),
               "<h2>Order log</h2>", _order_log(data.order_log),
@@ -124,13 +122,23 @@ def script_json(value: object) -> str:
 
 def _scripts(data: DayData) -> str:
     charts = [interactive.chart_payload(c) for c in data.charts if c.bars]
-    if not charts:
+    if not charts and not data.trades:
         return ""
-    return (f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n"
-            f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n"
-            f"<script>const CHARTS = {script_json(charts)};\n"
-            "CHARTS.forEach(function (p, i) {\n"
-            "  NiftyCandles.draw(document.getElementById('candles-' + i), p); });</script>\n")
+    out = [f"<script>{interactive.static_text(interactive.LIBRARY)}</script>\n",
+           f"<script>{interactive.static_text(interactive.DRAWING)}</script>\n"]
+    if data.trades:
+        trades = {"r": trade_charts.r_payload(data.trades),
+                  "equity": trade_charts.equity_payload(data.trades)}
+        out += [f"<script>{interactive.static_text(trade_charts.DRAWING)}</script>\n",
+                f"<script>const TRADE_CHARTS = {script_json(trades)};\n"
+                "NiftyTrades.drawR(document.getElementById('r-chart'), TRADE_CHARTS.r);\n"
+                "NiftyTrades.drawEquity(document.getElementById('equity-chart'), "
+                "TRADE_CHARTS.equity);</script>\n"]
+    if charts:
+        out += [f"<script>const CHARTS = {script_json(charts)};\n"
+                "CHARTS.forEach(function (p, i) {\n"
+                "  NiftyCandles.draw(document.getElementById('candles-' + i), p); });</script>\n"]
+    return "".join(out)
 
 
 _CSS = interactive.static_text("report.css")  # shared with the dashboard
@@ -297,20 +305,3 @@ def _order_log(log: Sequence[tuple[StoredOrder, Sequence[OrderEvent]]]) -> str:
                      ("num", f"{o.average_price:.2f}"), ("", esc(history or "-"))])
     return html_table(headers, rows, "order-log")
 
-
-class _Charts:
-    """Draws the named chart of ``engine.report.charts`` and embeds it as a PNG data URI."""
-
-    def __init__(self, settings: ReportSettings) -> None:
-        # Imported here, not at the top: matplotlib is for the report writer only (see
-        # engine.report.charts), and this module is imported by every engine for its settings.
-        from engine.report import charts as report_charts
-
-        self._charts = report_charts
-        self.settings = settings
-
-    def image(self, chart: str, data: DayData, alt: str) -> str:
-        draw = getattr(self._charts, chart)
-        png = draw(data, self.settings.chart_width_in, self.settings.dpi)
-        encoded = base64.b64encode(png).decode("ascii")
-        return f"<img class=\"chart\" alt=\"{esc(alt)}\" src=\"data:image/png;base64,{encoded}\">"

@@ -36,7 +36,7 @@ from pykka import ThreadingFuture
 
 from engine.messages import Alert, Crash, FlushToken, Ping, Pong, Severity, TimerFired
 from engine.runtime.logs import RepeatGate
-from engine.runtime.registry import RUNNING, SealableInbox
+from engine.runtime.registry import RUNNING, SealableInbox, cancel_waits_with
 
 # An alert raised again unchanged is logged again after a minute, then at doubling intervals up
 # to an hour (engine seconds).
@@ -173,6 +173,18 @@ class EngineActor(pykka.ThreadingActor):
         self._timers: list[TimerHandle] = []
         self._periodic_pending: set[str] = set()  # periodic timers told, not yet handled
         self._repeats: RepeatGate | None = None  # made on the first alert
+        self._stopping = threading.Event()  # set by cancel_waits (its supervisor stops it)
+
+    def _actor_loop(self) -> None:  # Pykka's thread target
+        cancel_waits_with(self._stopping)
+        super()._actor_loop()
+
+    def cancel_waits(self) -> None:
+        """This actor is about to be stopped: an ask of its own that waits for a restarting
+        name gives up now (``WaitCancelled``), so the stop request behind it is handled."""
+        self._stopping.set()
+        if self.registry is not None:
+            self.registry.wake_waiters()
 
     @staticmethod
     def _create_actor_inbox() -> SealableInbox:

@@ -173,6 +173,15 @@ def console_over(console: Any) -> Iterator[None]:
         CONSOLE._over = previous
 
 
+def live_bar(progress: Any) -> contextlib.ExitStack:
+    """``progress`` (a rich ``Progress``) shown, with log lines printed above it, until the
+    returned stack is closed (``close()`` or ``__exit__``)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(progress)
+    stack.enter_context(console_over(progress.console))
+    return stack
+
+
 class _InterceptHandler(logging.Handler):
     """Route standard-library logging records into loguru."""
 

@@ -12,7 +12,8 @@ Owns the way out to the operator's phone (docs/operations/alerts.md):
   full, sending through apprise to every URL; a failed delivery is logged once, the ones after
   it counted until one succeeds. Nothing here ever blocks its caller.
 
-URLs come from ``NIFTY_ENGINE_NOTIFY_URLS`` (never from config.toml); each one, and its secret
+URLs come from ``NIFTY_ENGINE_NOTIFY_URLS`` and from the account the engine trades (stored
+encrypted, ``run.py accounts set-notify``), never from config.toml; each one, and its secret
 parts, is handed to the log redactor before anything can log it.
 """
 
@@ -204,6 +205,20 @@ def _secret_parts(url: str) -> list[str]:
     return [p for p in found if len(p) >= 6]
 
 
+def unknown_urls(urls: Iterable[str]) -> list[str]:
+    """The URLs apprise cannot use (no plugin for the scheme, or malformed for it)."""
+    import apprise
+
+    _quiet_apprise()
+    return [url for url in urls if apprise.Apprise.instantiate(url) is None]
+
+
+def _quiet_apprise() -> None:
+    # apprise logs every failed send and every URL it cannot parse, URL included; ours are
+    # one line per failure spell, the URL redacted
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+
+
 def redacted(url: str) -> str:
     """``scheme://***`` for a log line."""
     return f"{url.split('://', 1)[0]}://***" if "://" in url else "***"
@@ -232,8 +247,7 @@ class Delivery:
     def _apprise_sender(self) -> Callable[[Notice], bool]:
         import apprise
 
-        # apprise logs every failed send; ours is one line per failure spell
-        logging.getLogger("apprise").setLevel(logging.CRITICAL)
+        _quiet_apprise()
         asset = apprise.AppriseAsset(app_id="nifty-engine", app_desc="nifty-engine")
         box = apprise.Apprise(asset=asset)
         for url in self.urls:

@@ -10,6 +10,10 @@ actor currently serving it, and what happens to messages while a name is between
   ahead of anything newer, ``ask`` callers still waiting get ``Undelivered`` (``Registry.ask``
   then asks the next actor), and a put that races the seal is forwarded instead of being dropped
   into a queue nobody reads;
+- an ``ask`` waiting for a restarting name gives up at once (``WaitCancelled``, a
+  ``pykka.Timeout``) when the asking actor is being stopped (``cancel_waits_with``): a
+  ``rest_for_one`` sibling blocked on the failed actor's next incarnation would otherwise hold
+  that very restart until the sibling's stop timeout;
 - an ``ask`` that times out leaves its message queued for the name, exactly as it would stay in
   a live actor's inbox: if the actor dies before handling it, or no actor served the name within
   the timeout, the message goes to the next actor like a ``tell`` (its answer is dropped). So a
@@ -23,6 +27,7 @@ Supervisors (engine.runtime.supervisor) drive the lifecycle: ``declare``, ``regi
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -36,6 +41,20 @@ from loguru import logger
 from pykka.messages import _ActorStop
 
 from engine.messages import DeadLetter
+
+_caller = threading.local()
+
+
+class WaitCancelled(pykka.Timeout):
+    """An ask stopped waiting because its own actor is being stopped (the message stays queued
+    for the name, as after any timeout)."""
+
+
+def cancel_waits_with(event: threading.Event) -> None:
+    """Asks made on the calling thread stop waiting for a restarting actor once ``event`` is set
+    (``EngineActor`` binds its own on its thread; ``Registry.wake_waiters`` makes them look)."""
+    _caller.cancel = event
+
 
 if TYPE_CHECKING:
     from pykka._envelope import Envelope
@@ -209,6 +228,9 @@ class Registry:
         while True:
             try:
                 ref = self._live_ref(name, deadline, timeout)
+            except WaitCancelled:
+                self._route_now(name, message)
+                raise
             except pykka.Timeout:
                 return self._leave_queued(name, message, None)
             try:
@@ -218,11 +240,20 @@ class Registry:
             try:
                 return future.get(timeout=max(0.0, deadline - time.monotonic()))
             except Undelivered:
+                if _cancelled():
+                    self._route_now(name, message)
+                    raise WaitCancelled(f"stopped waiting for {name}: the asking actor is "
+                                        f"being stopped") from None
                 if time.monotonic() < deadline:
                     continue
                 return self._leave_queued(name, message, None)
             except pykka.Timeout:
                 return self._leave_queued(name, message, future)
+
+    def _route_now(self, name: str, message: Any) -> None:
+        """An ask given up before its message went in: it still reaches the next actor."""
+        with contextlib.suppress(pykka.Timeout):
+            self._leave_queued(name, message, None)
 
     def _leave_queued(self, name: str, message: Any, future: pykka.Future[Any] | None) -> Any:
         """The caller stops waiting: the message must still reach an actor under ``name``.
@@ -436,7 +467,15 @@ class Registry:
                 if remaining <= 0 or self.dispatcher is not None:
                     # under the calling-thread dispatcher nothing restarts while we wait
                     raise pykka.Timeout(f"{name} was not available within {timeout}s")
+                if _cancelled():
+                    raise WaitCancelled(f"stopped waiting for {name}: the asking actor is "
+                                        f"being stopped")
                 self._changed.wait(remaining)
+
+    def wake_waiters(self) -> None:
+        """Let every ask waiting for a restarting name look at its cancel event again."""
+        with self._changed:
+            self._changed.notify_all()
 
     def _dead_letter(self, name: str, message: Any, reason: str) -> DeadLetter:
         letter = DeadLetter(name, type(message).__name__, reason, self._clock.time())
@@ -472,3 +511,8 @@ class Registry:
         last = letters[-1]
         logger.warning("dead letter: {} to {!r} ({}); {} since last report, {} in total",
                        last.message_type, last.name, last.reason, count, self._dead_count)
+
+
+def _cancelled() -> bool:
+    cancel: threading.Event | None = getattr(_caller, "cancel", None)
+    return cancel is not None and cancel.is_set()

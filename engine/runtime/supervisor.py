@@ -419,6 +419,9 @@ class Supervisor(EngineActor):
         ref = child.ref
         child.state, child.probe = _State.STOPPED, None
         if ref is not None:
+            actor = actor_of(ref)
+            if actor is not None:  # e.g. blocked asking the sibling whose failure stops it
+                actor.cancel_waits()
             if not self._stop_actor(child.name, ref, child.spec.stop_timeout):
                 logger.error("{}: {} did not stop within {}s; abandoning it", self.name,
                              child.name, child.spec.stop_timeout)

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from loguru import logger
 
@@ -49,10 +50,16 @@ from engine.broker import (
     TradeRow,
 )
 from engine.market.instruments import INDEX_EXCHANGE, InstrumentSpec, minute_start, trading_date
-from engine.messages import Tick
+from engine.messages import Tick, frozen
 from engine.runtime.clock import IST, Clock, to_ist
 from engine.settings import setting
-from engine.sim.personalities import CANCEL_PENDING, NAMES, Personality, personality
+from engine.sim.personalities import (
+    CANCEL_PENDING,
+    NAMES,
+    OPEN_PENDING,
+    Personality,
+    personality,
+)
 
 ACTIONS = ("BUY", "SELL")
 PRICE_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
@@ -86,7 +93,8 @@ class MatchingSettings:
                                    min=0)
     partial_fill_lots: int = setting(0, "fill at most this many lots per tick (0 = whole order "
                                         "at once)", min=0, max=10_000)
-    latency_s: float = setting(0.0, "clock seconds before a new order becomes active", min=0,
+    latency_s: float = setting(0.0, "clock seconds before a new order becomes active (shown "
+                               "as open pending by personalities that do, e.g. zerodha)", min=0,
                                max=3600)
     rejection_rate: float = setting(0.0, "probability that the broker rejects a new order",
                                     min=0, max=1)
@@ -100,7 +108,7 @@ class MatchingSettings:
                           choices=NAMES)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MarketSnapshot:
     """The market state of one symbol right after a tick (what feed frames are built from)."""
 
@@ -223,6 +231,7 @@ class _Order:
     rejection_reason: str = ""
     updated_ts: float = 0.0
     cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
+    reject_on_activation: str = ""  # rejected by the exchange once the placement latency ends
 
     @property
     def average_price(self) -> float:
@@ -287,6 +296,8 @@ class SimulatedBroker:
         self._rng = rng or random.Random(self.settings.seed)
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
+        self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
+        self._listed: tuple[list[OrderRow], list[OrderRow]] | None = None
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
         self._orders: dict[str, _Order] = {}
@@ -312,16 +323,21 @@ class SimulatedBroker:
             return sorted(self._markets)
 
     def on_tick(self, tick: Tick) -> MarketSnapshot:
+        """Apply one tick (``apply_tick``) and return the symbol's market state after it."""
+        with self._lock:
+            return self.apply_tick(tick).snapshot()
+
+    def apply_tick(self, tick: Tick) -> _Market:
         """Apply one tick: update the symbol's market state and bars, then run its orders.
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
-        Returns the symbol's market state after the tick.
+        Replay calls this directly: it has no use for a snapshot per tick.
         """
         with self._lock:
             market = self._market(tick.symbol, tick.exchange)
             ltp = tick.ltp
             if not (ltp > 0 and math.isfinite(ltp)):
-                return market.snapshot()
+                return market
             ts = tick.ts
             day = trading_date(ts)
             if market.day != day:
@@ -361,7 +377,7 @@ class SimulatedBroker:
             self._add_to_bar(market, ts, ltp, increment)
             if self._working.get((market.symbol, market.exchange)):
                 self._run_book(market)
-            return market.snapshot()
+            return market
 
     def snapshot(self, symbol: str, exchange: str) -> MarketSnapshot:
         with self._lock:
@@ -424,7 +440,10 @@ class SimulatedBroker:
                 working="STOP" if pricetype in ("SL", "SL-M") else pricetype, updated_ts=now)
             self._orders[order.orderid] = order
             reason = self._broker_rejection()
-            if reason:
+            if reason and not order.active and self.personality.placement_pending:
+                # the exchange answers after the in-between state (``open pending``)
+                order.reject_on_activation = reason
+            elif reason:
                 order.status = REJECTED
                 order.rejection_reason = reason
                 self._notify(order)
@@ -597,6 +616,7 @@ class SimulatedBroker:
                 "trades": [_as_dict(t) for t in self.tradebook()],
                 "positions": [_as_dict(p) for p in self.positionbook()]}
             self._orders.clear()
+            self._rows.clear()
             self._working.clear()
             self._trades.clear()
             self._positions.clear()
@@ -621,7 +641,14 @@ class SimulatedBroker:
     def orderbook(self) -> list[OrderRow]:
         """The orderbook as OpenAlgo lists it in front of this personality's broker."""
         with self._lock:
-            return self.personality.orderbook(self.raw_orderbook())
+            rows = self.raw_orderbook()
+            listed = self._listed
+            if listed is not None and len(rows) == len(listed[0]) and \
+                    all(a is b for a, b in zip(rows, listed[0], strict=True)):
+                return list(listed[1])  # no row changed: the same listing (rows are frozen)
+            out = self.personality.orderbook(rows)
+            self._listed = (rows, out)
+            return list(out)
 
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
@@ -759,6 +786,10 @@ class SimulatedBroker:
             if order.status in TERMINAL_STATUSES:
                 return
             order.active = True
+            if order.reject_on_activation:
+                order.rejection_reason = order.reject_on_activation
+                self._finish(order, REJECTED)
+                return
             order.fresh = True
             self._match_now(order, self._markets[(order.symbol, order.exchange)])
 
@@ -888,13 +919,35 @@ class SimulatedBroker:
         return f"{to_ist(now).strftime('%y%m%d')}{self._counter:09d}"
 
     def _row(self, o: _Order) -> OrderRow:
+        """The order's row, built again only when a field it shows changed (every orderbook
+        read lists the whole day's orders)."""
+        key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
+               o.price, o.trigger_price, o.quantity, o.pricetype)
+        cached = self._rows.get(o.orderid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        row = self._new_row(o)
+        self._rows[o.orderid] = (key, row)
+        return row
+
+    def _new_row(self, o: _Order) -> OrderRow:
         return OrderRow(orderid=o.orderid, symbol=o.symbol, exchange=o.exchange,
                         action=o.action, quantity=o.quantity, price=o.price,
                         trigger_price=o.trigger_price, pricetype=o.pricetype, product=o.product,
-                        status=CANCEL_PENDING if o.cancelling and o.status not in
-                        TERMINAL_STATUSES else o.status, timestamp=fmt_timestamp(o.placed_ts),
+                        status=self._raw_status(o), timestamp=fmt_timestamp(o.placed_ts),
                         average_price=o.average_price, filled_quantity=o.filled_quantity,
                         strategy=o.strategy, rejection_reason=o.rejection_reason)
+
+    def _raw_status(self, o: _Order) -> str:
+        """The exchange's status, in-between states included: ``cancel pending`` while a
+        cancel travels, ``open pending`` while a placement does (personalities that show it)."""
+        if o.status in TERMINAL_STATUSES:
+            return o.status
+        if o.cancelling:
+            return CANCEL_PENDING
+        if not o.active and self.personality.placement_pending:
+            return OPEN_PENDING
+        return o.status
 
     def _notify(self, order: _Order) -> None:
         if not self._listeners:

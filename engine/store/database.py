@@ -76,6 +76,7 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PositionMark,
     PositionRisk,
     PriceType,
@@ -444,7 +445,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_ts    REAL NOT NULL
         )""",
     )),
-    Migration(8, "the trading-day lifecycle: its transitions, OpenAlgo's holidays and special "
+    Migration(8, "accounts: where the account's notices go (apprise URLs, encrypted)", (
+        "ALTER TABLE accounts ADD COLUMN notify_encrypted BLOB",
+    )),
+    Migration(9, "fills known by quantity before their price (price pending)", (
+        """CREATE TABLE pending_fills (
+            id                   INTEGER PRIMARY KEY,
+            client_id            TEXT NOT NULL REFERENCES orders (client_id),
+            broker_order_id      TEXT NOT NULL,
+            cumulative_quantity  INTEGER NOT NULL CHECK (cumulative_quantity > 0),
+            strategy             TEXT NOT NULL,
+            account              TEXT NOT NULL,
+            symbol               TEXT NOT NULL,
+            exchange             TEXT NOT NULL,
+            action               TEXT NOT NULL CHECK (action IN ('BUY', 'SELL')),
+            quantity             INTEGER NOT NULL CHECK (quantity > 0),
+            ts                   REAL NOT NULL,
+            trading_date         TEXT NOT NULL,
+            purpose              TEXT NOT NULL,
+            UNIQUE (broker_order_id, cumulative_quantity)
+        )""",
+        "CREATE INDEX pending_fills_by_owner ON pending_fills (account, trading_date)",
+        "ALTER TABLE positions ADD COLUMN price_pending INTEGER NOT NULL DEFAULT 0",
+    )),
+    Migration(10, "the trading-day lifecycle: its transitions, OpenAlgo's holidays and special "
                  "sessions by year, its session timings by date", (
         """CREATE TABLE day_transitions (
             id            INTEGER PRIMARY KEY,
@@ -665,6 +689,7 @@ class StoredAccount:
     api_key_encrypted: bytes | None = field(default=None, repr=False)
     basic_auth_user: str | None = None
     basic_auth_encrypted: bytes | None = field(default=None, repr=False)
+    notify_encrypted: bytes | None = field(default=None, repr=False)  # apprise URLs
 
 
 @frozen
@@ -889,6 +914,7 @@ _MESSAGE_ROWS: dict[type, Callable[[Any], tuple[RowWrite, ...]]] = {
     OrderIntent: _intent_rows,
     OrderEvent: _order_event_rows,
     Fill: _plain("fills", Op.INSERT_NEW, day_of="ts"),
+    PendingFill: _plain("pending_fills", Op.INSERT_NEW, day_of="ts"),
     RiskEvent: _plain("risk_events", day_of="ts"),
     PositionMark: _position_rows,
     PositionRisk: _plain("position_risks", Op.UPSERT, ("strategy", "account", "symbol",
@@ -1242,6 +1268,14 @@ class Database:
                                       "trading_date": trading_date, "client_id": client_id},
                             ("id",))
         return [_build(Fill, r) for r in rows]
+
+    def pending_fills(self, account: str | None = None,
+                      trading_date: date | None = None) -> list[PendingFill]:
+        """Fills stored by quantity while their price was unknown (each priced later by a
+        ``Fill`` of the same order), oldest first."""
+        rows = self._select("pending_fills", {"account": account, "trading_date": trading_date},
+                            ("id",))
+        return [_build(PendingFill, r) for r in rows]
 
     def fill_keys(self, strategy: str | None = None, account: str | None = None,
                   trading_date: date | None = None) -> set[tuple[str, int]]:

@@ -41,6 +41,7 @@ from engine.messages import (
     OrderIntent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PriceType,
     Product,
 )
@@ -49,7 +50,7 @@ from engine.runtime.clock import IST
 from engine.store.database import StoredOrder
 
 S = OrderStatus
-Emitted = OrderEvent | Fill
+Emitted = OrderEvent | Fill | PendingFill
 
 # ---------------------------------------------------------------------------------------------
 # The state machine
@@ -147,14 +148,35 @@ def engine_status(broker_status: str, filled: int, quantity: int) -> OrderStatus
     return status
 
 
-def update_from_row(row: OrderRow, ts: float, source: str) -> BrokerOrderUpdate:
-    """An orderbook / orderstatus row (or a simulated broker's listener row) as a report."""
+def update_from_row(row: OrderRow, ts: float, source: str,
+                    certain: bool | None = None) -> BrokerOrderUpdate:
+    """An orderbook / orderstatus row (or a simulated broker's listener row) as a report.
+
+    ``certain`` (default: the row gives its filled quantity) says whether the status is the
+    order's own; see ``updates_from_rows``."""
     return BrokerOrderUpdate(
         orderid=row.orderid, symbol=row.symbol, exchange=row.exchange, action=row.action,
         quantity=row.quantity, status=row.status, filled_quantity=row.filled_quantity,
         average_price=row.average_price, ts=ts, price=row.price,
         trigger_price=row.trigger_price, pricetype=row.pricetype,
-        rejection_reason=row.rejection_reason, source=source)
+        rejection_reason=row.rejection_reason, source=source,
+        status_certain=row.filled_quantity is not None if certain is None else certain)
+
+
+def updates_from_rows(rows: Sequence[OrderRow], ts: float,
+                      source: str) -> list[tuple[OrderRow, BrokerOrderUpdate]]:
+    """An orderbook read as reports, each with its row. A row without a filled quantity
+    (Zerodha's, Angel's) may show the status of the row above it (OpenAlgo's Zerodha transform
+    carries the previous row's status over an in-between state), so its status is certain only
+    when it differs from the row above, or it is the first row (docs/broker-personalities.md)."""
+    out: list[tuple[OrderRow, BrokerOrderUpdate]] = []
+    above: str | None = None
+    for row in rows:
+        status = row.status.strip().lower()
+        certain = row.filled_quantity is not None or status != above
+        out.append((row, update_from_row(row, ts, source, certain)))
+        above = status
+    return out
 
 
 def update_from_frame(frame: Mapping[str, Any], ts: float) -> BrokerOrderUpdate:
@@ -322,6 +344,7 @@ class TrackedOrder:
     broker_order_id: str | None = None
     filled: int = 0
     average_price: float = 0.0
+    pending: int = 0  # cumulative filled at the broker, price not yet known (PendingFill sent)
     split_parent: str | None = None  # children: the split parent's client id
     is_parent: bool = False  # a split parent: never sent itself, state derived from children
     children: tuple[str, ...] = ()
@@ -658,7 +681,8 @@ class OrderBook:
             except BadBrokerReport:  # an in-between state with a fill: priced, state kept
                 claimed = None
             if claimed is S.COMPLETE and qty < order.intent.quantity:
-                logger.info("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
+                # routine: the tradebook lags the order book; the next poll prices it
+                logger.debug("orders[{}]: {} reported complete, the tradebook shows {} of {}; "
                             "kept working", self.account, order.client_id, qty,
                             order.intent.quantity)
                 working = order.at_broker or _initial_state(order.intent)
@@ -669,8 +693,36 @@ class OrderBook:
             priced = replace(claim, filled_quantity=qty, source="tradebook",
                              average_price=round(value / qty, 4) if qty else None)
             out.extend(self.apply_report(priced) or [])
+            out.extend(self._pending(order, claim, qty, ts))
         self.claims.clear()
         return out
+
+    def _pending(self, order: TrackedOrder, claim: BrokerOrderUpdate, traded: int,
+                 ts: float) -> list[PendingFill]:
+        """The quantity a claim proves filled beyond what the tradebook prices: a report's own
+        filled quantity, or the whole order for a ``complete`` whose status is certainly its
+        own. Booked once per new cumulative quantity as a ``PendingFill`` (no price)."""
+        if not order.working:
+            return []
+        if claim.filled_quantity is not None:
+            known = claim.filled_quantity
+        elif claim.status_certain and claim.status.strip().lower() == "complete":
+            known = order.intent.quantity
+        else:
+            return []  # a status that may be carried over: only the tradebook says
+        if known <= max(order.filled, order.pending, traded):
+            return []
+        new = known - max(order.filled, order.pending)
+        order.pending = known
+        top = self.top(order)
+        i = order.intent
+        logger.warning("orders[{}]: {} filled {} at the broker, price not known yet (tradebook "
+                       "shows {}); booked as price pending", self.account, order.client_id,
+                       known, traded)
+        return [PendingFill(client_id=top.client_id, broker_order_id=order.broker_order_id or "",
+                            strategy=i.strategy, account=i.account, symbol=i.symbol,
+                            exchange=i.exchange, action=i.action, quantity=new,
+                            cumulative_quantity=known, ts=ts, purpose=i.purpose)]
 
     def match_unknown(self, order: TrackedOrder, rows: Sequence[OrderRow],
                       skew_s: float) -> OrderRow | None:

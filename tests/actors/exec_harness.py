@@ -19,6 +19,7 @@ from actors.position_monitor import PositionMonitor, PositionSettings
 from actors.reconciler import Reconciler, ReconcileSettings
 from actors.risk_manager import RiskManager
 from actors.store import StoreWriter
+from actors.strategy_host import StrategyHost
 from engine.broker import BrokerUnavailable, OrderRow, PositionRow, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
@@ -41,11 +42,12 @@ from engine.openalgo.rest import OpenAlgoClient, RestSettings
 from engine.runtime.actor import actor_of
 from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.runtime.registry import Registry
-from engine.sim.matching import SimulatedBroker
+from engine.sim.matching import MatchingSettings, SimulatedBroker
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.store.database import Database, StoreSettings
 from engine.trading.orders import update_from_row
 from engine.trading.risk import RiskSettings
+from strategies.base import Strategy, StrategyContext
 from tests.support import Collector
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)
@@ -73,8 +75,18 @@ class Spy:
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.down: set[str] = set()
+        #: hooks of the reads the order manager repeats on its timers (``without_retries``)
+        self.read_hooks: dict[str, Callable[..., Any]] = {}
+
+    def _reads(self) -> Any:
+        once = getattr(self.target, "without_retries", None)
+        reads = Spy(once() if once is not None else self.target, self.clock)
+        reads.hooks = self.read_hooks
+        return reads
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name == "without_retries":  # the order manager's repeated reads: ``read_hooks``
+            return self._reads
         method = getattr(self.target, name)
         if not callable(method):
             return method  # type: ignore[no-any-return]
@@ -108,6 +120,9 @@ class Options:
     monitor_quotes: bool = True
     stream: bool = True  # in-process only: the simulator's order listener feeds the manager
     strategies: tuple[str, ...] = ("s", "t")
+    matching: MatchingSettings | None = None  # the simulated broker's (personality: zerodha)
+    #: strategies run by a real StrategyHost (``strategy.<name>``) instead of a collector
+    hosts: dict[str, Callable[[StrategyContext], Strategy]] = field(default_factory=dict)
 
 
 class Stack:
@@ -124,7 +139,7 @@ class Stack:
             self.server = SimulatorServer(
                 SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False,
                                   lost_reply_hold_s=1.0),
-                api_key=API_KEY, clock=self.clock, instrument=SPEC)
+                api_key=API_KEY, clock=self.clock, instrument=SPEC, matching=opts.matching)
             self.server.start()
             self.sim = self.server.broker
             self.client = OpenAlgoClient(
@@ -133,7 +148,7 @@ class Stack:
                 api_key=API_KEY, clock=self.clock, account=ACCOUNT, sleep=lambda _: None)
             target: Any = self.client
         else:
-            self.sim = SimulatedBroker(self.clock, SPEC, account="sim")
+            self.sim = SimulatedBroker(self.clock, SPEC, opts.matching, account="sim")
             target = self.sim
         for sym in (CE, PE):
             self.sim.declare_symbol(sym, "NFO")
@@ -143,7 +158,8 @@ class Stack:
         self.refs: dict[str, pykka.ActorRef[Any]] = {}
         self._register("store", StoreWriter.start(self.db, name="store", registry=self.registry,
                                                   clock=self.clock))
-        for name in SINKS:
+        hosted = {f"strategy.{name}" for name in opts.hosts}
+        for name in (n for n in SINKS if n not in hosted):
             self._register(name, Collector.start(self.got[name], name=name,
                                                  registry=self.registry, clock=self.clock))
         self.listening = False
@@ -153,6 +169,8 @@ class Stack:
             self.market(100.0, sym, engine=False)
         self.start_orders()
         self.start_positions()
+        for name, factory in opts.hosts.items():
+            self.start_host(name, factory)
         if opts.risk is not None:
             self.start_risk()
         if opts.reconcile is not None:
@@ -181,6 +199,11 @@ class Stack:
             broker=self.broker if self.options.monitor_quotes else None, db=self.db,
             r_units={"s": R_UNIT}, registry=self.registry, clock=self.clock))
 
+    def start_host(self, name: str, factory: Callable[[StrategyContext], Strategy]) -> None:
+        self._start(f"strategy.{name}", lambda: StrategyHost.start(
+            strategy_factory=factory, strategy_name=name, account=ACCOUNT, instrument=SPEC,
+            load_state=self.db.strategy_state, registry=self.registry, clock=self.clock))
+
     def start_risk(self, settings: RiskSettings | None = None) -> None:
         chosen = settings or self.options.risk or RISK
         self._start("risk", lambda: RiskManager.start(
@@ -201,7 +224,8 @@ class Stack:
 
     def close(self) -> None:
         self.listen(False)
-        for name in ("reconciler", "risk", "positions", "orders", *SINKS, "store"):
+        for name in ("reconciler", "risk", *(f"strategy.{n}" for n in self.options.hosts),
+                     "positions", "orders", *SINKS, "store"):
             ref = self.refs.pop(name, None)
             if ref is not None:
                 ref.stop()

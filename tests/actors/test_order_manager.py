@@ -782,6 +782,28 @@ def test_a_market_fill_seen_first_by_the_poll_is_booked_at_the_tradebook_price(
     assert [f.price for f in h.db.fills(client_id="m-1")] == [100.05]
 
 
+def test_a_fill_found_by_the_poll_is_dated_when_the_orderbook_read_returned(
+        make: Callable[..., Harness]) -> None:
+    """The engine knows a fill the poll finds only once the orderbook read has returned: its
+    time (what the stop's latency is measured from) is not the time the read was sent."""
+    h = make()
+    h.listen(False)
+    h.broker.hooks["order_status"] = _down
+    returned: list[float] = []
+
+    def slow_orderbook() -> list[OrderRow]:
+        rows = h.sim.orderbook()
+        h.clock.advance_to(h.clock.time() + 0.4)  # the read took 0.4 s
+        returned.append(h.clock.time())
+        return rows
+
+    h.broker.hooks["orderbook"] = slow_orderbook
+    h.send(intent("m-1"))
+    h.advance(2.0)
+    [fill] = h.fills()
+    assert fill.ts in returned
+
+
 def test_a_cancel_pending_carried_over_as_complete_books_no_fill(
         make: Callable[..., Harness]) -> None:
     """Zerodha's transform gives a CANCEL PENDING row the previous row's status: here

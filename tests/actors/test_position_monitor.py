@@ -373,7 +373,10 @@ def test_stale_prices_flip_the_freshness_and_a_new_tick_restores_it(
     h = make(with_broker=False)
     h.fill(Action.SELL, 65, 100.0)
     h.fill(Action.SELL, 65, 50.0, symbol=PE)
-    assert h.pnls()[-1].stale == (CE, PE)  # no price yet
+    # no tick yet: each position is priced at its fill (a traded price), fresh, flat
+    assert h.pnls()[-1].fresh and h.pnls()[-1].unrealized == 0.0
+    h.advance(6.0)  # the fills' prices are stale now (5 s)
+    assert h.pnls()[-1].stale == (CE, PE)
     h.tick((CE, 99.0), (PE, 51.0))
     assert h.pnls()[-1].fresh
     h.advance(3.0)
@@ -443,7 +446,7 @@ def test_a_failing_quotes_call_is_retried_and_never_crashes(h: Harness) -> None:
     h.market(CE, 96.0)
     h.fill(Action.SELL, 65, 100.0)
     h.broker.fail = True
-    h.advance(3.0)
+    h.advance(8.0)  # the fill's price goes stale after 5 s; then quotes are asked and fail
     failed = len(h.broker.calls)
     assert failed >= 3
     status = h.status()
@@ -458,10 +461,10 @@ def test_a_failing_quotes_call_is_retried_and_never_crashes(h: Harness) -> None:
 
 def test_a_quote_without_a_price_is_counted_not_used(h: Harness) -> None:
     h.fill(Action.SELL, 65, 100.0)  # the simulated market has no price for CE yet
-    h.advance(1.0)
+    h.advance(6.0)  # the fill's price (5 s fresh) goes stale: the monitor asks for quotes
     assert len(h.broker.calls) >= 1
     assert h.status()["bad_prices"][CE] == len(h.broker.calls)
-    assert h.query()[("s", CE)].ltp == 0.0
+    assert h.query()[("s", CE)].ltp == 100.0  # still the fill's price: a bad quote is not used
 
 
 # ---------------------------------------------------------------------------------------------

@@ -192,6 +192,21 @@ def test_a_position_going_stale_in_the_monitor_stops_the_checks(
     assert st.risk_status()["state"] == "HALTED"
 
 
+def test_an_entry_just_filled_is_priced_by_its_fill_no_stale_alert(
+        make: Callable[..., Stack]) -> None:
+    """Issue 20: an entry filled before the feed's first tick of its symbol reached the position
+    monitor made the risk manager say "prices unreliable" at once; the fill's price is the
+    symbol's price until a tick comes (and the position still goes stale without ticks)."""
+    st = make(risk=replace(RISK, trail=500.0, stale_alert_s=1.0), monitor_quotes=False)
+    st.order("s-e1", Action.SELL)  # sold at 99.95; no tick of CE has reached the monitor
+    assert st.held() == {("s", CE): -65}
+    assert st.alerts("prices_unreliable") == []
+    assert st.risk_status()["fresh"] is True
+    st.advance(6.0, step=0.5)  # still no tick, longer than stale_after_s (5 s)
+    assert st.risk_status()["fresh"] is False
+    assert len(st.alerts("prices_unreliable")) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # HALTED across a restart
 # ---------------------------------------------------------------------------------------------

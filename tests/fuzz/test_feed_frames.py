@@ -276,7 +276,7 @@ def test_parser_counts_every_bad_frame_and_hands_out_only_sound_ticks(
                       on_order_update=lambda update: None)
     feed.subscribe(SUBSCRIBED)  # not started: the subscription set only
     log = io.StringIO()
-    sink = add_sink(log, level="WARNING")
+    sink = add_sink(log, level="DEBUG")  # zero prices are logged at DEBUG
     try:
         for frame in frames:
             feed._on_frame(frame.payload, 0.0)
@@ -373,7 +373,7 @@ def live() -> Iterator[LiveFeed]:
             cond.notify_all()
 
     log = io.StringIO()
-    sink = add_sink(log, level="WARNING")
+    sink = add_sink(log, level="DEBUG")  # zero prices are logged at DEBUG
     feed = FeedClient(settings_for(server.url), api_key=API_KEY, clock=VirtualClock(RECV_TS),
                       account="fuzz-live", on_tick=on_tick)
     feed.subscribe(SUBSCRIBED)

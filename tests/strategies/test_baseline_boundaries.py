@@ -29,6 +29,7 @@ from engine.broker import OrderRow
 from engine.market.bars import BarSettings
 from engine.messages import (
     Action,
+    Alert,
     Crash,
     Fill,
     OrderPurpose,
@@ -93,6 +94,7 @@ class Outcome:
     state: dict[str, Any]
     broker_orders: dict[str, OrderRow]
     broker_positions: dict[str, int]
+    alerts: list[Alert]
 
     def entries(self, symbol: str | None = None) -> list[StoredOrder]:
         return [o for o in self.orders if o.purpose is OrderPurpose.ENTRY
@@ -146,10 +148,11 @@ def replay(tmp_path: Path, paths: Sequence[SymbolPath], *, risk: RiskSettings | 
         swings = {sp.symbol: db.swings(sp.symbol, DAY) for sp in paths}
         breaks = {sp.symbol: db.swing_breaks(sp.symbol, DAY) for sp in paths}
         stored = db.strategy_state("strategy.baseline_v1")
+        alerts = db.alerts()
     assert stored is not None
     return Outcome(orders, fills, trades, swings, breaks, stored.state["strategy"],
                    broker_rows(broker),
-                   {row.symbol: row.quantity for row in broker.positionbook()})
+                   {row.symbol: row.quantity for row in broker.positionbook()}, alerts)
 
 
 def broker_rows(broker: SimulatedBroker) -> dict[str, OrderRow]:
@@ -479,6 +482,9 @@ def test_the_1515_exit_flattens_the_open_short(tmp_path: Path) -> None:
     assert (trade.symbol, trade.quantity, trade.entry_price, trade.exit_price, trade.pnl,
             trade.exit_reason) == (CE, 650, 199.95, 201.0, -682.5, "eod")
     assert eod <= trade.exit_ts < eod + 60
+    # the exit coordinator cancelled the stop to close with its market order: no failed cover
+    # (issue 20: the strategy raised a false critical cover_failed here)
+    assert [a.kind for a in out.alerts if a.kind == "cover_failed"] == []
 
 
 # -- churn guard ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from engine.messages import (
     OrderEvent,
     OrderPurpose,
     OrderStatus,
+    PendingFill,
     PriceType,
     Severity,
     Swing,
@@ -451,6 +452,28 @@ def test_partial_fills_are_covered_as_they_come() -> None:
     event(strat, entry["client_id"], OrderStatus.COMPLETE, 650)
     evaluate(strat, ctx, EVAL_AT + 2)
     assert len(ctx.covers()) == 2  # fully covered: nothing more
+
+
+def test_an_entry_filled_with_its_price_pending_is_protected_at_once_and_counted_once() -> None:
+    """A PendingFill (the broker filled it, the tradebook has no price yet) places the stop for
+    the quantity now, at the stop of the selection (never from a fill price); the priced fill
+    that follows adds no second stop, and only then is the entry's value known."""
+    strat, ctx = make()
+    swing_low(strat, CE, 200.0, hh=209.0)  # stop at selection 210
+    evaluate(strat, ctx)
+    [entry] = ctx.entries()
+    strat.on_fill_pending(PendingFill(entry["client_id"], f"b-{entry['client_id']}",
+                                      "baseline_v1", "acct", CE, "NFO", Action.SELL, 650, 650,
+                                      EVAL_AT))
+    [stop] = ctx.covers()
+    assert (stop["quantity"], stop["trigger_price"], stop["price"]) == (650, 210.0, 213.0)
+    pos = strat.d.positions[CE]
+    assert (pos.open_qty, pos.sold_qty, pos.sold_value, pos.realized) == (650, 0, 0.0, 0.0)
+    fill(strat, entry, 650, 199.95, 650)
+    assert len(ctx.covers()) == 1
+    assert (pos.open_qty, pos.sold_qty, pos.avg_entry) == (650, 650, 199.95)
+    strat.restore(strat.snapshot())  # the pending book survives a snapshot round trip
+    assert strat.d.positions[CE].open_qty == 650
 
 
 def test_a_rejected_stop_is_retried_then_the_position_is_bought_back() -> None:

@@ -129,7 +129,8 @@ class DashboardView:
             "positions": [{"symbol": m.symbol, "strategy": m.strategy, "quantity": m.quantity,
                            "average_price": m.average_price, "ltp": m.ltp,
                            "pnl": round(m.unrealized + m.realized, 2),
-                           "r": round(m.r_multiple, 2)} for m in marks if m.quantity != 0],
+                           "r": round(m.r_multiple, 2), "price_pending": m.price_pending}
+                          for m in marks if m.quantity != 0],
             "risk": {"strategies": strategies,
                      "realized_pnl": round(sum(t.pnl for t in trades), 2)},
         }

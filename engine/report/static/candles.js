@@ -1,29 +1,38 @@
 /* Draws one symbol's candle chart (engine/report/candles.py's chart_payload) with TradingView's
    lightweight-charts: candles, swing / entry / exit markers, stop and swing levels as segments.
    Zoom: mouse wheel or pinch; pan: drag; hover: the legend shows the minute's OHLC.
-   Used by the day report (inline) and the live dashboard. */
+   Used by the day report (inline) and the live dashboard; ``frame`` (a legend line above an
+   empty chart) serves the report's trade charts too (trades.js). */
 (function () {
   "use strict";
 
   function fmt(v) { return v === undefined || v === null ? "-" : Number(v).toFixed(2); }
 
-  function draw(element, payload, options) {
-    const height = (options && options.height) || 380;
+  /* ``element`` emptied and given a legend line and a chart of ``height`` px (``options``
+     added to the shared look); returns {chart, legend}. */
+  function frame(element, height, options) {
     element.innerHTML = "";
     const legend = document.createElement("div");
     legend.className = "candle-legend";
     element.appendChild(legend);
     const host = document.createElement("div");
     element.appendChild(host);
-    const chart = LightweightCharts.createChart(host, {
+    const chart = LightweightCharts.createChart(host, Object.assign({
       height: height,
       autoSize: false,
       width: element.clientWidth || 900,
       layout: { background: { color: "#ffffff" }, textColor: "#1f2328" },
       grid: { vertLines: { color: "#eaeef2" }, horzLines: { color: "#eaeef2" } },
-      timeScale: { timeVisible: true, secondsVisible: false },
       crosshair: { mode: 0 },
-    });
+    }, options));
+    return { chart: chart, legend: legend };
+  }
+
+  function draw(element, payload, options) {
+    const f = frame(element, (options && options.height) || 380,
+                    { timeScale: { timeVisible: true, secondsVisible: false } });
+    const chart = f.chart;
+    const legend = f.legend;
     const candles = chart.addCandlestickSeries({
       upColor: "#1a7f37", downColor: "#cf222e", borderVisible: false,
       wickUpColor: "#1a7f37", wickDownColor: "#cf222e", priceLineColor: "#57606a",
@@ -65,5 +74,5 @@
     };
   }
 
-  window.NiftyCandles = { draw: draw };
+  window.NiftyCandles = { draw: draw, frame: frame };
 })();

@@ -11,12 +11,19 @@ only its differences from ``ideal`` (``base``); docs/broker-personalities.md lis
 from __future__ import annotations
 
 from engine.sim.personalities.angel import Angel
-from engine.sim.personalities.base import CANCEL_PENDING, MarketFacts, Personality, RateLimits
+from engine.sim.personalities.base import (
+    CANCEL_PENDING,
+    OPEN_PENDING,
+    MarketFacts,
+    Personality,
+    RateLimits,
+)
 from engine.sim.personalities.ideal import Ideal
 from engine.sim.personalities.sandbox import Sandbox
 from engine.sim.personalities.zerodha import Zerodha
 
-__all__ = ["CANCEL_PENDING", "NAMES", "MarketFacts", "Personality", "RateLimits", "personality"]
+__all__ = ["CANCEL_PENDING", "NAMES", "OPEN_PENDING", "MarketFacts", "Personality", "RateLimits",
+           "personality"]
 
 _ALL: dict[str, type[Personality]] = {"zerodha": Zerodha, "angel": Angel, "sandbox": Sandbox,
                                       "ideal": Ideal}

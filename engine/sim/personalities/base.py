@@ -21,6 +21,8 @@ from engine.broker import BrokerError, OrderRow, TradeRow
 OPENALGO_STATUSES = frozenset({"open", "trigger pending", "complete", "rejected", "cancelled"})
 #: The simulated broker's in-between state while a cancel travels to the exchange.
 CANCEL_PENDING = "cancel pending"
+#: ... and while a new order travels to it (during ``[matching] latency_s``)
+OPEN_PENDING = "open pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,9 @@ class Personality:
     rate_limits = RateLimits(order=10, smart_order=10, default=50)
     #: clock seconds a cancelled order stays ``cancel pending`` (0 = cancelled at once)
     cancel_latency_s = 0.0
+    #: a new order shows ``open pending`` until it is active (``[matching] latency_s``), and a
+    #: rejection comes after it
+    placement_pending = False
     #: start the simulator in analyzer (sandbox) mode
     analyze = False
     #: order-row fields sent as JSON strings

@@ -45,6 +45,8 @@ class Zerodha(Personality):
     rate_limits = RateLimits(order=10, smart_order=10, default=10)
     #: Kite shows CANCEL PENDING while the exchange confirms a cancel
     cancel_latency_s = 0.5
+    #: ... and OPEN PENDING while the exchange has not acknowledged a new order
+    placement_pending = True
 
     def orderbook(self, rows: list[OrderRow]) -> list[OrderRow]:
         return order_data_transform(rows)

@@ -426,3 +426,140 @@ def test_cli_fernet_key_missing_malformed_or_wrong(tmp_path: Path, fernet_key: s
     for text in (wrong.stdout, wrong.stderr):
         for secret in (KEY_MAIN, fernet_key, wrong_key):
             assert secret not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Notification URLs: stored encrypted beside the key, added to the environment's
+# ---------------------------------------------------------------------------------------------
+
+HOOK_TOKEN = "hook-token-7f3e9a2b1c"
+TG_TOKEN = "AAbbCCddEEffGGhh"
+
+
+def test_notify_urls_are_stored_encrypted_listed_as_a_count_and_kept_by_add(
+        vault: AccountVault, db: Database, fernet_key: str) -> None:
+    vault.add("main", HOST, WS, "primary", KEY_MAIN)
+    urls = f"json://127.0.0.1:9/{HOOK_TOKEN}, tgram://123456789:{TG_TOKEN}/987654"
+    assert vault.set_notify("main", urls) == 2
+    (info,) = vault.list()
+    assert info.notify == 2 and "notify 2 URL(s)" in info.line()
+    assert HOOK_TOKEN not in info.line() and TG_TOKEN not in repr(info)
+    stored = raw_bytes(db.path)
+    assert HOOK_TOKEN.encode() not in stored and TG_TOKEN.encode() not in stored
+    (row,) = db.accounts()
+    assert row.notify_encrypted is not None and HOOK_TOKEN not in repr(row)
+    # replacing the account (a new key, say) keeps where its notices go
+    vault.add("main", HOST, WS, "primary", KEY_BACKUP)
+    (account,) = resolve_accounts(load_config(None, env={}), db, {FERNET_ENV: fernet_key})
+    assert account.notify_urls == (f"json://127.0.0.1:9/{HOOK_TOKEN} "
+                                   f"tgram://123456789:{TG_TOKEN}/987654")
+    assert HOOK_TOKEN not in repr(account)
+    # a URL apprise cannot use is refused, the URL not repeated; nothing changes
+    with pytest.raises(InvalidAccount, match=r"bogus://\*\*\*") as caught:
+        vault.set_notify("main", f"bogus://{HOOK_TOKEN}")
+    assert HOOK_TOKEN not in str(caught.value)
+    assert vault.list()[0].notify == 2
+    with pytest.raises(AccountNotFound):
+        vault.set_notify("other", urls)
+    assert vault.set_notify("main", "") == 0
+    assert vault.list()[0].notify == 0 and db.accounts()[0].notify_encrypted is None
+
+
+def test_cli_set_notify_from_the_environment_or_stdin_never_an_argument(
+        tmp_path: Path, fernet_key: str) -> None:
+    env = {FERNET_ENV: fernet_key}
+    assert run_cli(tmp_path, "add", "main", "--host", HOST, "--ws-url", WS,
+                   OPENALGO_API_KEY=KEY_MAIN, **env).returncode == 0
+    url = f"json://127.0.0.1:9/{HOOK_TOKEN}"
+    from_env = run_cli(tmp_path, "set-notify", "main", NIFTY_ENGINE_NOTIFY_URLS=url, **env)
+    assert from_env.returncode == 0, from_env.stderr
+    assert from_env.stdout.strip() == "account main: notices go to 1 URL(s)"
+    piped = run_cli(tmp_path, "set-notify", "main", "--stdin",
+                    stdin=f"{url} tgram://123456789:{TG_TOKEN}/987654\n", **env)
+    assert piped.returncode == 0 and "2 URL(s)" in piped.stdout, piped.stderr
+    listed = run_cli(tmp_path, "list", **env)
+    assert "notify 2 URL(s)" in listed.stdout
+    as_argument = run_cli(tmp_path, "set-notify", "main", url, **env)
+    assert as_argument.returncode == 2 and "unrecognized arguments" in as_argument.stderr
+    nothing = run_cli(tmp_path, "set-notify", "main", **env)
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == ("accounts: no notification URLs: set "
+                                      "NIFTY_ENGINE_NOTIFY_URLS, or pipe it in with --stdin")
+    bogus = run_cli(tmp_path, "set-notify", "main", "--stdin", stdin=f"bogus://{HOOK_TOKEN}\n",
+                    **env)
+    assert bogus.returncode == 2 and "bogus://***" in bogus.stderr
+    assert "Traceback" not in bogus.stderr
+    cleared = run_cli(tmp_path, "set-notify", "main", "--clear", **env)
+    assert cleared.returncode == 0 and "no notification URLs" in cleared.stdout
+    db_path = tmp_path / "var" / "engine.db"
+    log_text = (tmp_path / "var" / "engine.log").read_text()
+    assert "accounts: main sends its notices to 2 URL(s): json://***, tgram://***" in log_text
+    for done in (from_env, piped, listed, nothing, bogus, cleared):  # argparse echoes argv
+        assert HOOK_TOKEN not in done.stdout + done.stderr
+        assert TG_TOKEN not in done.stdout + done.stderr
+    for secret in (HOOK_TOKEN, TG_TOKEN):
+        assert secret not in log_text and secret.encode() not in raw_bytes(db_path)
+
+
+def test_a_live_engine_notifies_its_accounts_urls_and_the_environments(
+        tmp_path: Path, fernet_key: str, monkeypatch: pytest.MonkeyPatch,
+        log_capture: io.StringIO) -> None:
+    """The account's stored URL and NIFTY_ENGINE_NOTIFY_URLS both get the notices of an engine
+    that trades (a replay with ``[notify] replay``, fed the venue ``live_venue`` chose)."""
+    import json
+    import threading
+    from datetime import date
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from engine.app.replay import ReplayDriver
+    from engine.app.venues import live_venue
+    from engine.market.synth import small_session
+    from engine.runtime.notify import URLS_ENV
+
+    got: list[tuple[str, dict[str, object]]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            got.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    try:
+        store = tmp_path / "accounts.db"
+        with Database(store) as db:
+            vault = AccountVault(db, KeyCipher(fernet_key), VirtualClock())
+            vault.add("main", HOST, WS, "primary", KEY_MAIN)
+            vault.set_notify("main", f"json://127.0.0.1:{port}/{HOOK_TOKEN}")
+        monkeypatch.setenv(FERNET_ENV, fernet_key)
+        monkeypatch.setenv("OPENALGO_API_KEY", "")
+        venue = live_venue(load_config(None, env={}, overrides={"store.path": str(store)}))
+        venue.clock.stop()
+        assert venue.notify_urls == f"json://127.0.0.1:{port}/{HOOK_TOKEN}"
+        assert HOOK_TOKEN not in repr(venue)
+
+        session = tmp_path / "s.db"
+        small_session(session, date=date(2025, 9, 3), seed=1, symbols=2, minutes=60,
+                      start="09:15")
+        cfg = load_config(None, env={URLS_ENV: f"json://127.0.0.1:{port}/from-env"},
+                          overrides={"notify.replay": "true", "notify.timeout_s": "2"})
+
+        def hook(parts: object) -> None:
+            parts.notify_urls = venue.notify_urls  # type: ignore[attr-defined]
+
+        ReplayDriver(cfg, session, db_path=tmp_path / "e.db", progress=False,
+                     strategies=("baseline_v1",), parts_hook=hook).run()
+    finally:
+        httpd.shutdown()
+    paths = {path for path, _ in got}
+    assert paths == {f"/{HOOK_TOKEN}", "/from-env"}, paths
+    kinds = {body["title"] for _, body in got}
+    assert any("filled" in str(title) for title in kinds), kinds
+    assert HOOK_TOKEN not in log_capture.getvalue()
+    assert "notify: 2 URL(s): json://***, json://***" in log_capture.getvalue()

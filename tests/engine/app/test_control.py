@@ -454,6 +454,16 @@ def test_full_status_renders_every_section() -> None:
     assert "unknown" not in text
 
 
+def test_a_position_with_its_price_pending_says_so() -> None:
+    status = full_status()
+    pos = status["positions"][0]
+    status["positions"] = [{**pos, "average_price": 0.0, "price_pending": 65},
+                           {**pos, "quantity": -130, "price_pending": 65}]
+    text = render_status(status)
+    assert "qty -65  avg PRICE PENDING  ltp 118.00" in text
+    assert "qty -130  avg 120.50 (65 PRICE PENDING)  ltp 118.00" in text
+
+
 def test_empty_status_renders_unknowns() -> None:
     text = render_status({})
     assert all(h in text for h in HEADERS)

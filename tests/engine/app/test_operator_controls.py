@@ -42,7 +42,7 @@ from engine.messages import GateQuery, Tick
 from engine.runtime.clock import WallClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from tests.engine.app.test_live import ATM, KEY, SPEC, config
-from tests.support import until
+from tests.support import TEST_ENV, until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -170,7 +170,7 @@ def test_plain_paper_has_the_control_socket(tmp_path: Path) -> None:
     session = small_session(tmp_path / "s.db", date="2025-09-03", seed=31, symbols=1,
                             minutes=3).path
     sock = str(Path(tempfile.mkdtemp(dir="/tmp")) / "p.sock")
-    cfg = load_config(None, env={}, overrides={
+    cfg = load_config(None, env=TEST_ENV, overrides={
         "simulator.rest_port": "0", "simulator.ws_port": "0", "store.synchronous": "NORMAL"})
     cfg = cfg.replace(control=ControlSettings(socket_path=sock))
     stop = threading.Event()

@@ -23,12 +23,13 @@ from engine.runtime.clock import ScaledClock
 from engine.sim.personalities import NAMES
 from engine.sim.server import SimulatorServer
 from engine.store.database import Database
+from tests.support import TEST_ENV
 
 DAY = date(2025, 9, 3)
 
 
 def cfg(broker: str = "zerodha"):
-    return load_config(None, env={}, overrides={
+    return load_config(None, env=TEST_ENV, overrides={
         "simulator.rest_port": "0", "simulator.ws_port": "0", "store.synchronous": "NORMAL",
         "openalgo.retry_delay_s": "0.05", "matching.broker": broker})
 
@@ -130,3 +131,32 @@ def test_mid_session_start_backfills_history_with_no_duplicate_and_no_hole(
                     b.open, b.high, b.low, b.close, b.volume, b.ticks), (sym, s)
             else:  # the minute in progress at start: only the part seen live
                 assert a.source == "live" and a.ticks <= clean[(sym, s)].ticks
+
+
+def test_a_paper_run_ends_with_the_data_quality_table(session: Path, tmp_path: Path) -> None:
+    """As a replay does: rejected ticks by reason and symbol after the trade table. In paper the
+    feed client refuses the zero prices before they are ticks (row ``(feed)``), and says so at
+    DEBUG only: routine dirt is no WARNING on the console."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.engine.app.cli_support import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIFTY_ENGINE")} | TEST_ENV
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "--state-dir", str(tmp_path), "paper",
+         "--session", str(session), "--speed", "600", "--set", "simulator.rest_port=0",
+         "--set", "simulator.ws_port=0"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.splitlines()
+    start = out.index("[DATA QUALITY] rejected ticks by symbol and reason")
+    assert start > out.index(next(line for line in out if line.startswith("[TRADES]")))
+    rows = {line.split()[0]: line.split()[1:] for line in out[start + 2:]}
+    header = out[start + 1].split()
+    zero = int(rows["(feed)"][header.index("non_positive_price") - 1])
+    reader = SessionReader(session)
+    assert zero == sum(1 for t in reader.ticks() if t.ltp <= 0) > 0
+    assert rows["total"][header.index("non_positive_price") - 1] == str(zero)
+    assert "non_positive_price" not in done.stderr  # no per-drop line on the console

@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import sqlite3
-import struct
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -77,10 +76,10 @@ def images(page: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
 
 
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == PNG_SIGNATURE
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
+def trade_charts_of(page: str) -> dict | None:
+    """The R and equity charts' payloads embedded in a report (None: no trade charts)."""
+    found = re.search(r"const TRADE_CHARTS = (.*?);\n", page)
+    return json.loads(found.group(1)) if found else None
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +138,7 @@ def test_a_replayed_day_reads_its_trade_and_the_traded_symbols_market(replayed: 
     assert [o.purpose for o in data.orders] == [OrderPurpose.ENTRY, OrderPurpose.STOP]
 
 
-def test_a_replayed_day_renders_summary_table_two_images_and_interactive_candles(
+def test_a_replayed_day_renders_summary_table_and_interactive_charts(
         replayed: Path) -> None:
     page = build_report(replayed)
     assert "<title>Day report 2025-01-30</title>" in page
@@ -147,11 +146,15 @@ def test_a_replayed_day_renders_summary_table_two_images_and_interactive_candles
                  "-6,552.00", "-1.05", "-₹6,552.00", "₹6,552.00 (1.05 R)", ">stop<",
                  "No risk events.", "No reconciliation corrections."):
         assert text in page, text
-    charts = images(page)
-    assert len(charts) == 2  # R and equity; the candles are interactive
-    for png in charts:
-        width, height = png_size(png)
-        assert width > 300 and height > 100
+    assert images(page) == []  # every chart is interactive: R, equity and the candles
+    trades = trade_charts_of(page)
+    assert trades is not None
+    assert [(b["time"], b["value"]) for b in trades["r"]["bars"]] == [(1, -1.05)]
+    assert trades["r"]["labels"]["1"].startswith(f"#1 {CE} exit 09:26:40 IST stop  R -1.05")
+    assert [p["value"] for p in trades["equity"]["equity"]] == [0, -6552.0]
+    assert [p["value"] for p in trades["equity"]["drawdown"]] == [0, -6552.0]
+    assert '<div class="chart" id="r-chart">' in page
+    assert '<div class="chart" id="equity-chart">' in page
     assert re.findall(r'<div class="candles" id="candles-\d+" data-symbol="([^"]+)"', page)[0] \
         == CE
     payloads = charts_of(page)
@@ -210,6 +213,29 @@ def test_mae_and_mfe_come_from_the_bars_the_trade_was_open_in() -> None:
     assert excursion(long, []).bars == 0
 
 
+def test_the_r_and_equity_charts_number_trades_and_merge_exits_of_one_second() -> None:
+    """Three trades closed in the same second (an exit-all) are three R bars (the axis is the
+    trade number) and one equity point (the chart's clock has one slot per second)."""
+    from engine.report.candles import IST_OFFSET_S
+    from engine.report.trade_charts import equity_payload, r_payload
+
+    day = [trade("A", at(9, 16), at(9, 30), 1000.0, 1.0),
+           trade("B", at(9, 20), at(10, 0, 5.25), -3000.0, -2.0),
+           trade("C", at(9, 21), at(10, 0, 5.5), 500.0, 0.5),
+           trade("D", at(9, 22), at(10, 0, 5.75), 250.0, 0.25)]
+    r = r_payload(day)
+    assert [(b["time"], b["value"], b["color"]) for b in r["bars"]] == [
+        (1, 1.0, "#1a7f37"), (2, -2.0, "#cf222e"), (3, 0.5, "#1a7f37"), (4, 0.25, "#1a7f37")]
+    assert r["labels"]["2"].startswith("#2 B exit 10:00:05 IST stop  R -2.00  P&L -3,000.00")
+    eq = equity_payload(day)
+    times = [p["time"] for p in eq["equity"]]
+    assert times == [int(at(9, 16)) + IST_OFFSET_S, int(at(9, 30)) + IST_OFFSET_S,
+                     int(at(10, 0, 5)) + IST_OFFSET_S]
+    assert [p["value"] for p in eq["equity"]] == [0, 1000.0, -1250.0]
+    assert [p["value"] for p in eq["drawdown"]] == [0, 0.0, -2250.0]
+    assert equity_payload([]) == {"equity": [], "drawdown": []}
+
+
 def test_the_summary_is_engine_trades_summary_and_a_strategy_can_be_chosen(
         two_strategies: Path) -> None:
     everyone = load_day(two_strategies)
@@ -263,7 +289,7 @@ def test_the_most_traded_symbol_is_charted_unless_one_is_chosen(two_strategies: 
     assert load_day(two_strategies, strategy="s1").symbol == "A"  # 2 trades against 1
     page = build_report(two_strategies, strategy="s1")
     assert "No 1-minute bars stored for A on 2025-01-30." in page
-    assert len(images(page)) == 2  # R and equity
+    assert trade_charts_of(page) is not None  # R and equity
     # every traded symbol with bars is charted interactively: B (traded by s2 too)
     assert [c["symbol"] for c in charts_of(page)] == ["B"]
     chosen = load_day(two_strategies, strategy="s1", symbol="B")
@@ -298,7 +324,8 @@ def test_a_day_without_trades_still_renders(tmp_path: Path) -> None:
     page = build_report(db)
     assert "No trades on 2025-01-30." in page and "No trades.</p>" in page
     assert "(no closed trades)" in page  # the plain-text table from engine.trading.trades
-    assert "Candles: B" in page and not images(page)  # no R or equity chart
+    assert "Candles: B" in page and trade_charts_of(page) is None  # no R or equity chart
+    assert 'id="r-chart"' not in page
     assert [c["symbol"] for c in charts_of(page)] == ["B", "NIFTY"]  # and NIFTY spot
 
 
@@ -308,8 +335,9 @@ def test_an_empty_database_needs_a_date_and_then_renders_no_trades(tmp_path: Pat
         build_report(db)
     page = build_report(db, trading_date="2025-01-30")
     assert "No trades on 2025-01-30." in page
-    assert "No symbol was traded or ordered that day" in page and not images(page)
-    assert not charts_of(page)
+    assert "No symbol was traded or ordered that day" in page
+    assert not charts_of(page) and trade_charts_of(page) is None
+    assert "<script>" not in page  # nothing to draw
 
 
 def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path) -> None:
@@ -436,13 +464,17 @@ def test_the_report_loads_in_headless_chromium_with_every_chart_decoded(
         drawn = browser.wait_for("(() => { const e = document.getElementById('candles-0'); "
                                  "return e && e.querySelector('canvas') && "
                                  "[e.dataset.symbol, e.dataset.candles, e.dataset.markers]; })()")
+        # the R and equity charts too, each a canvas
+        trade_drawn = browser.wait_for(
+            "(() => { const r = document.getElementById('r-chart'), "
+            "e = document.getElementById('equity-chart'); "
+            "return r && e && r.querySelector('canvas') && e.querySelector('canvas') && "
+            "[r.dataset.bars, e.dataset.points]; })()")
         escaped_page = browser.load(hostile.as_uri())
     assert drawn[0] == CE and drawn[1] == "13" and int(drawn[2]) >= 4
+    assert trade_drawn == ["1", "2"]  # one R bar; the equity from 0 to the exit
     assert page.title == "Day report 2025-01-30"
-    assert len(page.images) == 2
-    for image in page.images:
-        assert image.scheme == "data" and image.complete
-        assert image.natural_width > 300 and image.natural_height > 100, image
+    assert not page.images  # no static chart left
     for text in ("Day report 2025-01-30", "baseline_v1", CE, "-₹6,552.00", "-1.05",
                  "₹6,552.00 (1.05 R)", "09:24:30", "09:26:40", "No risk events."):
         assert text in page.text, text

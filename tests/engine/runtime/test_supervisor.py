@@ -68,6 +68,11 @@ class Echo:
     value: Any
 
 
+@dataclass(frozen=True)
+class AskOf:
+    name: str
+
+
 class Journal:
     """What the actors did, in order, across every generation (the test's durable record)."""
 
@@ -136,6 +141,16 @@ class Worker(EngineActor):
     @handles(Echo)
     def on_echo(self, msg: Echo) -> Any:
         return msg.value
+
+    @handles(AskOf)
+    def on_ask_of(self, msg: AskOf) -> None:
+        assert self.registry is not None
+        self.journal.add("asking", self.name, msg.name)
+        try:
+            self.registry.ask(msg.name, Echo("hi"), timeout=30.0)
+            self.journal.add("answered", self.name)
+        except pykka.Timeout as exc:
+            self.journal.add("gave up", self.name, type(exc).__name__)
 
 
 def worker(name: str, journal: Journal,
@@ -285,6 +300,30 @@ def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(
                                 ("start", "b"), ("start", "c"), ("start", "d")]
     assert tree.status("a").restarts == 0
     assert tree.handle.restart_count() == 3
+
+
+def test_a_sibling_asking_the_failed_child_does_not_hold_its_restart(
+        grow: Callable[..., Tree]) -> None:
+    """rest_for_one: ``b`` waits for ``a``'s next incarnation inside an ask when ``a`` crashes;
+    the supervisor must stop ``b`` before it restarts ``a``. Its ask gives up at once
+    (``WaitCancelled``), so the restart does not wait for ``b``'s stop timeout (30 s here; the
+    chaos run saw the order manager down 5 s this way, and the stop of a fill with it)."""
+    journal = Journal()
+    slow = [ChildSpec(n, lambda sup: Worker.start(sup, journal), shutdown_timeout=30.0)
+            for n in ("a", "b")]
+    tree = grow(SupervisorSpec("root", Strategy.REST_FOR_ONE, slow, FAST), journal)
+    mark = len(journal.events())
+    release = threading.Event()
+    tree.registry.tell("a", Hold(release))
+    tree.registry.tell("a", Crash())
+    tree.registry.tell("b", AskOf("a"))
+    journal.wait_event("asking", "b", "a")
+    release.set()
+    journal.wait_event("start", "b", times=2)  # WAIT (5 s) < b's stop timeout (30 s)
+    events = tree.since(mark)
+    assert ("gave up", "b", "WaitCancelled") in events
+    assert events.index(("stop", "b")) < events.index(("start", "a"))
+    assert tree.wait_status("b", lambda st: st.alive).restarts == 1
 
 
 # -- restart types --------------------------------------------------------------------------------

@@ -88,12 +88,18 @@
       ["restarts", (st.supervisor || {}).restarts === undefined ? "-" : st.supervisor.restarts],
     ]);
     const positions = st.positions || [];
+    // filled at the broker with its price not known yet (docs: execution-and-risk, price pending)
+    const avgPrice = function (p) {
+      if (!p.price_pending) return num(p.average_price);
+      if (p.price_pending === Math.abs(p.quantity)) return "price pending";
+      return num(p.average_price) + " (" + p.price_pending + " pending)";
+    };
     let total = 0;
     table("positions", ["symbol", "strategy", "qty", "avg price", "ltp", "P&L", "R", "stop"],
       positions.map(function (p) {
         total += Number(p.pnl || 0);
         return { key: p.strategy + "|" + p.symbol, cells: [p.symbol, p.strategy,
-          ["num", String(p.quantity)], ["num", num(p.average_price)], ["num", num(p.ltp)],
+          ["num", String(p.quantity)], ["num", avgPrice(p)], ["num", num(p.ltp)],
           ["num " + cls(p.pnl), signed(p.pnl)], ["num " + cls(p.r), signed(p.r)],
           ["num", p.stop ? num(p.stop) : "-"]] };
       }), "No open position.");
