@@ -522,7 +522,9 @@ class OrderSyncReply:
     or an order whose outcome is unknown (a broker position read meanwhile may not match);
     ``vanished``: (client id, what ``orderstatus`` said) for orders missing from the rows;
     ``lost``: client ids of orders the broker has never heard of (ended ``expired``), the last
-    of them placed (sent, or its symbol touched) at ``lost_placed``;
+    of them placed (sent, or its symbol touched) at ``lost_placed``: a broker state loss, which
+    the order manager remembers too (no protective order of unknown outcome sent before it is
+    re-sent);
     ``known_ids``: every broker order id that is one of this engine's orders today."""
 
     working: tuple[WorkingOrder, ...]
