@@ -346,17 +346,14 @@ class Injector:
             self.locks.append((lock.at_s, lock.seconds, acquired))
 
 
-class Operator:
-    """The operator's part: when the engine holds entries after reconciliation (the broker lost
-    its state, a position it cannot price), look at ``status`` and decide: ``unhalt`` (accept
-    the broker's books), ``decide_after_s`` real seconds after the hold was first seen."""
+class Background:
+    """A daemon thread running ``_run`` from ``start`` until ``stop`` (``_stop`` is set)."""
 
-    def __init__(self, sock: str, decide_after_s: float = 1.0) -> None:
-        self._sock = sock
-        self._after = decide_after_s
+    thread_name = "chaos-background"
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self.decisions: list[tuple[float, str]] = []  # (wall time, the hold it lifted)
-        self._thread = threading.Thread(target=self._run, name="chaos-operator", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -364,6 +361,23 @@ class Operator:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Operator(Background):
+    """The operator's part: when the engine holds entries after reconciliation (the broker lost
+    its state, a position it cannot price), look at ``status`` and decide: ``unhalt`` (accept
+    the broker's books), ``decide_after_s`` real seconds after the hold was first seen."""
+
+    thread_name = "chaos-operator"
+
+    def __init__(self, sock: str, decide_after_s: float = 1.0) -> None:
+        super().__init__()
+        self._sock = sock
+        self._after = decide_after_s
+        self.decisions: list[tuple[float, str]] = []  # (wall time, the hold it lifted)
 
     def _run(self) -> None:
         seen: float | None = None
@@ -383,25 +397,19 @@ class Operator:
                 print(f"chaos: operator unhalt failed: {exc}", file=sys.stderr)
 
 
-class RssSampler:
+class RssSampler(Background):
     """VmRSS (kB) and thread count of one process every ``every_s`` seconds, from
     /proc/<pid>/status."""
 
+    thread_name = "chaos-rss"
+
     def __init__(self, pid: int, every_s: float) -> None:
+        super().__init__()
         self._pid = pid
         self._every = every_s
-        self._stop = threading.Event()
         self._t0 = time.monotonic()
         self.samples: list[tuple[float, int]] = []
         self.threads: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="chaos-rss", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -30,7 +30,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -65,6 +64,7 @@ from tests.chaos.harness import (
     RECONCILE_S,
     RUN,
     SMALL_SESSION_STRATEGY,
+    Background,
     Injector,
     Operator,
     RssSampler,
@@ -265,24 +265,18 @@ def prepare(plan: SoakPlan, out: Path, sock_dir: Path) -> SoakLayout:
 # ---------------------------------------------------------------------------------------------
 
 
-class Watcher:
+class Watcher(Background):
     """Every ``every_s``: the engine's status; while a day trades, it is kept (the last one)
     with the broker's positions read beside it; when the lifecycle's count of days traded goes
     up, the engine's RSS and threads are read (that day's ``closed``)."""
 
+    thread_name = "soak-watch"
+
     def __init__(self, sock: str, pid: int, broker: Any, every_s: float = 0.5) -> None:
+        super().__init__()
         self._sock, self._pid, self._broker, self._every = sock, pid, broker, every_s
-        self._stop = threading.Event()
         self.days: dict[str, DayWatch] = {}
         self.traded = 0
-        self._thread = threading.Thread(target=self._run, name="soak-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
     def _run(self) -> None:
         ended: list[str] = []
