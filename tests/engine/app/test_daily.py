@@ -23,11 +23,20 @@ from engine.config import Config
 from engine.market.day_cycle import DaySettings, DayState
 from engine.market.instruments import INDEX_EXCHANGE, INDEX_SYMBOL, next_expiry, option_symbol
 from engine.market.universe import UniverseSettings
-from engine.messages import Action, OrderIntent, OrderPurpose, PriceType, StatusRequest, Tick
+from engine.messages import (
+    Action,
+    OrderIntent,
+    OrderPurpose,
+    PriceType,
+    Severity,
+    StatusRequest,
+    Tick,
+)
 from engine.runtime.clock import IST
 from engine.runtime.fastforward import FastForwardClock
 from engine.sim.server import SimulatorServer, SimulatorSettings
 from engine.store.database import Database
+from tests.actors.test_notifier import server  # noqa: F401 - a loopback json:// endpoint
 from tests.support import until
 
 KEY = "daily-test-key-5c2e81"
@@ -261,3 +270,28 @@ def test_a_failed_selection_is_retried_and_an_unanswered_probe_is_no_expiry(
     assert seen["gate"] is True and seen["session"] == "ok"
     assert not [a for a in run.life.alerts_sent if a.kind == "broker_login"]
     assert (tmp_path / "reports" / f"day-{day}-paper.json").exists()
+
+
+def test_an_alert_between_days_reaches_the_notifier(
+        tmp_path: Path, server: tuple[str, list[dict[str, object]]]) -> None:  # noqa: F811
+    """No day's engine (and so no notifier actor) runs before the open: the lifecycle's own
+    alert (the morning's "log in to OpenAlgo") goes to the account's notice URLs itself."""
+    url, received = server
+    cfg = config(tmp_path)
+    clock = FastForwardClock(at(DAYS[0], 9, 0), 1.0, paused=True)
+    sim = SimulatorServer(SimulatorSettings(rest_port=0, ws_port=0, rate_limits_enabled=False),
+                          api_key=KEY, clock=clock).start()
+    venue = Venue("paper", sim.rest_url, sim.ws_url, KEY, clock, "paper", notify_urls=url)
+    life = DayLifecycle(cfg, venue, db_path=tmp_path / "engine.db", strategies=(),
+                        stop=threading.Event())
+    try:
+        life._alert("broker_login", "log in to OpenAlgo: the broker session is not usable",
+                    Severity.CRITICAL)
+        until(lambda: received, 10)
+    finally:
+        if life._delivery is not None:
+            life._delivery.stop(5.0)
+        life.db.close()
+        sim.stop()
+        clock.stop()
+    assert "log in to OpenAlgo" in str(received[0])
