@@ -480,6 +480,15 @@ class PositionCorrection:
 
 
 @frozen
+class PnlRefresh:
+    """Ask the position monitor to send each strategy's ``StrategyPnl`` again (empty
+    ``strategy``: every strategy it holds positions of, open or closed): a restarted risk
+    manager learns the day's P&L at once, even on a day with nothing left open to move it."""
+
+    strategy: str = ""
+
+
+@frozen
 class PositionQuery:
     """Ask the position monitor for its positions (empty fields: all). The answer is a tuple
     of ``PositionMark`` (open positions only unless ``include_flat``)."""
