@@ -14,7 +14,12 @@ Owns, for its account (execution-and-risk.md, "Order manager"):
   the order is re-sent after it was verified absent (``resend_attempts``, each checked first).
   Absent means missing from an orderbook read at least ``unknown_settle_s`` after the failed
   attempt: a server can still be working on a request its client gave up on, and an order it
-  places after an earlier read must not get a twin. Never two orders for one intent;
+  places after an earlier read must not get a twin. Never two orders for one intent. A
+  protective order (stop, exit) verified absent is re-sent only while no broker state loss was
+  declared since its first attempt (a working order the broker has never heard of, found by
+  ``OrderSync``) and only when the broker's positionbook, read first, still shows the position
+  it closes; otherwise it ends ``rejected`` with one critical alert: re-sent, it would open a
+  position on a broker that holds nothing (the reconciler's state-loss handling owns that);
 - verified cancel-then-replace: cancel → the broker must report ``cancelled`` (order status read
   right away, then every ``cancel_poll_s`` until ``cancel_confirm_timeout_s``; the order-update
   stream counts too) → only then is the replacement placed, and only if nothing more filled
@@ -101,6 +106,7 @@ from engine.trading.orders import (
     InvalidIntent,
     OrderBook,
     TrackedOrder,
+    uncovered_reason,
     update_from_row,
     updates_from_rows,
     validate_intent,
@@ -192,6 +198,7 @@ class OrderManager(EngineActor):
         self._poll_failing = False
         self._unknown_since: dict[str, float] = {}  # client id -> engine time it became unknown
         self._touched: dict[str, float] = {}  # symbol -> engine time of its last request or fill
+        self._loss_declared_at: float | None = None  # last OrderSync that found orders lost
 
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -327,6 +334,8 @@ class OrderManager(EngineActor):
             self._alert("order_vanished", f"{leg.client_id} ({oid}) was missing from the "
                         f"orderbook; orderstatus says {row.status!r}")
             self._apply(update_from_row(row, now, "status"))
+        if lost:  # the reconciler declares the broker's state lost: no protective re-send
+            self._loss_declared_at = now
         working = self._on_working(WorkingOrdersQuery())
         return OrderSyncReply(working, tuple(sorted(busy)), tuple(vanished), tuple(lost),
                               self.book.known_ids(), lost_placed)
@@ -573,6 +582,24 @@ class OrderManager(EngineActor):
                                             "the outcome was unknown; not at the broker, "
                                             "not re-sent"))
         elif order.attempts <= self.settings.resend_attempts:
+            try:
+                refusal = self._resend_refusal(order)
+            except BrokerError as exc:  # positions unknown, never flat: ask again next poll
+                logger.info("orders[{}]: {} not re-sent yet: positionbook not read ({})",
+                            self.account, order.client_id, exc)
+                self._unknown_since[order.client_id] = since
+                return
+            if refusal is not None:
+                self._counts["resend_refused"] += 1
+                self._alert("protective_not_resent", f"{order.client_id} "
+                            f"({order.intent.purpose.value} {order.intent.action.value} "
+                            f"{order.intent.quantity} {order.intent.symbol}): placement outcome "
+                            f"was unknown and it is not at the broker; not re-sent: {refusal}",
+                            Severity.CRITICAL)
+                self._emit(self.book.transition(order, S.REJECTED, now, f"not re-sent: "
+                                                f"{refusal}"))
+                self._settle(order)
+                return
             self._counts["resent"] += 1
             self._emit(self.book.transition(order, S.SUBMITTING, now, "not in the orderbook; "
                                             f"re-sending (attempt {order.attempts + 1})"))
@@ -583,6 +610,19 @@ class OrderManager(EngineActor):
                         f"{order.attempts} attempt(s) with unknown outcome; not re-sent, still "
                         f"watched in the orderbook", Severity.CRITICAL)
         self._settle(order)
+
+    def _resend_refusal(self, order: TrackedOrder) -> str | None:
+        """Why a protective order verified absent must not be re-sent (None: re-send it; an
+        entry is always re-sent, the gate decides). Reads the positionbook (``BrokerError``
+        when it cannot: the positions are unknown, never flat)."""
+        if order.intent.purpose is OrderPurpose.ENTRY:
+            return None
+        first = order.first_attempt_ts if order.first_attempt_ts is not None \
+            else order.intent.created_ts
+        if self._loss_declared_at is not None and self._loss_declared_at >= first:
+            return ("a broker state loss was declared since it was first sent; the "
+                    "reconciler's state-loss hold owns the position")
+        return uncovered_reason(order.intent, self._reads.positionbook())
 
     # -- cancelling ------------------------------------------------------------------------------
     def _cancel_leg(self, leg: TrackedOrder, reason: str) -> None:

@@ -19,7 +19,8 @@ Owns, for its account (execution-and-risk.md, "Position monitor"):
 - the output: on every price update of a held symbol and every fill, a ``StrategyPnl`` of the
   affected strategy to ``risk`` and the affected ``PositionMark``-s to ``strategy.<name>``; on
   the check timer the ``StrategyPnl`` again when the strategy's freshness changed; the number
-  of open positions to ``health`` (``HealthUpdate("positions", n)``) when it changes;
+  of open positions to ``health`` (``HealthUpdate("positions", n)``) when it changes; on
+  ``PnlRefresh`` (a restarted risk manager) every strategy's ``StrategyPnl`` again;
 - the store: marks of the positions changed since the last flush go to the store every
   ``flush_interval_s`` (the store writer batches ``PositionMark``, never per tick);
 - quantity filled before its price is known (``PendingFill``): held in the position (marks,
@@ -60,6 +61,7 @@ from engine.messages import (
     HealthUpdate,
     OrderEvent,
     PendingFill,
+    PnlRefresh,
     PositionCorrection,
     PositionMark,
     PositionQuery,
@@ -347,6 +349,14 @@ class PositionMonitor(EngineActor):
                     f"({fix.reason}); {abs(fix.quantity - before)} at {price:g} ({source}), "
                     f"realized {realized:+.2f}")
         self._changed({key}, now)
+
+    @handles(PnlRefresh)
+    def _on_pnl_refresh(self, refresh: PnlRefresh) -> None:
+        now = self.now()
+        self._roll_day(now)
+        for strategy in sorted({pos.strategy for pos in self._positions.values()}):
+            if not refresh.strategy or strategy == refresh.strategy:
+                self._send_pnl(strategy, now)
 
     @handles(PositionQuery)
     def _on_query(self, query: PositionQuery) -> tuple[PositionMark, ...]:

@@ -20,7 +20,9 @@ Owns (execution-and-risk.md, "Reconciler"):
     held until the operator's ``unhalt``, which accepts the broker's quantity at the last price;
   * orphan (broker holds, engine flat): alerted; adopted into ``adopt_strategy`` only when
     ``adopt_orphans`` is set;
-  * lost orders (broker state loss): entries held, one critical alert, the operator decides;
+  * lost orders (broker state loss): entries held, one critical alert, the operator decides
+    (the order manager, which found them lost, re-sends no stop or exit of unknown outcome
+    sent before the loss);
   * a broker order with one of this engine's strategy tags that the engine does not know, and
     a stop working on a symbol flat at the broker and in the engine (cancelled): alerted.
   Each finding is a ``reconciliation`` row and ONE alert per distinct finding.

@@ -58,6 +58,7 @@ from engine.messages import (
     HealthUpdate,
     OrderIntent,
     OrderPurpose,
+    PnlRefresh,
     PositionQuery,
     PriceType,
     RiskEvent,
@@ -150,6 +151,10 @@ class RiskManager(EngineActor):
             self._restore(name, book, today)
         self.schedule_every(self.settings.check_interval_s, CHECK_TIMER)
         self._schedule_eod(now)
+        # the day's P&L as the position monitor has it (a restart late in a day whose positions
+        # are all closed would otherwise wait for the next position to move)
+        if self.positions:
+            self.tell(self.positions, PnlRefresh())
         self._report_state()
         for name, book in sorted(self.books.items()):
             if book.state is not RiskState.ACTIVE:

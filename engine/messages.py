@@ -483,6 +483,15 @@ class PositionCorrection:
 
 
 @frozen
+class PnlRefresh:
+    """Ask the position monitor to send each strategy's ``StrategyPnl`` again (empty
+    ``strategy``: every strategy it holds positions of, open or closed): a restarted risk
+    manager learns the day's P&L at once, even on a day with nothing left open to move it."""
+
+    strategy: str = ""
+
+
+@frozen
 class PositionQuery:
     """Ask the position monitor for its positions (empty fields: all). The answer is a tuple
     of ``PositionMark`` (open positions only unless ``include_flat``)."""
@@ -516,7 +525,9 @@ class OrderSyncReply:
     or an order whose outcome is unknown (a broker position read meanwhile may not match);
     ``vanished``: (client id, what ``orderstatus`` said) for orders missing from the rows;
     ``lost``: client ids of orders the broker has never heard of (ended ``expired``), the last
-    of them placed (sent, or its symbol touched) at ``lost_placed``;
+    of them placed (sent, or its symbol touched) at ``lost_placed``: a broker state loss, which
+    the order manager remembers too (no protective order of unknown outcome sent before it is
+    re-sent);
     ``known_ids``: every broker order id that is one of this engine's orders today."""
 
     working: tuple[WorkingOrder, ...]

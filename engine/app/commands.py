@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,8 @@ def _configure_paper(p: argparse.ArgumentParser) -> None:
                    "state_dir/simulator.json) instead of an in-process one; the simulator "
                    "keeps running when the engine stops or is restarted")
     p.add_argument("--atm", type=int, help="with --attach: ATM strike (default: from the spot)")
-    p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD")
+    p.add_argument("--expiry", help="with --attach: option expiry YYYY-MM-DD (pins one day: "
+                   "no day lifecycle)")
     _broker_option(p)
     _db_option(p, fresh=True)
 
@@ -158,6 +159,12 @@ def _configure_simulator(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-port", type=int, help="WebSocket port (default: simulator.ws_port)")
     p.add_argument("--faults", metavar="FILE", help="play this fault schedule (JSON: random "
                    "REST faults and timed events; see engine/sim/schedule.py) while serving")
+    p.add_argument("--days", type=int, metavar="N", help="play N consecutive generated trading "
+                   "days (weekends and [instrument] holidays skipped), nights jumped over")
+    p.add_argument("--start", help="with --days: the first day YYYY-MM-DD (default: today or "
+                   "the next trading day)")
+    p.add_argument("--sessions", metavar="DIR", help="play every session file in DIR, one day "
+                   "after another, nights jumped over")
     _broker_option(p)
     p.add_argument("--semi-auto", action="store_true", help="answer as OpenAlgo in semi-auto "
                    "(Action Center) mode: orders queued, never placed")
@@ -325,7 +332,11 @@ def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:
     except FaultScheduleError as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    session = _session_arg(cfg, args.session)
+    try:
+        days = _simulated_days(cfg, args)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+    session = days[0] if days else _session_arg(cfg, args.session)
     api_key = cfg.secrets.openalgo_api_key
     if not api_key:
         key_file = _state(cfg) / "simulator.key"
@@ -343,9 +354,41 @@ def run_simulator_cmd(args: argparse.Namespace, cfg: Config) -> int:
 
     published = run_simulator(cfg, session, speed=args.speed, api_key=api_key,
                               rest_port=args.rest_port, ws_port=args.ws_port,
-                              on_started=started, faults=faults)
+                              on_started=started, faults=faults, days=days)
     print(f"simulator: stopped after {published:,} ticks", file=sys.stderr)
     return EXIT_OK
+
+
+def _simulated_days(cfg: Config, args: argparse.Namespace) -> list[Path]:
+    """The session files of ``--sessions DIR`` or ``--days N`` (generated once into
+    ``<state_dir>/sessions``); empty for a one-session run."""
+    if getattr(args, "sessions", None):
+        folder = Path(args.sessions)
+        files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        if not files:
+            raise CommandError(f"no session files in {folder}", EXIT_CONFIG)
+        return files
+    if not getattr(args, "days", None):
+        return []
+    from engine.market.instruments import is_trading_day, trading_date
+    from engine.market.synth_days import generate_days, plan_days
+    from engine.runtime.clock import WallClock
+
+    spec = cfg.instrument.spec()
+    wall = WallClock()
+    start = date.fromisoformat(args.start) if args.start else trading_date(wall.time())
+    wall.stop()
+    while not is_trading_day(start, spec):
+        start += timedelta(days=1)
+    seed = cfg.section("synth").default_seed
+    plans = plan_days(start, args.days, seed, cfg.section("synth"), spec)
+    out = _state(cfg) / "sessions" / f"days-{start}-{args.days}-{seed}"
+    missing = [p for p in plans if not (out / p.file_name(seed)).exists()]
+    if missing:
+        print(f"simulator: generating {len(missing)} trading day(s) into {out}",
+              file=sys.stderr)
+        generate_days(out, missing, seed, spec=spec)
+    return [out / p.file_name(seed) for p in plans]
 
 
 def run_record_cmd(args: argparse.Namespace, cfg: Config) -> int:
@@ -664,6 +707,15 @@ def _trade(args: argparse.Namespace, cfg: Config, venue: Any, label: str,
     checks = SessionChecks()
     strategies = _strategies(cfg)
     with stop_on_signals(threading.Event()) as stop:
+        if expiry is None:  # day after day (engine/app/daily.py)
+            from engine.app.daily import DayLifecycle
+
+            life = DayLifecycle(cfg, venue, db_path=db, strategies=strategies, stop=stop,
+                                atm=args.atm, control_path=control, checks=checks)
+            life.run()
+            print(f"{label}: stopped after {life.days_run} day(s); database {db}")
+            return _end_of_run(cfg, db, strategies, life.last_trading_date, venue.account,
+                               checks, life.safe_stop_reason)
         engine = run_trading(cfg, venue, db_path=db, strategies=strategies, stop=stop,
                              atm=args.atm, expiry=expiry, control_path=control, checks=checks)
     print(f"{label}: stopped; database {db}")

@@ -811,6 +811,17 @@ def _render_supervisor(sup: Mapping[str, Any]) -> list[str]:
             _line("Memory", f"{_num(rss, ',.1f')} MiB resident" if _is_number(rss) else UNKNOWN)]
 
 
+def _render_day(day: Mapping[str, Any]) -> list[str]:
+    """The trading-day lifecycle (engine/app/daily.py); nothing when the engine has none."""
+    if not day:
+        return []
+    nxt = f"{_text(day.get('next_state'))} at {_text(day.get('next_at'))}" \
+        if day.get("next_state") else UNKNOWN
+    return ["[DAY]", _line("State", f"{_text(day.get('state'))} since {_text(day.get('since'))}"
+                           f" ({_text(day.get('trading_date'))})"),
+            _line("Next", nxt), _line("Broker session", _text(day.get("broker_session")))]
+
+
 def _halted(risk: Mapping[str, Any]) -> list[tuple[str | None, str]]:
     """(strategy or None for the engine, reason) for every HALTED risk state."""
     found: list[tuple[str | None, str]] = []
@@ -877,6 +888,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     if not isinstance(status, Mapping):
         status = {}
     lines = [
+        *_render_day(_section(status, "lifecycle")),
         *_render_connection(_section(status, "connection")),
         *_render_api(_section(status, "api")),
         *_render_pipeline(_section(status, "pipeline")),

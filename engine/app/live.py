@@ -63,35 +63,19 @@ def _refuse_semi_auto(broker: OpenAlgoClient) -> None:
         raise ConfigError(SemiAutoMode.HINT, key="openalgo")
 
 
-def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
-                stop: threading.Event, atm: int | None = None, expiry: date | None = None,
-                control_path: str | None = None, on_started: Any = None,
-                checks: SessionChecks | None = None) -> Engine:
-    """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
-    stop; returns the stopped engine. With ``checks``, the end-of-session checks are run into
-    it (engine.app.session_end), and a safe stop cancels the working entries."""
+def day_engine(cfg: Config, venue: Venue, broker: OpenAlgoClient, *, db_path: Path,
+               strategies: tuple[str, ...], atm: int | None = None,
+               expiry: date | None = None) -> tuple[Engine, float | None]:
+    """The engine of the day the clock is in: the instrument facts, the spot and the universe
+    read from the broker now (so at or after the open, for that day); returns it unstarted,
+    with the spot it was selected at."""
     clock = venue.clock
-    broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
-                            clock=clock, account=venue.account, access=venue.access)
-    check_access(broker, venue)
-    if venue.name == "live":
-        _refuse_semi_auto(broker)
     day = trading_date(clock.time())
-    try:
-        # the host and the key, checked before anything starts (AuthError, BrokerUnavailable:
-        # one line and an exit code from the command line, not an engine retrying forever)
-        broker.funds()
-        if venue.name == "live":
-            _refuse_semi_auto(broker)
-        facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
-        if atm:
-            spot = None
-        elif spot is None:
-            spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
-    except BaseException:
-        broker.close()
-        clock.stop()
-        raise
+    facts, spot = broker_facts(cfg, broker, day, db_path=db_path, account=venue.account)
+    if atm:
+        spot = None
+    elif spot is None:
+        spot = broker.quotes(symbol=INDEX_SYMBOL, exchange=INDEX_EXCHANGE).ltp
     uni = cfg.section("universe")
     symbols = select_universe(spot, day, instrument_spec(cfg, facts), expiry=expiry, atm=atm,
                               width=uni.width, rounding=uni.atm_rounding)
@@ -104,13 +88,53 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
                                                access=venue.access),
                         db_path=db_path, strategies=strategies, account=venue.account,
                         notify_urls=venue.notify_urls)
-    engine = Engine(cfg, parts)
+    return Engine(cfg, parts), spot
+
+
+def venue_broker(cfg: Config, venue: Venue, *, session_may_wait: bool = False) -> OpenAlgoClient:
+    """The REST client of ``venue``, its access checked (``check_access``; live: refused when
+    OpenAlgo is in semi-auto mode)."""
+    broker = OpenAlgoClient(replace(cfg.openalgo, host=venue.rest_url), api_key=venue.api_key,
+                            clock=venue.clock, account=venue.account, access=venue.access)
+    try:
+        check_access(broker, venue, session_may_wait=session_may_wait)
+        if venue.name == "live":
+            _refuse_semi_auto(broker)
+    except BaseException:
+        broker.close()
+        raise
+    return broker
+
+
+def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[str, ...],
+                stop: threading.Event, atm: int | None = None, expiry: date | None = None,
+                control_path: str | None = None, on_started: Any = None,
+                checks: SessionChecks | None = None) -> Engine:
+    """Assemble, start and run the engine at ``venue`` until ``stop`` (a signal) or a safe
+    stop; returns the stopped engine. With ``checks``, the end-of-session checks are run into
+    it (engine.app.session_end), and a safe stop cancels the working entries."""
+    clock = venue.clock
+    try:
+        broker = venue_broker(cfg, venue)
+        try:
+            # the host and the key, checked before anything starts (AuthError,
+            # BrokerUnavailable: one line and an exit code from the command line, not an
+            # engine retrying forever)
+            broker.funds()
+            engine, spot = day_engine(cfg, venue, broker, db_path=db_path,
+                                      strategies=strategies, atm=atm, expiry=expiry)
+        except BaseException:
+            broker.close()
+            raise
+    except BaseException:
+        clock.stop()
+        raise
     engine.start()
     try:
         with control_channel(engine, openalgo_url=venue.rest_url, path=control_path), \
                 dashboard_channel(engine, openalgo_url=venue.rest_url):
             logger.info("{}: trading {} symbols at {} (spot {}), database {}", venue.name,
-                        len(symbols), venue.rest_url, spot, db_path)
+                        len(engine.parts.symbols), venue.rest_url, spot, db_path)
             if on_started is not None:
                 on_started(engine)
             while not stop.wait(0.2):
@@ -122,7 +146,8 @@ def run_trading(cfg: Config, venue: Venue, *, db_path: Path, strategies: tuple[s
             if checks is not None and strategies and not engine.safe_stop_reason:
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account=venue.account, day_over=not stop.is_set()
-                              and past_eod(cfg, clock.time()))
+                              and past_eod(cfg, clock.time()),
+                              trading_day=engine.parts.trading_day)
     finally:
         engine.stop()
         if checks is not None and engine.safe_stop_reason:
@@ -140,12 +165,20 @@ class AccessRefused(ConfigError):
     certificate. One line; the command exits 2."""
 
 
-def check_access(broker: OpenAlgoClient, venue: Venue) -> None:
+def check_access(broker: OpenAlgoClient, venue: Venue, *, session_may_wait: bool = False) -> None:
     """Ask the server for a ``ping``; raise ``AccessRefused`` if it refuses us (see the module
-    docstring). Any other failure is logged and the start goes on."""
+    docstring). Any other failure is logged and the start goes on. ``session_may_wait`` (the
+    day lifecycle): OpenAlgo's own refusal, which is also how it answers once the day's broker
+    session is gone, is left to the lifecycle's broker-session wait; a proxy's refusal and an
+    untrusted certificate still end the start."""
     try:
         broker.ping()
     except AuthError as exc:
+        if session_may_wait and not isinstance(exc, ProxyAuthError):
+            logger.warning("{}: OpenAlgo refused the start-up ping ({}): the broker session is "
+                           "waited for (log in to OpenAlgo, or check the API key)", venue.name,
+                           exc.message)
+            return
         hint = (" (the login comes from the stored account, else from "
                 "NIFTY_ENGINE_BASIC_AUTH_USER / NIFTY_ENGINE_BASIC_AUTH_PASSWORD)"
                 if isinstance(exc, ProxyAuthError) else "")

@@ -23,7 +23,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -54,7 +54,9 @@ from engine.openalgo.access import ProxyAccess
 from engine.openalgo.feed import FeedClient
 from engine.openalgo.rest import OpenAlgoClient
 from engine.runtime.clock import IST, Clock, ScaledClock, WallClock
+from engine.runtime.fastforward import FastForwardClock
 from engine.runtime.pacing import Pacer
+from engine.sim.days import MultiDay
 from engine.sim.schedule import FaultSchedule, FaultScheduleRunner
 from engine.sim.server import SimulatorServer, serve_forever
 from engine.store.database import Database
@@ -191,7 +193,7 @@ def run_paper(cfg: Config, session: Path, *, speed: float, db_path: Path,
             if strategies and not engine.safe_stop_reason:
                 check_session(checks, registry=engine.registry, db=engine.db, broker=broker,
                               account="paper", day_over=not stop.is_set()
-                              and past_eod(cfg, last))
+                              and past_eod(cfg, last), trading_day=day)
             if not engine.safe_stop_reason:
                 quality = engine.data_quality()
     finally:
@@ -240,17 +242,28 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
                   rest_port: int | None = None, ws_port: int | None = None,
                   on_started: Callable[[SimulatorServer], None] | None = None,
                   stop: threading.Event | None = None,
-                  faults: FaultSchedule | None = None) -> int:
+                  faults: FaultSchedule | None = None,
+                  days: Sequence[Path] = ()) -> int:
     """Serve ``session`` to any OpenAlgo client until interrupted; returns ticks published.
-    ``faults`` is played from the moment the simulator listens."""
+    ``faults`` is played from the moment the simulator listens. ``days``: several sessions
+    played one after another instead, the nights and holidays between them skipped
+    (``engine.sim.days``) on a ``FastForwardClock`` that attached engines share."""
     settings = cfg.section("simulator")
     changes = {k: v for k, v in (("rest_port", rest_port), ("ws_port", ws_port)) if v is not None}
     if changes:
         settings = replace(settings, **changes)
     reader = SessionReader(session)
     runners: list[FaultScheduleRunner] = []
+    multi = MultiDay(days) if days else None
+    calendar = instrument_spec(cfg, None).calendar
+    clock = FastForwardClock(multi.first_ts - 1.0, speed, multi.skips(calendar)) \
+        if multi else None
 
     def started(sim: SimulatorServer) -> None:
+        if multi is not None and clock is not None:
+            # each closed day's books are kept (<state_dir>/sim-books/books-DATE.json)
+            multi.schedule_rollovers(clock, sim.broker.lose_state, calendar,
+                                     archive=Path(cfg.engine.state_dir) / "sim-books")
         if faults is not None:
             runners.append(FaultScheduleRunner(sim.faults, faults).start())
         # engines that attach (run.py paper --attach) run on this simulator's market clock
@@ -260,6 +273,11 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
             on_started(sim)
 
     try:
+        if multi is not None:  # each day's facts are the calendar's: [instrument] alone
+            return serve_forever(settings, api_key, multi.ticks(), clock, speed,
+                                 symbols=multi.symbols(), instrument=instrument_spec(cfg, None),
+                                 matching=cfg.section("matching"), on_started=started,
+                                 stop_event=stop)
         return serve_forever(settings, api_key, reader.ticks(), speed=speed,
                              symbols=[(i.symbol, i.exchange) for i in reader.symbols()],
                              instrument=instrument_spec(cfg, session_facts(reader)),
@@ -268,6 +286,8 @@ def run_simulator(cfg: Config, session: Path, *, speed: float, api_key: str,
     finally:
         for runner in runners:
             runner.stop()
+        if clock is not None:
+            clock.stop()
 
 
 def run_record(cfg: Config, out: Path, *, symbols: list[Pair], db_path: Path,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from loguru import logger
@@ -31,10 +31,12 @@ from engine.app.control import (
     CHAOS_COMMAND,
     CommandRejected,
     ControlError,
+    ControlHandler,
     ControlServer,
     ControlSettings,
 )
 from engine.app.tree import Engine
+from engine.config import Config
 from engine.messages import (
     CancelIntent,
     Command,
@@ -161,17 +163,23 @@ class EngineOperator:
             return None
 
 
-@contextmanager
 def control_channel(engine: Engine, *, openalgo_url: str,
-                    path: str | None = None) -> Iterator[ControlServer | None]:
+                    path: str | None = None) -> AbstractContextManager[ControlServer | None]:
     """The operator's control socket for a trading ``engine`` while the block runs (every mode
     that trades: live, paper, paper --attach); None when ``[control] enabled`` is off or the
     socket cannot be used (logged: the engine trades on, uncontrolled)."""
-    settings: ControlSettings = engine.cfg.section("control")
+    return serve_control(engine.cfg, EngineOperator(engine, openalgo_url=openalgo_url), path)
+
+
+@contextmanager
+def serve_control(cfg: Config, handler: ControlHandler,
+                  path: str | None = None) -> Iterator[ControlServer | None]:
+    """The control socket answering with ``handler`` while the block runs (see
+    ``control_channel``)."""
+    settings: ControlSettings = cfg.section("control")
     server: ControlServer | None = None
     if settings.enabled:
-        server = ControlServer(path or settings.socket_path,
-                               EngineOperator(engine, openalgo_url=openalgo_url),
+        server = ControlServer(path or settings.socket_path, handler,
                                max_request_bytes=settings.max_request_bytes,
                                idle_timeout_s=settings.idle_timeout_s,
                                chaos_enabled=settings.chaos_enabled)

@@ -27,6 +27,7 @@ from engine.config import Config, ConfigError, EngineSettings, Problem, Sections
 from engine.config import describe_defaults as _describe
 from engine.config import load_config as _load
 from engine.market.bars import BarSettings
+from engine.market.day_cycle import DaySettings
 from engine.market.instruments import InstrumentSettings, parse_hhmm
 from engine.market.session_file import SessionFileSettings
 from engine.market.swings import SwingSettings
@@ -90,6 +91,7 @@ SECTIONS: dict[str, type[Any]] = {
     "dashboard": DashboardSettings,
     "report": ReportSettings,
     "universe": UniverseSettings,
+    "day": DaySettings,
     "session_file": SessionFileSettings,
     "synth": SynthSettings,
     "simulator": SimulatorSettings,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from loguru import logger
@@ -59,14 +60,16 @@ class SessionChecks:
 
 
 def check_session(checks: SessionChecks, *, registry: Registry, db: Database,
-                  broker: Broker, account: str, day_over: bool, attempts: int = 3,
-                  pause_s: float = 0.5) -> None:
-    """The checks that need the running engine (see the module docstring)."""
+                  broker: Broker, account: str, day_over: bool, trading_day: date | None = None,
+                  attempts: int = 3, pause_s: float = 0.5) -> None:
+    """The checks that need the running engine (see the module docstring). ``trading_day``:
+    the fills compared with the broker's tradebook are that day's (the broker's tradebook is
+    the day's own: a process that runs for days has yesterday's fills in its database)."""
     divergent = _positions(registry, broker, account, attempts, pause_s, checks)
     for symbol, (mine, theirs) in sorted(divergent.items()):
         kind = "phantom" if theirs == 0 else "orphan" if mine == 0 else "mismatch"
         checks.failures.append(f"{kind} position on {symbol}: engine {mine}, broker {theirs}")
-    _fills(db, broker, account, checks)
+    _fills(db, broker, account, checks, trading_day)
     unknown = [o.client_id for o in db.open_orders(account=account)
                if o.status is OrderStatus.UNKNOWN]
     if unknown:
@@ -93,7 +96,8 @@ def check_session(checks: SessionChecks, *, registry: Registry, db: Database,
                                        f"the broker after the session")
 
 
-def _fills(db: Database, broker: Broker, account: str, checks: SessionChecks) -> None:
+def _fills(db: Database, broker: Broker, account: str, checks: SessionChecks,
+           trading_day: date | None) -> None:
     """Every quantity the broker's tradebook shows for an order the engine placed is an
     engine fill (a lost fill fails), and the engine has no fill the broker does not."""
     try:
@@ -102,9 +106,10 @@ def _fills(db: Database, broker: Broker, account: str, checks: SessionChecks) ->
         checks.failures.append(f"fills not compared: the tradebook cannot be read: {exc}")
         return
     mine: dict[str, int] = {}
-    for fill in db.fills(account=account):
+    for fill in db.fills(account=account, trading_date=trading_day):
         mine[fill.broker_order_id] = mine.get(fill.broker_order_id, 0) + fill.quantity
-    known = {o.broker_order_id for o in db.orders(account=account) if o.broker_order_id}
+    known = {o.broker_order_id for o in db.orders(account=account, trading_date=trading_day)
+             if o.broker_order_id}
     theirs: dict[str, int] = {}
     for trade in trades:
         if trade.orderid in known:

@@ -198,17 +198,9 @@ class Engine:
         return "notifier" if self.delivery is not None else None
 
     def _delivery(self) -> Delivery | None:
-        """The notices' delivery thread when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS`` and the
-        account's stored ones) and ``[notify]`` is on (a replay only with ``replay = true``); it
-        lives outside the tree, so a safe stop still reaches the phone."""
-        settings: NotifySettings = self.cfg.section("notify")
-        urls = list(dict.fromkeys(notify_urls(self.cfg.secrets.notify_urls)
-                                  + notify_urls(self.parts.notify_urls)))
-        if not urls or not settings.enabled or (self.parts.mode == "replay"
-                                                and not settings.replay):
-            return None
-        logger.info("notify: {} URL(s): {}", len(urls), ", ".join(map(redacted, urls)))
-        return Delivery(urls, settings)
+        """The notices' delivery thread (``notice_delivery``); it lives outside the tree, so a
+        safe stop still reaches the phone."""
+        return notice_delivery(self.cfg, self.parts.mode, self.parts.notify_urls)
 
     def _execution_group(self) -> SupervisorSpec:
         from actors.order_manager import OrderManager
@@ -486,3 +478,15 @@ def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],
     return lambda s: BarBuilder.start(s, symbol=symbol, settings=settings, session=session,
                                       downstream=downstream, history=history,
                                       load_snapshot=load, close_margin_s=margin, traded=traded)
+
+
+def notice_delivery(cfg: Config, mode: str, urls_text: str | None = None) -> Delivery | None:
+    """A delivery thread for notices when URLs are set (``NIFTY_ENGINE_NOTIFY_URLS`` and
+    ``urls_text``, the account's stored ones) and ``[notify]`` is on (a replay only with
+    ``replay = true``)."""
+    settings: NotifySettings = cfg.section("notify")
+    urls = list(dict.fromkeys(notify_urls(cfg.secrets.notify_urls) + notify_urls(urls_text)))
+    if not urls or not settings.enabled or (mode == "replay" and not settings.replay):
+        return None
+    logger.info("notify: {} URL(s): {}", len(urls), ", ".join(map(redacted, urls)))
+    return Delivery(urls, settings)

@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.config import Config, ConfigError
 from engine.openalgo.access import ProxyAccess
 from engine.runtime.clock import Clock, ScaledClock, WallClock
+from engine.runtime.fastforward import FastForwardClock
 
 SIM_FILE = "simulator.json"
 
@@ -74,8 +75,11 @@ def write_simulator_file(state_dir: Path, *, rest_url: str, ws_url: str, clock: 
     """What a standalone simulator publishes for engines that attach (no secret in it)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SIM_FILE
-    facts = {"rest_url": rest_url, "ws_url": ws_url, "market_ts": clock.time(),
-             "wall_ts": time.time(), "speed": clock.speed, "pid": os.getpid()}
+    facts: dict[str, object] = {"rest_url": rest_url, "ws_url": ws_url,
+                                "market_ts": clock.time(), "wall_ts": time.time(),
+                                "speed": clock.speed, "pid": os.getpid()}
+    if isinstance(clock, FastForwardClock):  # nights skipped: attached engines skip them too
+        facts |= {"base_ts": clock.base_time(), "skips": clock.skips}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(facts))
     tmp.replace(path)
@@ -88,8 +92,11 @@ def attached_venue(cfg: Config, state_dir: Path) -> Venue:
     try:
         facts = json.loads(path.read_text())
         speed = float(facts["speed"])
-        market = float(facts["market_ts"]) + (time.time() - float(facts["wall_ts"])) * speed
+        elapsed = (time.time() - float(facts["wall_ts"])) * speed
+        market = float(facts["market_ts"]) + elapsed
         rest_url, ws_url = str(facts["rest_url"]), str(facts["ws_url"])
+        skips = [(float(a), float(b)) for a, b in facts.get("skips") or ()]
+        base = float(facts.get("base_ts", facts["market_ts"])) + elapsed
     except FileNotFoundError:
         raise ConfigError(f"no simulator to attach to: {path} does not exist (start "
                           f"`run.py simulator` first)", key="paper.attach") from None
@@ -107,4 +114,6 @@ def attached_venue(cfg: Config, state_dir: Path) -> Venue:
     from engine.app.accounts import env_basic_auth, proxy_access
 
     access = proxy_access(cfg, env_basic_auth(os.environ), rest_url, ws_url)
-    return Venue("paper", rest_url, ws_url, key, ScaledClock(market, speed), "paper", access)
+    clock = FastForwardClock(base, speed, skips, base=True) if skips else \
+        ScaledClock(market, speed)
+    return Venue("paper", rest_url, ws_url, key, clock, "paper", access)

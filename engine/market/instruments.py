@@ -50,12 +50,15 @@ class InstrumentSpec:
     holidays: frozenset[date] = field(default_factory=frozenset)
     # the broker's listed expiry dates, ascending; empty: derive them from the weekday rule
     expiries: tuple[date, ...] = ()
+    # (date, open, close): special sessions (Muhurat, a budget-day Saturday)
+    special_sessions: frozenset[tuple[date, time, time]] = field(default_factory=frozenset)
 
     @property
     def calendar(self) -> MarketCalendar:
         """The trading days and session hours these facts give (engine/market/calendar.py)."""
         return MarketCalendar(holidays=self.holidays, session_open=self.session_open,
-                              session_close=self.session_close)
+                              session_close=self.session_close,
+                              special_sessions=self.special_sessions)
 
 
 #: ``[instrument]`` keys that the broker's facts replace unless listed in ``override``.

@@ -151,9 +151,13 @@ class Clock(ABC):
             handle = heapq.heappop(self._heap)
             due = handle.due
             if handle.interval is not None:
-                handle.due = due + handle.interval
+                handle.due = self._next_due(due, handle.interval, now)
                 heapq.heappush(self._heap, handle)
             return due, handle
+
+    def _next_due(self, due: float, interval: float, now: float) -> float:
+        """When a periodic timer that was due at ``due`` fires next (drift-free)."""
+        return due + interval
 
     @staticmethod
     def _fire(handle: TimerHandle) -> None:

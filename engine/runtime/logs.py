@@ -227,11 +227,13 @@ def setup_logging(*, level: str = "INFO", log_file: Path | None = None, rotation
         logger.add(CONSOLE, level=console_level or level, format=CONSOLE_FORMAT,
                    filter=REDACTOR, colorize=stream is None and sys.stderr.isatty(),
                    backtrace=False, diagnose=False)
+    _FILE_SINK.clear()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(GuardedFile(log_file, rotation=rotation, retention=retention), level=level,
-                   format=FILE_FORMAT, filter=REDACTOR, colorize=False, backtrace=False,
-                   diagnose=False)
+        guard = GuardedFile(log_file, rotation=rotation, retention=retention)
+        _FILE_SINK.append(guard)
+        logger.add(guard, level=level, format=FILE_FORMAT, filter=REDACTOR, colorize=False,
+                   backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
     return REDACTOR
 
@@ -258,6 +260,7 @@ class GuardedFile:
 
     def __init__(self, path: Path, *, rotation: str, retention: int) -> None:
         self.path = path
+        self._rotation, self._retention = rotation, retention
         self._sink = FileSink(str(path), rotation=rotation, retention=retention,
                               encoding="utf-8")
         self._lock = threading.Lock()
@@ -282,6 +285,21 @@ class GuardedFile:
                              f"were lost")
                 self.lost = 0
 
+    def rotate_now(self) -> Path | None:
+        """Close the file, keep it as ``<stem>.<date_time><suffix>``, start a fresh one."""
+        with self._lock:
+            with contextlib.suppress(OSError):
+                self._sink.stop()
+            old = self.path.with_name(
+                f"{self.path.stem}.{datetime.now(IST):%Y-%m-%d_%H-%M-%S_%f}{self.path.suffix}")
+            try:
+                self.path.replace(old)
+            except OSError:
+                old = None
+            self._sink = FileSink(str(self.path), rotation=self._rotation,
+                                  retention=self._retention, encoding="utf-8")
+            return old
+
     def stop(self) -> None:
         with self._lock, contextlib.suppress(OSError):
             self._sink.stop()
@@ -291,6 +309,16 @@ def _stderr_line(text: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # stderr itself may be gone
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+
+#: the file sink of ``setup_logging``, for ``rotate_files``
+_FILE_SINK: list[GuardedFile] = []
+
+
+def rotate_files() -> Path | None:
+    """Start a fresh log file now (the trading day's closing does it every day); the old one
+    is kept as ``<stem>.<date_time>.log``, which the sink's retention counts. Returns it."""
+    return _FILE_SINK[-1].rotate_now() if _FILE_SINK else None
 
 
 def add_sink(sink: Any, *, level: str = "DEBUG", fmt: str = FILE_FORMAT) -> int:

@@ -12,6 +12,7 @@ server wires in.
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 from collections import Counter
@@ -117,6 +118,7 @@ class FaultInjector:
         self._random = RandomRestFaults()
         self._rng = random.Random()
         self._random_counts: Counter[str] = Counter()  # random faults injected, by kind
+        self._session_expired_until: float | None = None
 
     # -- WebSocket faults ------------------------------------------------------------------------
     def drop_connections(self, abrupt: bool = True) -> int:
@@ -201,6 +203,19 @@ class FaultInjector:
         self._arm("malformed", _Armed(count, _endpoints(endpoints)))
 
     # -- broker faults -----------------------------------------------------------------------------
+    def expire_session(self, until: float = math.inf) -> None:
+        """The broker session expires now: every API call is refused the way OpenAlgo refuses
+        it once the day's broker token is revoked (403 "Invalid openalgo apikey",
+        database/auth_db.py ``get_auth_token_broker`` → None) until engine time ``until``,
+        the moment the operator logs in again (``math.inf``: until ``clear``)."""
+        with self._lock:
+            self._session_expired_until = until
+        logger.warning("fault: broker session expired until {}", until)
+
+    def session_expired(self, now: float) -> bool:
+        until = self._session_expired_until
+        return until is not None and now < until
+
     def reject_orders(self, n: int, reason: str = "Simulated rejection by broker RMS") -> None:
         """The next ``n`` orders are accepted with an order id, then rejected by the 'broker'
         (status ``rejected`` with ``reason``), as a broker's RMS does."""
@@ -241,6 +256,7 @@ class FaultInjector:
             self._frozen = False
             self._zero_prices = 0
             self._malformed_frames = 0
+            self._session_expired_until = None
         self._reject(0, "")
 
     # -- queried by the server -------------------------------------------------------------------
@@ -318,6 +334,11 @@ class FaultInjector:
     @property
     def feed_frozen(self) -> bool:
         return self._frozen
+
+    def armed(self) -> int:
+        """REST calls the armed faults will still answer (0: every one spent)."""
+        with self._lock:
+            return sum(a.count for queue in self._rest.values() for a in queue)
 
     def _arm(self, kind: str, armed: _Armed) -> None:
         if armed.count < 0:

@@ -133,6 +133,9 @@ class RestApi:
             payload["mode"] = "analyze"
         return 200, payload
 
+    def now(self) -> float:
+        return self._broker.clock.time()
+
     @property
     def rate_limits(self) -> RateLimits:
         return self._personality.rate_limits
@@ -293,8 +296,11 @@ class RestApi:
     def _on_market_holidays(self, f: dict[str, Any]) -> dict[str, Any]:
         year = f.get("year") or trading_date(self._broker.clock.time()).year
         calendar = self._broker.instrument.calendar
+        specials = [(d, *calendar.session_bounds(d)) for d, _, _ in
+                    sorted(calendar.special_sessions) if d.year == year]
         return {"year": year, "timezone": "Asia/Kolkata",
-                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges)}
+                "data": wire.holidays_json(calendar.holidays_in(year), calendar.exchanges,
+                                           specials)}
 
     def _on_market_timings(self, f: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -466,6 +472,9 @@ class RestServer:
             return
         with self._lock:
             self._calls[endpoint] += 1
+        if self._faults.session_expired(self.api.now()):
+            handler.send_json(403, error_body("Invalid openalgo apikey"))
+            return
         delay, fault = self._faults.take_rest_faults(endpoint)
         if delay > 0 and self._stopping.wait(delay):
             handler.close_connection = True

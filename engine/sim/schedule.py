@@ -46,7 +46,8 @@ from engine.sim.faults import FaultInjector, RandomRestFaults
 #: ``FaultInjector`` methods a schedule may call.
 SCHEDULABLE = ("drop_connections", "freeze_feed", "zero_prices", "malformed_frames",
                "error_frames", "http_error", "stall", "lose_reply", "rate_limit", "malformed",
-               "reject_orders", "close_by_hand", "cancel_by_hand", "lose_state", "clear")
+               "reject_orders", "close_by_hand", "cancel_by_hand", "lose_state", "clear",
+               "random_rest_faults")
 _TOP_KEYS = frozenset({"random", "events"})
 _NUMBER = (int, float)
 #: The JSON type each argument name must have (any method, ``random`` included).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -506,11 +506,22 @@ def history_json(bars: list[HistoryBar]) -> list[dict[str, Any]]:
              "close": b.close, "volume": b.volume, "oi": b.oi} for b in bars]
 
 
-def holidays_json(days: list[date], exchanges: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``market/holidays`` data: each listed holiday closes every exchange of the calendar."""
-    return [{"date": d.isoformat(), "description": "Trading holiday",
-             "holiday_type": "TRADING_HOLIDAY", "closed_exchanges": list(exchanges),
-             "open_exchanges": []} for d in days]
+def holidays_json(days: list[date], exchanges: tuple[str, ...],
+                  specials: Sequence[tuple[date, float, float]] = ()) -> list[dict[str, Any]]:
+    """``market/holidays`` data: each listed holiday closes every exchange of the calendar; a
+    special session (date, open, close in epoch seconds) is a ``SPECIAL_SESSION`` row whose
+    ``open_exchanges`` carry its hours in epoch ms, and replaces a holiday of its date (one
+    row per date, as OpenAlgo keeps them)."""
+    special_days = {d for d, _, _ in specials}
+    rows = [(d, {"date": d.isoformat(), "description": "Trading holiday",
+                 "holiday_type": "TRADING_HOLIDAY", "closed_exchanges": list(exchanges),
+                 "open_exchanges": []}) for d in days if d not in special_days]
+    rows += [(d, {"date": d.isoformat(), "description": "Special trading session",
+                  "holiday_type": "SPECIAL_SESSION", "closed_exchanges": [],
+                  "open_exchanges": [{"exchange": x, "start_time": round(start * 1000),
+                                      "end_time": round(end * 1000)} for x in exchanges]})
+             for d, start, end in specials]
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
 def timings_json(session: tuple[float, float] | None,

@@ -470,6 +470,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX pending_fills_by_owner ON pending_fills (account, trading_date)",
         "ALTER TABLE positions ADD COLUMN price_pending INTEGER NOT NULL DEFAULT 0",
     )),
+    Migration(10, "the trading-day lifecycle: its transitions, OpenAlgo's holidays and special "
+                 "sessions by year, its session timings by date", (
+        """CREATE TABLE day_transitions (
+            id            INTEGER PRIMARY KEY,
+            account       TEXT NOT NULL,
+            trading_date  TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            ts            REAL NOT NULL,
+            next_state    TEXT NOT NULL DEFAULT '',
+            next_ts       REAL,
+            detail        TEXT NOT NULL DEFAULT ''
+        )""",
+        """CREATE TABLE market_holidays (
+            year          INTEGER PRIMARY KEY,
+            holidays      TEXT NOT NULL,
+            special_sessions TEXT NOT NULL DEFAULT '[]',
+            fetched_ts    REAL NOT NULL
+        )""",
+        """CREATE TABLE market_timings (
+            trading_date  TEXT PRIMARY KEY,
+            open          TEXT NOT NULL,
+            close         TEXT NOT NULL,
+            fetched_ts    REAL NOT NULL
+        )""",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -554,6 +579,45 @@ class StoredDailyState:
     day_latched: bool = False
     latch_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@frozen
+class StoredDayTransition:
+    """One transition of the trading-day lifecycle (engine/market/day_cycle.py) and the one
+    due next."""
+
+    TABLE: ClassVar[str] = "day_transitions"
+    account: str
+    trading_date: date
+    state: str
+    ts: float
+    next_state: str = ""
+    next_ts: float | None = None
+    detail: str = ""
+
+
+@frozen
+class StoredHolidays:
+    """One year's exchange holidays as OpenAlgo listed them (``holidays``: ISO dates;
+    ``special_sessions``: ``DATE HH:MM:SS HH:MM:SS``)."""
+
+    TABLE: ClassVar[str] = "market_holidays"
+    year: int
+    holidays: tuple[str, ...]
+    fetched_ts: float
+    special_sessions: tuple[str, ...] = ()
+
+
+@frozen
+class StoredTimings:
+    """One date's session hours as OpenAlgo's ``market/timings`` gave them (``HH:MM:SS``;
+    both empty: closed)."""
+
+    TABLE: ClassVar[str] = "market_timings"
+    trading_date: date
+    open: str
+    close: str
+    fetched_ts: float
 
 
 @frozen
@@ -660,7 +724,8 @@ class StoredInstrumentFacts:
 
 
 RecordRow = StoredRiskState | StoredDailyState | StoredStrategyState | StoredTrade | Correction \
-    | StoredAccount | StoredInstrumentFacts
+    | StoredAccount | StoredInstrumentFacts | StoredDayTransition | StoredHolidays \
+    | StoredTimings
 
 
 def record(row: RecordRow, *, durable: bool = True, soon: bool = False) -> StoreRecord:
@@ -873,6 +938,9 @@ RECORD_TABLES: dict[str, tuple[Op, tuple[str, ...]]] = {
     "strategy_state": (Op.UPSERT, ("name",)),
     "trades": (Op.INSERT_NEW, ()),
     "reconciliation": (Op.INSERT, ()),
+    "day_transitions": (Op.INSERT, ()),
+    "market_holidays": (Op.UPSERT, ("year",)),
+    "market_timings": (Op.UPSERT, ("trading_date",)),
     "accounts": (Op.UPSERT, ("name",)),
     "instrument_facts": (Op.UPSERT, ("trading_date", "account", "underlying")),
 }
@@ -1365,6 +1433,18 @@ class Database:
         rows = self._select("instrument_facts", {"trading_date": trading_date,
                                                  "account": account, "underlying": underlying})
         return _build(StoredInstrumentFacts, rows[0]) if rows else None
+
+    def day_transitions(self, account: str | None = None) -> list[StoredDayTransition]:
+        rows = self._select("day_transitions", {"account": account}, ("ts", "id"))
+        return [_build(StoredDayTransition, r) for r in rows]
+
+    def holidays(self, year: int) -> StoredHolidays | None:
+        rows = self._select("market_holidays", {"year": year})
+        return _build(StoredHolidays, rows[0]) if rows else None
+
+    def timings(self, day: date) -> StoredTimings | None:
+        rows = self._select("market_timings", {"trading_date": day})
+        return _build(StoredTimings, rows[0]) if rows else None
 
 
 def _since(since: float | None) -> Callable[[Table], list[ColumnElement[bool]]]:

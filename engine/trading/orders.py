@@ -8,6 +8,8 @@ Owns, with no broker I/O, no clock and no actor (the ``OrderManager`` actor driv
   conversion of broker reports (an ``order_update`` frame, an orderbook/orderstatus row) into
   ``BrokerOrderUpdate`` messages (``update_from_frame``, ``update_from_row``);
 - intent validation (``validate_intent``) and freeze-quantity splitting (``split_quantity``);
+- whether the broker's positions show what a protective order closes (``uncovered_reason``),
+  asked before an order whose placement outcome was unknown is re-sent;
 - ``OrderBook``: every tracked order (``TrackedOrder``), its broker id, its cumulative fill, the
   apply-once fill keys (broker order id, cumulative filled quantity), split parents and their
   children (a parent's state is derived from its children), the matching of an order whose
@@ -31,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.broker import OrderRow, TradeRow
+from engine.broker import OrderRow, PositionRow, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -304,6 +306,20 @@ def split_quantity(quantity: int, instrument: InstrumentSpec) -> list[int]:
     if quantity % cap:
         parts.append(quantity % cap)
     return parts
+
+
+def uncovered_reason(intent: OrderIntent, positions: Sequence[PositionRow]) -> str | None:
+    """Why the broker's positions do not show the position that protective ``intent`` (a stop
+    or an exit) closes, or None when they do: the broker's net quantity on its symbol must be
+    on the other side of the order (short for a BUY) and at least the order's quantity.
+    Otherwise the order would open (or flip to) a position the broker does not hold."""
+    net = sum(int(p.quantity) for p in positions if p.symbol == intent.symbol)
+    held = -net if intent.action is Action.BUY else net
+    if held >= intent.quantity:
+        return None
+    side = "short" if intent.action is Action.BUY else "long"
+    return (f"the broker's positionbook shows {net} {intent.symbol}, not the {side} of at "
+            f"least {intent.quantity} it would close")
 
 
 def child_id(parent_id: str, n: int) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from actors.reconciler import ReconcileSettings
+from engine.broker import BrokerUnavailable
 from engine.market.instruments import trading_date
 from engine.messages import (
     Action,
@@ -38,7 +39,7 @@ from engine.messages import (
     TradingGate,
     WorkingOrdersQuery,
 )
-from tests.actors.exec_harness import ACCOUNT, CE, ORDERS, T0, Options, Stack
+from tests.actors.exec_harness import ACCOUNT, CE, ORDERS, PE, T0, Options, Stack
 
 S = OrderStatus
 DAY = trading_date(T0)
@@ -307,6 +308,89 @@ def test_a_broker_that_lost_its_state_halts_entries_with_one_alert_until_the_ope
     assert status(st)["hold"] is None and status(st)["divergent"] == {}
     [row] = [r for r in rows(st, "phantom") if r.action == "corrected"]
     assert "accepted by the operator" in row.detail
+
+
+def unknown_stop(st: Stack, client_id: str = "s-st1") -> None:
+    """A BUY stop-limit for the short on CE whose placement is answered HTTP 500 by the
+    simulator (outcome unknown); the clock does not move, so no poll has looked for it yet."""
+    st.server.faults.http_error(500, endpoints="placeorder")  # type: ignore[union-attr]
+    st.tell("orders", OrderIntent(
+        client_id=client_id, strategy="s", account=ACCOUNT, symbol=CE, exchange="NFO",
+        action=Action.BUY, quantity=65, pricetype=PriceType.SL, price=133.0,
+        trigger_price=130.0, purpose=OrderPurpose.STOP, created_ts=st.clock.time()))
+    assert events(st, client_id)[-1].status is S.UNKNOWN
+
+
+def events(st: Stack, client_id: str) -> list[OrderEvent]:
+    return [e for e in st.seen("strategy.s", OrderEvent) if e.client_id == client_id]
+
+
+def ce_buys_sent(st: Stack) -> int:
+    return sum(1 for kw in st.broker.placed() if kw["symbol"] == CE and kw["action"] == "BUY")
+
+
+def test_a_stop_of_unknown_outcome_is_not_resent_after_a_broker_state_loss(
+        make: Callable[..., Stack]) -> None:
+    """Issue 15 (the angel run's long 260): the short's stop got an HTTP 500, then the broker
+    lost its state and a pass declared it; the stop, absent from the orderbook, must not be
+    re-sent (it would buy on a broker holding nothing): it ends rejected with one alert."""
+    st = started(make(sockets=True))
+    st.short_with_stop(symbol=PE, trigger=130.0, tag="2")  # the resting order the loss loses
+    st.order("s-e1", Action.SELL)  # the short on CE
+    assert st.broker_qty(CE) == -65
+    unknown_stop(st)
+    st.server.faults.lose_state()  # type: ignore[union-attr]
+    assert st.sim.orderbook() == [] and st.broker_qty(CE) == 0
+    st.tell("reconciler", FeedStatus("connected", st.clock.time()))  # the pass that finds it
+    assert len(st.critical("broker_state_loss")) == 1
+    st.advance(1.0)  # polls: the stop is verified absent; the re-send moment
+    assert ce_buys_sent(st) == 1  # only the attempt answered 500
+    assert st.broker_orders(CE) == []
+    [alert] = st.critical("protective_not_resent")
+    assert "s-st1" in alert.message and "state loss" in alert.message
+    assert events(st, "s-st1")[-1].status is S.REJECTED
+    assert all(o.intent.client_id != "s-st1" for o in st.ask("orders", WorkingOrdersQuery()))
+    st.market(140.0, CE)  # above the stop's trigger: nothing at the broker buys
+    next_pass(st)
+    assert st.broker_qty(CE) == 0 and ce_buys_sent(st) == 1
+    assert len(st.alerts("protective_not_resent")) == 1
+
+
+def test_a_stop_of_unknown_outcome_is_not_resent_for_a_position_the_broker_does_not_show(
+        make: Callable[..., Stack]) -> None:
+    """No state loss declared (nothing working was lost): the positionbook, read before the
+    re-send, shows no short on the symbol, so the stop would open a long: not re-sent."""
+    st = started(make(sockets=True))
+    st.order("s-e1", Action.SELL)
+    unknown_stop(st)
+    st.server.faults.lose_state()  # type: ignore[union-attr]
+    st.advance(1.0)
+    assert not st.alerts("broker_state_loss")  # no working order was lost: nothing declared
+    assert ce_buys_sent(st) == 1 and st.broker_orders(CE) == []
+    [alert] = st.critical("protective_not_resent")
+    assert "positionbook shows 0" in alert.message
+    assert events(st, "s-st1")[-1].status is S.REJECTED
+
+
+def test_a_stop_of_unknown_outcome_is_resent_while_the_broker_shows_the_short(
+        make: Callable[..., Stack]) -> None:
+    """The usual case: the short is at the broker, the stop is absent: re-sent once, and it
+    rests. An unreadable positionbook only delays the re-send (positions unknown, not flat)."""
+    st = started(make(sockets=True))
+    st.order("s-e1", Action.SELL)
+    unknown_stop(st)
+
+    def down(method: Any, **kw: Any) -> Any:
+        raise BrokerUnavailable("connection refused (test)", endpoint="positionbook")
+
+    st.broker.read_hooks["positionbook"] = down
+    st.advance(1.0)
+    assert ce_buys_sent(st) == 1 and events(st, "s-st1")[-1].status is S.UNKNOWN
+    st.broker.read_hooks.clear()
+    st.advance(1.0)
+    assert ce_buys_sent(st) == 2 and not st.alerts("protective_not_resent")
+    assert [o.status for o in broker_stops(st)] == ["trigger pending"]
+    assert events(st, "s-st1")[-1].status is S.TRIGGER_PENDING
 
 
 # ---------------------------------------------------------------------------------------------

@@ -245,6 +245,24 @@ def test_halted_survives_a_restart_until_an_operator_unhalts(make: Callable[...,
     assert st.broker_qty(CE) == -65 and st.risk_status()["state"] == "ACTIVE"
 
 
+def test_a_restarted_risk_manager_knows_the_days_realized_pnl_at_once(
+        make: Callable[..., Stack]) -> None:
+    """Found by the multi-day soak: the risk manager restarted after the day's last position
+    closed showed realized 0 (no price moves a flat day, so no P&L came by itself)."""
+    st = make()
+    st.order("s-e1", Action.SELL)
+    st.market(90.0)
+    st.order("s-x1", Action.BUY)  # closed: a realized gain, nothing open
+    st.settle()
+    assert st.broker_qty(CE) == 0
+    realized = st.risk_status()["realized"]
+    assert realized and realized > 0
+    st.stop("risk")
+    st.start_risk()
+    st.settle()
+    assert st.risk_status()["realized"] == realized
+
+
 # ---------------------------------------------------------------------------------------------
 # An exit racing a stop that has just filled
 # ---------------------------------------------------------------------------------------------

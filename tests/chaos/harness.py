@@ -24,6 +24,7 @@ Command line (the long form and the soak; the CI form is tests/chaos/test_chaos.
     python -m tests.chaos.harness --day --speed 60               # soak: the full day, RSS judged
     python -m tests.chaos.harness --broker all                   # every broker personality
     python -m tests.chaos.harness --hogs 2 --minutes 60          # a busy machine (busy.py)
+    python -m tests.chaos.harness --soak-days 5                  # 5 days, one process (soak.py)
 
 It prints the checks and writes ``chaos-result.json`` in the run directory (``--out``, default a
 new directory under /tmp, kept). Exit status 0 when every check passed.
@@ -299,12 +300,12 @@ class Injector:
         return not self._stop.wait(max(0.0, self._t0 + at_s - time.time()))
 
     def _crash_loop(self) -> None:
-        names: list[str] = []
         for crash in self.plan.crashes:
             if not self._wait_until(crash.at_s):
                 return
             try:
-                names = names or send_command(self._sock, "chaos", timeout=10)["actors"]
+                # asked each time: a day lifecycle builds a new tree (new bar builders) daily
+                names = send_command(self._sock, "chaos", timeout=10)["actors"]
                 name = self._resolve(crash.kind, names)
                 send_command(self._sock, "chaos", {"actor": name,
                                                    "reason": f"chaos harness: {crash.kind}"},
@@ -345,17 +346,14 @@ class Injector:
             self.locks.append((lock.at_s, lock.seconds, acquired))
 
 
-class Operator:
-    """The operator's part: when the engine holds entries after reconciliation (the broker lost
-    its state, a position it cannot price), look at ``status`` and decide: ``unhalt`` (accept
-    the broker's books), ``decide_after_s`` real seconds after the hold was first seen."""
+class Background:
+    """A daemon thread running ``_run`` from ``start`` until ``stop`` (``_stop`` is set)."""
 
-    def __init__(self, sock: str, decide_after_s: float = 1.0) -> None:
-        self._sock = sock
-        self._after = decide_after_s
+    thread_name = "chaos-background"
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self.decisions: list[tuple[float, str]] = []  # (wall time, the hold it lifted)
-        self._thread = threading.Thread(target=self._run, name="chaos-operator", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -363,6 +361,23 @@ class Operator:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Operator(Background):
+    """The operator's part: when the engine holds entries after reconciliation (the broker lost
+    its state, a position it cannot price), look at ``status`` and decide: ``unhalt`` (accept
+    the broker's books), ``decide_after_s`` real seconds after the hold was first seen."""
+
+    thread_name = "chaos-operator"
+
+    def __init__(self, sock: str, decide_after_s: float = 1.0) -> None:
+        super().__init__()
+        self._sock = sock
+        self._after = decide_after_s
+        self.decisions: list[tuple[float, str]] = []  # (wall time, the hold it lifted)
 
     def _run(self) -> None:
         seen: float | None = None
@@ -382,25 +397,19 @@ class Operator:
                 print(f"chaos: operator unhalt failed: {exc}", file=sys.stderr)
 
 
-class RssSampler:
+class RssSampler(Background):
     """VmRSS (kB) and thread count of one process every ``every_s`` seconds, from
     /proc/<pid>/status."""
 
+    thread_name = "chaos-rss"
+
     def __init__(self, pid: int, every_s: float) -> None:
+        super().__init__()
         self._pid = pid
         self._every = every_s
-        self._stop = threading.Event()
         self._t0 = time.monotonic()
         self.samples: list[tuple[float, int]] = []
         self.threads: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="chaos-rss", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -679,16 +688,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--broker", choices=[*NAMES, "all"], default=default.broker,
                    help="the simulator's broker personality; all: one run per personality "
                    "(the full matrix)")
+    p.add_argument("--soak-days", type=int, default=0, metavar="N",
+                   help="the multi-day soak (tests/chaos/soak.py): N consecutive simulated "
+                   "days of --minutes sessions in one engine process under the day lifecycle, "
+                   "faults on, every invariant per day, RSS at each day's close (--speed "
+                   "default 30, --minutes default 30)")
     p.add_argument("--hogs", type=int, default=0, metavar="N",
                    help="a busy machine instead of faults: N CPU-bound processes beside an "
                    "in-process paper run (tests/chaos/busy.py); --speed default 120 then")
     args = p.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    given = argv or sys.argv
+    if args.soak_days:
+        from tests.chaos.soak import SoakPlan, run_soak
+
+        soak = SoakPlan(days=args.soak_days, fault_seed=args.seed, faults=not args.no_faults,
+                        broker=args.broker,
+                        minutes=args.minutes if "--minutes" in given else SoakPlan().minutes,
+                        speed=args.speed if "--speed" in given else SoakPlan().speed,
+                        max_rss_growth=args.max_rss_growth if args.max_rss_growth is not None
+                        else SoakPlan().max_rss_growth)
+        result = run_soak(soak, Path(args.out) if args.out else Path(tempfile.mkdtemp(
+            prefix="chaos-soak-", dir="/tmp")))
+        print("\n".join(result.lines))
+        return 0 if result.passed else 1
     if args.hogs:
         from tests.chaos.busy import BusyPlan, run_busy
 
-        speed = args.speed if "--speed" in (argv or sys.argv) else BusyPlan().speed
+        speed = args.speed if "--speed" in given else BusyPlan().speed
         busy = run_busy(BusyPlan(minutes=args.minutes, speed=speed, hogs=args.hogs,
                                  session_seed=args.session_seed, day=args.day),
                         Path(args.out) if args.out else Path(tempfile.mkdtemp(

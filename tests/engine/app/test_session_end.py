@@ -22,9 +22,11 @@ from engine.app.session_end import (
     check_dead_letters,
     check_session,
 )
+from engine.market.instruments import trading_date
 from engine.messages import (
     Action,
     DeadLetter,
+    Fill,
     OrderEvent,
     OrderIntent,
     OrderPurpose,
@@ -119,6 +121,32 @@ def test_clean_books_pass_and_exit_0(world: dict[str, Any],
     assert checks.ok, checks.failures
     assert _end_of_run(CFG, world["path"], ("baseline_v1",), None, "paper", checks, None) == 0
     assert "[CHECKS] end of session: all passed" in capsys.readouterr().out
+
+
+def test_yesterdays_fills_are_not_compared_with_todays_tradebook(world: dict[str, Any]) -> None:
+    """A process that runs for days: the database holds yesterday's fills, the broker's
+    tradebook is today's only (OpenAlgo's books start empty each morning). Found by the
+    multi-day soak: day 2 failed with "fills of broker order X: engine 390, broker tradebook
+    0" for every order of day 1."""
+    clock: VirtualClock = world["clock"]
+    registry = Registry(clock)
+    registry.declare("store")
+    store = StoreWriter.start(world["db"], name="store", registry=registry, clock=clock)
+    registry.register("store", store)
+    yesterday = T0 - 86400.0
+    registry.ask("store", OrderIntent("s-1", "s", "paper", SYM, "NFO", Action.SELL, 65,
+                                      PriceType.MARKET, created_ts=yesterday))
+    registry.ask("store", OrderEvent("s-1", OrderStatus.COMPLETE, yesterday, "s", "paper", SYM,
+                                     broker_order_id="old-1", filled_quantity=65,
+                                     average_price=100.0))
+    registry.ask("store", Fill("s-1", "old-1", "s", "paper", SYM, "NFO", Action.SELL, 65, 100.0,
+                               65, yesterday))
+    store.stop()
+    assert world["db"].fills(account="paper"), "the fill of yesterday is stored"
+    checks = SessionChecks()
+    check_session(checks, registry=world["registry"], db=world["db"], broker=world["client"],
+                  account="paper", day_over=True, trading_day=trading_date(T0), attempts=1)
+    assert checks.ok, checks.failures
 
 
 def test_a_trading_dead_letter_fails_the_run(world: dict[str, Any]) -> None:

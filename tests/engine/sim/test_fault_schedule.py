@@ -37,7 +37,10 @@ EVERY_FAULT: dict[str, dict[str, Any]] = {
     "lose_reply": {"count": 1, "endpoints": ["placeorder"]},
     "rate_limit": {"count": 3, "retry_after": 0.5, "endpoints": None},
     "malformed": {"count": 1}, "reject_orders": {"n": 1, "reason": "RMS"},
-    "close_by_hand": {}, "cancel_by_hand": {}, "lose_state": {"archive": None}, "clear": {},
+    "close_by_hand": {}, "cancel_by_hand": {}, "lose_state": {"archive": None},
+    "random_rest_faults": {"http_error_rate": 0.1, "timeout_rate": 0.05, "timeout_s": 0.8,
+                           "seed": 2},
+    "clear": {},
 }
 
 

@@ -77,7 +77,8 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
                 "swings", "swing_breaks", "risk_events", "risk_state", "daily_state",
                 "strategy_state", "trades", "restarts", "dead_letters", "alerts",
                 "heartbeats", "reconciliation", "accounts", "instrument_facts",
-                "position_risks", "database_owner", "pending_fills", "schema_version"}
+                "position_risks", "database_owner", "pending_fills", "day_transitions",
+                "market_holidays", "market_timings", "schema_version"}
     assert tables(path) == expected
 
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
 
-from engine.broker import OrderRow, TradeRow
+from engine.broker import OrderRow, PositionRow, TradeRow
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -45,6 +45,7 @@ from engine.trading.orders import (
     engine_status,
     max_child_quantity,
     split_quantity,
+    uncovered_reason,
     update_from_frame,
     update_from_row,
     validate_intent,
@@ -591,3 +592,23 @@ def test_a_split_parent_with_no_stored_children_is_still_a_parent() -> None:
 
 def test_at_broker_states() -> None:
     assert frozenset({S.OPEN, S.TRIGGER_PENDING, S.PARTIALLY_FILLED}) == AT_BROKER
+
+
+@pytest.mark.parametrize(("action", "held", "shown"), [
+    (Action.BUY, {CE: -65}, True),  # a stop for the short the broker holds
+    (Action.BUY, {CE: -130}, True),  # more than it covers: still closes only a short
+    (Action.BUY, {CE: 0}, False),  # flat (a lost state, a hand close): it would go long
+    (Action.BUY, {}, False),
+    (Action.BUY, {CE: 65}, False),  # a long: it would add to it
+    (Action.BUY, {CE: -30, "OTHER": -65}, False),  # less than it covers; other symbols ignored
+    (Action.SELL, {CE: 65}, True),  # an exit of a long
+    (Action.SELL, {CE: -65}, False),
+])
+def test_a_protective_order_closes_only_what_the_broker_shows(
+        action: Action, held: dict[str, int], shown: bool) -> None:
+    rows = [PositionRow(sym, "NFO", "NRML", qty, 100.0) for sym, qty in held.items()]
+    stop = intent(action=action, purpose=OrderPurpose.STOP)
+    reason = uncovered_reason(stop, rows)
+    assert (reason is None) is shown
+    if reason is not None:
+        assert CE in reason and "65" in reason
