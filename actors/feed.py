@@ -3,12 +3,16 @@
 Owns the subscription set and the routing of every tick: to its symbol's bar builder (always, by
 the registry name ``bars.<symbol>``) and to the position monitor for symbols with open positions.
 In live and paper modes it owns the WebSocket feed client (built in ``on_start`` from a factory,
-so a restarted Feed gets a fresh connection that re-subscribes everything); in replay the replay
-driver hands it ``TickBatch`` messages instead. Every ``report_interval_s`` it reports per-symbol
-last-tick times and connection facts to the health actor; connection changes are forwarded to
-health and to whoever asked to hear about reconnects (the reconciler). With a ``tap`` (the
-recorder) every batch received is also handed to it, unchanged. When trading, the connection
-also subscribes to OpenAlgo's order-update stream and its frames go to the order manager.
+so a restarted Feed gets a fresh connection that re-subscribes everything), and the client's
+reader thread routes each batch itself, by the Feed's rules, before handing it to the Feed to
+book (freshness, counts, the tap): one actor hop less between a tick and an order, with the
+same per-symbol order (one reader thread). In replay the replay driver hands the Feed
+``TickBatch`` messages, and it routes them on its own thread. Every ``report_interval_s`` it
+reports per-symbol last-tick times and connection facts to the health actor; connection
+changes are forwarded to health and to whoever asked to hear about reconnects (the reconciler).
+With a ``tap`` (the recorder) every batch received is also handed to it, unchanged. When
+trading, the connection also subscribes to OpenAlgo's order-update stream and its frames go to
+the order manager.
 """
 
 from __future__ import annotations
@@ -109,8 +113,15 @@ class Feed(EngineActor):
         me = self.name
         registry = self.registry
         assert registry is not None
+        route = self._route
+
+        def on_ticks(ticks: list[Tick]) -> None:  # the feed client's reader thread
+            batch = TickBatch(tuple(ticks), routed=True)
+            route(batch.ticks, registry.tell)
+            registry.tell(me, batch)
+
         callbacks = FeedCallbacks(
-            on_ticks=lambda ticks: registry.tell(me, TickBatch(tuple(ticks))),
+            on_ticks=on_ticks,
             on_status=lambda status: (registry.tell(me, status)
                                       if status.state != "stopped" else None),
             on_order_update=self._order_forwarder())
@@ -154,28 +165,37 @@ class Feed(EngineActor):
     # -- ticks -----------------------------------------------------------------------------------
     @handles(TickBatch)
     def on_batch(self, batch: TickBatch) -> None:
-        groups: dict[str, list[Tick]] = {}
         last = self._last_tick
+        universe, held = self.universe, self.held
         for tick in batch.ticks:
             sym = tick.symbol
-            group = groups.get(sym)
-            if group is None:
-                groups[sym] = [tick]
-            else:
-                group.append(tick)
             last[sym] = tick.recv_ts
+            if sym not in universe and sym not in held:
+                self._unrouted += 1
         self._ticks += len(batch.ticks)
         if self._tap:
             self.tell(self._tap, batch)
-        held = self.held
-        for sym, ticks in groups.items():
-            packed = TickBatch(tuple(ticks))
-            if sym in self.universe:
-                self.tell(builder_name(sym), packed)
-            elif sym not in held:
-                self._unrouted += len(ticks)
+        if not batch.routed:
+            self._route(batch.ticks, self.tell)
+
+    def _route(self, ticks: tuple[Tick, ...], tell: Callable[[str, Any], None]) -> None:
+        """Each symbol's ticks, in order, to its bar builder and, while held, to the position
+        monitor. Runs on the Feed's thread (replay) or the feed client's reader thread (paper,
+        live): it only reads ``universe`` (fixed) and ``held`` (one membership test a symbol)."""
+        groups: dict[str, list[Tick]] = {}
+        for tick in ticks:
+            group = groups.get(tick.symbol)
+            if group is None:
+                groups[tick.symbol] = [tick]
+            else:
+                group.append(tick)
+        universe, held = self.universe, self.held
+        for sym, group in groups.items():
+            packed = TickBatch(tuple(group))
+            if sym in universe:
+                tell(builder_name(sym), packed)
             if sym in held:
-                self.tell(self.settings.positions_actor, packed)
+                tell(self.settings.positions_actor, packed)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:

@@ -203,6 +203,11 @@ class OrderManager(EngineActor):
     # -- lifecycle -----------------------------------------------------------------------------
     def on_start(self) -> None:
         self._recover()
+        if any(o.status is S.UNKNOWN for o in self.book.working_legs()):
+            # a request a restart left unknown may have filled while the engine was down:
+            # one orderbook read now, before anyone (the startup reconciliation, a status
+            # read) is answered, not at the first poll
+            self._poll()
         self.schedule_every(self.real_s(self.settings.poll_interval_s), POLL_TIMER)
 
     # -- messages ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ Two paths:
   after is committed first), at the latest with the next flush;
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
-  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop. Upserts of the same
+  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop; the WAL is
+  checkpointed right after (never inside an intent's commit). Upserts of the same
   key (a symbol's last price) are coalesced in the buffer.
 
 A locked database is retried (``Database.run_write``). If it stays unavailable, one clear error is
@@ -60,6 +61,7 @@ from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.store.database import (
     STORED_TYPES,
     Applied,
+    ApplyAgain,
     Database,
     Op,
     RowWrite,
@@ -303,7 +305,14 @@ class StoreWriter(EngineActor):
             return problems, applied, None
 
         try:
-            problems, applied, rejected = self.db.run_write(work)
+            try:
+                # the usual case, nothing held: the rows alone, no savepoint; a duplicate or a
+                # refusal rolls that back and takes the careful path
+                problems, applied, rejected = self.db.run_write(
+                    lambda tx: ([], tx.apply_alone(writes), None)) if not self._held \
+                    else self.db.run_write(work)
+            except ApplyAgain:
+                problems, applied, rejected = self.db.run_write(work)
         except StoreUnavailable as exc:
             self._held.append((what, writes))
             self._unavailable(exc)
@@ -331,6 +340,7 @@ class StoreWriter(EngineActor):
             self._unavailable(exc)
             return
         self._written(problems)
+        self.db.checkpoint()  # here, off the order path (see Database.checkpoint)
 
     def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
         """Write held immediate messages, then the buffers.

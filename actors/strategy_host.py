@@ -18,10 +18,14 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   gate (``GateQuery``), so a restarted host never trades on a gate it did not see. An
   entry placed while it is False is not sent: it is reported back as rejected.
   ``Command`` pause/resume set the pause; every command is then passed to ``on_command``;
-- persistence: ``strategy.snapshot()`` and the host's own state (sequence, orders, positions,
-  fill keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``: ``soon``
-  after every hook that changed orders or fills (committed right after the order manager's
-  intent, never ahead of it); when only the strategy's snapshot changed, batched and at most
+- persistence: ``strategy.snapshot()`` and the host's own state (sequence, positions, fill
+  keys, pause) are written as the ``strategy_state`` row ``strategy.<name>``, and each of the
+  day's orders as a row of its own (``order_rows_prefix``: ``strategy.<name>/orders/<day>/<client
+  id>``), written again only when that order changed, so a write does not grow with the day's
+  orders (a version 1 row, orders inside, is still read). Both are written ``soon``
+  after every hook that changed orders or fills (built ``PERSIST_DELAY_S`` real seconds later
+  in paper and live, on the next message in a replay, so the intent is committed and sent
+  first); when only the strategy's snapshot changed, batched and at most
   once a minute of engine time (at the first message of the next minute, and on stop), since
   a snapshot can be tens of KB and change on every ``BarUpdate``. A restart therefore resumes
   from the last minute's snapshot plus every order and fill (the journal). Nothing is
@@ -50,7 +54,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from types import MappingProxyType
 from typing import Any
@@ -91,12 +95,19 @@ from engine.trading.pending import PendingBook, add_pending, add_priced
 from strategies.base import OrderView, Strategy, StrategyContext
 
 StateLoader = Callable[[str], StoredStrategyState | None]
+#: every persisted state row whose name starts with a prefix: ``load(prefix) -> states``
+StatesLoader = Callable[[str], Sequence[StoredStrategyState]]
 #: (strategy, day) -> the stored orders and fills of that day (the order manager's journal)
 Journal = Callable[[str, date], tuple[list[StoredOrder], list[Fill]]]
 
-STATE_VERSION = 1
+#: 2: the day's orders are rows of their own (``order_rows_prefix``); 1: inside the state
+STATE_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 #: the host's own message: persist the state now (after the hook whose intent has left)
 PERSIST = "strategy.persist"
+#: real seconds after a hook that changed the state before it is built and stored (paper, live):
+#: the intent the hook placed is committed and sent meanwhile
+PERSIST_DELAY_S = 0.03
 
 #: the OrderIntent fields ``replace`` may change
 REPLACEABLE = frozenset({"symbol", "exchange", "action", "quantity", "pricetype", "price",
@@ -117,6 +128,12 @@ class UnknownOrder(KeyError):
         return f"not an order of this strategy: {self.args[0]!r}"
 
 
+def order_rows_prefix(strategy: str, day: date) -> str:
+    """The ``strategy_state`` names of a strategy's saved orders of ``day`` start with this
+    (one row per order, named by its client id)."""
+    return f"strategy.{strategy}/orders/{day.isoformat()}/"
+
+
 def client_id(strategy: str, day: date, seq: int) -> str:
     """``<strategy>-<yyMMdd>-<seq:05d>``."""
     return f"{strategy}-{day:%y%m%d}-{seq:05d}"
@@ -128,7 +145,8 @@ class StrategyHost(EngineActor):
                  account: str, instrument: InstrumentSpec, orders: str = "orders",
                  store: str | None = "store", health: str | None = "health",
                  risk: str = "risk", journal: Journal | None = None,
-                 load_state: StateLoader | None = None, positions: str | None = "positions",
+                 load_state: StateLoader | None = None,
+                 load_states: StatesLoader | None = None, positions: str | None = "positions",
                  r_unit: str = "fixed", **kw: Any) -> None:
         if supervision is None and "name" not in kw:
             kw["name"] = f"strategy.{strategy_name}"
@@ -143,6 +161,7 @@ class StrategyHost(EngineActor):
         self.store = store
         self.health = health
         self.load_state = load_state
+        self.load_states = load_states
         self.journal = journal
         self._factory = strategy_factory
         self.strategy: Strategy | None = None
@@ -161,6 +180,7 @@ class StrategyHost(EngineActor):
         self.gate_open = False
         self._dirty = False
         self._rows: dict[str, tuple[OrderView | None, OrderIntent, dict[str, Any]]] = {}
+        self._told_rows: dict[str, dict[str, Any]] = {}  # the order rows the store was told
         self._last_snapshot: dict[str, Any] | None = None  # the newest seen
         self._unsaved = False  # _last_snapshot is newer than the stored row
         self._persist_due = False  # a PERSIST message is on its way to this actor
@@ -261,9 +281,10 @@ class StrategyHost(EngineActor):
         stored = self.load_state(name)
         if stored is None:
             return
-        if stored.version != STATE_VERSION:
-            raise StrategyStateError(f"{name}: state version {stored.version} is not "
-                                     f"{STATE_VERSION}; refusing to start without it")
+        if stored.version not in READABLE_VERSIONS:
+            raise StrategyStateError(f"{name}: state version {stored.version} is not one of "
+                                     f"{sorted(READABLE_VERSIONS)}; refusing to start without "
+                                     f"it")
         state = stored.state
         try:
             day = date.fromisoformat(state["day"])
@@ -276,7 +297,7 @@ class StrategyHost(EngineActor):
         try:
             self.seq = int(state["seq"])
             self.paused = bool(state["paused"])
-            for row in state["orders"]:
+            for row in self._stored_orders(stored.version, state, day):
                 intent, view = _order_from_dict(row)
                 self.intents[intent.client_id] = intent
                 if view is not None:
@@ -293,6 +314,20 @@ class StrategyHost(EngineActor):
                     "next id #{}", self.name, len(self.intents),
                     sum(1 for v in self.views.values() if v.working),
                     {s: q for s, q in self.net.items() if q}, self.seq + 1)
+
+    def _stored_orders(self, version: int, state: Mapping[str, Any],
+                       day: date) -> list[Mapping[str, Any]]:
+        """The saved orders of ``day``: inside the state (version 1), or one row each."""
+        if version == 1:
+            return list(state["orders"])
+        if self.load_states is None:
+            raise StrategyStateError(f"{self.state_name}: the orders are stored as rows of "
+                                     f"their own and this host cannot read them")
+        rows = self.load_states(order_rows_prefix(self.strategy_name, day))
+        for row in rows:
+            if row.version not in READABLE_VERSIONS:
+                raise StrategyStateError(f"{row.name}: version {row.version} is unknown")
+        return [row.state for row in rows]
 
     @property
     def state_name(self) -> str:
@@ -592,10 +627,15 @@ class StrategyHost(EngineActor):
             self._unsaved = True
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute) \
                 and not self._persist_due:
-            # built and encoded on the next message, not now: an intent this hook told the
-            # order manager leaves while this thread is idle, not while it encodes the state
+            # built and encoded later, not now: an intent this hook told the order manager
+            # leaves while this thread is idle, not while it encodes the state (and competes
+            # for the GIL with the order manager)
             self._persist_due = True
-            self.tell(self.name, TimerFired(PERSIST, self.now()))
+            assert self.clock is not None
+            if math.isfinite(self.clock.speed):
+                self.schedule_at(self.now() + self.real_s(PERSIST_DELAY_S), PERSIST)
+            else:  # a virtual clock: on the next message, deterministically
+                self.tell(self.name, TimerFired(PERSIST, self.now()))
 
     def _save(self) -> None:
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
@@ -620,22 +660,33 @@ class StrategyHost(EngineActor):
         return snapshot if self._strategy.snapshot_cached else copy.deepcopy(snapshot)
 
     def _persist(self, snapshot: dict[str, Any], durable: bool) -> None:
-        """Tell the store the whole state (``soon`` when ``durable``: see the docstring)."""
+        """Tell the store the state (``soon`` when ``durable``: see the docstring): a row for
+        each order that changed since it was last told (the day's orders are many; one
+        changes at a time), then the state itself, which no longer grows with the day's
+        orders. The orders go first: a state row is never newer than the orders it counts."""
         if not self.store or self.day is None:
             return
-        orders = [self._order_row(cid, intent) for cid, intent in self.intents.items()]
+        now = self.now()
+        prefix = order_rows_prefix(self.strategy_name, self.day)
+        told = self._told_rows
+        for cid, intent in self.intents.items():
+            row = self._order_row(cid, intent)
+            if told.get(cid) is not row:
+                self.tell(self.store, record(StoredStrategyState(
+                    name=prefix + cid, version=STATE_VERSION, state=row, updated_ts=now),
+                    durable=durable, soon=durable))
+                told[cid] = row
         state = {
             "day": self.day.isoformat(),
             "seq": self.seq,
             "paused": self.paused,
-            "orders": orders,
             "positions": dict(self.net),
             "fill_keys": sorted([b, c] for b, c in self.fill_keys),
             "pending": self.pending,
             "strategy": snapshot,
         }
         self.tell(self.store, record(StoredStrategyState(
-            name=self.state_name, version=STATE_VERSION, state=state, updated_ts=self.now()),
+            name=self.state_name, version=STATE_VERSION, state=state, updated_ts=now),
             durable=durable, soon=durable))
         if snapshot is self._last_snapshot:
             self._unsaved = False
@@ -671,6 +722,7 @@ class StrategyHost(EngineActor):
             del self.views[cid]
         self.intents = {cid: i for cid, i in self.intents.items() if cid in self.views}
         self._rows = {cid: r for cid, r in self._rows.items() if cid in self.intents}
+        self._told_rows.clear()  # the orders still working are stored again under the new day
 
     def _refuse(self, intent: OrderIntent, now: float, reason: str | None = None) -> None:
         if reason is None:

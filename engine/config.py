@@ -68,6 +68,11 @@ class EngineSettings:
                              "flatten every position", choices=("keep_stops", "flatten"))
     shutdown_timeout_s: float = setting(30.0, "how long a graceful stop may take", min=1,
                                         max=600)
+    gil_switch_ms: float = setting(5.0, "paper and live: how long a busy thread may hold the "
+                                   "GIL before a woken actor gets it (Python's default, 5). "
+                                   "Lower cuts an actor hop's worst wait but costs throughput "
+                                   "with many busy threads (a history backfill at start)",
+                                   min=0.1, max=10.0)
 
 
 # ---------------------------------------------------------------------------------------------

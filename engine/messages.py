@@ -156,9 +156,12 @@ class Tick:
 
 @frozen
 class TickBatch:
-    """Several ticks in arrival order (the feed batches per step and per symbol)."""
+    """Several ticks in arrival order (the feed batches per step and per symbol).
+    ``routed``: the feed client's reader thread has already sent these ticks on to their bar
+    builders (paper, live); the Feed actor only books them."""
 
     ticks: tuple[Tick, ...]
+    routed: bool = False
 
 
 @frozen

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -163,6 +164,7 @@ class Engine:
         self._log_clock: contextlib.AbstractContextManager[None] | None = None
         self.delivery = self._delivery()
         self.stopped = threading.Event()
+        self._switch_before: float | None = None  # the GIL switch interval before start
 
     # -- the tree --------------------------------------------------------------------------------
     def symbols(self) -> list[str]:
@@ -245,7 +247,7 @@ class Engine:
             factory = strategy_factory(name, cfg)
             children.append(ChildSpec(f"strategy.{name}", _host_factory(
                 name, factory, self.parts.account, self.spec_instrument, self.load_state,
-                self.journal, cfg.section("risk").r_unit)))
+                self.load_states, self.journal, cfg.section("risk").r_unit)))
         return SupervisorSpec("strategy", Strategy.ONE_FOR_ONE, children, cfg.supervision.strategy)
 
     def _feed_spec(self) -> ChildSpec:
@@ -297,6 +299,11 @@ class Engine:
         self._log_clock.__enter__()
         logger.info("engine starting: mode {} with {} symbols, database {}", self.parts.mode,
                     len(self.parts.symbols), self.db.path)
+        if self.parts.dispatcher is None and self._switch_before is None:
+            # a thread per actor: a woken actor waits for the GIL at most this long (see
+            # docs/architecture.md, "Latency")
+            self._switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(self.cfg.engine.gil_switch_ms / 1000.0)
         self.supervisor = start_tree(self.tree(), registry=self.registry, clock=self.clock,
                                      on_safe_stop=self._safe_stop,
                                      on_restart=self._on_restart,
@@ -318,6 +325,9 @@ class Engine:
         if self.parts.supervision_clock is not None:
             self.parts.supervision_clock.stop()
         self.db.close()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
         if self.delivery is not None:
             self.delivery.stop(self.cfg.section("notify").timeout_s)
         if self._log_clock is not None:
@@ -454,12 +464,12 @@ class _Pace:
 
 
 def _host_factory(name: str, factory: Any, account: str, instrument: Any,
-                  load: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
+                  load: Any, load_all: Any, journal: Any, r_unit: str) -> Callable[[Any], Any]:
     from actors.strategy_host import StrategyHost
 
     return lambda s: StrategyHost.start(s, strategy_factory=factory, strategy_name=name,
                                         account=account, instrument=instrument, load_state=load,
-                                        journal=journal, r_unit=r_unit)
+                                        load_states=load_all, journal=journal, r_unit=r_unit)
 
 
 def _bar_factory(symbol: str, settings: Any, session: tuple[float, float],

@@ -159,3 +159,66 @@ def test_socket_reconnect_resubscribes_and_notifies_listeners(simulator) -> None
         assert notice.reconnects >= 1
     finally:
         h.close()
+
+
+class _Busy:
+    """A message that holds the Feed's thread until ``release`` is set."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+
+class _BlockableFeed(Feed):
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, _Busy):
+            message.started.set()
+            message.release.wait(10)
+            return None
+        return super().handle(message)
+
+
+class _FakeConnection:
+    state = "connected"
+
+    def __init__(self, callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def subscribe(self, symbols: Any, mode: int | None = None) -> None: ...
+
+    def unsubscribe(self, symbols: Any) -> None: ...
+
+    def subscribe_orders(self) -> None: ...
+
+
+def test_the_reader_thread_routes_ticks_without_waiting_for_the_feed_thread() -> None:
+    """Paper and live: a received batch reaches its bar builder (and the position monitor for a
+    held symbol) from the feed client's thread, not one actor hop later; the Feed books it once
+    (no second copy to the builders)."""
+    h = Harness(WallClock())
+    conns: list[_FakeConnection] = []
+    try:
+        bars_a, pos = h.sink(f"bars.{A}"), h.sink("positions")
+        feed = h.start("feed", _BlockableFeed, symbols=[(A, "NFO"), (B, "NFO")],
+                       settings=MarketDataSettings(), health=None,
+                       connect=lambda cb: conns.append(_FakeConnection(cb)) or conns[-1])
+        feed.tell(SubscriptionChange(add=((A, "NFO"),), requester="positions"))
+        feed.ask(StatusRequest(), timeout=5)
+        busy = _Busy()
+        feed.tell(busy)
+        assert busy.started.wait(5)
+        conns[0].callbacks.on_ticks([tick(A, T0), tick(A, T0 + 1)])
+        assert wait_for(lambda: bars_a and pos, timeout=5), "routing waited for the Feed thread"
+        busy.release.set()
+        status = feed.ask(StatusRequest(), timeout=5)
+        assert status["ticks"] == 2 and status["last_tick_ts"] == T0 + 1
+        assert [t.ts for b in bars_a for t in b.ticks] == [T0, T0 + 1]
+        assert [t.ts for b in pos for t in b.ticks] == [T0, T0 + 1]
+    finally:
+        h.close()

@@ -141,6 +141,36 @@ def test_at_startup_a_short_without_a_stop_is_protected_before_entries_open(
     assert isinstance(seen[1], TradingGate) and seen[1].entries
 
 
+def test_an_entry_a_kill_left_unknown_is_settled_before_the_startup_pass(
+        make: Callable[..., Stack]) -> None:
+    """Issue 21 (the kill/restart flake: "engine {24000PE: -520} != broker {24000PE: -520,
+    23950PE: -195}"). The engine was killed after an entry's intent was stored and its request
+    had left, before the broker's order id was stored; the entry filled while the engine was
+    down. The restarted order manager reads the orderbook before it answers anyone, so the
+    startup reconciliation (and whoever reads the positions once it reports ready) already
+    sees the fill: no orphan, the engine holds what the broker holds."""
+    st = started(make())
+    for name in ("reconciler", "positions", "orders"):
+        st.stop(name)
+    st.listen(False)  # nobody streams while the engine is down
+    st.ask("store", OrderIntent(
+        client_id="s-e1", strategy="s", account=ACCOUNT, symbol=CE, exchange="NFO",
+        action=Action.SELL, quantity=65, pricetype=PriceType.MARKET, price=0.0,
+        trigger_price=0.0, purpose=OrderPurpose.ENTRY, created_ts=st.clock.time()))
+    st.sim.place_order(strategy="s", symbol=CE, exchange="NFO", action="SELL", quantity=65,
+                       pricetype="MARKET")  # the request that left; it filled at once
+    assert st.broker_qty(CE) == -65
+    st.listen()
+    st.start_orders()
+    st.start_positions()
+    st.start_reconciler()
+    st.advance(0.1)  # the startup pass is due at once; the orderbook poll only at 0.5 s
+    assert status(st)["ready"]
+    assert st.held() == {("s", CE): -65}
+    assert not st.alerts("reconcile_orphan")
+    assert [f.client_id for f in st.db.fills(trading_date=DAY)] == ["s-e1"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Phantom, orphan, mismatch
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pykka
 import pytest
 
 from actors.store import StoreWriter
-from actors.strategy_host import StrategyHost, UnknownOrder, client_id
+from actors.strategy_host import StrategyHost, UnknownOrder, client_id, order_rows_prefix
 from engine.market.instruments import InstrumentSpec
 from engine.messages import (
     Action,
@@ -162,6 +162,7 @@ class World:
         ref = StrategyHost.start(strategy_factory=factory, strategy_name="probe",
                                  account="acct", instrument=InstrumentSpec(),
                                  load_state=self.db.strategy_state if load else None,
+                                 load_states=self.db.strategy_states if load else None,
                                  journal=read_journal if journal else None,
                                  name=NAME, registry=self.registry, clock=self.clock)
         return self._start(NAME, ref)
@@ -316,6 +317,57 @@ def test_state_is_persisted_and_restored_on_the_same_day(world: World) -> None:
     world.tell(Fill(cid, "B1", "probe", "acct", CE, "NFO", Action.SELL, 65, 199.9, 65, T0))
     world.sync()
     assert world.probe.ctx.positions() == {CE: -65}
+
+
+def test_each_order_is_a_row_of_its_own_and_only_a_changed_one_is_written_again(
+        world: World) -> None:
+    """Issue 21: the state grows with the day's orders, so each order is its own state row
+    and a write carries only the orders that changed; the state row holds no orders. A
+    restart reads them back."""
+    world.host()
+    world.tell(TradingGate(entries=True))
+    for _ in range(3):
+        world.command("place")
+    prefix = order_rows_prefix("probe", date(2025, 1, 30))
+    rows = {r.name: r for r in world.db.strategy_states(prefix)}
+    assert sorted(rows) == [prefix + cid for cid in world.probe.placed]
+    main = world.db.strategy_state(NAME)
+    assert main is not None and main.version == 2 and "orders" not in main.state
+    placed = list(world.probe.placed)
+    second = placed[1]
+    world.clock.advance_to(T0 + 5)
+    world.tell(OrderEvent(second, OrderStatus.OPEN, T0 + 5, "probe", "acct", CE, "B2"))
+    world.sync()
+    after = {r.name: r for r in world.db.strategy_states(prefix)}
+    changed = sorted(n for n in after if after[n].updated_ts != rows[n].updated_ts)
+    assert changed == [prefix + second]
+    assert after[prefix + second].state["status"] == "open"
+    world.stop_host()
+
+    world.host()
+    world.sync()
+    views = world.probe.ctx.orders(working_only=False)
+    assert sorted(views) == placed
+    assert views[second].status is OrderStatus.OPEN and views[second].broker_order_id == "B2"
+    world.command("place")
+    assert world.probe.placed[-1] == "probe-250130-00004"
+
+
+def test_a_version_1_state_with_its_orders_inside_is_still_restored(world: World) -> None:
+    """A day begun before the upgrade: the orders are read from inside the state row."""
+    cid = client_id("probe", date(2025, 1, 30), 1)
+    order = {"client_id": cid, "strategy": "probe", "account": "acct", "symbol": CE,
+             "exchange": "NFO", "action": "SELL", "quantity": 65, "pricetype": "SL",
+             "product": "MIS", "price": 197.0, "trigger_price": 199.95, "purpose": "entry",
+             "created_ts": T0, "parent_id": None, "reason": "", "status": "open",
+             "filled_quantity": 0, "average_price": 0.0, "broker_order_id": "B1"}
+    state = {"day": "2025-01-30", "seq": 1, "paused": False, "orders": [order],
+             "positions": {}, "fill_keys": [], "strategy": {"count": 1}}
+    world.registry.ask("store", record(StoredStrategyState(NAME, 1, state, T0)), timeout=10)
+    world.host()
+    world.sync()
+    views = world.probe.ctx.orders(working_only=False)
+    assert list(views) == [cid] and views[cid].status is OrderStatus.OPEN
 
 
 def test_in_place_changes_of_the_strategy_state_are_persisted(world: World) -> None:
