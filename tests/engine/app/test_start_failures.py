@@ -7,6 +7,7 @@ loguru traceback per line)."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -49,10 +50,14 @@ def simulator(tmp_path: Path) -> Iterator[Path]:
         clock.stop()
 
 
+#: pins one trading day (no day lifecycle): a start that cannot go on ends with its exit code
+ONE_DAY = ("--expiry", "2025-09-09")
+
+
 @pytest.mark.parametrize("atm", [(), ("--atm", "24000")])
 def test_a_refused_key_is_one_line_and_exit_2(simulator: Path, atm: tuple[str, ...]) -> None:
-    done = run("paper", "--attach", *atm, cwd=simulator, key="wrong-key-0123456789",
-                   timeout=60)
+    done = run("paper", "--attach", *atm, *ONE_DAY, cwd=simulator, key="wrong-key-0123456789",
+               timeout=60)
     # the start-up access check (a ping before anything starts) refuses it as configuration
     text = one_line(done, EXIT_CONFIG, "config error: ")
     assert "refused the engine: API key refused" in text and "wrong-key" not in text
@@ -65,8 +70,8 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
                              ws_url="ws://127.0.0.1:9", clock=clock)
     finally:
         clock.stop()
-    done = run("paper", "--attach", "--atm", "24000", "--set", "openalgo.retries=1",
-                   cwd=tmp_path, timeout=60)
+    done = run("paper", "--attach", "--atm", "24000", *ONE_DAY, "--set", "openalgo.retries=1",
+               cwd=tmp_path, timeout=60)
     one_line(done, EXIT_FAILURE, "paper: the broker cannot be reached: ")
 
 
@@ -118,3 +123,29 @@ def test_a_full_disk_under_the_log_file_is_reported_once(tmp_path: Path) -> None
     assert done.stderr.splitlines() == [
         "logging: cannot write /dev/full (No space left on device); lines are lost until it "
         "can (counted)"]
+
+
+def test_under_the_day_lifecycle_a_refused_key_is_one_line_and_a_wait(simulator: Path) -> None:
+    """Without ``--expiry``, ``paper --attach`` runs the day lifecycle (issue 22). OpenAlgo
+    refuses a wrong key with the very reply it gives before the morning's broker login, so the
+    engine says so in one line and waits for the login instead of exiting; a stop ends it."""
+    env = {**os.environ, "OPENALGO_API_KEY": "wrong-key-0123456789"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "paper", "--attach", "--set",
+                             "logging.level=WARNING"], cwd=simulator, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the test's timeout bounds a start that never says it
+            lines.append(line)
+            if "refused" in line:
+                break
+        alive = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    said = [line for line in lines if "refused" in line]
+    assert len(said) == 1 and "log in to OpenAlgo" in said[0], lines
+    assert alive, "".join(lines) + rest  # waiting for the login, not ended
+    assert "wrong-key" not in "".join(lines) + rest and "Traceback" not in rest
+    assert proc.returncode == 0, rest
