@@ -34,6 +34,7 @@ one-line detail) so the harness can print them all and a test can assert them:
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -427,7 +428,11 @@ def crashes_recovered(f: RunFacts) -> Check:
 
 def _lost_fill_check(line: str, lost: frozenset[str]) -> bool:
     """``FAILED fills of broker order X: engine N, broker tradebook 0`` for an order whose
-    trades the broker lost in a state-loss scene."""
+    trades the broker lost in a state-loss scene; under the day lifecycle the line carries its
+    date (``FAILED 2025-01-30: fills of ...``)."""
+    dated = re.match(r"FAILED \d{4}-\d{2}-\d{2}: ", line)
+    if dated:
+        line = "FAILED " + line[dated.end():]
     words = line.split()
     return (line.startswith("FAILED fills of broker order ") and len(words) > 5
             and words[5].rstrip(":") in lost and line.endswith("broker tradebook 0"))

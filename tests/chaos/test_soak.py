@@ -30,6 +30,9 @@ def test_dated_failures_go_to_their_day_undated() -> None:
     assert mine == ("FAILED fills of broker order 7: engine 65, broker tradebook 0",)
     # undated, a lost fill of a state-loss scene is recognised as on a one-day run
     assert _lost_fill_check(mine[0], frozenset({"7"}))
+    # a one-day chaos run under the lifecycle sees the dated line itself
+    assert _lost_fill_check(failed[0], frozenset({"7"}))
+    assert not _lost_fill_check(failed[0], frozenset({"8"}))
     assert checks_of_day(failed, "2025-01-29") == ()
 
 
