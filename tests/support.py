@@ -45,3 +45,47 @@ def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     """Like ``wait_for`` but fails the test when the condition never holds."""
     if not wait_for(cond, timeout):
         raise AssertionError("condition not met before the timeout")
+
+
+class JsonHook:
+    """A real HTTP server on loopback that records each POSTed JSON body (apprise's ``json://``
+    target in the notifier tests). ``hang``: it never answers (a dead endpoint)."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls: list[tuple[str, dict[str, object]]] = []  # (path, body)
+        self.bodies: list[dict[str, object]] = []
+        self.hang = threading.Event() if hang else None
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if hook.hang is not None:
+                    hook.hang.wait(10)  # never answers in time
+                    return
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                hook.calls.append((self.path, body))
+                hook.bodies.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                """Silent: the tests read what arrived, not the server's log."""
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._httpd.server_address[1])
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.hang is not None:
+            self.hang.set()
+        self._httpd.shutdown()
+
+    def __enter__(self) -> JsonHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,12 +3,10 @@ endpoint costs (a closed port, a server that never answers): nothing for trading
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,39 +18,15 @@ from engine.market.synth import small_session
 from engine.messages import Action, Fill, OrderPurpose, Severity
 from engine.runtime.logs import add_sink
 from engine.runtime.notify import Delivery, Notice, NoticeGate, NotifySettings, notice_of
+from tests.support import JsonHook
 
 SETTINGS = NotifySettings(timeout_s=1.0)
 
 
-class _Sink(BaseHTTPRequestHandler):
-    received: list[dict[str, object]]
-    hang: threading.Event | None
-
-    def do_POST(self) -> None:
-        if self.hang is not None:
-            self.hang.wait(10)  # never answers in time
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[dict[str, object]]]]:
-    hang = threading.Event() if getattr(request, "param", "") == "hang" else None
-    received: list[dict[str, object]] = []
-    handler = type("Handler", (_Sink,), {"received": received, "hang": hang})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"json://127.0.0.1:{httpd.server_address[1]}/hook", received
-    if hang is not None:
-        hang.set()
-    httpd.shutdown()
+    with JsonHook(hang=getattr(request, "param", "") == "hang") as hook:
+        yield f"json://127.0.0.1:{hook.port}/hook", hook.bodies
 
 
 SECRET = "s3cr3t-hook-token"

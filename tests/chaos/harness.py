@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -346,7 +347,7 @@ class Injector:
             self.locks.append((lock.at_s, lock.seconds, acquired))
 
 
-class Background:
+class Background(ABC):
     """A daemon thread running ``_run`` from ``start`` until ``stop`` (``_stop`` is set)."""
 
     thread_name = "chaos-background"
@@ -362,8 +363,9 @@ class Background:
         self._stop.set()
         self._thread.join(timeout=15)
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The thread's work; return when ``_stop`` is set."""
 
 
 class Operator(Background):

@@ -34,6 +34,7 @@ from engine.config import Config, ConfigError
 from engine.openalgo.access import BasicAuth
 from engine.runtime.clock import VirtualClock
 from engine.store.database import Database
+from tests.support import JsonHook
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY_MAIN = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0main"
@@ -506,31 +507,16 @@ def test_a_live_engine_notifies_its_accounts_urls_and_the_environments(
         log_capture: io.StringIO) -> None:
     """The account's stored URL and NIFTY_ENGINE_NOTIFY_URLS both get the notices of an engine
     that trades (a replay with ``[notify] replay``, fed the venue ``live_venue`` chose)."""
-    import json
-    import threading
     from datetime import date
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from engine.app.replay import ReplayDriver
     from engine.app.venues import live_venue
     from engine.market.synth import small_session
     from engine.runtime.notify import URLS_ENV
 
-    got: list[tuple[str, dict[str, object]]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            got.append((self.path, json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    port = httpd.server_address[1]
+    sink = JsonHook()
+    got = sink.calls
+    port = sink.port
     try:
         store = tmp_path / "accounts.db"
         with Database(store) as db:
@@ -556,7 +542,7 @@ def test_a_live_engine_notifies_its_accounts_urls_and_the_environments(
         ReplayDriver(cfg, session, db_path=tmp_path / "e.db", progress=False,
                      strategies=("baseline_v1",), parts_hook=hook).run()
     finally:
-        httpd.shutdown()
+        sink.close()
     paths = {path for path, _ in got}
     assert paths == {f"/{HOOK_TOKEN}", "/from-env"}, paths
     kinds = {body["title"] for _, body in got}

@@ -37,7 +37,7 @@ class AskBack:
 
 @dataclass(frozen=True)
 class Notes:
-    pass
+    """Asks for what an actor has noted so far."""
 
 
 class Recorder(EngineActor):
