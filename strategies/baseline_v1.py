@@ -398,6 +398,7 @@ class BaselineV1(Strategy):
     name = "baseline_v1"
     settings_class = BaselineSettings
     snapshot_cached = True  # _touch() drops the cached dict; a returned one is never changed
+    state_version: int = 0  # _touch() counts every change: the host builds a snapshot to write
 
     def __init__(self, ctx: StrategyContext, settings: BaselineSettings | None = None) -> None:
         settings = settings or BaselineSettings()
@@ -1173,9 +1174,11 @@ class BaselineV1(Strategy):
         return True
 
     def _touch(self) -> None:
-        """Something in ``self.d`` changes: the cached snapshot is dropped. Every change of the
-        day's state calls it (the host persists only a new snapshot object)."""
+        """Something in ``self.d`` changes: the cached snapshot is dropped and the change
+        counted (``state_version``). Every change of the day's state calls it (the host
+        persists only a counted change)."""
         self._snap = None
+        self.state_version += 1
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -1199,7 +1202,8 @@ def _dump_day(d: _Day) -> dict[str, Any]:
         "hh": sorted([s, t, h] for s, m in d.hh.items() for t, h in m.items()),
         "entries": [_plain(e) for _, e in sorted(d.entries.items())],
         "slots": dict(sorted(d.slots.items())),
-        "positions": [{**_plain(p), "covers": {cid: _plain(c) for cid, c in p.covers.items()}}
+        "positions": [{**_plain(p), "covers": {cid: _plain(c) for cid, c in p.covers.items()},
+                       "pending": {oid: list(q) for oid, q in p.pending.items()}}
                       for _, p in sorted(d.positions.items())],
         "traded": sorted(d.traded),
         "blocked": sorted(d.blocked),
