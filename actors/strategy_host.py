@@ -658,7 +658,8 @@ class StrategyHost(EngineActor):
         """Whether the strategy's state changed since it was last seen: its ``state_version``
         moved, or (a strategy without one) its snapshot differs from the last one, which is
         then kept to be written."""
-        strategy = self._strategy
+        strategy = self.strategy
+        assert strategy is not None  # (not the property: this runs after every message)
         version = strategy.state_version
         if version is not None:
             if version == self._seen_version:
@@ -675,16 +676,16 @@ class StrategyHost(EngineActor):
         return True
 
     def _snapshot(self) -> dict[str, Any]:
-        """The strategy's snapshot to write: built now from a strategy that keeps a
-        ``state_version`` (this runs between hooks, so it is the state after the last one),
-        else the one ``_changed`` kept."""
+        """The strategy's snapshot to write (encoded at once, by ``record``): built now from a
+        strategy that keeps a ``state_version`` (this runs between hooks, so it is the state
+        after the last one), else the one ``_changed`` kept."""
         if self._strategy.state_version is None:
             return self._last_snapshot or {}
-        return self._kept(self._strategy.snapshot())
+        return self._strategy.snapshot()
 
     def _kept(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """The object itself when the strategy never changes a snapshot it returned, else a
-        copy (it may hand out live state, changed after the store was told it)."""
+        """What the next snapshot is compared with: the object itself when the strategy never
+        changes a snapshot it returned, else a copy (it may hand out live state)."""
         return snapshot if self._strategy.snapshot_cached else copy.deepcopy(snapshot)
 
     def _persist(self, durable: bool) -> None:

@@ -496,15 +496,16 @@ class BaselineV1(Strategy):
                 self._touch()
 
     def on_bar_update(self, update: BarUpdate) -> None:
+        symbol = update.symbol
         if update.last > 0:
-            self._last[update.symbol] = update.last
-            self._tick_ts[update.symbol] = update.ts
-        progress = self._progress.get(update.symbol)
+            self._last[symbol] = update.last
+            self._tick_ts[symbol] = update.ts
+        progress = self._progress.get(symbol)
         if progress is None or progress[0] != update.start or update.high > progress[1]:
-            self._progress[update.symbol] = (update.start, update.high)
-        if self._raise_highs(update.symbol, update.start, update.high):
+            self._progress[symbol] = (update.start, update.high)
+        if symbol in self.d.hh and self._raise_highs(symbol, update.start, update.high):
             self._touch()
-            self._cancel_unqualified(update.symbol)
+            self._cancel_unqualified(symbol)
 
     def _cancel_unqualified(self, symbol: str) -> None:
         """A new high moved the stop: a working entry on ``symbol`` whose candidate no longer
@@ -675,9 +676,9 @@ class BaselineV1(Strategy):
 
     def _manage(self, kind: str, now: float) -> None:
         d = self.d
-        best = self._best(kind)
         cid = d.slots.get(kind)
         if cid is None:
+            best = self._best(kind)
             self._switch_due.discard(kind)
             if (best is not None and self._room_for(best.candidate)
                     and self._fresh(best.candidate.symbol, now)):
@@ -690,6 +691,7 @@ class BaselineV1(Strategy):
                 or entry.filled > 0 or entry.broken_ts is not None):
             self._switch_due.discard(kind)
             return
+        best = self._best(kind)  # only now: an evaluation with nothing to switch is cheap
         if best is None:
             self._switch_due.discard(kind)
             if self._plan(d.candidates.get(entry.swing_key)) is None:

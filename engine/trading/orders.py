@@ -501,9 +501,10 @@ class OrderBook:
         return frozenset(self._known_ids)
 
     def needs_poll(self) -> bool:
-        """Whether any order could change at the broker (sent, or with an unknown outcome)."""
-        return any(o.broker_order_id is not None or o.status is S.UNKNOWN
-                   for o in self.working_legs())
+        """Whether any order could change at the broker (sent, or with an unknown outcome).
+        Asked every second, over the whole day's orders: newest first, stopping at the first."""
+        return any((o.broker_order_id is not None or o.status is S.UNKNOWN)
+                   and o.working and not o.is_parent for o in reversed(self._orders.values()))
 
     def cancel_in_progress(self, order: TrackedOrder) -> bool:
         return any(leg.status is S.CANCEL_PENDING or leg.cancel_deferred
