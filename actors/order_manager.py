@@ -301,10 +301,7 @@ class OrderManager(EngineActor):
                  if o.broker_order_id is None}
         now = self.now()
         rows: list[OrderRow] = list(sync.rows)
-        for row, report in updates_from_rows(rows, now, "reconcile"):
-            order = self.book.by_broker_id(row.orderid)
-            if order is not None and order.working:
-                self._apply(report)
+        self._apply_rows(rows, now, "reconcile")
         seen = {row.orderid for row in rows}
         cutoff = sync.since - self._settle_engine_s()
         vanished: list[tuple[str, str]] = []
@@ -795,14 +792,23 @@ class OrderManager(EngineActor):
             self._poll_failing = False
         self._counts["polls"] += 1
         now = self.now()  # what the rows say is known from when the read returned
-        for row, report in updates_from_rows(rows, now, "poll"):
-            order = self.book.by_broker_id(row.orderid)
-            if order is not None and order.working:
-                self._apply(report)
+        self._apply_rows(rows, now, "poll")
         for order in self.book.working_legs():
             if order.status is S.UNKNOWN and order.broker_order_id is None:
                 self._resolve_unknown(order, rows, now, sent)
         self._price_claims()
+
+    def _apply_rows(self, rows: list[OrderRow], now: float, source: str) -> None:
+        """Apply an orderbook read to this manager's working orders (reports are made only
+        for them: the book holds the whole day's orders)."""
+        for row, report in updates_from_rows(rows, now, source, self._working_row):
+            if self._working_row(row):  # still: applying an earlier row may have ended it
+                self._apply(report)
+
+    def _working_row(self, row: OrderRow) -> bool:
+        """Whether an orderbook row is one of this manager's orders still working."""
+        order = self.book.by_broker_id(row.orderid)
+        return order is not None and order.working
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:

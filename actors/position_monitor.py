@@ -77,13 +77,7 @@ from engine.messages import (
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
 from engine.store.database import Database
-from engine.trading.pending import (
-    PendingBook,
-    add_pending,
-    add_priced,
-    is_pending,
-    outstanding,
-)
+from engine.trading.pending import PendingBook, add_pending, add_priced, is_pending
 
 CHECK_TIMER = "positions.check"
 FLUSH_TIMER = "positions.flush"
@@ -128,16 +122,29 @@ class _Position:
     # filled at the broker, price not known yet (PendingFill), per order: engine.trading.pending
     pending_buy: PendingBook = field(default_factory=dict)
     pending_sell: PendingBook = field(default_factory=dict)
-
-    @property
-    def pending(self) -> int:
-        """Signed quantity held without a price."""
-        return outstanding(self.pending_buy) - outstanding(self.pending_sell)
+    #: signed quantity held without a price: outstanding(pending_buy) - outstanding(pending_sell),
+    #: kept by ``add_pending`` / ``add_priced`` (read on every tick and check; the books keep
+    #: every order of the day)
+    pending: int = 0
 
     @property
     def held(self) -> int:
         """Signed quantity held: the priced ``quantity`` and the price-pending part."""
         return self.quantity + self.pending
+
+    def add_pending(self, action: Action, orderid: str, cumulative: int) -> int:
+        """``cumulative`` of ``orderid`` is filled, price unknown: the quantity newly held."""
+        buy = action is Action.BUY
+        new = add_pending(self.pending_buy if buy else self.pending_sell, orderid, cumulative)
+        self.pending += new if buy else -new
+        return new
+
+    def add_priced(self, action: Action, orderid: str, cumulative: int) -> None:
+        """A priced fill up to ``cumulative`` of ``orderid``: the pending part it completes is
+        no longer held without a price (the fill's own quantity is traded by ``trade``)."""
+        buy = action is Action.BUY
+        done = add_priced(self.pending_buy if buy else self.pending_sell, orderid, cumulative)
+        self.pending -= done if buy else -done
 
     def trade(self, signed: int, price: float) -> float:
         """Apply a signed quantity at ``price``; returns the rupees it realized."""
@@ -409,8 +416,7 @@ class PositionMonitor(EngineActor):
             pos.average = fill.price
         signed = fill.quantity if fill.action is Action.BUY else -fill.quantity
         pos.trade(signed, fill.price)
-        add_priced(pos.pending_buy if fill.action is Action.BUY else pos.pending_sell,
-                   fill.broker_order_id, fill.cumulative_quantity)
+        pos.add_priced(fill.action, fill.broker_order_id, fill.cumulative_quantity)
         self._applied.add(fill.key)
         self._counts["fills"] += 1
         return True
@@ -423,8 +429,7 @@ class PositionMonitor(EngineActor):
                               f"{p.broker_order_id!r}")
         self._roll_day(self.now())
         pos = self._position(p.strategy, p.symbol, p.exchange)
-        book = pos.pending_buy if p.action is Action.BUY else pos.pending_sell
-        new = add_pending(book, p.broker_order_id, p.cumulative_quantity)
+        new = pos.add_pending(p.action, p.broker_order_id, p.cumulative_quantity)
         if new:
             self._counts["price_pending"] += 1
             logger.warning("positions[{}]: {} {} {} {} filled, price pending (held at the last "

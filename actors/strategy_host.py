@@ -27,7 +27,10 @@ Owns the strategy object and everything the ``StrategyContext`` promises it:
   in paper and live, on the next message in a replay, so the intent is committed and sent
   first); when only the strategy's snapshot changed, batched and at most
   once a minute of engine time (at the first message of the next minute, and on stop), since
-  a snapshot can be tens of KB and change on every ``BarUpdate``. A restart therefore resumes
+  a snapshot can be tens of KB and change on every ``BarUpdate``. Whether the strategy
+  changed is read from its ``state_version`` when it keeps one (the snapshot is then built
+  only when it is written), else by building its snapshot after every hook and comparing it
+  with the last one (``Strategy.snapshot_cached``: by identity). A restart therefore resumes
   from the last minute's snapshot plus every order and fill (the journal). Nothing is
   committed before an intent leaves: the intent row the order manager commits is the durable
   record of the order and of its client id. On start a row of the current trading day is
@@ -181,8 +184,11 @@ class StrategyHost(EngineActor):
         self._dirty = False
         self._rows: dict[str, tuple[OrderView | None, OrderIntent, dict[str, Any]]] = {}
         self._told_rows: dict[str, dict[str, Any]] = {}  # the order rows the store was told
-        self._last_snapshot: dict[str, Any] | None = None  # the newest seen
-        self._unsaved = False  # _last_snapshot is newer than the stored row
+        # what the strategy's state was last seen as: its state_version when it keeps one,
+        # else its snapshot (the newest seen, written as it is)
+        self._seen_version: int | None = None
+        self._last_snapshot: dict[str, Any] | None = None
+        self._unsaved = False  # the strategy or the host changed since the stored row
         self._persist_due = False  # a PERSIST message is on its way to this actor
         self._saved_minute = -1  # engine minute of the last write
         self._timer_now: float | None = None
@@ -193,7 +199,7 @@ class StrategyHost(EngineActor):
         now = self.now()
         self.day = trading_date(now)
         self._restore()
-        self._last_snapshot = self._kept(self.strategy.snapshot())
+        self._changed()  # what the state is now: the next change is compared with it
         synced = self._ask_gate()
         self._call(self.strategy.on_start)
         self._catch_up(synced)
@@ -621,12 +627,11 @@ class StrategyHost(EngineActor):
         """Run one hook, then persist: at once if orders or fills changed, else a changed
         snapshot once a minute (see the module docstring)."""
         hook(*args)
-        snapshot = self._strategy.snapshot()
-        if self._dirty or not self._unchanged(snapshot):
-            self._last_snapshot = self._kept(snapshot)
+        if self._changed() or self._dirty:
             self._unsaved = True
-        if self._unsaved and (self._dirty or self._minute() != self._saved_minute) \
-                and not self._persist_due:
+        # the cheap tests first: this runs after every one of the day's million BarUpdates
+        if self._unsaved and not self._persist_due \
+                and (self._dirty or self._minute() != self._saved_minute):
             # built and encoded later, not now: an intent this hook told the order manager
             # leaves while this thread is idle, not while it encodes the state (and competes
             # for the GIL with the order manager)
@@ -639,27 +644,51 @@ class StrategyHost(EngineActor):
 
     def _save(self) -> None:
         if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
-            self._persist(self._last_snapshot or {}, durable=self._dirty)
+            self._persist(durable=self._dirty)
             self._dirty = False
 
     def on_stop(self) -> None:
         if self._unsaved:
-            self._persist(self._last_snapshot or {}, durable=False)
+            self._persist(durable=False)
 
     def _minute(self) -> int:
         return int(self.now() // 60)
 
-    def _unchanged(self, snapshot: dict[str, Any]) -> bool:
-        if self._strategy.snapshot_cached:
-            return snapshot is self._last_snapshot
-        return snapshot == self._last_snapshot
+    def _changed(self) -> bool:
+        """Whether the strategy's state changed since it was last seen: its ``state_version``
+        moved, or (a strategy without one) its snapshot differs from the last one, which is
+        then kept to be written."""
+        strategy = self.strategy
+        assert strategy is not None  # (not the property: this runs after every message)
+        version = strategy.state_version
+        if version is not None:
+            if version == self._seen_version:
+                return False
+            self._seen_version = version
+            return True
+        snapshot = strategy.snapshot()
+        if strategy.snapshot_cached:
+            if snapshot is self._last_snapshot:
+                return False
+        elif snapshot == self._last_snapshot:
+            return False
+        self._last_snapshot = self._kept(snapshot)
+        return True
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The strategy's snapshot to write (encoded at once, by ``record``): built now from a
+        strategy that keeps a ``state_version`` (this runs between hooks, so it is the state
+        after the last one), else the one ``_changed`` kept."""
+        if self._strategy.state_version is None:
+            return self._last_snapshot or {}
+        return self._strategy.snapshot()
 
     def _kept(self, snapshot: dict[str, Any]) -> dict[str, Any]:
         """What the next snapshot is compared with: the object itself when the strategy never
         changes a snapshot it returned, else a copy (it may hand out live state)."""
         return snapshot if self._strategy.snapshot_cached else copy.deepcopy(snapshot)
 
-    def _persist(self, snapshot: dict[str, Any], durable: bool) -> None:
+    def _persist(self, durable: bool) -> None:
         """Tell the store the state (``soon`` when ``durable``: see the docstring): a row for
         each order that changed since it was last told (the day's orders are many; one
         changes at a time), then the state itself, which no longer grows with the day's
@@ -683,14 +712,13 @@ class StrategyHost(EngineActor):
             "positions": dict(self.net),
             "fill_keys": sorted([b, c] for b, c in self.fill_keys),
             "pending": self.pending,
-            "strategy": snapshot,
+            "strategy": self._snapshot(),
         }
         self.tell(self.store, record(StoredStrategyState(
             name=self.state_name, version=STATE_VERSION, state=state, updated_ts=now),
             durable=durable, soon=durable))
-        if snapshot is self._last_snapshot:
-            self._unsaved = False
-            self._saved_minute = self._minute()
+        self._unsaved = False
+        self._saved_minute = self._minute()
 
     def _order_row(self, cid: str, intent: OrderIntent) -> dict[str, Any]:
         """An order as stored in the state, built again only when its view changed (the

@@ -8,7 +8,9 @@ back as ``on_order_event`` / ``on_fill``. Time comes from ``ctx.now()`` (the eng
 the same strategy runs unchanged in replay, paper and live.
 
 State that must survive a restart goes in ``snapshot()`` (JSON-able) and comes back through
-``restore()``; the host persists it after every hook that changed it.
+``restore()``; the host persists it after every hook that changed it. A strategy that knows when
+its state changes may say so with ``state_version`` (a change counter), so the host builds the
+snapshot only when it writes it.
 
 Writing your own: subclass ``Strategy``, set ``name`` and ``settings_class``, implement the hooks
 you need. ``strategies/vwap_cross.py`` is a small complete example; ``run.py new-strategy NAME``
@@ -150,6 +152,13 @@ class Strategy:
     #: (a day's state is tens of KB, and BarUpdates come thousands a minute). Leave it False when
     #: ``snapshot`` may hand out live state that is changed in place.
     snapshot_cached: ClassVar[bool] = False
+    #: Optional change counter: None (the default), or an int the strategy increases with every
+    #: change of what ``snapshot`` would return (baseline_v1 does it in ``_touch``), kept from
+    #: ``__init__`` on. The host then reads it after every hook instead of building the snapshot
+    #: and comparing it with the last one, and builds the snapshot only when it writes the
+    #: state (at most once a minute of engine time, with every order or fill, and on stop). A
+    #: change it misses is a change a restart forgets; when in doubt, leave it None.
+    state_version: int | None = None
 
     def __init__(self, ctx: StrategyContext, settings: Any = None) -> None:
         self.ctx = ctx

@@ -398,6 +398,7 @@ class BaselineV1(Strategy):
     name = "baseline_v1"
     settings_class = BaselineSettings
     snapshot_cached = True  # _touch() drops the cached dict; a returned one is never changed
+    state_version: int = 0  # _touch() counts every change: the host builds a snapshot to write
 
     def __init__(self, ctx: StrategyContext, settings: BaselineSettings | None = None) -> None:
         settings = settings or BaselineSettings()
@@ -495,15 +496,16 @@ class BaselineV1(Strategy):
                 self._touch()
 
     def on_bar_update(self, update: BarUpdate) -> None:
+        symbol = update.symbol
         if update.last > 0:
-            self._last[update.symbol] = update.last
-            self._tick_ts[update.symbol] = update.ts
-        progress = self._progress.get(update.symbol)
+            self._last[symbol] = update.last
+            self._tick_ts[symbol] = update.ts
+        progress = self._progress.get(symbol)
         if progress is None or progress[0] != update.start or update.high > progress[1]:
-            self._progress[update.symbol] = (update.start, update.high)
-        if self._raise_highs(update.symbol, update.start, update.high):
+            self._progress[symbol] = (update.start, update.high)
+        if symbol in self.d.hh and self._raise_highs(symbol, update.start, update.high):
             self._touch()
-            self._cancel_unqualified(update.symbol)
+            self._cancel_unqualified(symbol)
 
     def _cancel_unqualified(self, symbol: str) -> None:
         """A new high moved the stop: a working entry on ``symbol`` whose candidate no longer
@@ -674,9 +676,9 @@ class BaselineV1(Strategy):
 
     def _manage(self, kind: str, now: float) -> None:
         d = self.d
-        best = self._best(kind)
         cid = d.slots.get(kind)
         if cid is None:
+            best = self._best(kind)
             self._switch_due.discard(kind)
             if (best is not None and self._room_for(best.candidate)
                     and self._fresh(best.candidate.symbol, now)):
@@ -689,6 +691,7 @@ class BaselineV1(Strategy):
                 or entry.filled > 0 or entry.broken_ts is not None):
             self._switch_due.discard(kind)
             return
+        best = self._best(kind)  # only now: an evaluation with nothing to switch is cheap
         if best is None:
             self._switch_due.discard(kind)
             if self._plan(d.candidates.get(entry.swing_key)) is None:
@@ -1173,9 +1176,11 @@ class BaselineV1(Strategy):
         return True
 
     def _touch(self) -> None:
-        """Something in ``self.d`` changes: the cached snapshot is dropped. Every change of the
-        day's state calls it (the host persists only a new snapshot object)."""
+        """Something in ``self.d`` changes: the cached snapshot is dropped and the change
+        counted (``state_version``). Every change of the day's state calls it (the host
+        persists only a counted change)."""
         self._snap = None
+        self.state_version += 1
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -1199,7 +1204,8 @@ def _dump_day(d: _Day) -> dict[str, Any]:
         "hh": sorted([s, t, h] for s, m in d.hh.items() for t, h in m.items()),
         "entries": [_plain(e) for _, e in sorted(d.entries.items())],
         "slots": dict(sorted(d.slots.items())),
-        "positions": [{**_plain(p), "covers": {cid: _plain(c) for cid, c in p.covers.items()}}
+        "positions": [{**_plain(p), "covers": {cid: _plain(c) for cid, c in p.covers.items()},
+                       "pending": {oid: list(q) for oid, q in p.pending.items()}}
                       for _, p in sorted(d.positions.items())],
         "traded": sorted(d.traded),
         "blocked": sorted(d.blocked),

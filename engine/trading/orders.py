@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -165,19 +165,23 @@ def update_from_row(row: OrderRow, ts: float, source: str,
         status_certain=row.filled_quantity is not None if certain is None else certain)
 
 
-def updates_from_rows(rows: Sequence[OrderRow], ts: float,
-                      source: str) -> list[tuple[OrderRow, BrokerOrderUpdate]]:
-    """An orderbook read as reports, each with its row. A row without a filled quantity
-    (Zerodha's, Angel's) may show the status of the row above it (OpenAlgo's Zerodha transform
-    carries the previous row's status over an in-between state), so its status is certain only
-    when it differs from the row above, or it is the first row (docs/broker-personalities.md)."""
+def updates_from_rows(rows: Sequence[OrderRow], ts: float, source: str,
+                      wanted: Callable[[OrderRow], bool] | None = None,
+                      ) -> list[tuple[OrderRow, BrokerOrderUpdate]]:
+    """An orderbook read as reports, each with its row (only the ``wanted`` rows, when given:
+    a poll reads the whole day's orderbook for the few orders still working). A row without a
+    filled quantity (Zerodha's, Angel's) may show the status of the row above it (OpenAlgo's
+    Zerodha transform carries the previous row's status over an in-between state), so its
+    status is certain only when it differs from the row above, or it is the first row
+    (docs/broker-personalities.md)."""
     out: list[tuple[OrderRow, BrokerOrderUpdate]] = []
-    above: str | None = None
+    above: OrderRow | None = None
     for row in rows:
-        status = row.status.strip().lower()
-        certain = row.filled_quantity is not None or status != above
-        out.append((row, update_from_row(row, ts, source, certain)))
-        above = status
+        if wanted is None or wanted(row):
+            certain = (row.filled_quantity is not None or above is None
+                       or row.status.strip().lower() != above.status.strip().lower())
+            out.append((row, update_from_row(row, ts, source, certain)))
+        above = row
     return out
 
 
@@ -497,9 +501,10 @@ class OrderBook:
         return frozenset(self._known_ids)
 
     def needs_poll(self) -> bool:
-        """Whether any order could change at the broker (sent, or with an unknown outcome)."""
-        return any(o.broker_order_id is not None or o.status is S.UNKNOWN
-                   for o in self.working_legs())
+        """Whether any order could change at the broker (sent, or with an unknown outcome).
+        Asked every second, over the whole day's orders: newest first, stopping at the first."""
+        return any((o.broker_order_id is not None or o.status is S.UNKNOWN)
+                   and o.working and not o.is_parent for o in reversed(self._orders.values()))
 
     def cancel_in_progress(self, order: TrackedOrder) -> bool:
         return any(leg.status is S.CANCEL_PENDING or leg.cancel_deferred

@@ -5,7 +5,9 @@ cumulative quantity the broker says is filled (``PendingFill``) and the cumulati
 already priced (``Fill``); the outstanding part (pending − priced, never below 0) is held
 without a price. A priced fill completes the pending quantity up to its cumulative quantity, so
 nothing is counted twice whichever of the two arrives first or again (every priced fill is
-recorded for that reason, one entry per order). The book is a plain
+recorded for that reason, one entry per order), and what each call returns is how much the
+outstanding quantity moved, so a holder can keep a running count instead of summing a book
+that keeps every order of the day. The book is a plain
 ``{broker order id: [pending cumulative, priced cumulative]}`` dict, so it goes into JSON
 snapshots as it is (docs/execution-and-risk.md, "Fill prices").
 """
@@ -17,7 +19,8 @@ PendingBook = dict[str, list[int]]
 
 def add_pending(book: PendingBook, orderid: str, cumulative: int) -> int:
     """The broker says ``cumulative`` is filled on ``orderid``: returns the quantity newly held
-    without a price (0: nothing new, already pending or priced)."""
+    without a price (0: nothing new, already pending or priced), by which ``outstanding(book)``
+    grew."""
     pending, done = book.get(orderid, (0, 0))
     new = cumulative - max(pending, done)
     if new <= 0:
@@ -29,7 +32,7 @@ def add_pending(book: PendingBook, orderid: str, cumulative: int) -> int:
 def add_priced(book: PendingBook, orderid: str, cumulative: int) -> int:
     """A priced fill up to ``cumulative`` on ``orderid`` (recorded, so a later pending report of
     the same quantity adds nothing): returns the pending quantity it completes (already held,
-    so not to be added again)."""
+    so not to be added again), by which ``outstanding(book)`` shrank."""
     pending, done = book.get(orderid, (0, 0))
     before = max(0, pending - done)
     done = max(done, cumulative)

@@ -17,7 +17,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.position_monitor import PositionMonitor, PositionSettings
+from actors.position_monitor import PositionMonitor, PositionSettings, _Position
 from actors.store import FLUSH_TIMER, StoreWriter
 from engine.broker import BrokerUnavailable, Quote
 from engine.market.instruments import InstrumentSpec
@@ -48,6 +48,7 @@ from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.runtime.registry import Registry
 from engine.sim.matching import SimulatedBroker
 from engine.store.database import Database, StoreSettings
+from engine.trading.pending import outstanding
 from tests.support import Collector, until
 
 T0 = ist_epoch(2025, 1, 30, 9, 20)
@@ -646,3 +647,21 @@ def test_status_reports_positions_and_counts(h: Harness) -> None:
     assert status["strategies"]["s"]["pnl"] == 130.0
     assert status["bad_prices"] == {CE: 1}
     assert status["stale"] == []
+
+
+def test_a_positions_price_pending_count_follows_its_books() -> None:
+    """The running count a position keeps (read on every tick) is the outstanding quantity of
+    its books, whichever of the pending report and the priced fill comes first or again."""
+    pos = _Position("s1", "NIFTY30JAN2524000CE", "NFO")
+    steps = [("pending", Action.SELL, "a", 30), ("pending", Action.SELL, "a", 65),
+             ("priced", Action.SELL, "a", 30), ("pending", Action.SELL, "a", 30),
+             ("priced", Action.BUY, "b", 20), ("pending", Action.BUY, "b", 65),
+             ("priced", Action.SELL, "a", 65), ("pending", Action.BUY, "c", 10),
+             ("priced", Action.BUY, "b", 65), ("priced", Action.BUY, "c", 5)]
+    for kind, action, orderid, cumulative in steps:
+        if kind == "pending":
+            pos.add_pending(action, orderid, cumulative)
+        else:
+            pos.add_priced(action, orderid, cumulative)
+        assert pos.pending == outstanding(pos.pending_buy) - outstanding(pos.pending_sell)
+    assert pos.pending == 5  # c: 10 filled, 5 of them priced

@@ -127,6 +127,24 @@ class CachedProbe(Probe):
         self._snap = None
 
 
+class CountedProbe(Probe):
+    """A strategy that counts its changes (``state_version``) and how often its snapshot is
+    built."""
+
+    def __init__(self, ctx: StrategyContext, settings: Any = None) -> None:
+        super().__init__(ctx, settings)
+        self.state_version = 0
+        self.built = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        self.built += 1
+        return copy.deepcopy(self.state)
+
+    def on_command(self, name: str, args: Mapping[str, Any]) -> None:
+        super().on_command(name, args)
+        self.state_version += 1
+
+
 class World:
     def __init__(self, path: Path) -> None:
         self.clock = VirtualClock(T0)
@@ -290,8 +308,9 @@ def test_replace_and_cancel_send_cancel_intents(world: World) -> None:
         world.registry.ask(NAME, Command("cancel", (("id", "nope"),)), timeout=10)
 
 
-def test_state_is_persisted_and_restored_on_the_same_day(world: World) -> None:
-    world.host()
+@pytest.mark.parametrize("kind", [Probe, CountedProbe])
+def test_state_is_persisted_and_restored_on_the_same_day(world: World, kind: type[Probe]) -> None:
+    world.host(kind=kind)
     world.tell(TradingGate(entries=True))
     world.command("place")
     world.command("place", purpose="stop")
@@ -303,7 +322,7 @@ def test_state_is_persisted_and_restored_on_the_same_day(world: World) -> None:
     world.stop_host()
 
     world.clock.advance_to(T0 + 3600)
-    world.host()
+    world.host(kind=kind)
     world.sync()
     status = world.registry.ask(NAME, StatusRequest(), timeout=10)
     assert status["paused"] is True and status["gate_open"] is False  # the gate: fail-closed
@@ -383,8 +402,10 @@ def test_in_place_changes_of_the_strategy_state_are_persisted(world: World) -> N
     assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
 
 
-def test_a_snapshot_only_change_is_persisted_once_a_minute_and_on_stop(world: World) -> None:
-    world.host(kind=CachedProbe)
+@pytest.mark.parametrize("kind", [Probe, CachedProbe, CountedProbe])
+def test_a_snapshot_only_change_is_persisted_once_a_minute_and_on_stop(
+        world: World, kind: type[Probe]) -> None:
+    world.host(kind=kind)
     world.command("note", text="a")  # the first change of a minute is written at once
     world.clock.advance_to(T0 + 30)
     world.command("note", text="b")  # the second waits for the next minute
@@ -410,9 +431,10 @@ def test_a_snapshot_only_change_is_persisted_once_a_minute_and_on_stop(world: Wo
     assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b", "c", "d"]
 
 
+@pytest.mark.parametrize("kind", [CachedProbe, CountedProbe])
 def test_a_cached_snapshot_is_persisted_on_change_and_not_after_other_messages(
-        world: World) -> None:
-    world.host(kind=CachedProbe)
+        world: World, kind: type[Probe]) -> None:
+    world.host(kind=kind)
     world.command("note", text="a")
     world.clock.advance_to(T0 + 61)  # flushed
     world.registry.ask("store", Ping(0), timeout=10)
@@ -424,6 +446,30 @@ def test_a_cached_snapshot_is_persisted_on_change_and_not_after_other_messages(
     world.clock.advance_to(T0 + 130)  # flushed again
     world.registry.ask("store", Ping(0), timeout=10)
     assert world.db.strategy_state(NAME) == stored
+
+
+def test_a_counted_strategy_s_snapshot_is_built_only_when_it_is_written(world: World) -> None:
+    """With ``state_version`` the host reads the counter after a hook, not the snapshot: it
+    builds one only to write it (the first change of a minute, the next minute, stop)."""
+    world.host(kind=CountedProbe)
+    probe = world.probe
+    assert isinstance(probe, CountedProbe)
+    world.command("note", text="a")  # the first change of the minute: written (built once)
+    for n in range(20):  # changes nothing
+        world.tell(Bar(CE, T0 + n, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))
+    world.command("note", text="b")  # waits for the next minute
+    world.sync()
+    assert probe.built == 1
+    world.clock.advance_to(T0 + 61)
+    world.tell(Bar(CE, T0 + 60, 100.0, 101.0, 99.0, 100.5, 650, 3, 100.2))  # written now
+    world.sync()
+    assert probe.built == 2
+    world.clock.advance_to(T0 + 130)  # flushed
+    world.registry.ask("store", Ping(0), timeout=10)
+    stored = world.db.strategy_state(NAME)
+    assert stored is not None and stored.state["strategy"]["notes"] == ["a", "b"]
+    world.stop_host()  # nothing new: not built again
+    assert probe.built == 2
 
 
 def test_state_of_an_earlier_day_is_ignored(world: World) -> None:

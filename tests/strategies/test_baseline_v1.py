@@ -469,7 +469,10 @@ def test_an_entry_filled_with_its_price_pending_is_protected_at_once_and_counted
     assert (stop["quantity"], stop["trigger_price"], stop["price"]) == (650, 210.0, 213.0)
     pos = strat.d.positions[CE]
     assert (pos.open_qty, pos.sold_qty, pos.sold_value, pos.realized) == (650, 0, 0.0, 0.0)
+    written = strat.snapshot()  # as the host hands it to the store, which encodes it later
+    as_written = json.loads(json.dumps(written))
     fill(strat, entry, 650, 199.95, 650)
+    assert json.loads(json.dumps(written)) == as_written  # a snapshot given out never changes
     assert len(ctx.covers()) == 1
     assert (pos.open_qty, pos.sold_qty, pos.avg_entry) == (650, 650, 199.95)
     strat.restore(strat.snapshot())  # the pending book survives a snapshot round trip
