@@ -107,13 +107,15 @@ class SwingDetector(EngineActor):
 
     @handles(BarUpdate)
     def on_bar_update(self, update: BarUpdate) -> None:
-        sym = self._symbol(update.symbol)
+        # the busiest handler of a replay (one call per update of every symbol): kept flat
+        sym = self._symbols.get(update.symbol) or self._symbol(update.symbol)
         if not sym.live:
             self._go_live(sym)
         events = sym.tracker.on_bar_update(update)
-        self._forward(update)
-        self._emit(sym, events)
+        for name in self.downstream:
+            self.tell(name, update)
         if events:
+            self._emit(sym, events)
             self._persist(sym)
 
     @handles(StatusRequest)

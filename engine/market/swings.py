@@ -251,13 +251,28 @@ def _unpack(text: Any) -> array[float]:
 class _Record:
     """Mutable twin of ``SwingRecord`` kept inside the tracker."""
 
-    __slots__ = ("broken_by", "broken_ts", "from_history", "swing")
+    __slots__ = ("_row", "broken_by", "broken_ts", "from_history", "swing")
 
     def __init__(self, swing: Swing, from_history: bool) -> None:
         self.swing = swing
         self.from_history = from_history
         self.broken_by: str | None = None
         self.broken_ts: float | None = None
+        self._row: SnapshotSwing | None = None
+
+    def row(self) -> SnapshotSwing:
+        """The record as a snapshot row; kept until the record changes (``changed``), as a
+        snapshot is taken after every bar and most records no longer change."""
+        row = self._row
+        if row is None:
+            swing = self.swing
+            row = self._row = (swing.kind.value, swing.price, swing.bar_start, swing.index,
+                               swing.vwap, swing.updated, swing.tradable, self.from_history,
+                               self.broken_by, self.broken_ts)
+        return row
+
+    def changed(self) -> None:
+        self._row = None
 
     def frozen(self) -> SwingRecord:
         return SwingRecord(self.swing, self.from_history, self.broken_by, self.broken_ts)
@@ -344,9 +359,9 @@ class SwingTracker:
         if update.symbol != self.symbol:
             raise SwingError(f"{self.symbol}: got a bar update of {update.symbol!r}")
         start, high, low = update.start, update.high, update.low
-        try:
-            valid = (math.isfinite(start) and math.isfinite(update.ts) and 0.0 < low <= high
-                     and high < _INF)
+        try:  # x - x == 0.0 holds exactly for a finite x (cheaper than math.isfinite)
+            ts = update.ts
+            valid = start - start == 0.0 and ts - ts == 0.0 and 0.0 < low <= high < _INF
         except TypeError:
             valid = False
         if not valid:
@@ -365,7 +380,9 @@ class SwingTracker:
             if low < seen[1]:
                 seen[1] = low
             seen[2] = update.ts
-        if not self._unbroken or start >= self._day_end:
+        # nothing to break unless the update reaches the highest unbroken Low or the lowest
+        # unbroken High (the common case: one comparison each instead of a loop per update)
+        if (low > self._low_reach and high < self._high_reach) or start >= self._day_end:
             return _NOTHING
         events: list[SwingEvent] = []
         for record in list(self._unbroken):
@@ -417,9 +434,9 @@ class SwingTracker:
         """The day's closed state as plain values (bars in progress are not included)."""
         columns = tuple(array("d", c) for c in (self._starts, self._highs, self._lows,
                                                  self._closes, self._vwaps))
-        swings = tuple((r.swing.kind.value, r.swing.price, r.swing.bar_start, r.swing.index,
-                        r.swing.vwap, r.swing.updated, r.swing.tradable, r.from_history,
-                        r.broken_by, r.broken_ts) for r in self._records)
+        swings = self._rows
+        if swings is None:
+            swings = self._rows = tuple(r.row() for r in self._records)
         return SwingSnapshot(self.symbol, columns,  # type: ignore[arg-type]
                              tuple(sorted(self._low_watch.items())),
                              tuple(sorted(self._high_watch.items())), swings)
@@ -441,6 +458,7 @@ class SwingTracker:
         self._high_watch.update(snap.high_watch)
         self._records.extend(records)
         self._unbroken.extend(r for r in records if r.broken_by is None)
+        self._reach()
         self._pending.clear()
         self._last_start = starts[-1] if starts else -_INF
         logger.info("{}: swing state restored: {} bars, {} swings ({} unbroken)", self.symbol,
@@ -466,6 +484,7 @@ class SwingTracker:
         self._high_watch: dict[int, int] = {}
         self._records: list[_Record] = []
         self._unbroken: list[_Record] = []
+        self._reach()
         self._rejected_today = 0
 
     def _detect(self, i: int, history: bool) -> _Record | None:
@@ -535,13 +554,31 @@ class SwingTracker:
         record = _Record(swing, history)
         self._records.append(record)
         self._unbroken.append(record)
+        self._reach()
         logger.debug("{}: swing {}{} {} at {} (bar {}, vwap {:.2f})", self.symbol,
                      swing.kind.value, " updated" if swing.updated else "", swing.price,
                      fmt_ist(swing.bar_start), swing.index, swing.vwap)
         return record
 
+    def _reach(self) -> None:
+        """After any change of the records: recompute the price a bar must reach to break
+        anything, the highest unbroken Low (``_low_reach``, -inf when none) and the lowest
+        unbroken High (``_high_reach``, +inf), and drop the cached snapshot rows."""
+        self._rows: tuple[SnapshotSwing, ...] | None = None  # the records changed
+        low_reach, high_reach = -_INF, _INF
+        for record in self._unbroken:
+            price = record.swing.price
+            if record.swing.kind is SwingKind.LOW:
+                if price > low_reach:
+                    low_reach = price
+            elif price < high_reach:
+                high_reach = price
+        self._low_reach, self._high_reach = low_reach, high_reach
+
     def _break_by_bar(self, bar: Bar, history: bool, events: list[SwingEvent]) -> None:
         high, low, end = bar.high, bar.low, bar.start + _BAR_SECONDS
+        if low >= self._low_reach and high <= self._high_reach:
+            return
         for record in list(self._unbroken):
             swing = record.swing
             if low < swing.price if swing.kind is SwingKind.LOW else high > swing.price:
@@ -560,7 +597,9 @@ class SwingTracker:
         record.broken_ts = ts
         if history:
             record.swing = replace(record.swing, tradable=False)
+        record.changed()
         self._unbroken.remove(record)
+        self._reach()
         self._broken += 1
         swing = record.swing
         logger.debug("{}: swing {} {} from {} broken by {} at {}", self.symbol, swing.kind.value,
