@@ -96,13 +96,13 @@ class SwingDetector(EngineActor):
         tracker = sym.tracker
         if bar.source != "history" and not sym.live:
             self._go_live(sym)
-        before = tracker.stats().bars
+        before = tracker.bars_processed
         events = tracker.on_bar(bar)
         self._forward(bar)
         if bar.source == "history" and sym.live:
             sym.live = False  # a backfill (e.g. the bar builder restarted): hold back again
         self._emit(sym, events)
-        if events or tracker.stats().bars != before:
+        if events or tracker.bars_processed != before:
             self._persist(sym)
 
     @handles(BarUpdate)

@@ -424,6 +424,12 @@ class SwingTracker:
         """Bars processed today."""
         return len(self._starts)
 
+    @property
+    def bars_processed(self) -> int:
+        """Bars processed over the tracker's lifetime (``stats().bars``, without building the
+        stats)."""
+        return self._bars_seen
+
     def stats(self) -> SwingStats:
         return SwingStats(self._bars_seen, self._rejected, self._invalid, self._stale,
                           self._invalid_updates, self._created, self._updated, self._broken,
