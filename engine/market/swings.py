@@ -231,6 +231,120 @@ class SwingSnapshot:
         return cls.of_bars(symbol, bars, low_watch, high_watch, swings)
 
 
+#: bars, or swing records, per piece of a split snapshot (``SwingStatePieces``)
+PIECE_SIZE = 64
+
+
+class SwingStatePieces:
+    """One tracker's snapshot as rows that each change rarely, for a detector that persists
+    after every bar: full pieces of ``size`` bars or records, and a head with the rest (watch
+    counts, the bars and records after the last full piece, and the write each piece is of).
+    ``changed`` hands out the head and only the pieces that changed since its last call: a
+    bar piece once, when it fills; a record piece when it fills or one of its swings breaks.
+    So a bar costs a head of at most ``size`` bars and records, not the whole day (the whole
+    snapshot grows with the day: written after every bar it was most of a replay's store
+    traffic). ``join`` is the inverse; it refuses pieces of another write than the head's, so
+    a head and pieces split across two store transactions never mix."""
+
+    def __init__(self, size: int = PIECE_SIZE) -> None:
+        if size < 1:
+            raise SwingError(f"piece size must be >= 1, got {size}")
+        self.size = size
+        self._write = 0
+        self._columns: object = None  # the tracker's bar column the sent bar pieces are of
+        self._swings: dict[int, tuple[SnapshotSwing, ...]] = {}  # piece -> rows last sent
+        self._stamps: dict[str, int] = {}  # piece name -> the write it was last sent in
+        self._full = (0, 0)  # full bar and record pieces at the last write
+
+    def changed(self, tracker: SwingTracker
+                ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+        """(head, [(piece name, piece), ...]) for the tracker's current state; the pieces are
+        those that changed since the last call."""
+        self._write += 1
+        write, size, stamps = self._write, self.size, self._stamps
+        pieces: list[tuple[str, dict[str, Any]]] = []
+        columns = (tracker._starts, tracker._highs, tracker._lows, tracker._closes,
+                   tracker._vwaps)
+        if columns[0] is not self._columns:  # a new day or a restore: new columns
+            self._columns = columns[0]
+            for name in [name for name in stamps if name.startswith("bars.")]:
+                del stamps[name]
+        n = len(columns[0])
+        full_bars = n // size
+        for k in range(full_bars):  # bars only ever append: a full piece never changes
+            if f"bars.{k}" not in stamps:
+                stamps[f"bars.{k}"] = write
+                pieces.append((f"bars.{k}", {"write": write, "bars": _packed(
+                    columns, k * size, (k + 1) * size)}))
+        rows = tracker._snapshot_rows()
+        m = len(rows)
+        full_swings = m // size
+        for k in range(full_swings):
+            part = rows[k * size:(k + 1) * size]
+            if self._swings.get(k) != part:  # filled, or one of its swings broke
+                self._swings[k] = part
+                stamps[f"swings.{k}"] = write
+                pieces.append((f"swings.{k}", {"write": write,
+                                               "swings": [list(r) for r in part]}))
+        if (full_bars, full_swings) < self._full or full_swings < self._full[1]:
+            for name in [name for name in stamps if int(name.rsplit(".", 1)[1]) >= (
+                    full_bars if name.startswith("bars.") else full_swings)]:
+                del stamps[name]  # a shorter day than the last write's
+            for k in [k for k in self._swings if k >= full_swings]:
+                del self._swings[k]
+        self._full = (full_bars, full_swings)
+        head = {"symbol": tracker.symbol, "bars": n, "swings": m,
+                "low_watch": [list(p) for p in sorted(tracker._low_watch.items())],
+                "high_watch": [list(p) for p in sorted(tracker._high_watch.items())],
+                "pieces": dict(stamps), "tail_bars": _packed(columns, full_bars * size, n),
+                "tail_swings": rows[full_swings * size:]}  # tuples: JSON arrays
+        return head, pieces
+
+    @staticmethod
+    def join(head: Mapping[str, Any], pieces: Mapping[str, Mapping[str, Any]]) -> SwingSnapshot:
+        """The snapshot a head and its pieces (by name) hold; ``SwingSnapshotError`` when one
+        is missing, of another write, or anything is malformed."""
+        try:
+            stamps = head["pieces"]
+            columns: dict[str, array[float]] = {name: array("d") for name in _COLUMNS}
+            swings: list[Any] = []
+            for kind in ("bars", "swings"):
+                k = 0
+                while f"{kind}.{k}" in stamps:
+                    name = f"{kind}.{k}"
+                    piece = pieces.get(name)
+                    if piece is None or piece.get("write") != stamps[name]:
+                        raise SwingSnapshotError(f"piece {name} is missing or of another "
+                                                 "write than the head")
+                    if kind == "bars":
+                        for column, values in columns.items():
+                            values.extend(_unpack(piece["bars"][column]))
+                    else:
+                        swings.extend(piece["swings"])
+                    k += 1
+            for column, values in columns.items():
+                values.extend(_unpack(head["tail_bars"][column]))
+            swings.extend(head["tail_swings"])
+            for kind, held in (("bars", len(columns["start"])), ("swings", len(swings))):
+                if held != head[kind]:
+                    raise SwingSnapshotError(f"the pieces hold {held} {kind}, the head says "
+                                             f"{head[kind]}")
+            data = {"symbol": head["symbol"], "low_watch": head["low_watch"],
+                    "high_watch": head["high_watch"], "swings": swings,
+                    "bars": {name: _pack(values) for name, values in columns.items()}}
+        except SwingSnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise SwingSnapshotError(f"malformed split swing snapshot: {exc!r}") from None
+        return SwingSnapshot.from_dict(data)
+
+
+def _packed(columns: Sequence[array[float]], first: int, last: int) -> dict[str, str]:
+    """Bars ``first..last-1`` of the columns, each column packed (``_pack``)."""
+    return {name: _pack(values[first:last]) for name, values in zip(_COLUMNS, columns,
+                                                                   strict=True)}
+
+
 def _pack(column: array[float]) -> str:
     if sys.byteorder != "little":
         column = array("d", column)
@@ -440,12 +554,17 @@ class SwingTracker:
         """The day's closed state as plain values (bars in progress are not included)."""
         columns = tuple(array("d", c) for c in (self._starts, self._highs, self._lows,
                                                  self._closes, self._vwaps))
-        swings = self._rows
-        if swings is None:
-            swings = self._rows = tuple(r.row() for r in self._records)
+        swings = self._snapshot_rows()
         return SwingSnapshot(self.symbol, columns,  # type: ignore[arg-type]
                              tuple(sorted(self._low_watch.items())),
                              tuple(sorted(self._high_watch.items())), swings)
+
+    def _snapshot_rows(self) -> tuple[SnapshotSwing, ...]:
+        """The records as snapshot rows (cached until a record changes)."""
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = tuple(r.row() for r in self._records)
+        return rows
 
     def restore(self, snap: SwingSnapshot) -> None:
         """Replace this tracker's day with ``snap`` (validated first; on error nothing changes).
