@@ -19,7 +19,6 @@ Owns one ``engine.market.bars.BarAggregator`` (the rules live there) and what an
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -193,7 +192,7 @@ class BarBuilder(EngineActor):
             return
         snap = self.agg.snapshot()
         self.tell(self.store, record(StoredStrategyState(
-            name=builder_name(self.symbol), version=1, state=dataclasses.asdict(snap),
+            name=builder_name(self.symbol), version=1, state=snap.as_dict(),
             updated_ts=self._now()), durable=False))
 
     @handles(StatusRequest)

@@ -14,8 +14,11 @@ the rules live there) and what an actor adds to it:
   (it broke before the engine watched it). A break of a swing that was announced before is
   always forwarded at once;
 - the log: every swing and break goes to the store (batched);
-- restarts: after every bar or update that changed a tracker, its snapshot is persisted as
-  ``strategy_state`` ``swings.<symbol>`` (``durable=False``: the next one supersedes it). A new
+- restarts: after every bar or update that changed a tracker, its snapshot is persisted
+  (``durable=False``: the next one supersedes it) as ``strategy_state`` rows: a head
+  ``swings.<symbol>`` and pieces ``swings.<symbol>/bars.<k>`` and ``.../swings.<k>`` of 64
+  bars or records, only the changed pieces each time (``SwingStatePieces``: a bar costs one
+  small piece, not the whole day). A new
   incarnation reads every symbol's row at start in one ask (``LoadStates``) and restores a
   symbol's snapshot when the symbol's first message arrives, if the snapshot is of the current
   trading day (an older one is ignored), and announces the restored unbroken swings on that
@@ -25,13 +28,19 @@ the rules live there) and what an actor adds to it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from loguru import logger
 
 from engine.market.instruments import trading_date
-from engine.market.swings import SwingSettings, SwingSnapshot, SwingSnapshotError, SwingTracker
+from engine.market.swings import (
+    SwingSettings,
+    SwingSnapshot,
+    SwingSnapshotError,
+    SwingStatePieces,
+    SwingTracker,
+)
 from engine.messages import Bar, BarUpdate, StatusRequest, Swing, SwingBroken
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.store.database import StoredStrategyState, record
@@ -39,7 +48,9 @@ from engine.store.database import StoredStrategyState, record
 #: every persisted state whose name starts with a prefix: ``load(prefix) -> states``
 StatesLoader = Callable[[str], Sequence[StoredStrategyState]]
 
-STATE_VERSION = 1
+#: 2: a head row ``swings.<symbol>`` and its pieces ``swings.<symbol>/<piece>``
+#: (``SwingStatePieces``); 1: the whole snapshot in one row (still read)
+STATE_VERSION = 2
 
 SwingKey = tuple[str, float, float]  # (kind, bar_start, price)
 
@@ -52,6 +63,25 @@ def state_name(symbol: str) -> str:
     return f"{STATE_PREFIX}{symbol}"
 
 
+def piece_name(symbol: str, piece: str) -> str:
+    """The ``strategy_state`` row holding one piece of a symbol's snapshot."""
+    return f"{state_name(symbol)}/{piece}"
+
+
+def stored_snapshot(head: StoredStrategyState,
+                    rows: Mapping[str, StoredStrategyState]) -> SwingSnapshot:
+    """The snapshot a stored head row holds, its pieces taken from ``rows`` (by row name);
+    ``SwingSnapshotError`` when it cannot be rebuilt."""
+    if head.version == 1:
+        return SwingSnapshot.from_dict(head.state)
+    if head.version != STATE_VERSION:
+        raise SwingSnapshotError(f"state version {head.version}, not {STATE_VERSION}")
+    prefix = f"{head.name}/"
+    pieces = {name[len(prefix):]: row.state for name, row in rows.items()
+              if name.startswith(prefix)}
+    return SwingStatePieces.join(head.state, pieces)
+
+
 def swing_key(swing: Swing | SwingBroken) -> SwingKey:
     """What identifies one swing record of a day (a Swing and its SwingBroken share it)."""
     return (swing.kind.value, swing.bar_start, swing.price)
@@ -60,10 +90,11 @@ def swing_key(swing: Swing | SwingBroken) -> SwingKey:
 class _Symbol:
     """One symbol's tracker and what the actor knows about its announcements."""
 
-    __slots__ = ("announced", "live", "tracker")
+    __slots__ = ("announced", "live", "pieces", "tracker")
 
     def __init__(self, tracker: SwingTracker) -> None:
         self.tracker = tracker
+        self.pieces = SwingStatePieces()  # what of its snapshot the store has
         self.live = False  # False: swings are held back until the first live message
         self.announced: set[SwingKey] = set()
 
@@ -96,24 +127,26 @@ class SwingDetector(EngineActor):
         tracker = sym.tracker
         if bar.source != "history" and not sym.live:
             self._go_live(sym)
-        before = tracker.stats().bars
+        before = tracker.bars_processed
         events = tracker.on_bar(bar)
         self._forward(bar)
         if bar.source == "history" and sym.live:
             sym.live = False  # a backfill (e.g. the bar builder restarted): hold back again
         self._emit(sym, events)
-        if events or tracker.stats().bars != before:
+        if events or tracker.bars_processed != before:
             self._persist(sym)
 
     @handles(BarUpdate)
     def on_bar_update(self, update: BarUpdate) -> None:
-        sym = self._symbol(update.symbol)
+        # the busiest handler of a replay (one call per update of every symbol): kept flat
+        sym = self._symbols.get(update.symbol) or self._symbol(update.symbol)
         if not sym.live:
             self._go_live(sym)
         events = sym.tracker.on_bar_update(update)
-        self._forward(update)
-        self._emit(sym, events)
+        for name in self.downstream:
+            self.tell(name, update)
         if events:
+            self._emit(sym, events)
             self._persist(sym)
 
     @handles(StatusRequest)
@@ -145,14 +178,16 @@ class SwingDetector(EngineActor):
     def _restore(self, sym: _Symbol) -> None:
         name = state_name(sym.tracker.symbol)
         stored = self._saved.pop(name, None)
+        pieces = {key: self._saved.pop(key) for key in [k for k in self._saved
+                                                         if k.startswith(f"{name}/")]}
         if stored is None:
             return
-        if stored.version != STATE_VERSION:
+        if stored.version not in (1, STATE_VERSION):
             logger.warning("{}: {} has state version {}, not {}; starting fresh", self.name,
                            name, stored.version, STATE_VERSION)
             return
         try:
-            snap = SwingSnapshot.from_dict(stored.state)
+            snap = stored_snapshot(stored, pieces)
         except SwingSnapshotError as exc:
             logger.error("{}: cannot restore {} ({}); starting fresh", self.name, name, exc)
             return
@@ -199,10 +234,16 @@ class SwingDetector(EngineActor):
     def _persist(self, sym: _Symbol) -> None:
         if not self.store:
             return
-        snap = sym.tracker.snapshot()
+        symbol = sym.tracker.symbol
+        head, pieces = sym.pieces.changed(sym.tracker)
+        now = self._now()
+        for piece, state in pieces:  # the pieces before the head that names them
+            self.tell(self.store, record(StoredStrategyState(
+                name=piece_name(symbol, piece), version=STATE_VERSION, state=state,
+                updated_ts=now), durable=False))
         self.tell(self.store, record(StoredStrategyState(
-            name=state_name(snap.symbol), version=STATE_VERSION, state=snap.as_dict(),
-            updated_ts=self._now()), durable=False))
+            name=state_name(symbol), version=STATE_VERSION, state=head, updated_ts=now),
+            durable=False))
 
     def _now(self) -> float:
         if self.clock is None:

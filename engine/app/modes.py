@@ -72,8 +72,13 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
         return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        logger.warning("received {}; stopping gracefully", signal.Signals(signum).name)
         stop.set()
+        # Never log inside the handler: it runs between two bytecodes of the main thread, which
+        # may be inside the logger; loguru refuses the re-entry and prints the record it was
+        # writing, traceback and all. A thread logs it once the logger is free.
+        threading.Thread(target=logger.warning, args=("received {}; stopping gracefully",
+                                                      signal.Signals(signum).name),
+                         name="signal-log", daemon=True).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

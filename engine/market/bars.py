@@ -84,8 +84,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from loguru import logger
 
@@ -197,6 +198,14 @@ class BarSnapshot:
     volume_base: int | None
     pv_sum: float
     volume_sum: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name (``BarSnapshot(**d)`` is the inverse); flat values, so a plain
+        read of each field (``dataclasses.asdict`` deep-copies, once per symbol per minute)."""
+        return {name: getattr(self, name) for name in _SNAPSHOT_FIELDS}
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in fields(BarSnapshot))
 
 
 class _Minute:

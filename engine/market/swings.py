@@ -231,6 +231,120 @@ class SwingSnapshot:
         return cls.of_bars(symbol, bars, low_watch, high_watch, swings)
 
 
+#: bars, or swing records, per piece of a split snapshot (``SwingStatePieces``)
+PIECE_SIZE = 64
+
+
+class SwingStatePieces:
+    """One tracker's snapshot as rows that each change rarely, for a detector that persists
+    after every bar: full pieces of ``size`` bars or records, and a head with the rest (watch
+    counts, the bars and records after the last full piece, and the write each piece is of).
+    ``changed`` hands out the head and only the pieces that changed since its last call: a
+    bar piece once, when it fills; a record piece when it fills or one of its swings breaks.
+    So a bar costs a head of at most ``size`` bars and records, not the whole day (the whole
+    snapshot grows with the day: written after every bar it was most of a replay's store
+    traffic). ``join`` is the inverse; it refuses pieces of another write than the head's, so
+    a head and pieces split across two store transactions never mix."""
+
+    def __init__(self, size: int = PIECE_SIZE) -> None:
+        if size < 1:
+            raise SwingError(f"piece size must be >= 1, got {size}")
+        self.size = size
+        self._write = 0
+        self._columns: object = None  # the tracker's bar column the sent bar pieces are of
+        self._swings: dict[int, tuple[SnapshotSwing, ...]] = {}  # piece -> rows last sent
+        self._stamps: dict[str, int] = {}  # piece name -> the write it was last sent in
+        self._full = (0, 0)  # full bar and record pieces at the last write
+
+    def changed(self, tracker: SwingTracker
+                ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+        """(head, [(piece name, piece), ...]) for the tracker's current state; the pieces are
+        those that changed since the last call."""
+        self._write += 1
+        write, size, stamps = self._write, self.size, self._stamps
+        pieces: list[tuple[str, dict[str, Any]]] = []
+        columns = (tracker._starts, tracker._highs, tracker._lows, tracker._closes,
+                   tracker._vwaps)
+        if columns[0] is not self._columns:  # a new day or a restore: new columns
+            self._columns = columns[0]
+            for name in [name for name in stamps if name.startswith("bars.")]:
+                del stamps[name]
+        n = len(columns[0])
+        full_bars = n // size
+        for k in range(full_bars):  # bars only ever append: a full piece never changes
+            if f"bars.{k}" not in stamps:
+                stamps[f"bars.{k}"] = write
+                pieces.append((f"bars.{k}", {"write": write, "bars": _packed(
+                    columns, k * size, (k + 1) * size)}))
+        rows = tracker._snapshot_rows()
+        m = len(rows)
+        full_swings = m // size
+        for k in range(full_swings):
+            part = rows[k * size:(k + 1) * size]
+            if self._swings.get(k) != part:  # filled, or one of its swings broke
+                self._swings[k] = part
+                stamps[f"swings.{k}"] = write
+                pieces.append((f"swings.{k}", {"write": write,
+                                               "swings": [list(r) for r in part]}))
+        if (full_bars, full_swings) < self._full or full_swings < self._full[1]:
+            for name in [name for name in stamps if int(name.rsplit(".", 1)[1]) >= (
+                    full_bars if name.startswith("bars.") else full_swings)]:
+                del stamps[name]  # a shorter day than the last write's
+            for k in [k for k in self._swings if k >= full_swings]:
+                del self._swings[k]
+        self._full = (full_bars, full_swings)
+        head = {"symbol": tracker.symbol, "bars": n, "swings": m,
+                "low_watch": [list(p) for p in sorted(tracker._low_watch.items())],
+                "high_watch": [list(p) for p in sorted(tracker._high_watch.items())],
+                "pieces": dict(stamps), "tail_bars": _packed(columns, full_bars * size, n),
+                "tail_swings": rows[full_swings * size:]}  # tuples: JSON arrays
+        return head, pieces
+
+    @staticmethod
+    def join(head: Mapping[str, Any], pieces: Mapping[str, Mapping[str, Any]]) -> SwingSnapshot:
+        """The snapshot a head and its pieces (by name) hold; ``SwingSnapshotError`` when one
+        is missing, of another write, or anything is malformed."""
+        try:
+            stamps = head["pieces"]
+            columns: dict[str, array[float]] = {name: array("d") for name in _COLUMNS}
+            swings: list[Any] = []
+            for kind in ("bars", "swings"):
+                k = 0
+                while f"{kind}.{k}" in stamps:
+                    name = f"{kind}.{k}"
+                    piece = pieces.get(name)
+                    if piece is None or piece.get("write") != stamps[name]:
+                        raise SwingSnapshotError(f"piece {name} is missing or of another "
+                                                 "write than the head")
+                    if kind == "bars":
+                        for column, values in columns.items():
+                            values.extend(_unpack(piece["bars"][column]))
+                    else:
+                        swings.extend(piece["swings"])
+                    k += 1
+            for column, values in columns.items():
+                values.extend(_unpack(head["tail_bars"][column]))
+            swings.extend(head["tail_swings"])
+            for kind, held in (("bars", len(columns["start"])), ("swings", len(swings))):
+                if held != head[kind]:
+                    raise SwingSnapshotError(f"the pieces hold {held} {kind}, the head says "
+                                             f"{head[kind]}")
+            data = {"symbol": head["symbol"], "low_watch": head["low_watch"],
+                    "high_watch": head["high_watch"], "swings": swings,
+                    "bars": {name: _pack(values) for name, values in columns.items()}}
+        except SwingSnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise SwingSnapshotError(f"malformed split swing snapshot: {exc!r}") from None
+        return SwingSnapshot.from_dict(data)
+
+
+def _packed(columns: Sequence[array[float]], first: int, last: int) -> dict[str, str]:
+    """Bars ``first..last-1`` of the columns, each column packed (``_pack``)."""
+    return {name: _pack(values[first:last]) for name, values in zip(_COLUMNS, columns,
+                                                                   strict=True)}
+
+
 def _pack(column: array[float]) -> str:
     if sys.byteorder != "little":
         column = array("d", column)
@@ -251,13 +365,28 @@ def _unpack(text: Any) -> array[float]:
 class _Record:
     """Mutable twin of ``SwingRecord`` kept inside the tracker."""
 
-    __slots__ = ("broken_by", "broken_ts", "from_history", "swing")
+    __slots__ = ("_row", "broken_by", "broken_ts", "from_history", "swing")
 
     def __init__(self, swing: Swing, from_history: bool) -> None:
         self.swing = swing
         self.from_history = from_history
         self.broken_by: str | None = None
         self.broken_ts: float | None = None
+        self._row: SnapshotSwing | None = None
+
+    def row(self) -> SnapshotSwing:
+        """The record as a snapshot row; kept until the record changes (``changed``), as a
+        snapshot is taken after every bar and most records no longer change."""
+        row = self._row
+        if row is None:
+            swing = self.swing
+            row = self._row = (swing.kind.value, swing.price, swing.bar_start, swing.index,
+                               swing.vwap, swing.updated, swing.tradable, self.from_history,
+                               self.broken_by, self.broken_ts)
+        return row
+
+    def changed(self) -> None:
+        self._row = None
 
     def frozen(self) -> SwingRecord:
         return SwingRecord(self.swing, self.from_history, self.broken_by, self.broken_ts)
@@ -344,9 +473,9 @@ class SwingTracker:
         if update.symbol != self.symbol:
             raise SwingError(f"{self.symbol}: got a bar update of {update.symbol!r}")
         start, high, low = update.start, update.high, update.low
-        try:
-            valid = (math.isfinite(start) and math.isfinite(update.ts) and 0.0 < low <= high
-                     and high < _INF)
+        try:  # x - x == 0.0 holds exactly for a finite x (cheaper than math.isfinite)
+            ts = update.ts
+            valid = start - start == 0.0 and ts - ts == 0.0 and 0.0 < low <= high < _INF
         except TypeError:
             valid = False
         if not valid:
@@ -365,7 +494,9 @@ class SwingTracker:
             if low < seen[1]:
                 seen[1] = low
             seen[2] = update.ts
-        if not self._unbroken or start >= self._day_end:
+        # nothing to break unless the update reaches the highest unbroken Low or the lowest
+        # unbroken High (the common case: one comparison each instead of a loop per update)
+        if (low > self._low_reach and high < self._high_reach) or start >= self._day_end:
             return _NOTHING
         events: list[SwingEvent] = []
         for record in list(self._unbroken):
@@ -407,6 +538,12 @@ class SwingTracker:
         """Bars processed today."""
         return len(self._starts)
 
+    @property
+    def bars_processed(self) -> int:
+        """Bars processed over the tracker's lifetime (``stats().bars``, without building the
+        stats)."""
+        return self._bars_seen
+
     def stats(self) -> SwingStats:
         return SwingStats(self._bars_seen, self._rejected, self._invalid, self._stale,
                           self._invalid_updates, self._created, self._updated, self._broken,
@@ -417,12 +554,17 @@ class SwingTracker:
         """The day's closed state as plain values (bars in progress are not included)."""
         columns = tuple(array("d", c) for c in (self._starts, self._highs, self._lows,
                                                  self._closes, self._vwaps))
-        swings = tuple((r.swing.kind.value, r.swing.price, r.swing.bar_start, r.swing.index,
-                        r.swing.vwap, r.swing.updated, r.swing.tradable, r.from_history,
-                        r.broken_by, r.broken_ts) for r in self._records)
+        swings = self._snapshot_rows()
         return SwingSnapshot(self.symbol, columns,  # type: ignore[arg-type]
                              tuple(sorted(self._low_watch.items())),
                              tuple(sorted(self._high_watch.items())), swings)
+
+    def _snapshot_rows(self) -> tuple[SnapshotSwing, ...]:
+        """The records as snapshot rows (cached until a record changes)."""
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = tuple(r.row() for r in self._records)
+        return rows
 
     def restore(self, snap: SwingSnapshot) -> None:
         """Replace this tracker's day with ``snap`` (validated first; on error nothing changes).
@@ -441,6 +583,7 @@ class SwingTracker:
         self._high_watch.update(snap.high_watch)
         self._records.extend(records)
         self._unbroken.extend(r for r in records if r.broken_by is None)
+        self._reach()
         self._pending.clear()
         self._last_start = starts[-1] if starts else -_INF
         logger.info("{}: swing state restored: {} bars, {} swings ({} unbroken)", self.symbol,
@@ -466,6 +609,7 @@ class SwingTracker:
         self._high_watch: dict[int, int] = {}
         self._records: list[_Record] = []
         self._unbroken: list[_Record] = []
+        self._reach()
         self._rejected_today = 0
 
     def _detect(self, i: int, history: bool) -> _Record | None:
@@ -535,13 +679,31 @@ class SwingTracker:
         record = _Record(swing, history)
         self._records.append(record)
         self._unbroken.append(record)
+        self._reach()
         logger.debug("{}: swing {}{} {} at {} (bar {}, vwap {:.2f})", self.symbol,
                      swing.kind.value, " updated" if swing.updated else "", swing.price,
                      fmt_ist(swing.bar_start), swing.index, swing.vwap)
         return record
 
+    def _reach(self) -> None:
+        """After any change of the records: recompute the price a bar must reach to break
+        anything, the highest unbroken Low (``_low_reach``, -inf when none) and the lowest
+        unbroken High (``_high_reach``, +inf), and drop the cached snapshot rows."""
+        self._rows: tuple[SnapshotSwing, ...] | None = None  # the records changed
+        low_reach, high_reach = -_INF, _INF
+        for record in self._unbroken:
+            price = record.swing.price
+            if record.swing.kind is SwingKind.LOW:
+                if price > low_reach:
+                    low_reach = price
+            elif price < high_reach:
+                high_reach = price
+        self._low_reach, self._high_reach = low_reach, high_reach
+
     def _break_by_bar(self, bar: Bar, history: bool, events: list[SwingEvent]) -> None:
         high, low, end = bar.high, bar.low, bar.start + _BAR_SECONDS
+        if low >= self._low_reach and high <= self._high_reach:
+            return
         for record in list(self._unbroken):
             swing = record.swing
             if low < swing.price if swing.kind is SwingKind.LOW else high > swing.price:
@@ -560,7 +722,9 @@ class SwingTracker:
         record.broken_ts = ts
         if history:
             record.swing = replace(record.swing, tradable=False)
+        record.changed()
         self._unbroken.remove(record)
+        self._reach()
         self._broken += 1
         swing = record.swing
         logger.debug("{}: swing {} {} from {} broken by {} at {}", self.symbol, swing.kind.value,

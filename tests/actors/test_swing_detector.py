@@ -12,12 +12,12 @@ import pykka
 import pytest
 
 from actors.store import StoreWriter
-from actors.swing_detector import SwingDetector, state_name
-from engine.market.swings import SwingSettings, SwingSnapshot
+from actors.swing_detector import SwingDetector, state_name, stored_snapshot
+from engine.market.swings import SwingSettings, SwingTracker
 from engine.messages import Bar, BarUpdate, Ping, StatusRequest, Swing, SwingBroken, SwingKind
 from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.runtime.registry import Registry
-from engine.store.database import Database, StoreSettings
+from engine.store.database import Database, StoredStrategyState, StoreSettings, record
 from tests.support import Collector
 
 T = ist_epoch(2025, 1, 30, 9, 15)
@@ -133,7 +133,8 @@ def test_trackers_are_restored_after_a_restart(world: World) -> None:
     world.stop_detector()
     world.flush_store()
     stored = world.db.strategy_state(state_name("A"))
-    assert stored is not None and len(SwingSnapshot.from_dict(stored.state).starts) == 4
+    rows = {row.name: row for row in world.db.strategy_states("swings.")}
+    assert stored is not None and len(stored_snapshot(stored, rows).starts) == 4
     world.got.clear()
 
     world.detector()
@@ -145,6 +146,21 @@ def test_trackers_are_restored_after_a_restart(world: World) -> None:
     world.send(bar("A", 3))  # a duplicate of a bar before the restart: rejected
     status = world.registry.ask("swings", StatusRequest(), timeout=10)
     assert status["restored"] == 1 and status["rejected_bars"] == 1
+
+
+def test_a_whole_snapshot_row_of_the_previous_version_still_restores(world: World) -> None:
+    """A state written before snapshots were split (a restart right after an upgrade)."""
+    world.stop_detector()
+    tracker = SwingTracker("A", SwingSettings())
+    for k in range(4):
+        tracker.on_bar(bar("A", k))
+    world.registry.ask("store", record(StoredStrategyState(
+        state_name("A"), 1, tracker.snapshot().as_dict(), T)), timeout=10)
+    world.detector()
+    world.send(BarUpdate("A", T + 240, 114.0, 94.5, 95.0, T + 250))
+    assert kinds(world.got) == ["Swing", "BarUpdate", "SwingBroken"]
+    status = world.registry.ask("swings", StatusRequest(), timeout=10)
+    assert status["restored"] == 1
 
 
 def test_a_snapshot_of_another_day_is_ignored(world: World) -> None:

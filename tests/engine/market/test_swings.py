@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -20,6 +21,7 @@ from engine.market.swings import (
     SwingSettings,
     SwingSnapshot,
     SwingSnapshotError,
+    SwingStatePieces,
     SwingTracker,
 )
 from engine.messages import Bar, BarUpdate, Swing, SwingBroken, SwingKind
@@ -543,3 +545,60 @@ def test_settings_validation() -> None:
         SwingTracker(SYM, SwingSettings(watch_count=0))
     with pytest.raises(SwingError):
         SwingTracker("", SwingSettings())
+
+
+def _walk(n: int, seed: int, first: int = 0, day_open: float = OPEN) -> list[Bar]:
+    """A random walk of ``n`` bars: swings form, get updated and break."""
+    rng = random.Random(seed)
+    price, bars = 100.0, []
+    for k in range(first, first + n):
+        price = max(5.0, price + rng.uniform(-3, 3))
+        high, low = price + rng.uniform(0, 2), price - rng.uniform(0, 2)
+        bars.append(bar(k, (high, low, rng.uniform(low, high)), day_open=day_open))
+    return bars
+
+
+def _apply(stored: dict[str, dict], head: dict, pieces: list) -> None:
+    """What the store holds after a write (through JSON, as it is written)."""
+    for name, piece in pieces:
+        stored[name] = json.loads(json.dumps(piece))
+    stored["head"] = json.loads(json.dumps(head))
+
+
+def test_split_snapshot_hands_out_only_changed_pieces_and_joins_back() -> None:
+    tracker, pieces, stored = make(), SwingStatePieces(size=8), {}
+    sent_bars = []
+    for b in [*_walk(200, seed=3), *_walk(40, seed=4, day_open=OPEN + 86_400)]:
+        tracker.on_bar(b)
+        tracker.on_bar_update(update(int((b.start - OPEN) // 60) + 1, b.high + 0.5, b.low - 0.5)
+                              if b.start < OPEN + 86_400 else
+                              BarUpdate(SYM, b.start + 60, b.high, b.low, b.low, b.start + 90))
+        head, changed = pieces.changed(tracker)
+        sent_bars.append(sum(1 for name, _ in changed if name.startswith("bars.")))
+        _apply(stored, head, changed)
+        joined = SwingStatePieces.join(stored["head"], stored)
+        assert joined == tracker.snapshot()
+    assert tracker.stats().daily_resets == 1 and tracker.stats().broken > 3
+    # a bar piece goes out once, when it fills: the head carries the bars after it
+    assert set(sent_bars) == {0, 1} and sum(sent_bars) == 200 // 8 + 40 // 8
+    restored = make()
+    restored.restore(SwingStatePieces.join(stored["head"], stored))
+    assert restored.snapshot() == tracker.snapshot()
+
+
+def test_split_snapshot_refuses_a_piece_of_another_write() -> None:
+    tracker, pieces, stored = make(), SwingStatePieces(size=4), {}
+    for b in _walk(11, seed=5):
+        tracker.on_bar(b)
+        head, changed = pieces.changed(tracker)
+        _apply(stored, head, changed)
+    older = dict(stored)  # the pieces as they were; then one more bar fills bars.2
+    tracker.on_bar(_walk(1, seed=6, first=11)[0])
+    head, changed = pieces.changed(tracker)
+    with pytest.raises(SwingSnapshotError, match=r"bars\.2 is missing or of another write"):
+        SwingStatePieces.join(head, older)  # the head written, its new piece not (yet)
+    _apply(stored, head, changed)
+    assert SwingStatePieces.join(stored["head"], stored) == tracker.snapshot()
+    del stored["swings.0"]
+    with pytest.raises(SwingSnapshotError):
+        SwingStatePieces.join(stored["head"], stored)
