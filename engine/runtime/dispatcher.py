@@ -32,24 +32,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka import messages as pykka_messages
+from pykka._envelope import Envelope
 
 from engine.runtime.registry import RUNNING, SealableInbox
 
 if TYPE_CHECKING:
-    from pykka._envelope import Envelope
-
     from engine.runtime.actor import EngineActor
-
-#: Pykka's own control messages, handled by ``Actor._handle_receive`` (stop, proxy calls).
-_PYKKA_MESSAGES = (pykka_messages._ActorStop, pykka_messages.ProxyCall,
-                   pykka_messages.ProxyGetAttr, pykka_messages.ProxySetAttr)
 
 
 class DispatchedInbox(SealableInbox):
-    """An actor's inbox under the dispatcher: a plain deque; every put queues the inbox once
-    on the dispatcher's ready queue. Sealable like a thread actor's (the registry moves what a
-    dead actor left to its name's stash)."""
+    """An actor's inbox under the dispatcher: a plain deque; every message put in queues the
+    inbox once on the dispatcher's ready queue. A registry ``tell`` queues the bare message
+    (``tell``: no Pykka envelope, nobody waits for an answer); what comes through Pykka (an
+    ask, a stop, a proxy call, a tell on the ref itself) stays in its ``Envelope``. Sealable
+    like a thread actor's (the registry moves what a dead actor left to its name's stash):
+    what leaves through ``get`` or ``seal`` is always an ``Envelope``, as Pykka and the
+    registry expect."""
 
     def __init__(self, dispatcher: Dispatcher, actor: EngineActor) -> None:
         super().__init__()
@@ -58,6 +56,21 @@ class DispatchedInbox(SealableInbox):
         self.busy = False  # its handler is on the stack
         self.finished = False  # teardown done
         self._stopped = actor.actor_stopped
+        self._ready = dispatcher.ready.append
+
+    def teller(self, ref: pykka.ActorRef[Any]) -> Callable[[Any], None]:
+        return self.tell
+
+    def tell(self, message: Any) -> None:
+        """``ActorRef.tell`` without the envelope: the same liveness check, then ``put``."""
+        if self._stopped.is_set():
+            raise pykka.ActorDeadError(f"{self.actor.actor_ref} not found")
+        forward = self._forward
+        if forward is not None:
+            forward(Envelope(message))
+            return
+        self.queue.append(message)
+        self._ready(self)
 
     def put(self, item: Envelope[Any], block: bool = True, timeout: float | None = None) -> None:
         forward = self._forward
@@ -68,16 +81,23 @@ class DispatchedInbox(SealableInbox):
         if reply is not None:
             reply._dispatch_inbox = self  # type: ignore[attr-defined]  # read by EngineFuture
         self.queue.append(item)
-        self.dispatcher.ready.append(self)
+        self._ready(self)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Envelope[Any]:
-        return self.queue.popleft()
+        return _enveloped(self.queue.popleft())
+
+    def seal(self, forward: Callable[[Envelope[Any]], None]) -> list[Envelope[Any]]:
+        return [_enveloped(item) for item in super().seal(forward)]
 
     def empty(self) -> bool:
         return not self.queue
 
     def qsize(self) -> int:
         return len(self.queue)
+
+
+def _enveloped(item: Any) -> Envelope[Any]:
+    return item if type(item) is Envelope else Envelope(item)
 
 
 class Dispatcher:
@@ -105,14 +125,19 @@ class Dispatcher:
         ready = self.ready
         deliver = self._deliver
         n = 0
-        while ready:
-            inbox = ready.popleft()
-            if inbox.busy or not inbox.queue or inbox._stopped.is_set():
-                # drained already by an inline ask, or left in a dead actor's inbox for the
-                # registry to move into its name's stash
-                continue
-            deliver(inbox, inbox.queue.popleft())
-            n += 1
+        previous = getattr(RUNNING, "actor", None)
+        try:
+            while ready:
+                inbox = ready.popleft()
+                queue = inbox.queue
+                if inbox.busy or not queue or inbox._stopped.is_set():
+                    # drained already by an inline ask, or left in a dead actor's inbox for
+                    # the registry to move into its name's stash
+                    continue
+                deliver(inbox, queue.popleft())
+                n += 1
+        finally:
+            RUNNING.actor = previous
         return n
 
     def answer(self, inbox: DispatchedInbox, done: Callable[[], bool]) -> None:
@@ -121,39 +146,51 @@ class Dispatcher:
         if threading.get_ident() != self.thread:
             return
         queue = inbox.queue
-        while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
-            self._deliver(inbox, queue.popleft())
+        previous = getattr(RUNNING, "actor", None)
+        try:
+            while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
+                self._deliver(inbox, queue.popleft())
+        finally:
+            RUNNING.actor = previous
 
     # -- internals -----------------------------------------------------------------------------
-    def _deliver(self, inbox: DispatchedInbox, envelope: Envelope[Any]) -> None:
-        """One message, exactly as Pykka's actor loop handles it on a thread."""
+    def _deliver(self, inbox: DispatchedInbox, item: Any) -> None:
+        """One message, exactly as Pykka's actor loop handles it on a thread. The caller puts
+        back ``RUNNING`` (once per run rather than once per message)."""
         actor = inbox.actor
-        previous = getattr(RUNNING, "actor", None)
         RUNNING.actor = actor
         inbox.busy = True
-        message = envelope.message
-        reply = envelope.reply_to
         try:
-            if isinstance(message, _PYKKA_MESSAGES):
-                response = actor._handle_receive(message)
-            else:
-                response = actor.on_receive(message)
-            if reply is not None:
-                reply.set(response)
+            if type(item) is Envelope:
+                self._open(actor, item)
+            else:  # a bare tell (DispatchedInbox.tell)
+                actor.on_receive(item)
         except Exception:
-            if reply is not None:
-                reply.set_exception()
-            else:
+            actor._handle_failure(*sys.exc_info())
+            try:
+                actor.on_failure(*sys.exc_info())
+            except Exception:
                 actor._handle_failure(*sys.exc_info())
-                try:
-                    actor.on_failure(*sys.exc_info())
-                except Exception:
-                    actor._handle_failure(*sys.exc_info())
         finally:
             inbox.busy = False
-            RUNNING.actor = previous
         if inbox._stopped.is_set():
             self._teardown(inbox)
+
+    @staticmethod
+    def _open(actor: EngineActor, envelope: Envelope[Any]) -> None:
+        """An enveloped message (an ask; Pykka's stop or proxy messages; a tell on the ref):
+        handled by Pykka's own ``_handle_receive``; an ask's answer or exception goes back to
+        the asker, a tell's exception up to ``_deliver``'s failure funnel."""
+        reply = envelope.reply_to
+        try:
+            response = actor._handle_receive(envelope.message)
+        except Exception:
+            if reply is None:
+                raise
+            reply.set_exception()
+            return
+        if reply is not None:
+            reply.set(response)
 
     def _teardown(self, inbox: DispatchedInbox) -> None:
         """The actor is over: its teardown (timers, dead letter, exit report), once."""
