@@ -55,7 +55,7 @@ class DispatchedInbox(SealableInbox):
         self.actor = actor
         self.busy = False  # its handler is on the stack
         self.finished = False  # teardown done
-        self._stopped = actor.actor_stopped
+        self.stopped = False  # the actor's ``actor_stopped`` is set (_StopEvent)
         self._ready = dispatcher.ready.append
 
     def teller(self, ref: pykka.ActorRef[Any]) -> Callable[[Any], None]:
@@ -63,7 +63,7 @@ class DispatchedInbox(SealableInbox):
 
     def tell(self, message: Any) -> None:
         """``ActorRef.tell`` without the envelope: the same liveness check, then ``put``."""
-        if self._stopped.is_set():
+        if self.stopped:
             raise pykka.ActorDeadError(f"{self.actor.actor_ref} not found")
         forward = self._forward
         if forward is not None:
@@ -100,20 +100,38 @@ def _enveloped(item: Any) -> Envelope[Any]:
     return item if type(item) is Envelope else Envelope(item)
 
 
+class _StopEvent(threading.Event):
+    """A dispatched actor's ``actor_stopped`` (Pykka's, its ref's): whoever sets it (Pykka's
+    stop or failure funnel, a supervisor abandoning it) also sets its inbox's ``stopped``,
+    which the dispatcher reads for every message instead of calling ``is_set``."""
+
+    def __init__(self, inbox: DispatchedInbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    def set(self) -> None:
+        super().set()
+        self._inbox.stopped = True
+
+
 class Dispatcher:
     """Runs the actors of one tree on the calling thread (see the module docstring)."""
 
     def __init__(self) -> None:
         self.ready: deque[DispatchedInbox] = deque()
         self.thread = threading.get_ident()
+        # RUNNING.actor as last set here: a delivery to the actor that had the previous one
+        # (a run of messages to one actor) skips the thread-local write. Taken from RUNNING
+        # whenever run, answer or a lifecycle step begins, and put back with it when it ends.
+        self._current: EngineActor | None = None
 
     # -- actors --------------------------------------------------------------------------------
     def start(self, actor: EngineActor) -> None:
         """Adopt a freshly built actor (its inbox becomes a ``DispatchedInbox``) and run its
         ``on_start`` now."""
         inbox = DispatchedInbox(self, actor)
-        actor.actor_inbox = inbox
-        actor.actor_ref.actor_inbox = inbox
+        actor.actor_inbox = actor.actor_ref.actor_inbox = inbox
+        actor.actor_stopped = actor.actor_ref.actor_stopped = _StopEvent(inbox)
         pykka.ActorRegistry.register(actor.actor_ref)
         self._on_stack(inbox, actor._actor_loop_setup)
         if actor.actor_stopped.is_set():
@@ -125,19 +143,18 @@ class Dispatcher:
         ready = self.ready
         deliver = self._deliver
         n = 0
-        previous = getattr(RUNNING, "actor", None)
+        previous = self._enter()
         try:
             while ready:
                 inbox = ready.popleft()
                 queue = inbox.queue
-                if inbox.busy or not queue or inbox._stopped.is_set():
-                    # drained already by an inline ask, or left in a dead actor's inbox for
-                    # the registry to move into its name's stash
-                    continue
-                deliver(inbox, queue.popleft())
-                n += 1
+                # else drained already by an inline ask, or left in a dead actor's inbox for
+                # the registry to move into its name's stash
+                if queue and not inbox.busy and not inbox.stopped:
+                    deliver(inbox, queue.popleft())
+                    n += 1
         finally:
-            RUNNING.actor = previous
+            self._leave(previous)
         return n
 
     def answer(self, inbox: DispatchedInbox, done: Callable[[], bool]) -> None:
@@ -146,19 +163,20 @@ class Dispatcher:
         if threading.get_ident() != self.thread:
             return
         queue = inbox.queue
-        previous = getattr(RUNNING, "actor", None)
+        previous = self._enter()
         try:
-            while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
+            while not done() and queue and not inbox.busy and not inbox.stopped:
                 self._deliver(inbox, queue.popleft())
         finally:
-            RUNNING.actor = previous
+            self._leave(previous)
 
     # -- internals -----------------------------------------------------------------------------
     def _deliver(self, inbox: DispatchedInbox, item: Any) -> None:
-        """One message, exactly as Pykka's actor loop handles it on a thread. The caller puts
-        back ``RUNNING`` (once per run rather than once per message)."""
+        """One message, exactly as Pykka's actor loop handles it on a thread (inside ``run``
+        or ``answer``, which put ``RUNNING`` back)."""
         actor = inbox.actor
-        RUNNING.actor = actor
+        if actor is not self._current:
+            RUNNING.actor = self._current = actor
         inbox.busy = True
         try:
             if type(item) is Envelope:
@@ -173,7 +191,7 @@ class Dispatcher:
                 actor._handle_failure(*sys.exc_info())
         finally:
             inbox.busy = False
-        if inbox._stopped.is_set():
+        if inbox.stopped:
             self._teardown(inbox)
 
     @staticmethod
@@ -199,14 +217,21 @@ class Dispatcher:
         inbox.finished = True
         self._on_stack(inbox, inbox.actor._actor_loop_teardown)
 
-    @staticmethod
-    def _on_stack(inbox: DispatchedInbox, step: Callable[[], None]) -> None:
+    def _on_stack(self, inbox: DispatchedInbox, step: Callable[[], None]) -> None:
         """Run one lifecycle step of ``inbox``'s actor as if on its own thread."""
-        previous = getattr(RUNNING, "actor", None)
-        RUNNING.actor = inbox.actor
+        previous = self._enter()
+        RUNNING.actor = self._current = inbox.actor
         inbox.busy = True
         try:
             step()
         finally:
             inbox.busy = False
-            RUNNING.actor = previous
+            self._leave(previous)
+
+    def _enter(self) -> EngineActor | None:
+        """The actor running now (``RUNNING``), which ``_current`` takes up; for ``_leave``."""
+        self._current = previous = getattr(RUNNING, "actor", None)
+        return previous
+
+    def _leave(self, previous: EngineActor | None) -> None:
+        RUNNING.actor = self._current = previous
