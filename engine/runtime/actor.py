@@ -1,7 +1,8 @@
 """The base class of every engine actor: a Pykka thread actor that can be supervised.
 
 Owns what all actors share and nothing more:
-- message dispatch by type (``@handles(Tick)`` on a method) with a fallback ``handle``;
+- message dispatch by type (``@handles(Tick)`` on a method; one table, the runtime's own
+  messages included) with a fallback ``handle``;
 - a liveness answer (``Ping`` → ``Pong``) and a progress counter the supervisor reads to tell a
   hung actor (blocked inside one message) from a merely busy one;
 - reporting its own exit (crash or normal stop) to its supervisor through ``Supervision``, after
@@ -12,8 +13,9 @@ Owns what all actors share and nothing more:
 - timers owned by one incarnation (``schedule_at``/``schedule_every``): they deliver a
   ``TimerFired`` to the actor through the registry only while the name still maps to *this*
   actor, and are cancelled when it exits, so a restarted actor never inherits old timers;
-- the replay flush barrier: every name told since the last ``FlushToken`` is remembered, and on a
-  token the actor forwards it to each of them before counting itself done (engine.runtime.barrier);
+- the threaded replay's flush barrier: every name told since the last ``FlushToken`` is
+  remembered, and on a token the actor forwards it to each of them before counting itself done
+  (engine.runtime.barrier); under a calling-thread dispatcher nothing is remembered;
 - daemon threads, so an actor stuck in a blocking call never keeps the process alive;
 - or no thread at all: when its registry has a calling-thread dispatcher (replay), ``start``
   hands the actor to it (engine.runtime.dispatcher) and an ``ask`` is answered inline.

@@ -10,8 +10,9 @@ from typing import Any
 import pykka
 import pytest
 
-from engine.messages import Crash, Ping, Pong, TimerFired
+from engine.messages import Crash, FlushToken, Ping, Pong, TimerFired
 from engine.runtime.actor import EngineActor, handles
+from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.registry import Registry
@@ -210,3 +211,17 @@ def test_runtime_messages_win_over_a_handler_of_the_same_type(world: Any) -> Non
     registry.tell("g", Crash("boom"))
     dispatcher.run()
     assert log == [("g", "TimerFired")] and not registry.ref("g").is_alive()  # crashed
+
+
+def test_a_flush_token_under_the_dispatcher_is_done_at_once(world: Any) -> None:
+    # one thread needs no barrier: an actor does not remember whom it told, and a token that
+    # reaches it anyway counts it done (run() returning is what settles a step)
+    registry, dispatcher, log = world
+    a, _ = start(registry, "a", log), start(registry, "b", log)
+    registry.tell("a", Relay("b", "x"))
+    barrier = StepBarrier()
+    barrier.add(1)
+    registry.tell("a", FlushToken(0, barrier))
+    assert dispatcher.run() == 3
+    assert barrier.wait(0) and barrier.outstanding == 0 and a._told is None
+    assert log == [("a", "relay x"), ("b", "x")]
