@@ -7,7 +7,8 @@ actor here instead of starting a Pykka thread; nothing else in the tree, the reg
 supervisor changes (the rules are in docs/architecture.md, "Calling-thread replay"):
 
 - ``on_start`` runs inside ``start``, on the caller's stack (the supervisor's handler);
-- a ``tell`` appends the message to the actor's inbox and the inbox to one FIFO ready queue;
+- a ``tell`` appends the message to the actor's inbox (bare: the registry's tell needs no
+  Pykka envelope, see ``DispatchedInbox``) and the inbox to one FIFO ready queue;
   ``run`` pops the queue and calls the actor's ``on_receive`` until the queue is empty, so
   messages are handled in the order they were sent, and the run is the same on every replay;
 - an ``ask`` is answered inline: the asker's ``Future.get`` handles the target's inbox, in
