@@ -1,7 +1,8 @@
 """The base class of every engine actor: a Pykka thread actor that can be supervised.
 
 Owns what all actors share and nothing more:
-- message dispatch by type (``@handles(Tick)`` on a method) with a fallback ``handle``;
+- message dispatch by type (``@handles(Tick)`` on a method; one table, the runtime's own
+  messages included) with a fallback ``handle``;
 - a liveness answer (``Ping`` → ``Pong``) and a progress counter the supervisor reads to tell a
   hung actor (blocked inside one message) from a merely busy one;
 - reporting its own exit (crash or normal stop) to its supervisor through ``Supervision``, after
@@ -12,8 +13,9 @@ Owns what all actors share and nothing more:
 - timers owned by one incarnation (``schedule_at``/``schedule_every``): they deliver a
   ``TimerFired`` to the actor through the registry only while the name still maps to *this*
   actor, and are cancelled when it exits, so a restarted actor never inherits old timers;
-- the replay flush barrier: every name told since the last ``FlushToken`` is remembered, and on a
-  token the actor forwards it to each of them before counting itself done (engine.runtime.barrier);
+- the threaded replay's flush barrier: every name told since the last ``FlushToken`` is
+  remembered, and on a token the actor forwards it to each of them before counting itself done
+  (engine.runtime.barrier); under a calling-thread dispatcher nothing is remembered;
 - daemon threads, so an actor stuck in a blocking call never keeps the process alive;
 - or no thread at all: when its registry has a calling-thread dispatcher (replay), ``start``
   hands the actor to it (engine.runtime.dispatcher) and an ``ask`` is answered inline.
@@ -87,6 +89,23 @@ def _crash(actor: EngineActor, message: Crash) -> None:
     raise InjectedFault(f"{actor.name}: {message.reason}")
 
 
+def _pong(actor: EngineActor, message: Ping) -> Pong:
+    return Pong(message.seq, actor.name)
+
+
+def _timer_handler(handler: Handler | None) -> Handler:
+    """The ``TimerFired`` entry: the periodic timer may fire again, then the actor's handler
+    (or its fallback ``handle``)."""
+
+    def on_timer(actor: EngineActor, message: TimerFired) -> Any:
+        actor._periodic_pending.discard(message.name)
+        if handler is not None:
+            return handler(actor, message)
+        return actor.handle(message)
+
+    return on_timer
+
+
 def handles(*message_types: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a method as the handler for the given message types."""
 
@@ -145,12 +164,21 @@ class EngineActor(pykka.ThreadingActor):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._dispatch = cls._handlers()
+
+    @classmethod
+    def _handlers(cls) -> dict[type, Handler]:
+        """The ``@handles`` methods by message type, and the runtime's own messages, which
+        take precedence over a subclass's handler for the same type: ``on_receive`` is then
+        one dict lookup for every message."""
         table: dict[type, Handler] = {}
         for klass in reversed(cls.__mro__):
             for attr in vars(klass).values():
                 for mtype in getattr(attr, "_handles", ()):
                     table[mtype] = attr
-        cls._dispatch = table
+        table[TimerFired] = _timer_handler(table.get(TimerFired))
+        table.update({Ping: _pong, FlushToken: cls._forward_token, Crash: _crash})
+        return table
 
     def __init__(self, supervision: Supervision | None = None, *, name: str | None = None,
                  registry: Registry | None = None, clock: Clock | None = None) -> None:
@@ -168,8 +196,10 @@ class EngineActor(pykka.ThreadingActor):
         # The message whose handler raised last, with the exception: the poison if that
         # exception is what stopped the actor (an ask's exception only goes back to the caller).
         self._poison: tuple[Any, BaseException] | None = None
-        # Names told since the last FlushToken (replay barrier) and this incarnation's timers.
-        self._told: set[str] = set()
+        # Names told since the last FlushToken (the threaded replay's barrier; None under a
+        # calling-thread dispatcher, which needs no barrier) and this incarnation's timers.
+        dispatched = self.registry is not None and self.registry.dispatcher is not None
+        self._told: set[str] | None = None if dispatched else set()
         self._timers: list[TimerHandle] = []
         self._periodic_pending: set[str] = set()  # periodic timers told, not yet handled
         self._repeats: RepeatGate | None = None  # made on the first alert
@@ -192,19 +222,7 @@ class EngineActor(pykka.ThreadingActor):
 
     # -- messaging -----------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
-        mtype = type(message)
-        if mtype is Ping:
-            self.progress += 1
-            return Pong(message.seq, self.name)
-        if mtype is FlushToken:
-            self._forward_token(message)
-            self.progress += 1
-            return None
-        if mtype is TimerFired:
-            self._periodic_pending.discard(message.name)
-        handler = self._dispatch.get(mtype)
-        if mtype is Crash:
-            handler = _crash
+        handler = self._dispatch.get(type(message))
         try:
             if handler is not None:
                 return handler(self, message)
@@ -222,10 +240,13 @@ class EngineActor(pykka.ThreadingActor):
 
     def tell(self, name: str, message: Any) -> None:
         """Send to another actor by its stable name (the single funnel for actor sends)."""
-        if self.registry is None:
+        registry = self.registry
+        if registry is None:
             raise RuntimeError(f"{self.name} has no registry to send {type(message).__name__}")
-        self._told.add(name)
-        self.registry.tell(name, message)
+        told = self._told
+        if told is not None:
+            told.add(name)
+        registry.tell(name, message)
 
     def now(self) -> float:
         """Engine time (the actor's clock)."""
@@ -249,9 +270,13 @@ class EngineActor(pykka.ThreadingActor):
             self.tell(health, Alert(kind, text, self.now(), severity))
 
     def _forward_token(self, token: FlushToken) -> None:
-        told, self._told = self._told, set()
+        """Forward the step's token to every name told since the last one, then count this
+        actor done (engine.runtime.barrier). Under a dispatcher nothing is remembered: the
+        token is done at once (the dispatcher's ``run`` returning is the barrier there)."""
+        told = self._told
         barrier = token.barrier
         if told and self.registry is not None:
+            self._told = set()
             barrier.add(len(told))
             for name in told:
                 self.registry.tell(name, token)
@@ -359,3 +384,6 @@ class EngineActor(pykka.ThreadingActor):
         if self.supervision is not None:
             self.supervision.child_exited(self.generation, self._failure is None,
                                           self._failure or "stopped")
+
+
+EngineActor._dispatch = EngineActor._handlers()

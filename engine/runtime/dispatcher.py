@@ -7,7 +7,8 @@ actor here instead of starting a Pykka thread; nothing else in the tree, the reg
 supervisor changes (the rules are in docs/architecture.md, "Calling-thread replay"):
 
 - ``on_start`` runs inside ``start``, on the caller's stack (the supervisor's handler);
-- a ``tell`` appends the message to the actor's inbox and the inbox to one FIFO ready queue;
+- a ``tell`` appends the message to the actor's inbox (bare: the registry's tell needs no
+  Pykka envelope, see ``DispatchedInbox``) and the inbox to one FIFO ready queue;
   ``run`` pops the queue and calls the actor's ``on_receive`` until the queue is empty, so
   messages are handled in the order they were sent, and the run is the same on every replay;
 - an ``ask`` is answered inline: the asker's ``Future.get`` handles the target's inbox, in
@@ -32,24 +33,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka import messages as pykka_messages
+from pykka._envelope import Envelope
 
 from engine.runtime.registry import RUNNING, SealableInbox
 
 if TYPE_CHECKING:
-    from pykka._envelope import Envelope
-
     from engine.runtime.actor import EngineActor
-
-#: Pykka's own control messages, handled by ``Actor._handle_receive`` (stop, proxy calls).
-_PYKKA_MESSAGES = (pykka_messages._ActorStop, pykka_messages.ProxyCall,
-                   pykka_messages.ProxyGetAttr, pykka_messages.ProxySetAttr)
 
 
 class DispatchedInbox(SealableInbox):
-    """An actor's inbox under the dispatcher: a plain deque; every put queues the inbox once
-    on the dispatcher's ready queue. Sealable like a thread actor's (the registry moves what a
-    dead actor left to its name's stash)."""
+    """An actor's inbox under the dispatcher: a plain deque; every message put in queues the
+    inbox once on the dispatcher's ready queue. A registry ``tell`` queues the bare message
+    (``tell``: no Pykka envelope, nobody waits for an answer); what comes through Pykka (an
+    ask, a stop, a proxy call, a tell on the ref itself) stays in its ``Envelope``. Sealable
+    like a thread actor's (the registry moves what a dead actor left to its name's stash):
+    what leaves through ``get`` or ``seal`` is always an ``Envelope``, as Pykka and the
+    registry expect."""
 
     def __init__(self, dispatcher: Dispatcher, actor: EngineActor) -> None:
         super().__init__()
@@ -57,7 +56,22 @@ class DispatchedInbox(SealableInbox):
         self.actor = actor
         self.busy = False  # its handler is on the stack
         self.finished = False  # teardown done
-        self._stopped = actor.actor_stopped
+        self.stopped = False  # the actor's ``actor_stopped`` is set (_StopEvent)
+        self._ready = dispatcher.ready.append
+
+    def teller(self, ref: pykka.ActorRef[Any]) -> Callable[[Any], None]:
+        return self.tell
+
+    def tell(self, message: Any) -> None:
+        """``ActorRef.tell`` without the envelope: the same liveness check, then ``put``."""
+        if self.stopped:
+            raise pykka.ActorDeadError(f"{self.actor.actor_ref} not found")
+        forward = self._forward
+        if forward is not None:
+            forward(Envelope(message))
+            return
+        self.queue.append(message)
+        self._ready(self)
 
     def put(self, item: Envelope[Any], block: bool = True, timeout: float | None = None) -> None:
         forward = self._forward
@@ -68,10 +82,13 @@ class DispatchedInbox(SealableInbox):
         if reply is not None:
             reply._dispatch_inbox = self  # type: ignore[attr-defined]  # read by EngineFuture
         self.queue.append(item)
-        self.dispatcher.ready.append(self)
+        self._ready(self)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Envelope[Any]:
-        return self.queue.popleft()
+        return _enveloped(self.queue.popleft())
+
+    def seal(self, forward: Callable[[Envelope[Any]], None]) -> list[Envelope[Any]]:
+        return [_enveloped(item) for item in super().seal(forward)]
 
     def empty(self) -> bool:
         return not self.queue
@@ -80,20 +97,42 @@ class DispatchedInbox(SealableInbox):
         return len(self.queue)
 
 
+def _enveloped(item: Any) -> Envelope[Any]:
+    return item if type(item) is Envelope else Envelope(item)
+
+
+class _StopEvent(threading.Event):
+    """A dispatched actor's ``actor_stopped`` (Pykka's, its ref's): whoever sets it (Pykka's
+    stop or failure funnel, a supervisor abandoning it) also sets its inbox's ``stopped``,
+    which the dispatcher reads for every message instead of calling ``is_set``."""
+
+    def __init__(self, inbox: DispatchedInbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    def set(self) -> None:
+        super().set()
+        self._inbox.stopped = True
+
+
 class Dispatcher:
     """Runs the actors of one tree on the calling thread (see the module docstring)."""
 
     def __init__(self) -> None:
         self.ready: deque[DispatchedInbox] = deque()
         self.thread = threading.get_ident()
+        # RUNNING.actor as last set here: a delivery to the actor that had the previous one
+        # (a run of messages to one actor) skips the thread-local write. Taken from RUNNING
+        # whenever run, answer or a lifecycle step begins, and put back with it when it ends.
+        self._current: EngineActor | None = None
 
     # -- actors --------------------------------------------------------------------------------
     def start(self, actor: EngineActor) -> None:
         """Adopt a freshly built actor (its inbox becomes a ``DispatchedInbox``) and run its
         ``on_start`` now."""
         inbox = DispatchedInbox(self, actor)
-        actor.actor_inbox = inbox
-        actor.actor_ref.actor_inbox = inbox
+        actor.actor_inbox = actor.actor_ref.actor_inbox = inbox
+        actor.actor_stopped = actor.actor_ref.actor_stopped = _StopEvent(inbox)
         pykka.ActorRegistry.register(actor.actor_ref)
         self._on_stack(inbox, actor._actor_loop_setup)
         if actor.actor_stopped.is_set():
@@ -105,14 +144,18 @@ class Dispatcher:
         ready = self.ready
         deliver = self._deliver
         n = 0
-        while ready:
-            inbox = ready.popleft()
-            if inbox.busy or not inbox.queue or inbox._stopped.is_set():
-                # drained already by an inline ask, or left in a dead actor's inbox for the
-                # registry to move into its name's stash
-                continue
-            deliver(inbox, inbox.queue.popleft())
-            n += 1
+        previous = self._enter()
+        try:
+            while ready:
+                inbox = ready.popleft()
+                queue = inbox.queue
+                # else drained already by an inline ask, or left in a dead actor's inbox for
+                # the registry to move into its name's stash
+                if queue and not inbox.busy and not inbox.stopped:
+                    deliver(inbox, queue.popleft())
+                    n += 1
+        finally:
+            self._leave(previous)
         return n
 
     def answer(self, inbox: DispatchedInbox, done: Callable[[], bool]) -> None:
@@ -121,39 +164,52 @@ class Dispatcher:
         if threading.get_ident() != self.thread:
             return
         queue = inbox.queue
-        while not done() and queue and not inbox.busy and not inbox._stopped.is_set():
-            self._deliver(inbox, queue.popleft())
+        previous = self._enter()
+        try:
+            while not done() and queue and not inbox.busy and not inbox.stopped:
+                self._deliver(inbox, queue.popleft())
+        finally:
+            self._leave(previous)
 
     # -- internals -----------------------------------------------------------------------------
-    def _deliver(self, inbox: DispatchedInbox, envelope: Envelope[Any]) -> None:
-        """One message, exactly as Pykka's actor loop handles it on a thread."""
+    def _deliver(self, inbox: DispatchedInbox, item: Any) -> None:
+        """One message, exactly as Pykka's actor loop handles it on a thread (inside ``run``
+        or ``answer``, which put ``RUNNING`` back)."""
         actor = inbox.actor
-        previous = getattr(RUNNING, "actor", None)
-        RUNNING.actor = actor
+        if actor is not self._current:
+            RUNNING.actor = self._current = actor
         inbox.busy = True
-        message = envelope.message
-        reply = envelope.reply_to
         try:
-            if isinstance(message, _PYKKA_MESSAGES):
-                response = actor._handle_receive(message)
-            else:
-                response = actor.on_receive(message)
-            if reply is not None:
-                reply.set(response)
+            if type(item) is Envelope:
+                self._open(actor, item)
+            else:  # a bare tell (DispatchedInbox.tell)
+                actor.on_receive(item)
         except Exception:
-            if reply is not None:
-                reply.set_exception()
-            else:
+            actor._handle_failure(*sys.exc_info())
+            try:
+                actor.on_failure(*sys.exc_info())
+            except Exception:
                 actor._handle_failure(*sys.exc_info())
-                try:
-                    actor.on_failure(*sys.exc_info())
-                except Exception:
-                    actor._handle_failure(*sys.exc_info())
         finally:
             inbox.busy = False
-            RUNNING.actor = previous
-        if inbox._stopped.is_set():
+        if inbox.stopped:
             self._teardown(inbox)
+
+    @staticmethod
+    def _open(actor: EngineActor, envelope: Envelope[Any]) -> None:
+        """An enveloped message (an ask; Pykka's stop or proxy messages; a tell on the ref):
+        handled by Pykka's own ``_handle_receive``; an ask's answer or exception goes back to
+        the asker, a tell's exception up to ``_deliver``'s failure funnel."""
+        reply = envelope.reply_to
+        try:
+            response = actor._handle_receive(envelope.message)
+        except Exception:
+            if reply is None:
+                raise
+            reply.set_exception()
+            return
+        if reply is not None:
+            reply.set(response)
 
     def _teardown(self, inbox: DispatchedInbox) -> None:
         """The actor is over: its teardown (timers, dead letter, exit report), once."""
@@ -162,14 +218,21 @@ class Dispatcher:
         inbox.finished = True
         self._on_stack(inbox, inbox.actor._actor_loop_teardown)
 
-    @staticmethod
-    def _on_stack(inbox: DispatchedInbox, step: Callable[[], None]) -> None:
+    def _on_stack(self, inbox: DispatchedInbox, step: Callable[[], None]) -> None:
         """Run one lifecycle step of ``inbox``'s actor as if on its own thread."""
-        previous = getattr(RUNNING, "actor", None)
-        RUNNING.actor = inbox.actor
+        previous = self._enter()
+        RUNNING.actor = self._current = inbox.actor
         inbox.busy = True
         try:
             step()
         finally:
             inbox.busy = False
-            RUNNING.actor = previous
+            self._leave(previous)
+
+    def _enter(self) -> EngineActor | None:
+        """The actor running now (``RUNNING``), which ``_current`` takes up; for ``_leave``."""
+        self._current = previous = getattr(RUNNING, "actor", None)
+        return previous
+
+    def _leave(self, previous: EngineActor | None) -> None:
+        RUNNING.actor = self._current = previous

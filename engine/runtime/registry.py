@@ -122,6 +122,12 @@ class SealableInbox(queue.Queue[Any]):
     def sealed(self) -> bool:
         return self._forward is not None
 
+    def teller(self, ref: pykka.ActorRef[Any]) -> Callable[[Any], None]:
+        """How the registry tells ``ref`` (the actor owning this inbox) a message: Pykka's
+        ``ActorRef.tell`` (liveness check, envelope, ``put``). Raises ``ActorDeadError`` once
+        the actor is stopped, like Pykka's; the dispatcher's inbox queues the bare message."""
+        return ref.tell
+
 
 class Address:
     """A stable handle on a name: stays valid across restarts of the actor behind it."""
@@ -146,15 +152,32 @@ class _Slot:
     """One name: the actor serving it now (None while restarting) and its stash.
 
     Invariant: while ``ref`` is set the stash is empty (it was flushed into ``ref`` first).
+    ``send`` is how a tell reaches ``ref`` (None with it), looked up once per actor rather
+    than once per message.
     """
 
-    __slots__ = ("name", "ref", "retired", "stash")
+    __slots__ = ("_ref", "name", "retired", "send", "stash")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ref: pykka.ActorRef[Any] | None = None
+        self._ref: pykka.ActorRef[Any] | None = None
+        self.send: Callable[[Any], None] | None = None
         self.stash: deque[Any] = deque()
         self.retired = False
+
+    @property
+    def ref(self) -> pykka.ActorRef[Any] | None:
+        return self._ref
+
+    @ref.setter
+    def ref(self, ref: pykka.ActorRef[Any] | None) -> None:
+        self._ref = ref
+        self.send = None if ref is None else _teller(ref)
+
+
+def _teller(ref: pykka.ActorRef[Any]) -> Callable[[Any], None]:
+    inbox = ref.actor_inbox
+    return inbox.teller(ref) if isinstance(inbox, SealableInbox) else ref.tell
 
 
 class Registry:
@@ -206,10 +229,10 @@ class Registry:
             external.add(name)
         slot = self._slots.get(name)
         if slot is not None:
-            ref = slot.ref
-            if ref is not None:
+            send = slot.send
+            if send is not None:
                 try:
-                    ref.tell(message)
+                    send(message)
                     return
                 except pykka.ActorDeadError:
                     pass
@@ -387,10 +410,10 @@ class Registry:
         self._publish(dead)
 
     def _route(self, slot: _Slot, message: Any, dead: list[DeadLetter]) -> None:
-        ref = slot.ref
-        if ref is not None:
+        ref, send = slot.ref, slot.send
+        if ref is not None and send is not None:
             try:
-                ref.tell(message)
+                send(message)
                 return
             except pykka.ActorDeadError:
                 self._detach(slot, ref, dead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +10,13 @@ from typing import Any
 import pykka
 import pytest
 
+from engine.messages import Crash, FlushToken, Ping, Pong, TimerFired
 from engine.runtime.actor import EngineActor, handles
+from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.registry import Registry
+from engine.runtime.supervisor import ChildSpec, Strategy, SupervisorSpec, start_tree
 
 
 @dataclass(frozen=True)
@@ -134,3 +138,90 @@ def test_an_ask_around_a_circle_times_out_at_once_and_stays_queued(world: Any) -
     # ... and the asked message stayed queued for a, which handled it after its handler
     # returned (nobody waits for that answer any more)
     assert a.progress == 2 and a.actor_inbox.empty()
+
+
+def test_a_crash_moves_the_tells_behind_it_to_the_next_incarnation_in_order() -> None:
+    # a supervised actor under the dispatcher: the poison is a dead letter, the tells queued
+    # behind it (bare messages, no envelope) wait in the name's stash ahead of anything told
+    # while it restarts, and reach the next incarnation in send order
+    clock = VirtualClock(0.0)
+    dispatcher = Dispatcher()
+    registry = Registry(clock, dispatcher=dispatcher)
+    log: list[tuple[str, str]] = []
+    spec = SupervisorSpec("root", Strategy.ONE_FOR_ONE, [
+        ChildSpec("a", lambda sup: Recorder.start(log, supervision=sup))])
+    tree = start_tree(spec, registry=registry, clock=clock, on_safe_stop=lambda _: None,
+                      rng=random.Random(0))
+    for message in (Note("1"), Crash("boom"), Note("2"), Note("3")):
+        registry.tell("a", message)
+    dispatcher.run()
+    assert registry.ref("a") is None and registry.stash_size("a") == 2
+    registry.tell("a", Note("4"))  # while restarting
+    clock.advance_to(clock.time() + 60.0)  # the restart's backoff
+    dispatcher.run()
+    assert log == [("a", "1"), ("a", "2"), ("a", "3"), ("a", "4")]
+    assert [(d.name, d.message_type) for d in registry.dead_letters()] == [("a", "Crash")]
+    assert tree.restart_count() == 1
+
+
+def test_tells_to_a_stopped_unsupervised_actor_are_dropped_by_pykka_and_asks_fail(
+        world: Any) -> None:
+    # no supervisor: Pykka's own teardown empties the inbox (its get hands out envelopes, bare
+    # tells included); a queued ask gets ActorDeadError, as on a thread
+    registry, dispatcher, log = world
+    a = start(registry, "a", log)
+    registry.tell("a", Crash("boom"))
+    registry.tell("a", Note("after"))
+    asked = a.actor_ref.ask(Notes(), block=False)
+    dispatcher.run()
+    with pytest.raises(pykka.ActorDeadError):
+        asked.get(timeout=1.0)
+    assert log == [] and a.actor_inbox.empty() and not a.actor_ref.is_alive()
+
+
+def test_a_stopped_actor_refuses_tells_until_its_name_is_suspended(world: Any) -> None:
+    # between its stop and its supervisor's suspend, a tell finds the actor dead: the registry
+    # seals its inbox and stashes the message (nothing is queued where nobody will read it)
+    registry, dispatcher, log = world
+    a = start(registry, "a", log)
+    registry.tell("a", Note("queued"))
+    a.actor_stopped.set()  # as Pykka's stop and failure funnel do
+    registry.tell("a", Note("late"))
+    assert registry.ref("a") is None and registry.stash_size("a") == 2
+    dispatcher.run()
+    assert log == []
+    b = start(registry, "a", log)
+    dispatcher.run()
+    assert b.notes == ["queued", "late"]
+
+
+def test_runtime_messages_win_over_a_handler_of_the_same_type(world: Any) -> None:
+    registry, dispatcher, log = world
+
+    class Greedy(Recorder):
+        @handles(Ping, Crash, TimerFired)
+        def on_anything(self, message: Any) -> None:
+            self.log.append((self.name, type(message).__name__))
+
+    start(registry, "g", log, Greedy)
+    assert registry.ask("g", Ping(7), timeout=1.0) == Pong(7, "g")
+    registry.tell("g", TimerFired("t", 0.0, None))
+    dispatcher.run()
+    assert log == [("g", "TimerFired")]  # a timer still reaches the actor's handler
+    registry.tell("g", Crash("boom"))
+    dispatcher.run()
+    assert log == [("g", "TimerFired")] and not registry.ref("g").is_alive()  # crashed
+
+
+def test_a_flush_token_under_the_dispatcher_is_done_at_once(world: Any) -> None:
+    # one thread needs no barrier: an actor does not remember whom it told, and a token that
+    # reaches it anyway counts it done (run() returning is what settles a step)
+    registry, dispatcher, log = world
+    a, _ = start(registry, "a", log), start(registry, "b", log)
+    registry.tell("a", Relay("b", "x"))
+    barrier = StepBarrier()
+    barrier.add(1)
+    registry.tell("a", FlushToken(0, barrier))
+    assert dispatcher.run() == 3
+    assert barrier.wait(0) and barrier.outstanding == 0 and a._told is None
+    assert log == [("a", "relay x"), ("b", "x")]
