@@ -17,6 +17,7 @@ the order manager.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,6 +92,7 @@ class Feed(EngineActor):
         self.settings = settings
         self.mode = mode
         self.universe: dict[str, str] = dict(symbols)
+        self._builders = {sym: builder_name(sym) for sym in self.universe}  # fixed, as it is
         self.held: dict[str, str] = {}
         self._connect = connect
         self._conn: FeedConnection | None = None
@@ -165,35 +167,40 @@ class Feed(EngineActor):
     # -- ticks -----------------------------------------------------------------------------------
     @handles(TickBatch)
     def on_batch(self, batch: TickBatch) -> None:
+        groups = self._by_symbol(batch.ticks)
         last = self._last_tick
         universe, held = self.universe, self.held
-        for tick in batch.ticks:
-            sym = tick.symbol
-            last[sym] = tick.recv_ts
+        for sym, group in groups.items():
+            last[sym] = group[-1].recv_ts
             if sym not in universe and sym not in held:
-                self._unrouted += 1
+                self._unrouted += len(group)
         self._ticks += len(batch.ticks)
         if self._tap:
             self.tell(self._tap, batch)
         if not batch.routed:
-            self._route(batch.ticks, self.tell)
+            self._send(groups, self.tell)
 
     def _route(self, ticks: tuple[Tick, ...], tell: Callable[[str, Any], None]) -> None:
         """Each symbol's ticks, in order, to its bar builder and, while held, to the position
         monitor. Runs on the Feed's thread (replay) or the feed client's reader thread (paper,
         live): it only reads ``universe`` (fixed) and ``held`` (one membership test a symbol)."""
-        groups: dict[str, list[Tick]] = {}
+        self._send(self._by_symbol(ticks), tell)
+
+    @staticmethod
+    def _by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:
+        """The ticks of each symbol, in arrival order (symbols in order of first arrival)."""
+        groups: defaultdict[str, list[Tick]] = defaultdict(list)
         for tick in ticks:
-            group = groups.get(tick.symbol)
-            if group is None:
-                groups[tick.symbol] = [tick]
-            else:
-                group.append(tick)
-        universe, held = self.universe, self.held
+            groups[tick.symbol].append(tick)
+        return groups
+
+    def _send(self, groups: dict[str, list[Tick]], tell: Callable[[str, Any], None]) -> None:
+        builders, held = self._builders, self.held
         for sym, group in groups.items():
             packed = TickBatch(tuple(group))
-            if sym in universe:
-                tell(builder_name(sym), packed)
+            name = builders.get(sym)
+            if name is not None:
+                tell(name, packed)
             if sym in held:
                 tell(self.settings.positions_actor, packed)
 
