@@ -17,7 +17,6 @@ the order manager.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -189,9 +188,13 @@ class Feed(EngineActor):
     @staticmethod
     def _by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:
         """The ticks of each symbol, in arrival order (symbols in order of first arrival)."""
-        groups: defaultdict[str, list[Tick]] = defaultdict(list)
+        groups: dict[str, list[Tick]] = {}
         for tick in ticks:
-            groups[tick.symbol].append(tick)
+            group = groups.get(tick.symbol)
+            if group is None:
+                groups[tick.symbol] = [tick]
+            else:
+                group.append(tick)
         return groups
 
     def _send(self, groups: dict[str, list[Tick]], tell: Callable[[str, Any], None]) -> None:
