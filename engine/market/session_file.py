@@ -33,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import sqlite_utils
 from loguru import logger
 
 from engine.market.instruments import parse_option_symbol
@@ -166,6 +165,10 @@ class SessionWriter:
                                               "or overwrite=True to replace it)")
         if not exists and not self.path.parent.is_dir():
             raise SessionFileError(self.path, "its directory does not exist")
+        # imported here: sqlite_utils imports pandas when it is installed (half a second), and
+        # only a writer uses it (a replay only reads)
+        import sqlite_utils
+
         self._conn = _connect(self.path, read_only=False)
         self._db = sqlite_utils.Database(self._conn)
         try:
