@@ -298,21 +298,17 @@ class ReplayDriver:
             for info in self.reader.symbols():
                 bars.extend(db.bars(info.symbol, day))
                 gaps += len(db.bar_gaps(info.symbol, day))
+            if self.strategies:
+                from engine.trading.trades import day_report
+
+                summary.trade_reports = [day_report(db, name, day, "replay",
+                                                    self.cfg.section("charges"))
+                                         for name in self.strategies]
         finally:
             db.close()
         summary.bars = len(bars)
         summary.gaps = gaps
         summary.bars_hash = bars_digest(bars)
-        if self.strategies:
-            from engine.trading.trades import day_report
-
-            db = Database(self.db_path, self.cfg.store)
-            try:
-                summary.trade_reports = [day_report(db, name, day, "replay",
-                                                    self.cfg.section("charges"))
-                                         for name in self.strategies]
-            finally:
-                db.close()
 
 
 class _Progress:
