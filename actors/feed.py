@@ -92,6 +92,7 @@ class Feed(EngineActor):
         self.mode = mode
         self.universe: dict[str, str] = dict(symbols)
         self._builders = {sym: builder_name(sym) for sym in self.universe}  # fixed, as it is
+        self._subscribed_syms: tuple[str, ...] | None = None
         self.held: dict[str, str] = {}
         self._connect = connect
         self._conn: FeedConnection | None = None
@@ -158,6 +159,12 @@ class Feed(EngineActor):
                 logger.warning("{}: closing the feed connection failed: {}", self.name, exc)
             self._conn = None
 
+    def _subscribed(self) -> tuple[str, ...]:
+        """The subscribed symbols, sorted (kept until the held set changes: every report)."""
+        if self._subscribed_syms is None:
+            self._subscribed_syms = tuple(sym for sym, _ in self._all_pairs())
+        return self._subscribed_syms
+
     def _all_pairs(self) -> list[Pair]:
         merged = dict(self.universe)
         merged.update(self.held)
@@ -220,6 +227,7 @@ class Feed(EngineActor):
         removed = [(s, e) for s, e in change.remove if s in self.held]
         for sym, _ in removed:
             del self.held[sym]
+        self._subscribed_syms = None
         if self._conn is None:
             return
         new = [(s, e) for s, e in added if s not in self.universe]
@@ -249,7 +257,7 @@ class Feed(EngineActor):
 
     def _report(self, now: float) -> FeedHealth:
         return FeedHealth(ts=now, connected=self._connected,
-                          subscribed=tuple(sym for sym, _ in self._all_pairs()),
+                          subscribed=self._subscribed(),
                           last_tick=tuple(sorted(self._last_tick.items())),
                           reconnects=self._reconnects, invalid=self._unrouted,
                           state=self._state)
