@@ -191,7 +191,6 @@ class _Market:
     day: date | None = None
     bar: _Bar | None = None  # the one-minute bar the last valid tick went into
 
-
     def snapshot(self) -> MarketSnapshot:
         avg = round(self.turnover / self.traded, 2) if self.traded else self.ltp
         return MarketSnapshot(self.symbol, self.exchange, self.ltp, self.ltt, self.volume,
@@ -356,7 +355,7 @@ class SimulatedBroker:
                 ltp = tick.ltp
                 if not (ltp > 0 and isfinite(ltp)):
                     continue
-                ts = tick.exchange_ts
+                ts = tick.exchange_ts  # Tick.ts, inline
                 if ts is None:
                     ts = tick.recv_ts
                 day = trading_date(ts)
