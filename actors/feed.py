@@ -91,6 +91,8 @@ class Feed(EngineActor):
         self.settings = settings
         self.mode = mode
         self.universe: dict[str, str] = dict(symbols)
+        self._builders = {sym: builder_name(sym) for sym in self.universe}  # fixed, as it is
+        self._subscribed_syms: tuple[str, ...] | None = None
         self.held: dict[str, str] = {}
         self._connect = connect
         self._conn: FeedConnection | None = None
@@ -157,6 +159,12 @@ class Feed(EngineActor):
                 logger.warning("{}: closing the feed connection failed: {}", self.name, exc)
             self._conn = None
 
+    def _subscribed(self) -> tuple[str, ...]:
+        """The subscribed symbols, sorted (kept until the held set changes: every report)."""
+        if self._subscribed_syms is None:
+            self._subscribed_syms = tuple(sym for sym, _ in self._all_pairs())
+        return self._subscribed_syms
+
     def _all_pairs(self) -> list[Pair]:
         merged = dict(self.universe)
         merged.update(self.held)
@@ -165,23 +173,28 @@ class Feed(EngineActor):
     # -- ticks -----------------------------------------------------------------------------------
     @handles(TickBatch)
     def on_batch(self, batch: TickBatch) -> None:
+        groups = self._by_symbol(batch.ticks)
         last = self._last_tick
         universe, held = self.universe, self.held
-        for tick in batch.ticks:
-            sym = tick.symbol
-            last[sym] = tick.recv_ts
+        for sym, group in groups.items():
+            last[sym] = group[-1].recv_ts
             if sym not in universe and sym not in held:
-                self._unrouted += 1
+                self._unrouted += len(group)
         self._ticks += len(batch.ticks)
         if self._tap:
             self.tell(self._tap, batch)
         if not batch.routed:
-            self._route(batch.ticks, self.tell)
+            self._send(groups, self.tell)
 
     def _route(self, ticks: tuple[Tick, ...], tell: Callable[[str, Any], None]) -> None:
         """Each symbol's ticks, in order, to its bar builder and, while held, to the position
         monitor. Runs on the Feed's thread (replay) or the feed client's reader thread (paper,
         live): it only reads ``universe`` (fixed) and ``held`` (one membership test a symbol)."""
+        self._send(self._by_symbol(ticks), tell)
+
+    @staticmethod
+    def _by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:
+        """The ticks of each symbol, in arrival order (symbols in order of first arrival)."""
         groups: dict[str, list[Tick]] = {}
         for tick in ticks:
             group = groups.get(tick.symbol)
@@ -189,11 +202,15 @@ class Feed(EngineActor):
                 groups[tick.symbol] = [tick]
             else:
                 group.append(tick)
-        universe, held = self.universe, self.held
+        return groups
+
+    def _send(self, groups: dict[str, list[Tick]], tell: Callable[[str, Any], None]) -> None:
+        builders, held = self._builders, self.held
         for sym, group in groups.items():
             packed = TickBatch(tuple(group))
-            if sym in universe:
-                tell(builder_name(sym), packed)
+            name = builders.get(sym)
+            if name is not None:
+                tell(name, packed)
             if sym in held:
                 tell(self.settings.positions_actor, packed)
 
@@ -210,6 +227,7 @@ class Feed(EngineActor):
         removed = [(s, e) for s, e in change.remove if s in self.held]
         for sym, _ in removed:
             del self.held[sym]
+        self._subscribed_syms = None
         if self._conn is None:
             return
         new = [(s, e) for s, e in added if s not in self.universe]
@@ -239,7 +257,7 @@ class Feed(EngineActor):
 
     def _report(self, now: float) -> FeedHealth:
         return FeedHealth(ts=now, connected=self._connected,
-                          subscribed=tuple(sym for sym, _ in self._all_pairs()),
+                          subscribed=self._subscribed(),
                           last_tick=tuple(sorted(self._last_tick.items())),
                           reconnects=self._reconnects, invalid=self._unrouted,
                           state=self._state)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -190,21 +191,28 @@ class ReplayDriver:
 
     # -- stepping ------------------------------------------------------------------------------
     def _steps(self) -> Iterator[tuple[float, list[Tick]]]:
+        """The session's ticks in steps: ``(step start, ticks)``, each step the ticks received
+        from its start until ``step_s`` later (a step without ticks is skipped)."""
         step = self.settings.step_s
         current: list[Tick] = []
-        boundary: float | None = None
+        boundary = 0.0
+        end = -math.inf  # boundary + step: a tick received at or after it starts a new step
+        last_ts = self._last_ts
         for tick in self.reader.ticks():
-            if boundary is None:
-                boundary = tick.recv_ts - (tick.recv_ts % step)
-            if tick.recv_ts >= boundary + step:
+            recv = tick.recv_ts
+            if recv >= end:
                 if current:
+                    self._last_ts = last_ts
                     yield boundary, current
                     current = []
-                boundary = tick.recv_ts - (tick.recv_ts % step)
+                boundary = recv - (recv % step)
+                end = boundary + step
             current.append(tick)
-            if tick.ts > self._last_ts:
-                self._last_ts = tick.ts
-        if current and boundary is not None:
+            ts = tick.ts
+            if ts > last_ts:
+                last_ts = ts
+        self._last_ts = last_ts
+        if current:
             yield boundary, current
 
     def _drive(self, engine: Engine, clock: VirtualClock, broker: SimulatedBroker,
@@ -243,9 +251,7 @@ class ReplayDriver:
         clock.advance_to(until)
         if ticks:
             assert broker is not None
-            apply = broker.apply_tick
-            for tick in ticks:
-                apply(tick)
+            broker.apply_ticks(ticks)
             registry.tell("feed", TickBatch(tuple(ticks)))
         self._barrier(registry, summary, until)
 
@@ -292,21 +298,17 @@ class ReplayDriver:
             for info in self.reader.symbols():
                 bars.extend(db.bars(info.symbol, day))
                 gaps += len(db.bar_gaps(info.symbol, day))
+            if self.strategies:
+                from engine.trading.trades import day_report
+
+                summary.trade_reports = [day_report(db, name, day, "replay",
+                                                    self.cfg.section("charges"))
+                                         for name in self.strategies]
         finally:
             db.close()
         summary.bars = len(bars)
         summary.gaps = gaps
         summary.bars_hash = bars_digest(bars)
-        if self.strategies:
-            from engine.trading.trades import day_report
-
-            db = Database(self.db_path, self.cfg.store)
-            try:
-                summary.trade_reports = [day_report(db, name, day, "replay",
-                                                    self.cfg.section("charges"))
-                                         for name in self.strategies]
-            finally:
-                db.close()
 
 
 class _Progress:

@@ -33,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import sqlite_utils
 from loguru import logger
 
 from engine.market.instruments import parse_option_symbol
@@ -166,6 +165,10 @@ class SessionWriter:
                                               "or overwrite=True to replace it)")
         if not exists and not self.path.parent.is_dir():
             raise SessionFileError(self.path, "its directory does not exist")
+        # imported here: sqlite_utils imports pandas when it is installed (half a second), and
+        # only a writer uses it (a replay only reads)
+        import sqlite_utils
+
         self._conn = _connect(self.path, read_only=False)
         self._db = sqlite_utils.Database(self._conn)
         try:
@@ -362,17 +365,18 @@ class SessionReader:
         self._conn = _connect(self.path, read_only=True)
         try:
             self._meta = _validate(self.path, self._conn)
-            self._total, self.out_of_order = _scanned(self.path, self._conn)
+            self.identity, self.scan = _scanned(self.path, self._conn)
         except SessionFileError:
             self._conn.close()
             raise
+        self.out_of_order = self.scan.out_of_order
         # receive time is what the replay clock runs on: a file whose receive times go back is
         # played in receive-time order (the file is not changed)
         self._order = "recv_ts, seq" if self.out_of_order else "seq"
         if self.out_of_order:
             logger.warning("session file {}: {:,} of {:,} ticks are out of receive-time order; "
                            "they are played in receive-time order", self.path,
-                           self.out_of_order, self._total)
+                           self.out_of_order, self.scan.ticks)
 
     def meta(self) -> dict[str, str]:
         """Every meta key with its text value (JSON for structured values)."""
@@ -388,7 +392,10 @@ class SessionReader:
         return int(self._query("SELECT COUNT(*) FROM ticks")[0][0])
 
     def time_range(self) -> tuple[float, float] | None:
-        """Earliest and latest receive time, or None for a file with no ticks."""
+        """Earliest and latest receive time, or None for a file with no ticks (from the scan on
+        opening while the file is unchanged since)."""
+        if self.identity is not None and file_identity(self.path) == self.identity:
+            return self.scan.first_recv, self.scan.last_recv
         lo, hi = self._query("SELECT MIN(recv_ts), MAX(recv_ts) FROM ticks")[0]
         return None if lo is None else (float(lo), float(hi))
 
@@ -479,16 +486,18 @@ _TICK_CHECKS: dict[str, str] = {
 _TICK_OK = " AND ".join(_TICK_CHECKS.values())
 
 
-def _check_ticks(path: Path, conn: sqlite3.Connection) -> int:
-    """The number of ticks; ``SessionFileError`` for a file with none, or with a value of the
-    wrong type (text in ``ltp``, a blob, an infinity): counted, the first one named."""
+def _check_ticks(path: Path, conn: sqlite3.Connection) -> tuple[int, float, float]:
+    """The number of ticks and the earliest and latest receive time; ``SessionFileError`` for a
+    file with none, or with a value of the wrong type (text in ``ltp``, a blob, an infinity):
+    counted, the first one named."""
     try:
-        total, bad = conn.execute(f"SELECT COUNT(*), TOTAL(NOT ({_TICK_OK})) FROM ticks")\
+        total, bad, first, last = conn.execute(
+            f"SELECT COUNT(*), TOTAL(NOT ({_TICK_OK})), MIN(recv_ts), MAX(recv_ts) FROM ticks")\
             .fetchone()
         if not total:
             raise SessionFileError(path, "holds no ticks")
         if not bad:
-            return int(total)
+            return int(total), float(first), float(last)
         row = conn.execute(f"SELECT seq, {', '.join(_TICK_CHECKS)} FROM ticks "
                            f"WHERE NOT ({_TICK_OK}) ORDER BY seq LIMIT 1").fetchone()
         flags = conn.execute(f"SELECT {', '.join(_TICK_CHECKS.values())} FROM ticks "
@@ -507,28 +516,55 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@dataclass(frozen=True, slots=True)
+class TickScan:
+    """What the full check of a file's ticks found (``SessionReader`` scans on opening)."""
+
+    ticks: int
+    out_of_order: int
+    first_recv: float  # the earliest and latest receive time
+    last_recv: float
+
+
+#: A file's identity for the scan cache: resolved path, device, inode, size, mtime (ns).
+FileIdentity = tuple[str, int, int, int, int]
+
 # Files already scanned by this process, by identity: a replay opens its session up to three
 # times (the cache check, the database name, the driver), and each full scan reads every tick.
-_SCANNED: dict[tuple[str, int, int, int, int], tuple[int, int]] = {}
+_SCANNED: dict[FileIdentity, TickScan] = {}
 
 
-def _scanned(path: Path, conn: sqlite3.Connection) -> tuple[int, int]:
-    """``(ticks, out of order)`` from ``_check_ticks`` and ``_out_of_order``, scanned once per
-    process for a file that has not changed since (same inode, size and mtime, no ``-wal``
-    beside it: a file being written is scanned on every open)."""
+def file_identity(path: str | Path) -> FileIdentity | None:
+    """The identity the scan cache knows a file by; None for a file being written (a ``-wal``
+    beside it) or one that cannot be stat'ed: such a file is scanned on every open."""
+    path = Path(path)
     try:
         st = path.stat()
-        live = path.with_name(path.name + "-wal").exists()
+        if path.with_name(path.name + "-wal").exists():
+            return None
     except OSError:
-        live = True
-    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) \
-        if not live else None
-    if key is not None and key in _SCANNED:
-        return _SCANNED[key]
-    found = (_check_ticks(path, conn), _out_of_order(path, conn))
-    if key is not None:
-        _SCANNED[key] = found
-    return found
+        return None
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def trust_scan(identity: FileIdentity, scan: TickScan) -> None:
+    """Take ``scan`` as the result of scanning the file known by ``identity`` (a scan recorded
+    earlier, e.g. by the bundled day's stamp), so opening that unchanged file does not scan."""
+    _SCANNED[identity] = scan
+
+
+def _scanned(path: Path, conn: sqlite3.Connection) -> tuple[FileIdentity | None, TickScan]:
+    """The file's identity and its ``TickScan``, scanned once per process for a file that has
+    not changed since (same inode, size and mtime, no ``-wal`` beside it). The identity is taken
+    before the scan, so a file changed while it is scanned is scanned again next time."""
+    identity = file_identity(path)
+    if identity is not None and identity in _SCANNED:
+        return identity, _SCANNED[identity]
+    ticks, first, last = _check_ticks(path, conn)
+    found = TickScan(ticks, _out_of_order(path, conn), first, last)
+    if identity is not None:
+        _SCANNED[identity] = found
+    return identity, found
 
 
 def _out_of_order(path: Path, conn: sqlite3.Connection) -> int:

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,15 @@ from engine.market.instruments import (
     session_bounds,
     universe_symbols,
 )
-from engine.market.session_file import SessionFileError, SessionReader, SessionWriter, SymbolInfo
+from engine.market.session_file import (
+    SessionFileError,
+    SessionReader,
+    SessionWriter,
+    SymbolInfo,
+    TickScan,
+    file_identity,
+    trust_scan,
+)
 from engine.messages import Tick
 from engine.runtime.clock import IST, Clock
 from engine.settings import setting
@@ -700,11 +709,27 @@ def bundled_day_path(cache_dir: str | Path | None = None, *,
 
 
 def _is_current(path: Path) -> bool:
+    """Whether the cached day is a sound file of this generator version.
+
+    The full check opens the file, which scans every tick (seconds for a day). It runs only
+    when the stamp beside the file (``<name>.stamp``: the generator version, the file's
+    identity: inode, size and mtime, and what the scan found) does not match the file as it is
+    now; a match hands the recorded scan to the session reader instead. A regenerated file is
+    a new inode, an edited one a new mtime: either gets the full check and a new stamp.
+    """
     if not path.exists():
         return False
+    stamp = path.with_name(path.name + ".stamp")
+    identity = file_identity(path)
+    recorded = _read_stamp(stamp)
+    if identity is not None and recorded is not None and recorded[0] == identity:
+        trust_scan(identity, recorded[1])
+        return True
+    checked_at = time_ns()
     try:
         with SessionReader(path) as reader:
             version = reader.meta().get("generator_version")
+            identity, scan = reader.identity, reader.scan
     except SessionFileError as exc:
         logger.warning("cached synthetic day is unusable, regenerating: {}", exc)
         return False
@@ -712,4 +737,42 @@ def _is_current(path: Path) -> bool:
         logger.info("cached synthetic day {} is from generator version {}, regenerating",
                     path, version)
         return False
+    # a file changed within the file system's timestamp granularity of this check could keep
+    # its mtime: only a file last written well before the check is stamped
+    if identity is not None and checked_at - identity[4] > _STAMP_MIN_AGE_NS:
+        _write_stamp(stamp, identity, scan)
     return True
+
+
+_STAMP_MIN_AGE_NS = 2_000_000_000
+
+
+def _read_stamp(stamp: Path) -> tuple[tuple[Any, ...], TickScan] | None:
+    """The identity and scan a stamp recorded, or None (missing, unreadable, other version)."""
+    try:
+        data = json.loads(stamp.read_text())
+        if data["generator_version"] != GENERATOR_VERSION:
+            return None
+        return tuple(data["identity"]), TickScan(**data["scan"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_stamp(stamp: Path, identity: tuple[Any, ...], scan: TickScan) -> None:
+    """Write the stamp atomically (temporary file, rename); a read-only cache goes unstamped."""
+    text = json.dumps({"generator_version": GENERATOR_VERSION, "identity": list(identity),
+                       "scan": asdict(scan)})
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stamp.name}.", suffix=".tmp",
+                                        dir=stamp.parent)
+    except OSError as exc:
+        logger.debug("cannot stamp the cached synthetic day {}: {}", stamp, exc)
+        return
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp_name, stamp)
+    except OSError as exc:
+        logger.debug("cannot stamp the cached synthetic day {}: {}", stamp, exc)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)

@@ -189,6 +189,7 @@ class _Market:
     traded: int = 0
     volume_seen: bool = False
     day: date | None = None
+    bar: _Bar | None = None  # the one-minute bar the last valid tick went into
 
     def snapshot(self) -> MarketSnapshot:
         avg = round(self.turnover / self.traded, 2) if self.traded else self.ltp
@@ -328,56 +329,87 @@ class SimulatedBroker:
             return self.apply_tick(tick).snapshot()
 
     def apply_tick(self, tick: Tick) -> _Market:
-        """Apply one tick: update the symbol's market state and bars, then run its orders.
+        """Apply one tick (``apply_ticks``) and return the symbol's market state after it."""
+        with self._lock:
+            self.apply_ticks((tick,))
+            return self._market(tick.symbol, tick.exchange)
+
+    def apply_ticks(self, ticks: Iterable[Tick]) -> None:
+        """Apply ticks in order: update each symbol's market state and bars, then run its
+        orders (a symbol without working orders costs no more than its bookkeeping).
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
-        Replay calls this directly: it has no use for a snapshot per tick.
+        Replay calls this once per step: it has no use for a snapshot per tick. The loop is
+        written for speed (every replayed tick passes here): locals for what it looks up,
+        comparisons instead of ``max``/``min``, and the symbol's current minute bar kept on
+        its market state.
         """
+        markets, working = self._markets, self._working
+        isfinite, floor = math.isfinite, math.floor
         with self._lock:
-            market = self._market(tick.symbol, tick.exchange)
-            ltp = tick.ltp
-            if not (ltp > 0 and math.isfinite(ltp)):
-                return market
-            ts = tick.ts
-            day = trading_date(ts)
-            if market.day != day:
-                if market.day is not None:
-                    market.prev_close = market.ltp
-                elif market.prev_close <= 0:
-                    market.prev_close = ltp
-                market.day = day
-                market.open = market.high = market.low = ltp
-                market.turnover = 0.0
-                market.traded = 0
-                market.volume_seen = False
-            market.high = max(market.high, ltp)
-            market.low = min(market.low, ltp)
-            increment = 0
-            if tick.volume is not None:
-                # the first cumulative volume seen in a day is the base. Cumulative volume is
-                # monotone in true time, so a small drop is an earlier report arriving late
-                # (nothing traded; the high mark stands); only a large drop is a feed restart,
-                # which re-bases without a negative increment
+            for tick in ticks:
+                key = (tick.symbol, tick.exchange)
+                market = markets.get(key)
+                if market is None:
+                    market = markets[key] = _Market(*key)
+                ltp = tick.ltp
+                if not (ltp > 0 and isfinite(ltp)):
+                    continue
+                ts = tick.exchange_ts  # Tick.ts, inline
+                if ts is None:
+                    ts = tick.recv_ts
+                day = trading_date(ts)
+                if market.day != day:
+                    if market.day is not None:
+                        market.prev_close = market.ltp
+                    elif market.prev_close <= 0:
+                        market.prev_close = ltp
+                    market.day = day
+                    market.open = market.high = market.low = ltp
+                    market.turnover = 0.0
+                    market.traded = 0
+                    market.volume_seen = False
+                if ltp > market.high:
+                    market.high = ltp
+                if ltp < market.low:
+                    market.low = ltp
+                increment = 0
                 volume = tick.volume
-                if not market.volume_seen or volume < market.volume * RESET_FRACTION:
-                    market.volume = volume
-                elif volume >= market.volume:
-                    increment = volume - market.volume
-                    market.volume = volume
-                market.volume_seen = True
-            market.last_quantity = increment
-            market.turnover += increment * ltp
-            market.traded += increment
-            market.ltp = ltp
-            market.bid = tick.bid if tick.bid > 0 else 0.0
-            market.ask = tick.ask if tick.ask > 0 else 0.0
-            if tick.oi is not None:
-                market.oi = tick.oi
-            market.ltt = ts
-            self._add_to_bar(market, ts, ltp, increment)
-            if self._working.get((market.symbol, market.exchange)):
-                self._run_book(market)
-            return market
+                if volume is not None:
+                    # the first cumulative volume seen in a day is the base. Cumulative volume
+                    # is monotone in true time, so a small drop is an earlier report arriving
+                    # late (nothing traded; the high mark stands); only a large drop is a feed
+                    # restart, which re-bases without a negative increment
+                    if not market.volume_seen or volume < market.volume * RESET_FRACTION:
+                        market.volume = volume
+                    elif volume >= market.volume:
+                        increment = volume - market.volume
+                        market.volume = volume
+                        market.turnover += increment * ltp
+                        market.traded += increment
+                    market.volume_seen = True
+                market.last_quantity = increment
+                market.ltp = ltp
+                bid, ask = tick.bid, tick.ask
+                market.bid = bid if bid > 0 else 0.0
+                market.ask = ask if ask > 0 else 0.0
+                if tick.oi is not None:
+                    market.oi = tick.oi
+                market.ltt = ts
+                # the tick's one-minute bar: most ticks fall in the minute of the one before
+                start = floor(ts / 60.0) * 60.0  # minute_start, inline
+                bar = market.bar
+                if bar is None or bar.start != start:
+                    bar = market.bar = self._minute_bar(market, start, ltp)
+                if ltp > bar.high:
+                    bar.high = ltp
+                if ltp < bar.low:
+                    bar.low = ltp
+                bar.close = ltp
+                bar.volume += increment
+                bar.oi = market.oi
+                if working.get(key):
+                    self._run_book(market)
 
     def snapshot(self, symbol: str, exchange: str) -> MarketSnapshot:
         with self._lock:
@@ -393,6 +425,7 @@ class SimulatedBroker:
                 series[start] = _Bar(start, bar.open, bar.high, bar.low, bar.close, bar.volume,
                                      bar.oi)
             self._bars[(symbol, exchange)] = dict(sorted(series.items()))
+            market.bar = None  # a seeded minute may have replaced it
             if market.prev_close <= 0 and series:
                 market.prev_close = next(reversed(self._bars[(symbol, exchange)].values())).close
 
@@ -959,24 +992,20 @@ class SimulatedBroker:
             except Exception:
                 logger.exception("order listener {!r} raised; continuing", listener)
 
-    def _add_to_bar(self, market: _Market, ts: float, ltp: float, volume: int) -> None:
-        series = self._bars.get((market.symbol, market.exchange))
+    def _minute_bar(self, market: _Market, start: float, ltp: float) -> _Bar:
+        """The market's one-minute bar starting at ``start``; a new one opens at ``ltp`` (and
+        keeps the series in time order when a late tick opens an earlier minute)."""
+        key = (market.symbol, market.exchange)
+        series = self._bars.get(key)
         if series is None:
-            series = self._bars[(market.symbol, market.exchange)] = {}
-        start = minute_start(ts)
+            series = self._bars[key] = {}
         bar = series.get(start)
         if bar is None:
-            if series and start < next(reversed(series)):
-                series[start] = _Bar(start, ltp, ltp, ltp, ltp, volume, market.oi)
-                self._bars[(market.symbol, market.exchange)] = dict(sorted(series.items()))
-                return
-            series[start] = _Bar(start, ltp, ltp, ltp, ltp, volume, market.oi)
-            return
-        bar.high = max(bar.high, ltp)
-        bar.low = min(bar.low, ltp)
-        bar.close = ltp
-        bar.volume += volume
-        bar.oi = market.oi
+            late = bool(series) and start < next(reversed(series))
+            bar = series[start] = _Bar(start, ltp, ltp, ltp, ltp)
+            if late:
+                self._bars[key] = dict(sorted(series.items()))
+        return bar
 
     def _aggregate(self, minutes: list[_Bar], seconds: int) -> list[HistoryBar]:
         if seconds == 60:

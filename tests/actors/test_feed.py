@@ -97,6 +97,16 @@ def test_feed_reports_last_ticks_to_health_on_its_timer() -> None:
         assert report.subscribed == (A, B)
         assert dict(report.last_tick) == {A: T0 + 1}
         assert report.connected and report.state == "replay"
+        # a held symbol outside the universe is reported while it is held, and no longer after
+        for change, at, expected in [(SubscriptionChange(add=((C, "NFO"),)), 10, (A, B, C)),
+                                     (SubscriptionChange(remove=((C, "NFO"),)), 15, (A, B))]:
+            feed.tell(change)
+            feed.ask(StatusRequest(), timeout=5)
+            clock.advance_to(T0 + at)
+            assert wait_for(lambda at=at: any(isinstance(m, FeedHealth) and m.ts == T0 + at
+                                              for m in health))
+            report = next(m for m in health if isinstance(m, FeedHealth) and m.ts == T0 + at)
+            assert report.subscribed == expected
     finally:
         h.close()
 

@@ -88,6 +88,18 @@ def test_every_field_round_trips_exactly(tmp_path: Path) -> None:
         assert reader.time_range() == (T0 + 0.012345, T0 + 3.5)
 
 
+def test_time_range_comes_from_the_scan_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with SessionWriter(path) as writer:
+        writer.extend(expected_tick(i) for i in range(5))
+    with SessionReader(path) as reader:
+        assert reader.scan.ticks == 5 and reader.scan.out_of_order == 0
+        assert reader.time_range() == (T0, T0 + 0.004)
+        with SessionWriter(path, append=True) as writer:  # the file changes under the reader
+            writer.append(expected_tick(9))
+        assert reader.time_range() == (T0, T0 + 0.009)
+
+
 def test_arrival_order_and_time_window(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     ticks = sample_ticks()

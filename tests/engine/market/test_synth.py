@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
 import sqlite3
 import struct
 import threading
@@ -17,6 +19,7 @@ import pytest
 
 from engine.app.sections import load_config
 from engine.config import ConfigError
+from engine.market import session_file
 from engine.market.instruments import (
     InstrumentSpec,
     next_expiry,
@@ -385,6 +388,44 @@ def test_bundled_day_regenerates_a_stale_or_broken_file(tmp_path: Path) -> None:
     path.write_bytes(b"junk")
     assert bundled_day_path(tmp_path, settings=TINY) == path
     assert SessionReader(path).count() == count
+
+
+def test_a_settled_bundled_day_is_stamped_and_reopened_without_a_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = bundled_day_path(tmp_path, settings=TINY)
+    stamp = path.with_name(path.name + ".stamp")
+    assert not stamp.exists()  # written just now: within any timestamp granularity, unstamped
+    settled = path.stat().st_mtime_ns - 10 * 10**9
+    os.utime(path, ns=(settled, settled))
+    assert bundled_day_path(tmp_path, settings=TINY) == path
+    assert stamp.exists()
+    with SessionReader(path) as reader:
+        scanned = reader.scan
+    scans: list[Path] = []
+    check = session_file._check_ticks
+    monkeypatch.setattr(session_file, "_check_ticks",
+                        lambda p, conn: (scans.append(p), check(p, conn))[1])
+    monkeypatch.setattr(session_file, "_SCANNED", {})  # as in a new process
+    assert bundled_day_path(tmp_path, settings=TINY) == path
+    with SessionReader(path) as reader:
+        assert reader.scan == scanned and reader.count() == scanned.ticks
+    assert scans == []  # the stamp stood in for the scan
+    # edited in place (same inode and size): a new mtime, so the full check runs and regenerates
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'generator_version'")
+    conn.close()
+    monkeypatch.setattr(session_file, "_SCANNED", {})
+    assert bundled_day_path(tmp_path, settings=TINY) == path
+    assert scans
+    with SessionReader(path) as reader:
+        assert reader.meta()["generator_version"] == GENERATOR_VERSION
+        assert reader.scan == scanned
+    # a stamp that does not parse is no stamp
+    stamp.write_text("{")
+    os.utime(path, ns=(settled, settled))
+    assert bundled_day_path(tmp_path, settings=TINY) == path
+    assert json.loads(stamp.read_text())["scan"]["ticks"] == scanned.ticks
 
 
 def test_bundled_day_uses_the_cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

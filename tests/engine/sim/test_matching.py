@@ -9,6 +9,7 @@ import pytest
 
 from engine.broker import Broker, HistoryBar, OrderNotFound, OrderRow, RejectedError
 from engine.market.instruments import InstrumentSpec
+from engine.messages import Tick
 from engine.runtime.clock import VirtualClock, ist_epoch
 from engine.sim.matching import MatchingSettings, SimulatedBroker
 
@@ -478,6 +479,27 @@ def test_history_builds_minute_bars_from_ticks(clock: VirtualClock,
     assert len(day) == 1 and day[0].timestamp == ist_epoch(2025, 1, 30)
     assert broker.history(symbol=SYM, exchange="NFO", interval="1m", start_date="2025-01-31",
                           end_date="2025-01-31") == []
+
+
+def test_minute_bars_follow_late_ticks_other_symbols_and_a_seeded_minute(
+        broker: SimulatedBroker) -> None:
+    def minutes(symbol: str) -> list[tuple[float, float, float, float, float, int]]:
+        return [(b.timestamp, b.open, b.high, b.low, b.close, b.volume) for b in broker.history(
+            symbol=symbol, exchange="NFO", interval="1m", start_date="2025-01-30",
+            end_date="2025-01-30")]
+
+    late = Tick(SYM, "NFO", 97.0, T0 + 131, exchange_ts=T0 + 70, volume=1130)  # minute 1, late
+    broker.apply_ticks([tick(100.0, T0 + 10, volume=1000), tick(50.0, T0 + 20, symbol=PE),
+                        tick(101.0, T0 + 130, volume=1065), late,
+                        tick(102.0, T0 + 140, volume=1300), tick(51.0, T0 + 141, symbol=PE)])
+    assert minutes(SYM) == [(T0, 100.0, 100.0, 100.0, 100.0, 0),
+                            (T0 + 60, 97.0, 97.0, 97.0, 97.0, 65),
+                            (T0 + 120, 101.0, 102.0, 101.0, 102.0, 65 + 170)]
+    assert minutes(PE) == [(T0, 50.0, 50.0, 50.0, 50.0, 0), (T0 + 120, 51.0, 51.0, 51.0, 51.0, 0)]
+    # a seeded minute replaces the one in progress: the next tick adds to the seeded bar
+    broker.seed_history(SYM, "NFO", [HistoryBar(T0 + 120, 90.0, 95.0, 89.0, 94.0, 650)])
+    broker.apply_ticks([tick(96.0, T0 + 150, volume=1365)])
+    assert minutes(SYM)[-1] == (T0 + 120, 90.0, 96.0, 89.0, 96.0, 650 + 65)
 
 
 def test_history_can_be_preseeded_and_rejects_bad_input(broker: SimulatedBroker) -> None:
