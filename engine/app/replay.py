@@ -46,6 +46,7 @@ from engine.runtime.barrier import StepBarrier
 from engine.runtime.clock import VirtualClock, WallClock, fmt_ist
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.logs import live_bar
+from engine.runtime.memory import few_collections
 from engine.settings import setting
 from engine.sim.matching import SimulatedBroker
 
@@ -173,7 +174,7 @@ class ReplayDriver:
         engine.registry.track_external_sends(self.threaded)
         started = time.perf_counter()
         try:
-            with dashboard_channel(engine, openalgo_url="", replay=True):
+            with dashboard_channel(engine, openalgo_url="", replay=True), few_collections():
                 self._drive(engine, clock, broker, summary)
                 # close the last minute that had ticks (not the rest of the session: a short
                 # recording would otherwise end in hours of gaps and heartbeats); minutes are

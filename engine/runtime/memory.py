@@ -1,7 +1,7 @@
 """The engine process's memory: how big it is, and keeping glibc's heap from holding on to
 memory the engine has freed.
 
-Owns three small things, each a no-op where it cannot apply (not Linux, not glibc):
+Owns four small things, each a no-op where it cannot apply (not Linux, not glibc):
 
 - ``limit_malloc_arenas`` — called once by the CLI before any thread starts. With one thread per
   actor, glibc would keep up to 8 arenas per core, each fragmenting on its own.
@@ -12,12 +12,19 @@ Owns three small things, each a no-op where it cannot apply (not Linux, not glib
   heartbeat (``[health] release_memory``), so the process's size follows what it uses rather than
   the highest burst of the day (the soak, RELIABILITY.md).
 - ``rss_mib`` — the resident set size, for the status.
+- ``few_collections`` — while a replay runs, the cyclic garbage collector runs its youngest
+  generation every 50,000 net allocations instead of every 700. A replay makes millions of
+  short-lived messages that reference counting frees; collecting among them found almost
+  nothing and cost 6 % of the bundled day (3,652 collections, 2.1 s; 5 and 0.07 s after).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -60,3 +67,15 @@ def rss_mib() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+@contextmanager
+def few_collections(threshold: int = 50_000) -> Iterator[None]:
+    """Collect the youngest generation every ``threshold`` net allocations inside the block
+    (see the module docstring); the thresholds before it are restored after it."""
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime.memory import rss_mib
+from engine.runtime.memory import few_collections, rss_mib
 
 ROOT = Path(__file__).resolve().parents[3]
 
 # 40 MB of 4 KB blocks (glibc's heap, below its mmap threshold), one block allocated after them
 # kept alive so that the heap's top is pinned and glibc cannot give the rest back by itself.
 _BURST = """
+import gc
 import json
 from engine.runtime.memory import release_free_heap, rss_mib
 base = rss_mib()
@@ -49,3 +51,13 @@ def test_freed_heap_memory_goes_back_to_the_os_only_when_released() -> None:
     assert m["released"] is True
     assert m["freed"] - m["after"] > 30        # releasing gave it back
 
+
+
+def test_few_collections_raises_the_youngest_threshold_and_restores_it() -> None:
+    before = gc.get_threshold()
+    with few_collections(12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), few_collections(23_456):
+        raise RuntimeError("a replay that fails")
+    assert gc.get_threshold() == before
