@@ -335,12 +335,12 @@ class StoreWriter(EngineActor):
         if not self.pending:
             return
         try:
-            problems = self.db.run_write(self._write_pending)
+            # the WAL is checkpointed here, off the order path (see Database.run_write)
+            problems = self.db.run_write(self._write_pending, checkpoint=True)
         except StoreUnavailable as exc:
             self._unavailable(exc)
             return
         self._written(problems)
-        self.db.checkpoint()  # here, off the order path (see Database.checkpoint)
 
     def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
         """Write held immediate messages, then the buffers.

@@ -484,9 +484,9 @@ def test_the_batch_size_does_not_retry_a_locked_database_on_every_message(
     attempts: list[float] = []
     real_run_write = h.db.run_write
 
-    def counted(work: Any) -> Any:
+    def counted(work: Any, **options: Any) -> Any:
         attempts.append(h.clock.time())
-        return real_run_write(work)
+        return real_run_write(work, **options)
 
     monkeypatch.setattr(h.db, "run_write", counted)
     blocker = sqlite3.connect(h.db.path, isolation_level=None, check_same_thread=False)
