@@ -4,8 +4,8 @@ Owns everything that knows the shape of the database:
 
 - ``StoreSettings`` (section ``store``) and the pragmas every connection gets (WAL, synchronous,
   foreign keys, busy timeout; no automatic WAL checkpoint: SQLite would run it inside whichever
-  commit crossed the threshold, an order intent's too, so the store writer checkpoints after
-  its batched writes instead, ``Database.checkpoint``);
+  commit crossed the threshold, an order intent's too, so only the store writer's batched
+  writes checkpoint, ``Database.run_write(..., checkpoint=True)``);
 - the versioned schema: ``MIGRATIONS`` is an ordered list of (version, DDL steps); opening an older
   file applies the missing ones in one transaction; a file newer than this code, or a SQLite file
   that is not an engine database, is refused with ``StoreVersionError`` and left untouched, and
@@ -16,7 +16,8 @@ Owns everything that knows the shape of the database:
   writes");
 - the mapping of every store-bound message type to its rows (``Database.writes_for``), in one table
   (``_MESSAGE_ROWS``), and the write transaction (``Database.run_write`` / ``WriteTx``) used by
-  the single writer actor (``actors.store``), which is the only caller at run time;
+  the single writer actor (``actors.store``), which is the only caller at run time (rows go
+  through the DBAPI connection, each statement shape's SQL compiled once: ``WriteTx``);
 - typed read functions other actors use to rebuild their state after a restart. Each read opens
   its own connection; WAL lets readers run while the writer writes.
 
