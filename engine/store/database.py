@@ -1105,6 +1105,7 @@ class Database:
         event.listen(self._engine, "begin", _on_begin)
         # each statement shape's SQL, compiled once for named parameters (see WriteTx)
         self._sqls: dict[tuple[str, Op, tuple[str, ...], tuple[str, ...]], str] = {}
+        self._record_shapes: set[tuple[str, ...]] = set()  # (table, *columns) of valid records
         try:
             self._migrate()
             self._tables = self._reflect()
@@ -1222,18 +1223,25 @@ class Database:
         return rows(message)
 
     def _record_write(self, rec: StoreRecord) -> RowWrite:
-        if rec.table not in RECORD_TABLES:
-            raise StoreRejected(f"StoreRecord: table {rec.table!r} is not writable by record; "
-                                f"use one of {sorted(RECORD_TABLES)}")
-        op, key = RECORD_TABLES[rec.table]
         values = {name: _sql_value(value) for name, value in rec.values}
-        unknown = sorted(values.keys() - self._columns[rec.table])
-        if unknown:
-            raise StoreRejected(f"StoreRecord {rec.table}: unknown columns {unknown}")
-        missing = sorted(self._required[rec.table] - values.keys())
-        if missing:
-            raise StoreRejected(f"StoreRecord {rec.table}: missing columns {missing}")
+        if (rec.table, *values) not in self._record_shapes:  # each shape is checked once
+            self._check_record(rec.table, values)
+            self._record_shapes.add((rec.table, *values))
+        op, key = RECORD_TABLES[rec.table]
         return RowWrite(rec.table, op, values, key)
+
+    def _check_record(self, table: str, values: Mapping[str, Any]) -> None:
+        """``StoreRejected`` unless ``table`` takes records and ``values`` name its columns,
+        every required one included."""
+        if table not in RECORD_TABLES:
+            raise StoreRejected(f"StoreRecord: table {table!r} is not writable by record; "
+                                f"use one of {sorted(RECORD_TABLES)}")
+        unknown = sorted(values.keys() - self._columns[table])
+        if unknown:
+            raise StoreRejected(f"StoreRecord {table}: unknown columns {unknown}")
+        missing = sorted(self._required[table] - values.keys())
+        if missing:
+            raise StoreRejected(f"StoreRecord {table}: missing columns {missing}")
 
     def run_write(self, work: Callable[[WriteTx], T], *, checkpoint: bool = False) -> T:
         """Run ``work`` in one write transaction and commit it.
