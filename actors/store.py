@@ -16,9 +16,10 @@ Two paths:
   after is committed first), at the latest with the next flush;
 - **batched** (price marks, bars, bar gaps, swings, heartbeats, alerts, dead letters, restarts):
   buffered and written in one transaction when ``batch_size`` rows are waiting or when the flush
-  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop; the WAL is
-  checkpointed right after (never inside an intent's commit). Upserts of the same
-  key (a symbol's last price) are coalesced in the buffer.
+  timer (every ``flush_interval_s`` on the engine clock) fires, and on stop; once committed,
+  the WAL is checkpointed if it holds ``checkpoint_pages`` pages (never inside an intent's
+  commit). Upserts of the same key (a symbol's last price, a state row) are coalesced in the
+  buffer.
 
 A locked database is retried (``Database.run_write``). If it stays unavailable, one clear error is
 logged, buffered rows stay in memory and are retried on the next timer; an immediate message is
@@ -335,12 +336,12 @@ class StoreWriter(EngineActor):
         if not self.pending:
             return
         try:
-            problems = self.db.run_write(self._write_pending)
+            # the WAL is checkpointed here, off the order path (see Database.run_write)
+            problems = self.db.run_write(self._write_pending, checkpoint=True)
         except StoreUnavailable as exc:
             self._unavailable(exc)
             return
         self._written(problems)
-        self.db.checkpoint()  # here, off the order path (see Database.checkpoint)
 
     def _write_pending(self, tx: WriteTx) -> list[tuple[str, str]]:
         """Write held immediate messages, then the buffers.

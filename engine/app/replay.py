@@ -65,6 +65,10 @@ class ReplaySettings:
                                    "a replay (one transaction a minute instead of every "
                                    "[store] flush_interval_s); orders and fills still commit "
                                    "at once", min=0.05, max=60.0)
+    store_synchronous: str = setting("NORMAL", "SQLite synchronous mode of a replay's database: "
+                                     "NORMAL (no disk sync per commit; a replay can be run "
+                                     "again) or FULL as [store] synchronous", choices=("FULL",
+                                                                                       "NORMAL"))
 
 
 @dataclass
@@ -166,7 +170,8 @@ class ReplayDriver:
     def run(self) -> ReplaySummary:
         parts, clock, broker = self._parts()
         store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
-                                    batch_size=max(self.cfg.store.batch_size, 100_000))
+                                    batch_size=max(self.cfg.store.batch_size, 100_000),
+                                    synchronous=self.settings.store_synchronous)
         engine = Engine(self.cfg.replace(store=store), parts)
         summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
                                 db_path=str(self.db_path))

@@ -4,8 +4,8 @@ Owns everything that knows the shape of the database:
 
 - ``StoreSettings`` (section ``store``) and the pragmas every connection gets (WAL, synchronous,
   foreign keys, busy timeout; no automatic WAL checkpoint: SQLite would run it inside whichever
-  commit crossed the threshold, an order intent's too, so the store writer checkpoints after
-  its batched writes instead, ``Database.checkpoint``);
+  commit crossed the threshold, an order intent's too, so only the store writer's batched
+  writes checkpoint, ``Database.run_write(..., checkpoint=True)``);
 - the versioned schema: ``MIGRATIONS`` is an ordered list of (version, DDL steps); opening an older
   file applies the missing ones in one transaction; a file newer than this code, or a SQLite file
   that is not an engine database, is refused with ``StoreVersionError`` and left untouched, and
@@ -16,7 +16,8 @@ Owns everything that knows the shape of the database:
   writes");
 - the mapping of every store-bound message type to its rows (``Database.writes_for``), in one table
   (``_MESSAGE_ROWS``), and the write transaction (``Database.run_write`` / ``WriteTx``) used by
-  the single writer actor (``actors.store``), which is the only caller at run time;
+  the single writer actor (``actors.store``), which is the only caller at run time (rows go
+  through the DBAPI connection, each statement shape's SQL compiled once: ``WriteTx``);
 - typed read functions other actors use to rebuild their state after a restart. Each read opens
   its own connection; WAL lets readers run while the writer writes.
 
@@ -34,7 +35,8 @@ import sqlite3
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum, StrEnum
@@ -61,7 +63,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.market.instruments import InstrumentFacts
@@ -117,6 +120,9 @@ class StoreSettings:
                                        "(buffered rows are kept)", min=1, max=20)
     lock_retry_backoff_s: float = setting(0.1, "pause before the second attempt; doubles after",
                                           min=0.0, max=10.0)
+    checkpoint_pages: int = setting(4000, "WAL pages (4 KiB each) that make the store writer "
+                                    "copy the WAL into the database file after a batched write; "
+                                    "bounds the -wal file", min=100, max=1_000_000)
 
 
 class StoreError(Exception):
@@ -750,7 +756,13 @@ def encode_state(state: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+#: values stored as they are (checked by exact type first: most values are these)
+_SQL_READY = frozenset({str, float, int, type(None), bytes})
+
+
 def _sql_value(value: Any) -> Any:
+    if type(value) in _SQL_READY:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, bool):
@@ -774,8 +786,13 @@ def _json(value: Any) -> str:
 def sql_values(obj: Any, rename: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A dataclass instance as column values (enums, dates, bools and JSON made SQL-ready)."""
     rename = rename or {}
-    return {rename.get(f.name, f.name): _sql_value(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)}
+    return {rename.get(name, name): _sql_value(getattr(obj, name))
+            for name in _field_names(type(obj))}
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _day(ts: float) -> str:
@@ -953,11 +970,30 @@ class ApplyAgain(Exception):
 
 
 class WriteTx:
-    """One write transaction (``BEGIN IMMEDIATE``); handed out by ``Database.run_write``."""
+    """One write transaction (``BEGIN IMMEDIATE``); handed out by ``Database.run_write``.
 
-    def __init__(self, conn: Connection, statement: Callable[[RowWrite], Executable]) -> None:
-        self._conn = conn
-        self._statement = statement
+    Rows go straight to the DBAPI connection, each statement shape's SQL compiled once
+    (``Database._sql``): SQLAlchemy Core's per-execute work (compiled-cache lookup, parameter
+    processing, result setup) cost more than SQLite's own for the engine's small rows. A
+    constraint violation is ``sqlite3.IntegrityError`` here; SQLite undoes the failing statement
+    by itself, a savepoint undoes the rest of a message or batch."""
+
+    def __init__(self, conn: Connection, sql: Callable[[RowWrite], str]) -> None:
+        self._db: sqlite3.Connection = conn.connection.driver_connection
+        self._sql = sql
+
+    def _written(self, writes: Sequence[RowWrite]) -> Applied:
+        """Write ``writes`` in order; stop at the first INSERT_NEW, UPDATE or DELETE that
+        changes no row (then: what it means); ``StoreRejected`` for a constraint violation."""
+        db, sql = self._db, self._sql
+        for write in writes:
+            try:
+                count = db.execute(sql(write), _params(write)).rowcount
+            except sqlite3.IntegrityError as exc:
+                raise StoreRejected(f"{write.table}: {exc}") from None
+            if count == 0 and write.op in _MUST_CHANGE:
+                return Applied.DUPLICATE if write.op is Op.INSERT_NEW else Applied.MISSING
+        return Applied.WRITTEN
 
     def apply(self, writes: Sequence[RowWrite]) -> Applied:
         """Write one message's rows all-or-nothing (a savepoint).
@@ -965,60 +1001,66 @@ class WriteTx:
         A duplicate (INSERT_NEW) or a missing row (UPDATE) leaves the message unwritten and is
         reported; a constraint violation raises ``StoreRejected``. The transaction goes on.
         """
-        savepoint = self._conn.begin_nested()
+        db = self._db
+        db.execute("SAVEPOINT message")
         try:
-            for write in writes:
-                count = self._conn.execute(self._statement(write), _params(write)).rowcount
-                if count == 0 and write.op in (Op.INSERT_NEW, Op.UPDATE, Op.DELETE):
-                    savepoint.rollback()
-                    return Applied.DUPLICATE if write.op is Op.INSERT_NEW else Applied.MISSING
-        except IntegrityError as exc:
-            savepoint.rollback()
-            raise StoreRejected(f"{write.table}: {exc.orig}") from None
-        savepoint.commit()
-        return Applied.WRITTEN
+            applied = self._written(writes)
+        except StoreRejected:
+            _undo(db, "message")
+            raise
+        if applied is Applied.WRITTEN:
+            db.execute("RELEASE message")
+        else:
+            _undo(db, "message")
+        return applied
 
     def apply_alone(self, writes: Sequence[RowWrite]) -> Applied:
         """``apply`` for a transaction that holds nothing but these rows: no savepoint (a
-        SAVEPOINT / RELEASE pair costs about a third of a millisecond, on the order path for
-        an intent). Anything ``apply`` would report or refuse (a duplicate, a missing row, a
-        constraint) raises ``ApplyAgain`` instead: the caller lets the transaction roll back
-        and writes the rows again through ``apply``."""
-        for write in writes:
-            try:
-                count = self._conn.execute(self._statement(write), _params(write)).rowcount
-            except IntegrityError:
-                raise ApplyAgain(write.table) from None
-            if count == 0 and write.op in (Op.INSERT_NEW, Op.UPDATE, Op.DELETE):
-                raise ApplyAgain(write.table)
-        return Applied.WRITTEN
+        SAVEPOINT / RELEASE pair is two more statements on the order path, for an intent).
+        Anything ``apply`` would report or refuse (a duplicate, a missing row, a constraint)
+        raises ``ApplyAgain`` instead: the caller lets the transaction roll back and writes the
+        rows again through ``apply``."""
+        try:
+            applied = self._written(writes)
+        except StoreRejected as exc:
+            raise ApplyAgain(str(exc)) from None
+        if applied is not Applied.WRITTEN:
+            raise ApplyAgain(applied.value)
+        return applied
 
     def write_rows(self, writes: Sequence[RowWrite]) -> list[tuple[RowWrite, str]]:
         """Write many rows of one shape in one executemany.
 
         Returns the rows refused by a constraint, with the reason; the others are written.
         """
-        statement = self._statement(writes[0])
+        db = self._db
+        sql = self._sql(writes[0])
         params = [_params(w) for w in writes]
-        savepoint = self._conn.begin_nested()
+        db.execute("SAVEPOINT batch")
         try:
-            self._conn.execute(statement, params)
-        except IntegrityError:
-            savepoint.rollback()
+            db.executemany(sql, params)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO batch")  # the rows before the bad one: again, one by one
         else:
-            savepoint.commit()
+            db.execute("RELEASE batch")
             return []
         refused: list[tuple[RowWrite, str]] = []
         for write, row_params in zip(writes, params, strict=True):
-            one = self._conn.begin_nested()
             try:
-                self._conn.execute(statement, row_params)
-            except IntegrityError as exc:
-                one.rollback()
-                refused.append((write, str(exc.orig)))
-            else:
-                one.commit()
+                db.execute(sql, row_params)  # one statement: undone by SQLite if refused
+            except sqlite3.IntegrityError as exc:
+                refused.append((write, str(exc)))
+        db.execute("RELEASE batch")
         return refused
+
+
+#: Ops whose statement must change a row; if it changes none the message is not written.
+_MUST_CHANGE = frozenset({Op.INSERT_NEW, Op.UPDATE, Op.DELETE})
+
+
+def _undo(db: sqlite3.Connection, savepoint: str) -> None:
+    db.execute(f"ROLLBACK TO {savepoint}")
+    db.execute(f"RELEASE {savepoint}")
 
 
 def _params(write: RowWrite) -> Mapping[str, Any]:
@@ -1027,8 +1069,12 @@ def _params(write: RowWrite) -> Mapping[str, Any]:
     return write.values
 
 
-def _is_busy(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "sqlite_errorcode", None)
+#: compiles the writer's statements for ``sqlite3``'s ``:name`` parameters (``WriteTx``)
+_NAMED_PARAMS = SQLiteDialect_pysqlite(paramstyle="named")
+
+
+def _is_busy(error: BaseException) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -1057,10 +1103,18 @@ class Database:
         self._engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self._engine, "connect", self._on_connect)
         event.listen(self._engine, "begin", _on_begin)
-        self._statements: dict[tuple[str, Op, tuple[str, ...], tuple[str, ...]], Executable] = {}
+        # each statement shape's SQL, compiled once for named parameters (see WriteTx)
+        self._sqls: dict[tuple[str, Op, tuple[str, ...], tuple[str, ...]], str] = {}
+        self._record_shapes: set[tuple[str, ...]] = set()  # (table, *columns) of valid records
         try:
             self._migrate()
             self._tables = self._reflect()
+            self._columns = {name: tuple(c.name for c in t.columns)
+                             for name, t in self._tables.items()}
+            # NOT NULL columns without a default (``id INTEGER PRIMARY KEY`` is nullable: rowid)
+            self._required = {name: frozenset(c.name for c in t.columns
+                                              if not c.nullable and c.server_default is None)
+                              for name, t in self._tables.items()}
             if owner is not None:
                 self._claim(owner)
         except BaseException:
@@ -1099,7 +1153,7 @@ class Database:
         try:
             self._apply_migrations()
         except OperationalError as exc:
-            if _is_busy(exc):
+            if _is_busy(exc.orig):
                 raise StoreUnavailable(f"{self.path}: locked by another process while "
                                        f"migrating ({exc.orig})") from None
             raise StoreError(f"{self.path}: migration failed, nothing applied: "
@@ -1156,12 +1210,7 @@ class Database:
         return self._engine.connect().execution_options(store_begin="BEGIN IMMEDIATE")
 
     def table_columns(self, table: str) -> tuple[str, ...]:
-        return tuple(c.name for c in self._tables[table].columns)
-
-    def _required_columns(self, table: str) -> set[str]:
-        """NOT NULL columns without a default (``id INTEGER PRIMARY KEY`` is nullable: rowid)."""
-        return {c.name for c in self._tables[table].columns
-                if not c.nullable and c.server_default is None}
+        return self._columns[table]
 
     # -- writing (the store writer actor only) --------------------------------------------------
     def writes_for(self, message: object) -> tuple[RowWrite, ...]:
@@ -1174,36 +1223,36 @@ class Database:
         return rows(message)
 
     def _record_write(self, rec: StoreRecord) -> RowWrite:
-        if rec.table not in RECORD_TABLES:
-            raise StoreRejected(f"StoreRecord: table {rec.table!r} is not writable by record; "
-                                f"use one of {sorted(RECORD_TABLES)}")
-        op, key = RECORD_TABLES[rec.table]
         values = {name: _sql_value(value) for name, value in rec.values}
-        unknown = sorted(set(values) - set(self.table_columns(rec.table)))
-        if unknown:
-            raise StoreRejected(f"StoreRecord {rec.table}: unknown columns {unknown}")
-        missing = sorted(self._required_columns(rec.table) - set(values))
-        if missing:
-            raise StoreRejected(f"StoreRecord {rec.table}: missing columns {missing}")
+        if (rec.table, *values) not in self._record_shapes:  # each shape is checked once
+            self._check_record(rec.table, values)
+            self._record_shapes.add((rec.table, *values))
+        op, key = RECORD_TABLES[rec.table]
         return RowWrite(rec.table, op, values, key)
 
-    def checkpoint(self) -> None:
-        """Copy the WAL's committed pages into the database file (a passive checkpoint: it
-        waits for no reader). Connections never checkpoint on their own (``wal_autocheckpoint``
-        0): SQLite would do it inside the commit that crossed its threshold, an order intent's
-        as likely as any, adding the database file's sync to the order path. The store writer
-        calls this after each batched write; the last connection to close checkpoints too. A
-        busy database only logs: the next call catches up."""
-        raw = self._engine.raw_connection()  # outside any transaction (autocommit)
-        try:
-            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            logger.info("store: WAL checkpoint of {} skipped: {}", self.path, exc)
-        finally:
-            raw.close()
+    def _check_record(self, table: str, values: Mapping[str, Any]) -> None:
+        """``StoreRejected`` unless ``table`` takes records and ``values`` name its columns,
+        every required one included."""
+        if table not in RECORD_TABLES:
+            raise StoreRejected(f"StoreRecord: table {table!r} is not writable by record; "
+                                f"use one of {sorted(RECORD_TABLES)}")
+        unknown = sorted(values.keys() - self._columns[table])
+        if unknown:
+            raise StoreRejected(f"StoreRecord {table}: unknown columns {unknown}")
+        missing = sorted(self._required[table] - values.keys())
+        if missing:
+            raise StoreRejected(f"StoreRecord {table}: missing columns {missing}")
 
-    def run_write(self, work: Callable[[WriteTx], T]) -> T:
+    def run_write(self, work: Callable[[WriteTx], T], *, checkpoint: bool = False) -> T:
         """Run ``work`` in one write transaction and commit it.
+
+        ``checkpoint``: once committed, if the WAL holds ``checkpoint_pages`` pages or more,
+        copy them into the database file (a passive checkpoint: it waits for no reader, and a
+        busy database just leaves it to the next one). Only the store writer's batched writes
+        ask for it: connections never checkpoint on their own (``wal_autocheckpoint`` 0), as
+        SQLite would do it inside the commit that crossed its threshold, an order intent's as
+        likely as any, adding the database file's sync to the order path. The last connection
+        to close checkpoints too.
 
         A locked database is retried (``lock_retry_attempts``, backoff doubling from
         ``lock_retry_backoff_s``; each attempt itself waits up to ``busy_timeout_ms``); ``work``
@@ -1214,27 +1263,50 @@ class Database:
         delay = self.settings.lock_retry_backoff_s
         for attempt in range(1, attempts + 1):
             try:
-                with self._write_connection() as conn, conn.begin():
-                    return work(WriteTx(conn, self._statement))
-            except OperationalError as exc:
-                if _is_busy(exc) and attempt < attempts:
+                with self._write_connection() as conn, \
+                        self._checkpointing(conn, checkpoint), conn.begin():
+                    return work(WriteTx(conn, self._sql))
+            except (DBAPIError, sqlite3.Error) as exc:
+                # SQLAlchemy wraps what it executes (BEGIN, COMMIT); WriteTx's rows raise raw
+                error = exc.orig if isinstance(exc, DBAPIError) else exc
+                if isinstance(error, sqlite3.IntegrityError):
+                    raise StoreRejected(str(error)) from None
+                if not isinstance(error, sqlite3.OperationalError):
+                    raise StoreUnavailable(f"{self.path}: {error}") from None
+                if _is_busy(error) and attempt < attempts:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                raise StoreUnavailable(f"{self.path}: {exc.orig} "
+                raise StoreUnavailable(f"{self.path}: {error} "
                                        f"(after {attempt} attempt(s))") from None
-            except IntegrityError as exc:
-                raise StoreRejected(str(exc.orig)) from None
-            except DBAPIError as exc:
-                raise StoreUnavailable(f"{self.path}: {exc.orig}") from None
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _statement(self, write: RowWrite) -> Executable:
+    @contextmanager
+    def _checkpointing(self, conn: Connection, on: bool) -> Iterator[None]:
+        """While on, ``conn``'s commits checkpoint a WAL of ``checkpoint_pages`` or more pages
+        (SQLite's own count, after the commit, outside its lock). The connection goes back to
+        the pool checkpointing never again, or not at all."""
+        if not on:
+            yield
+            return
+        raw = conn.connection.driver_connection
+        raw.execute(f"PRAGMA wal_autocheckpoint = {int(self.settings.checkpoint_pages)}")
+        try:
+            yield
+        finally:
+            try:
+                raw.execute("PRAGMA wal_autocheckpoint = 0")
+            except sqlite3.Error:
+                conn.invalidate()
+
+    def _sql(self, write: RowWrite) -> str:
+        """The SQL of ``write``'s statement shape, with ``:name`` parameters (``_params``)."""
         shape = write.shape
-        stmt = self._statements.get(shape)
-        if stmt is None:
-            stmt = self._statements[shape] = self._build_statement(write)
-        return stmt
+        sql = self._sqls.get(shape)
+        if sql is None:
+            sql = self._sqls[shape] = str(self._build_statement(write).compile(
+                dialect=_NAMED_PARAMS, column_keys=list(_params(write))))
+        return sql
 
     def _build_statement(self, write: RowWrite) -> Executable:
         t = self._tables[write.table]

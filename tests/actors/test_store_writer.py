@@ -3,6 +3,7 @@ bad input, and the SIGKILL acceptance test (a child process killed mid-stream)."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import pykka
 import pytest
 from loguru import logger
+from sqlalchemy import event
 
 from actors.store import StoreWriter, WriteReceipt
 from engine.messages import (
@@ -437,6 +439,74 @@ def test_a_locked_database_loses_nothing_and_says_so_once(h: Harness,
     assert h.db.dead_letters() == []
 
 
+def test_a_full_disk_loses_nothing_and_says_so_once(h: Harness, log_lines: list[str]) -> None:
+    # max_page_count at the file's size: every write that needs a new page fails with
+    # SQLITE_FULL ("database or disk is full"), as on a full disk
+    with sqlite3.connect(h.db.path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+
+    def full(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    big = StoredStrategyState("host", 1, {"blob": "x" * 20_000}, T0)  # needs pages of its own
+    event.listen(h.db._engine, "connect", full)
+    h.db._engine.dispose()
+    try:
+        h.tell(*(bar(i) for i in range(300)))
+        h.flush_timer()
+        with pytest.raises(StoreUnavailable, match="full"):
+            h.ask(record(big))
+        h.flush_timer()
+        assert h.writer.is_alive()
+    finally:
+        event.remove(h.db._engine, "connect", full)
+        h.db._engine.dispose()
+    errors = [line for line in log_lines if line.startswith("ERROR")]
+    assert len(errors) == 1 and "cannot write the database" in errors[0] and "full" in errors[0]
+
+    h.flush_timer()  # room again: everything kept in memory is written
+    assert h.db.bars(CE, DAY) == [bar(i) for i in range(300)]
+    assert h.db.strategy_state("host") == big
+    assert h.db.dead_letters() == []
+
+
+def test_the_wal_is_checkpointed_after_batched_writes_once_it_holds_checkpoint_pages(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path / "engine.db", dataclasses.replace(SETTINGS, checkpoint_pages=100))
+
+    def in_the_file(table: str) -> int:
+        """Rows of ``table`` in the database file alone (what a checkpoint copied there)."""
+        copy = tmp_path / "copy.db"
+        for path in tmp_path.glob("copy.db*"):
+            path.unlink()
+        copy.write_bytes(h.db.path.read_bytes())
+        with sqlite3.connect(copy) as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def state(name: str, kib: int) -> StoredStrategyState:  # ``kib`` KiB: as many WAL pages
+        return StoredStrategyState(name, 1, {"blob": "x" * (kib * 1024)}, T0)
+
+    try:
+        with sqlite3.connect(h.db.path) as conn:  # the schema into the file
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        h.tell(*(bar(i) for i in range(10)))
+        h.flush_timer()  # a small batch: committed, left in the WAL
+        assert len(h.db.bars(CE, DAY)) == 10 and in_the_file("bars") == 0
+        for i in range(3):  # immediate commits never checkpoint, however large the WAL grows
+            h.ask(record(state(f"host{i}", 200)))
+        assert in_the_file("strategy_state") == 0
+        h.tell(record(state("swings.X", 1), durable=False))
+        h.flush_timer()  # a batch past 100 pages of WAL: checkpointed once committed
+        assert in_the_file("bars") == 10 and in_the_file("strategy_state") == 4
+        wal = Path(f"{h.db.path}-wal")
+        for i in range(30):  # the WAL stays near 100 pages plus a batch (~50 pages)
+            h.tell(record(state(f"swings.{i % 3}", 200), durable=False))
+            h.flush_timer()
+            assert wal.stat().st_size < 250 * (4096 + 24)
+    finally:
+        h.close()
+
+
 def test_restoring_actors_read_their_newest_state_without_waiting_for_a_locked_database(
         h: Harness, log_lines: list[str]) -> None:
     """LoadState / LoadStates answer from what is not written yet (buffered, or held after a
@@ -484,9 +554,9 @@ def test_the_batch_size_does_not_retry_a_locked_database_on_every_message(
     attempts: list[float] = []
     real_run_write = h.db.run_write
 
-    def counted(work: Any) -> Any:
+    def counted(work: Any, **options: Any) -> Any:
         attempts.append(h.clock.time())
-        return real_run_write(work)
+        return real_run_write(work, **options)
 
     monkeypatch.setattr(h.db, "run_write", counted)
     blocker = sqlite3.connect(h.db.path, isolation_level=None, check_same_thread=False)
