@@ -1,4 +1,5 @@
-"""Every message that travels between actors: small, immutable, slotted dataclasses.
+"""Every message that travels between actors: small, immutable, slotted dataclasses (and one
+named tuple, ``Tick``).
 
 This module owns the vocabulary of the engine. Nothing here holds behaviour beyond trivial
 derived properties; actors never hand each other mutable objects.
@@ -11,9 +12,11 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 _C = TypeVar("_C", bound=type)
 
@@ -129,13 +132,16 @@ class Severity(StrEnum):
 # ---------------------------------------------------------------------------------------------
 
 
-@frozen
-class Tick:
+class Tick(NamedTuple):
     """One market-data update for one symbol.
 
     ``volume`` is the day's cumulative traded volume (None in LTP mode); ``exchange_ts`` is the
     last-trade time from the exchange (``ltt``) when the feed gives it, else None; ``recv_ts`` is
     when the engine received it (engine clock).
+
+    A named tuple, unlike the other messages: as immutable, and a replay builds one per
+    recorded row (over a million a day) straight from the row's tuple (``tick_from_row``), ten
+    times faster than setting nine slots. Change a field with ``tick._replace(...)``.
     """
 
     symbol: str
@@ -152,6 +158,11 @@ class Tick:
     def ts(self) -> float:
         """The time a bar builder buckets this tick by: exchange time, else receive time."""
         return self.exchange_ts if self.exchange_ts is not None else self.recv_ts
+
+
+#: a Tick from a row of exactly its nine fields in order (no check: for rows read by a query
+#: that selects them, e.g. a session file's)
+tick_from_row: Callable[[tuple[Any, ...]], Tick] = partial(tuple.__new__, Tick)  # type: ignore[assignment]
 
 
 @frozen

@@ -27,7 +27,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
-from itertools import starmap
 from math import isfinite
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +35,7 @@ from typing import Any
 from loguru import logger
 
 from engine.market.instruments import parse_option_symbol
-from engine.messages import Tick
+from engine.messages import Tick, tick_from_row
 from engine.runtime.clock import Clock, WallClock, fmt_ist
 from engine.settings import setting
 
@@ -430,7 +429,7 @@ class SessionReader:
                     raise SessionFileError(self.path, f"cannot read ticks: {exc}") from exc
                 if not rows:
                     return
-                yield from starmap(Tick, rows)
+                yield from map(tick_from_row, rows)
         finally:
             cursor.close()
 

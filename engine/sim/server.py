@@ -21,7 +21,6 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -218,7 +217,7 @@ class SimulatorServer:
         """Apply one tick to the broker now, then send it to every subscriber in its modes.
         Returns whether it went out with a valid (positive) price: a client drops the others."""
         if self.faults.take_zero_price():
-            tick = replace(tick, ltp=0.0)
+            tick = tick._replace(ltp=0.0)
         snap = self.broker.on_tick(tick)
         frames = FrameBuilder(snap, tick.ltp, tick.ts, self.instrument.tick_size,
                               self._level_quantity, self.settings.broker_name,
