@@ -16,7 +16,7 @@ the rules live there) and what an actor adds to it:
 - the log: every swing and break goes to the store (batched);
 - restarts: after every bar or update that changed a tracker, its snapshot is persisted
   (``durable=False``: the next one supersedes it) as ``strategy_state`` rows: a head
-  ``swings.<symbol>`` and pieces ``swings.<symbol>/bars.<k>`` and ``.../swings.<k>`` of 64
+  ``swings.<symbol>`` and pieces ``swings.<symbol>/bars.<k>`` and ``.../swings.<k>`` of 16
   bars or records, only the changed pieces each time (``SwingStatePieces``: a bar costs one
   small piece, not the whole day). A new
   incarnation reads every symbol's row at start in one ask (``LoadStates``) and restores a

@@ -232,7 +232,7 @@ class SwingSnapshot:
 
 
 #: bars, or swing records, per piece of a split snapshot (``SwingStatePieces``)
-PIECE_SIZE = 64
+PIECE_SIZE = 16
 
 
 class SwingStatePieces:
