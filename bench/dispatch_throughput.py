@@ -95,7 +95,10 @@ def main() -> None:
     p = arg_parser(__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="50,000 messages once (a smoke test)")
     args = p.parse_args()
+    if args.quick:
+        args.messages, args.repeat = 50_000, 1
     actor_s = min(dispatched(args.messages) for _ in range(args.repeat))
     plain_s = min(plain(args.messages) for _ in range(args.repeat))
     report = Report("dispatch_throughput", "two dispatched actors telling each other, "

@@ -1,5 +1,5 @@
 """Smoke test of the benchmarks: each script runs end to end with ``--quick`` and writes the
-JSON the README's figures are read from. The four run at once (they mostly wait on real time),
+JSON the README's figures are read from. The five run at once (they mostly wait on real time),
 so the numbers they print mean nothing here and are never checked; only the keys are."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "scaling": ("options_22_ticks_per_s", "options_22_threads", "options_22_peak_mb",
                 "options_82_ticks_per_s", "options_82_ratio_to_plain", "options_82_threads",
                 "options_82_peak_mb"),
+    "dispatch_throughput": ("delivery_cost_in_plain_calls",),
 }
 #: counts that must not be zero: the measured path really ran (no timing is checked)
 SAMPLES = {"tick_to_order": ("engine_n", "plain_n"),
