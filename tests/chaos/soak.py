@@ -75,7 +75,6 @@ from tests.chaos.harness import (
     process,
     status,
     stop_process,
-    tail,
     wait_for,
 )
 from tests.chaos.invariants import Check, RunFacts, check_all
@@ -302,14 +301,7 @@ class Watcher(Background):
 
     def wait_days(self, n: int, timeout: float, engine: subprocess.Popen[bytes],
                   log: Path) -> None:
-        deadline = time.monotonic() + timeout
-        while self.traded < n:
-            if engine.poll() is not None:
-                raise RuntimeError(f"the engine exited ({engine.returncode}) after "
-                                   f"{self.traded} day(s):\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.traded} of {n} days closed after {timeout:.0f} s")
-            time.sleep(0.5)
+        wait_for(f"{n} closed trading days", lambda: self.traded >= n, timeout, engine, log)
 
 
 # ---------------------------------------------------------------------------------------------

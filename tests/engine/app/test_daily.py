@@ -95,6 +95,15 @@ class Run:
     universes: dict[date, list[str]] = field(default_factory=dict)
     statuses: list[dict] = field(default_factory=list)
 
+    def run_days(self, n: int) -> int:
+        """The lifecycle for at most ``n`` days (how many it ran), then the simulator and the
+        clock stopped."""
+        try:
+            return self.life.run(max_days=n)
+        finally:
+            self.sim.stop()
+            self.life.clock.stop()
+
 
 def start(tmp: Path, *, days: int, on_trading=None, speed: float = SPEED) -> Run:
     cfg = config(tmp)
@@ -144,11 +153,7 @@ def trade(run: Run, engine: Engine) -> None:
 
 def test_three_days_with_a_holiday_in_one_process(tmp_path: Path) -> None:
     run = start(tmp_path, days=3)
-    try:
-        assert run.life.run(max_days=3) == 3
-    finally:
-        run.sim.stop()
-        run.life.clock.stop()
+    assert run.run_days(3) == 3
     states = [(t.trading_date, t.state) for t in run.transitions]
     traded = [d for d, s in states if s is DayState.TRADING]
     assert traded == list(DAYS)  # the holiday (OpenAlgo's market/holidays) is slept through
@@ -210,11 +215,7 @@ def test_an_expired_broker_session_is_waited_for_before_and_during_the_day(
 
     run = start(tmp_path, days=1, on_trading=mid_day, speed=SPEED / 2)  # slower: a window
     run.sim.faults.expire_session(until=at(day, 9, 15, 20))  # the operator logs in at 09:15:20
-    try:
-        assert run.life.run(max_days=1) == 1
-    finally:
-        run.sim.stop()
-        run.life.clock.stop()
+    assert run.run_days(1) == 1
     logins = [a for a in run.life.alerts_sent if a.kind == "broker_login"]
     # one alert before the open (the deadline passed unreached), one mid-day
     assert len(logins) == 2 and logins[0].ts < at(day, 9, 15, 30) < logins[1].ts
@@ -259,11 +260,7 @@ def test_a_failed_selection_is_retried_and_an_unanswered_probe_is_no_expiry(
             inner(t, engine)
 
     run.life.on_transition = on_transition
-    try:
-        assert run.life.run(max_days=1) == 1
-    finally:
-        run.sim.stop()
-        run.life.clock.stop()
+    assert run.run_days(1) == 1
     failed = [a for a in run.life.alerts_sent if a.kind == "selection_failed"]
     assert len(failed) == 1 and "could not be read" in failed[0].message
     assert [t.state for t in run.transitions].count(DayState.TRADING) == 1
