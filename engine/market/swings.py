@@ -202,16 +202,17 @@ class SwingSnapshot:
         lists."""
         return {
             "symbol": self.symbol,
-            "bars": {name: _pack(column) for name, column in zip(_COLUMNS, self.columns,
-                                                                  strict=True)},
+            "bars": _packed(self.columns, 0, len(self.starts)),
             "low_watch": [list(p) for p in self.low_watch],
             "high_watch": [list(p) for p in self.high_watch],
             "swings": [list(s) for s in self.swings],
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SwingSnapshot:
-        """Inverse of ``as_dict`` (also reads the older form with a list per bar); raises
+    def from_dict(cls, data: Mapping[str, Any],
+                  columns: tuple[array[float], ...] | None = None) -> SwingSnapshot:
+        """Inverse of ``as_dict`` (also reads the older form with a list per bar); with
+        ``columns`` (the bar columns already unpacked) ``data`` needs no "bars". Raises
         ``SwingSnapshotError`` on anything malformed."""
         try:
             symbol = data["symbol"]
@@ -220,9 +221,11 @@ class SwingSnapshot:
             low_watch = tuple(_count_row(row) for row in data["low_watch"])
             high_watch = tuple(_count_row(row) for row in data["high_watch"])
             swings = tuple(_swing_row(row) for row in data["swings"])
-            bars = data["bars"]
-            if isinstance(bars, Mapping):
-                columns = tuple(_unpack(bars[name]) for name in _COLUMNS)
+            if columns is None:
+                bars = data["bars"]
+                if isinstance(bars, Mapping):
+                    columns = tuple(_unpack(bars[name]) for name in _COLUMNS)
+            if columns is not None:
                 if len({len(column) for column in columns}) != 1:
                     raise ValueError("bar columns differ in length")
                 return cls(symbol, columns, low_watch, high_watch, swings)  # type: ignore[arg-type]
@@ -330,13 +333,12 @@ class SwingStatePieces:
                     raise SwingSnapshotError(f"the pieces hold {held} {kind}, the head says "
                                              f"{head[kind]}")
             data = {"symbol": head["symbol"], "low_watch": head["low_watch"],
-                    "high_watch": head["high_watch"], "swings": swings,
-                    "bars": {name: _pack(values) for name, values in columns.items()}}
+                    "high_watch": head["high_watch"], "swings": swings}
         except SwingSnapshotError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SwingSnapshotError(f"malformed split swing snapshot: {exc!r}") from None
-        return SwingSnapshot.from_dict(data)
+        return SwingSnapshot.from_dict(data, tuple(columns.values()))
 
 
 def _packed(columns: Sequence[array[float]], first: int, last: int) -> dict[str, str]:
