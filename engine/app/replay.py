@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import operator
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -110,13 +111,22 @@ class ReplaySummary:
         ]
 
 
-def bars_digest(bars: list[Bar]) -> str:
+def bars_digest(bars: Iterable[Bar]) -> str:
     """A stable hash of bars (sorted by symbol and start; floats by repr)."""
+    return bar_rows_digest((b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume,
+                            b.ticks, b.vwap, b.source) for b in bars)
+
+
+def bar_rows_digest(rows: Iterable[tuple[Any, ...]]) -> str:
+    """``bars_digest`` of bars given as tuples of their fields in ``Bar``'s order (as
+    ``Database.day_bar_rows`` reads them)."""
     h = hashlib.sha256()
-    for b in sorted(bars, key=lambda b: (b.symbol, b.start)):
-        h.update(repr((b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume, b.ticks,
-                       b.vwap, b.source)).encode())
+    for row in sorted(rows, key=_by_symbol_and_start):
+        h.update(repr(row).encode())
     return h.hexdigest()[:16]
+
+
+_by_symbol_and_start = operator.itemgetter(0, 1)
 
 
 class ReplayDriver:
@@ -299,11 +309,10 @@ class ReplayDriver:
 
         db = Database(self.db_path, self.cfg.store)
         try:
-            bars: list[Bar] = []
-            gaps = 0
-            for info in self.reader.symbols():
-                bars.extend(db.bars(info.symbol, day))
-                gaps += len(db.bar_gaps(info.symbol, day))
+            # the whole day in two queries (not two per symbol), bars as plain tuples
+            symbols = {info.symbol for info in self.reader.symbols()}
+            bars = [row for row in db.day_bar_rows(day) if row[0] in symbols]
+            gaps = sum(n for symbol, n in db.day_gap_counts(day).items() if symbol in symbols)
             if self.strategies:
                 from engine.trading.trades import day_report
 
@@ -314,7 +323,7 @@ class ReplayDriver:
             db.close()
         summary.bars = len(bars)
         summary.gaps = gaps
-        summary.bars_hash = bars_digest(bars)
+        summary.bars_hash = bar_rows_digest(bars)
 
 
 class _Progress:

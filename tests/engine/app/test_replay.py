@@ -41,6 +41,31 @@ def test_two_replays_give_identical_bars_and_counts(session: Path, tmp_path: Pat
     assert a.stuck_steps == 0 and a.restarts == 0
 
 
+def test_the_summary_counts_and_hashes_every_bar_and_gap_of_the_sessions_symbols(
+        session: Path, tmp_path: Path) -> None:
+    from engine.app.replay import bars_digest
+    from engine.market.session_file import SessionReader
+
+    s = ReplayDriver(cfg(), session, db_path=tmp_path / "h.db", progress=False).run()
+    with Database(tmp_path / "h.db", cfg().store) as db:
+        symbols = [info.symbol for info in SessionReader(session).symbols()]
+        bars = [b for symbol in symbols for b in db.bars(symbol, DAY)]
+        gaps = sum(len(db.bar_gaps(symbol, DAY)) for symbol in symbols)
+    assert (s.bars, s.gaps, s.bars_hash) == (len(bars), gaps, bars_digest(bars))
+    assert s.bars > 0
+
+
+def test_a_replay_imports_neither_requests_nor_numpy() -> None:
+    """Start-up: the configuration names every section's settings, but the HTTP client
+    (requests) and the synthetic-day generator (numpy) are imported only where used."""
+    code = ("import sys, engine.app.cli, engine.app.replay, engine.app.tree, engine.app.facts; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'requests', 'urllib3', 'numpy', 'pandas'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_step_size_does_not_change_the_bars(session: Path, tmp_path: Path) -> None:
     fine = ReplayDriver(cfg(**{"replay.step_s": "0.5"}), session, db_path=tmp_path / "f.db",
                         progress=False).run()
