@@ -70,6 +70,11 @@ class ReplaySettings:
                                      "NORMAL (no disk sync per commit; a replay can be run "
                                      "again) or FULL as [store] synchronous", choices=("FULL",
                                                                                        "NORMAL"))
+    store_cache_kib: int = setting(16_384, "SQLite page cache per connection of a replay's "
+                                   "database, KiB, instead of [store] cache_kib (each flush's "
+                                   "upserts of bars and states would reread their pages from "
+                                   "the file; the bundled day's database is about 10 MB)",
+                                   min=64, max=1_048_576)
 
 
 @dataclass
@@ -181,7 +186,8 @@ class ReplayDriver:
         parts, clock, broker = self._parts()
         store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
                                     batch_size=max(self.cfg.store.batch_size, 100_000),
-                                    synchronous=self.settings.store_synchronous)
+                                    synchronous=self.settings.store_synchronous,
+                                    cache_kib=self.settings.store_cache_kib)
         engine = Engine(self.cfg.replace(store=store), parts)
         summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
                                 db_path=str(self.db_path))

@@ -93,6 +93,7 @@ from engine.messages import (
     Swing,
     SwingBroken,
 )
+from engine.messages import frozen as fast_init
 from engine.settings import setting
 
 T = TypeVar("T")
@@ -850,7 +851,7 @@ class Op(StrEnum):
     DELETE = "delete"  # delete the row with this ``key``; no such row is "missing"
 
 
-@frozen
+@fast_init  # the store builds one per row it writes
 class RowWrite:
     table: str
     op: Op
@@ -870,7 +871,7 @@ class Applied(StrEnum):
 
 
 #: the bars table's columns in ``Bar``'s field order (``Database.day_bar_rows``)
-BAR_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Bar))
+BAR_COLUMNS: tuple[str, ...] = _field_names(Bar)
 _SWING_COLUMNS = {"index": "bar_index"}
 _BREAK_COLUMNS = {"by": "broken_by"}
 

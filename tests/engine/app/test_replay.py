@@ -55,6 +55,22 @@ def test_the_summary_counts_and_hashes_every_bar_and_gap_of_the_sessions_symbols
     assert s.bars > 0
 
 
+def test_a_replays_database_uses_the_replay_page_cache_and_sync_mode(
+        session: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def look(engine, _ts: float) -> None:
+        if not seen:
+            with engine.db._engine.connect() as conn:  # a connection of the writer's pool
+                seen.append((conn.exec_driver_sql("PRAGMA cache_size").scalar_one(),
+                             conn.exec_driver_sql("PRAGMA synchronous").scalar_one()))
+
+    ReplayDriver(cfg(**{"replay.store_cache_kib": "4096"}), session,
+                 db_path=tmp_path / "k.db", progress=False, on_step=look).run()
+    assert seen == [(-4096, 1)]  # KiB (a negative cache_size), NORMAL
+    assert cfg().store.cache_kib == 512  # paper and live: [store] as it is
+
+
 def test_a_replay_imports_neither_requests_nor_numpy() -> None:
     """Start-up: the configuration names every section's settings, but the HTTP client
     (requests) and the synthetic-day generator (numpy) are imported only where used."""
