@@ -1,5 +1,5 @@
-"""Every message that travels between actors: small, immutable, slotted dataclasses (and one
-named tuple, ``Tick``).
+"""Every message that travels between actors: small, immutable, slotted dataclasses (and two
+named tuples, ``Tick`` and ``BarUpdate``: a replay builds about a million of each a day).
 
 This module owns the vocabulary of the engine. Nothing here holds behaviour beyond trivial
 derived properties; actors never hand each other mutable objects.
@@ -191,9 +191,11 @@ class Bar:
     source: str = "live"  # "live" | "history"
 
 
-@frozen
-class BarUpdate:
-    """The bar in progress: emitted (rate-limited) while a minute is still open."""
+class BarUpdate(NamedTuple):
+    """The bar in progress: emitted (rate-limited) while a minute is still open.
+
+    A named tuple like ``Tick``: a replay builds one for almost every tick, and
+    ``bar_update_of`` makes one from a tuple of its six fields without a Python frame."""
 
     symbol: str
     start: float
@@ -201,6 +203,11 @@ class BarUpdate:
     low: float
     last: float
     ts: float
+
+
+#: a BarUpdate from a tuple of exactly its six fields in order (no check)
+bar_update_of: Callable[[tuple[str, float, float, float, float, float]], BarUpdate] = \
+    partial(tuple.__new__, BarUpdate)  # type: ignore[assignment]
 
 
 @frozen
