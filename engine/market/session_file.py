@@ -372,7 +372,10 @@ class SessionReader:
             self._meta = _validate(self.path, self._conn)
             self.identity = file_identity(self.path)
             self._cached = CachedTicks.load(self.path, self.identity) if column_cache else None
-            self.scan = _scanned(self.path, self._conn, self.identity, self._cached)
+            recorded = _recorded_scan(self._cached)
+            if recorded is None:
+                self._cached = None
+            self.scan = _scanned(self.path, self._conn, self.identity, recorded)
         except SessionFileError:
             self._conn.close()
             raise
@@ -605,20 +608,28 @@ def trust_scan(identity: FileIdentity, scan: TickScan) -> None:
     _SCANNED[identity] = scan
 
 
+def _recorded_scan(cached: CachedTicks | None) -> TickScan | None:
+    """The scan a column cache recorded, if it is a sound one of its rows."""
+    if cached is None:
+        return None
+    try:
+        scan = TickScan(**cached.scan)
+    except TypeError:
+        return None
+    numbers = all(isinstance(v, (int, float)) for v in (scan.first_recv, scan.last_recv))
+    return scan if (scan.ticks == cached.rows and type(scan.out_of_order) is int
+                    and numbers) else None
+
+
 def _scanned(path: Path, conn: sqlite3.Connection, identity: FileIdentity | None,
-             cached: CachedTicks | None) -> TickScan:
+             recorded: TickScan | None) -> TickScan:
     """The file's ``TickScan``, scanned once per process for a file that has not changed since
-    (same ``identity``: inode, size and mtime, no ``-wal`` beside it) and not at all while its
-    column cache (which recorded the scan) matches. The identity is taken before the scan, so a
-    file changed while it is scanned is scanned again next time."""
+    (same ``identity``: inode, size and mtime, no ``-wal`` beside it), and not at all while its
+    column cache matches (``recorded``: the scan that built it). The identity is taken before
+    the scan, so a file changed while it is scanned is scanned again next time."""
     if identity is not None and identity in _SCANNED:
         return _SCANNED[identity]
-    found = None
-    if cached is not None:
-        try:
-            found = TickScan(**cached.scan)
-        except TypeError:
-            found = None
+    found = recorded
     if found is None:
         ticks, first, last = _check_ticks(path, conn)
         found = TickScan(ticks, _out_of_order(path, conn), first, last)

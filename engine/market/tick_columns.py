@@ -169,8 +169,9 @@ class CachedTicks:
                 if np.lib.format.read_magic(fh) != (1, 0):
                     raise ValueError("not a version 1.0 .npy file")
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            except (OSError, ValueError) as exc:
-                raise CacheUnusable(f"{self.data_path}: {exc}") from exc
+            except Exception as exc:  # a garbled header raises SyntaxError,
+                # TokenError, ValueError... from numpy's parser: all mean "not this cache")
+                raise CacheUnusable(f"{self.data_path}: {exc!r}") from exc
             if dtype != ROW or fortran or shape != (self.rows,):
                 raise CacheUnusable(f"{self.data_path} does not hold {self.rows} tick records")
             yield fh, fh.tell()
