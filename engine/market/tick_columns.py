@@ -289,11 +289,12 @@ class ColumnWriter:
                     "identity": list(self.identity), "order": self.order, "rows": self.rows,
                     "scan": self.scan, "symbols": list(self._symbols),
                     "exchanges": list(self._exchanges), "data": _stat_key(self.data.stat())}
-            _write_atomic(self.manifest, json.dumps(info))
+            write_atomic(self.manifest, json.dumps(info))
         except OSError as exc:
             self._failed(exc)
             return
         logger.debug("tick cache written: {} ({:,} ticks)", self.data, self.rows)
+        _prune(self.data.parent)
 
     def abort(self) -> None:
         """Drop the entry being written (the published one, if any, is left as it was)."""
@@ -309,6 +310,26 @@ class ColumnWriter:
         _note_unwritable(self.data.parent, exc)
 
 
+_ORPHAN_AGE_NS = 3600 * 10**9
+
+
+def _prune(folder: Path) -> None:
+    """Remove the entries of session files that no longer exist, and temporary files left by a
+    process killed while writing (over an hour old)."""
+    now = time_ns()
+    for path in folder.iterdir():
+        try:
+            if path.suffix == ".json" and not path.name.startswith("."):
+                source = json.loads(path.read_text(encoding="utf-8"))["source"]
+                if not Path(source).exists():
+                    path.with_suffix(".npy").unlink(missing_ok=True)
+                    path.unlink(missing_ok=True)
+            elif path.name.endswith(".tmp") and now - path.stat().st_mtime_ns > _ORPHAN_AGE_NS:
+                path.unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("tick cache: cannot prune {}: {}", path, exc)
+
+
 _WARNED: set[Path] = set()
 
 
@@ -320,7 +341,8 @@ def _note_unwritable(folder: Path, exc: BaseException) -> None:
                     folder, exc)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` all at once (temporary file beside it, then rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

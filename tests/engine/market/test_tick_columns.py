@@ -240,3 +240,22 @@ def test_no_cache_for_a_file_just_written_being_written_or_read_in_part(
         iterator.close()  # abandoned: no entry, no temporary file
         assert list(reader.ticks(None, ticks[100].recv_ts))  # bounded: no entry
     assert not (cache_dir / "ticks").exists() or not list((cache_dir / "ticks").iterdir())
+
+
+def test_entries_of_deleted_files_and_old_temporary_files_are_pruned(cache_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    gone = _write(tmp_path / "gone.sqlite", odd_ticks(200))
+    with SessionReader(gone) as reader:
+        list(reader.ticks())
+    gone_data, gone_manifest = entry_paths(gone, cache_dir)
+    orphan = gone_data.parent / ".x.npy.123.tmp"
+    fresh = gone_data.parent / ".y.npy.456.tmp"  # maybe being written right now: kept
+    orphan.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    _age(orphan, 7200)
+    gone.unlink()
+    kept = _write(tmp_path / "kept.sqlite", odd_ticks(200))
+    with SessionReader(kept) as reader:
+        list(reader.ticks())
+    assert not gone_data.exists() and not gone_manifest.exists() and not orphan.exists()
+    assert fresh.exists() and all(p.exists() for p in entry_paths(kept, cache_dir))
