@@ -163,14 +163,14 @@ class CachedTicks:
         except OSError as exc:
             raise CacheUnusable(f"{self.data_path}: {exc}") from exc
         with fh:
+            if _stat_key(os.fstat(fh.fileno())) != list(self.data_stat):
+                raise CacheUnusable(f"{self.data_path} changed since it was written")
             try:
-                if _stat_key(os.fstat(fh.fileno())) != list(self.data_stat):
-                    raise CacheUnusable(f"{self.data_path} changed since it was written")
                 if np.lib.format.read_magic(fh) != (1, 0):
                     raise ValueError("not a version 1.0 .npy file")
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            except Exception as exc:  # a garbled header raises SyntaxError,
-                # TokenError, ValueError... from numpy's parser: all mean "not this cache")
+            except Exception as exc:  # numpy's parser raises ValueError, SyntaxError,
+                # TokenError... on a garbled header: each means "not this cache"
                 raise CacheUnusable(f"{self.data_path}: {exc!r}") from exc
             if dtype != ROW or fortran or shape != (self.rows,):
                 raise CacheUnusable(f"{self.data_path} does not hold {self.rows} tick records")
@@ -280,6 +280,10 @@ class ColumnWriter:
             self.abort()
             return
         try:
+            self._fh.flush()
+            # the stat of this very file (a rename keeps inode and mtime): an entry a racing
+            # process renames over it then no longer matches this manifest
+            written = _stat_key(os.fstat(self._fh.fileno()))
             self._fh.close()
             self._fh = None
             assert self._tmp is not None
@@ -288,7 +292,7 @@ class ColumnWriter:
             info = {"version": FORMAT_VERSION, "source": str(self.source.resolve()),
                     "identity": list(self.identity), "order": self.order, "rows": self.rows,
                     "scan": self.scan, "symbols": list(self._symbols),
-                    "exchanges": list(self._exchanges), "data": _stat_key(self.data.stat())}
+                    "exchanges": list(self._exchanges), "data": written}
             write_atomic(self.manifest, json.dumps(info))
         except OSError as exc:
             self._failed(exc)
