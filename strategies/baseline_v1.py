@@ -423,7 +423,7 @@ class BaselineV1(Strategy):
         self._switch_minute = 0.0
         self._snap: dict[str, Any] | None = None
         # what the evaluation reads from the day, derived once per change of it (``_touch()``
-        # drops them, like the snapshot): the day changes in about one second of twelve
+        # drops them, like the snapshot): the day changes between about one evaluation in 13
         self._views: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
