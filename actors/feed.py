@@ -32,6 +32,7 @@ from engine.messages import (
     Tick,
     TickBatch,
     TimerFired,
+    batch_of,
 )
 from engine.runtime.actor import EngineActor, Supervision, handles
 from engine.settings import setting
@@ -207,7 +208,7 @@ class Feed(EngineActor):
     def _send(self, groups: dict[str, list[Tick]], tell: Callable[[str, Any], None]) -> None:
         builders, held = self._builders, self.held
         for sym, group in groups.items():
-            packed = TickBatch(tuple(group))
+            packed = batch_of((tuple(group), False))
             name = builders.get(sym)
             if name is not None:
                 tell(name, packed)

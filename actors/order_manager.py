@@ -801,7 +801,7 @@ class OrderManager(EngineActor):
     def _apply_rows(self, rows: list[OrderRow], now: float, source: str) -> None:
         """Apply an orderbook read to this manager's working orders (reports are made only
         for them: the book holds the whole day's orders)."""
-        for row, report in updates_from_rows(rows, now, source, self._working_row):
+        for row, report in updates_from_rows(rows, now, source, self.book.working_ids()):
             if self._working_row(row):  # still: applying an earlier row may have ended it
                 self._apply(report)
 

@@ -474,9 +474,14 @@ class PositionMonitor(EngineActor):
             return pos.average, "no price known: at the average price, nothing realized"
         return 0.0, "no price known: opens at the first valid price"
 
-    def _held(self) -> dict[str, str]:
-        """Symbols with a non-zero quantity in any strategy, with their exchange."""
-        return {pos.symbol: pos.exchange for pos in self._positions.values() if pos.held}
+    def _open(self) -> list[_Position]:
+        """Positions with a non-zero quantity (the day's flat ones are kept too)."""
+        return [pos for pos in self._positions.values() if pos.held]
+
+    def _held(self, open_: list[_Position] | None = None) -> dict[str, str]:
+        """Symbols with a non-zero quantity in any strategy, with their exchange (of ``open_``,
+        the open positions, when the caller has them)."""
+        return {pos.symbol: pos.exchange for pos in (self._open() if open_ is None else open_)}
 
     def _roll_day(self, now: float) -> None:
         """A new trading day: realized P&L starts again at 0; open quantities carry over."""
@@ -537,7 +542,8 @@ class PositionMonitor(EngineActor):
         then re-send the P&L of every strategy whose freshness changed since it was last sent."""
         now = self.now()
         self._roll_day(now)
-        held = self._held()
+        open_ = self._open()  # once: a quote changes prices, never what is held
+        held = self._held(open_)
         stale = self._stale_symbols(held, now)
         if stale and self.feed:
             # a restarted feed forgets what it was asked; asking again is harmless
@@ -554,7 +560,7 @@ class PositionMonitor(EngineActor):
             if refreshed:
                 self._price_changed(refreshed, now)
         for strategy in sorted({pos.strategy for pos in self._positions.values()}):
-            if self._freshness(strategy, now) != self._sent_freshness.get(strategy):
+            if self._freshness(strategy, open_, now) != self._sent_freshness.get(strategy):
                 self._dirty.update(k for k, p in self._positions.items()
                                    if p.strategy == strategy and p.held)
                 self._send_pnl(strategy, now)
@@ -608,12 +614,12 @@ class PositionMonitor(EngineActor):
     def _pnl(self, strategy: str, now: float) -> StrategyPnl:
         mine = [p for p in self._positions.values() if p.strategy == strategy]
         open_ = [p for p in mine if p.held]
-        stale = self._stale_symbols((p.symbol for p in open_), now)
+        fresh, stale = self._freshness(strategy, open_, now)
         return StrategyPnl(
             strategy=strategy, account=self.account,
             realized=sum(p.realized for p in mine),
             unrealized=sum(p.unrealized(self._ltp(p.symbol)) for p in open_),
-            open_positions=len(open_), fresh=not stale, ts=now, stale=stale,
+            open_positions=len(open_), fresh=fresh, ts=now, stale=stale,
             premium=sum(p.average * -p.quantity for p in open_ if p.quantity < 0),
             r=self._day_r(mine))
 
@@ -634,9 +640,11 @@ class PositionMonitor(EngineActor):
             total += r
         return total
 
-    def _freshness(self, strategy: str, now: float) -> tuple[bool, tuple[str, ...]]:
-        stale = self._stale_symbols((p.symbol for p in self._positions.values()
-                                     if p.strategy == strategy and p.held), now)
+    def _freshness(self, strategy: str, open_: list[_Position],
+                   now: float) -> tuple[bool, tuple[str, ...]]:
+        """Whether the open positions ``open_`` of ``strategy`` are priced fresh, and the stale
+        symbols among them."""
+        stale = self._stale_symbols((p.symbol for p in open_ if p.strategy == strategy), now)
         return not stale, stale
 
     def _mark(self, pos: _Position, now: float) -> PositionMark:

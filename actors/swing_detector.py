@@ -16,7 +16,7 @@ the rules live there) and what an actor adds to it:
 - the log: every swing and break goes to the store (batched);
 - restarts: after every bar or update that changed a tracker, its snapshot is persisted
   (``durable=False``: the next one supersedes it) as ``strategy_state`` rows: a head
-  ``swings.<symbol>`` and pieces ``swings.<symbol>/bars.<k>`` and ``.../swings.<k>`` of 16
+  ``swings.<symbol>`` and pieces ``swings.<symbol>/bars.<k>`` and ``.../swings.<k>`` of 4
   bars or records, only the changed pieces each time (``SwingStatePieces``: a bar costs one
   small piece, not the whole day). A new
   incarnation reads every symbol's row at start in one ask (``LoadStates``) and restores a
@@ -48,9 +48,11 @@ from engine.store.database import StoredStrategyState, record
 #: every persisted state whose name starts with a prefix: ``load(prefix) -> states``
 StatesLoader = Callable[[str], Sequence[StoredStrategyState]]
 
-#: 2: a head row ``swings.<symbol>`` and its pieces ``swings.<symbol>/<piece>``
-#: (``SwingStatePieces``); 1: the whole snapshot in one row (still read)
-STATE_VERSION = 2
+#: 3: a head row ``swings.<symbol>`` and its pieces ``swings.<symbol>/<piece>``
+#: (``SwingStatePieces``), the head listing its pieces' writes; 2: the same with the writes in
+#: a dict (still read); 1: the whole snapshot in one row (still read)
+STATE_VERSION = 3
+READ_VERSIONS = (1, 2, STATE_VERSION)
 
 SwingKey = tuple[str, float, float]  # (kind, bar_start, price)
 
@@ -74,7 +76,7 @@ def stored_snapshot(head: StoredStrategyState,
     ``SwingSnapshotError`` when it cannot be rebuilt."""
     if head.version == 1:
         return SwingSnapshot.from_dict(head.state)
-    if head.version != STATE_VERSION:
+    if head.version not in READ_VERSIONS:
         raise SwingSnapshotError(f"state version {head.version}, not {STATE_VERSION}")
     prefix = f"{head.name}/"
     pieces = {name[len(prefix):]: row.state for name, row in rows.items()
@@ -182,7 +184,7 @@ class SwingDetector(EngineActor):
                                                          if k.startswith(f"{name}/")]}
         if stored is None:
             return
-        if stored.version not in (1, STATE_VERSION):
+        if stored.version not in READ_VERSIONS:
             logger.warning("{}: {} has state version {}, not {}; starting fresh", self.name,
                            name, stored.version, STATE_VERSION)
             return

@@ -1,5 +1,6 @@
-"""Every message that travels between actors: small, immutable, slotted dataclasses (and one
-named tuple, ``Tick``).
+"""Every message that travels between actors: small, immutable, slotted dataclasses (and three
+named tuples, ``Tick``, ``TickBatch`` and ``BarUpdate``: a replay builds up to a million of each
+a day).
 
 This module owns the vocabulary of the engine. Nothing here holds behaviour beyond trivial
 derived properties; actors never hand each other mutable objects.
@@ -165,14 +166,20 @@ class Tick(NamedTuple):
 tick_from_row: Callable[[tuple[Any, ...]], Tick] = partial(tuple.__new__, Tick)  # type: ignore[assignment]
 
 
-@frozen
-class TickBatch:
+class TickBatch(NamedTuple):
     """Several ticks in arrival order (the feed batches per step and per symbol).
     ``routed``: the feed client's reader thread has already sent these ticks on to their bar
-    builders (paper, live); the Feed actor only books them."""
+    builders (paper, live); the Feed actor only books them. A named tuple: a replay sends one
+    to a bar builder for almost every second of every symbol (``batch_of`` builds one without a
+    Python frame)."""
 
     ticks: tuple[Tick, ...]
     routed: bool = False
+
+
+#: a TickBatch from ``(ticks, routed)`` (no check)
+batch_of: Callable[[tuple[tuple[Tick, ...], bool]], TickBatch] = \
+    partial(tuple.__new__, TickBatch)  # type: ignore[assignment]
 
 
 @frozen
@@ -191,9 +198,11 @@ class Bar:
     source: str = "live"  # "live" | "history"
 
 
-@frozen
-class BarUpdate:
-    """The bar in progress: emitted (rate-limited) while a minute is still open."""
+class BarUpdate(NamedTuple):
+    """The bar in progress: emitted (rate-limited) while a minute is still open.
+
+    A named tuple like ``Tick``: a replay builds one for almost every tick, and
+    ``bar_update_of`` makes one from a tuple of its six fields without a Python frame."""
 
     symbol: str
     start: float
@@ -201,6 +210,11 @@ class BarUpdate:
     low: float
     last: float
     ts: float
+
+
+#: a BarUpdate from a tuple of exactly its six fields in order (no check)
+bar_update_of: Callable[[tuple[str, float, float, float, float, float]], BarUpdate] = \
+    partial(tuple.__new__, BarUpdate)  # type: ignore[assignment]
 
 
 @frozen

@@ -422,6 +422,9 @@ class BaselineV1(Strategy):
         self._bar_minute = 0.0
         self._switch_minute = 0.0
         self._snap: dict[str, Any] | None = None
+        # what the evaluation reads from the day, derived once per change of it (``_touch()``
+        # drops them, like the snapshot): the day changes between about one evaluation in 13
+        self._views: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -657,9 +660,8 @@ class BaselineV1(Strategy):
     def _evaluate(self) -> None:
         now = self.ctx.now()
         self._roll_day(now)
-        d = self.d
         self._retry_cancels(now)
-        for entry in sorted(d.entries.values(), key=lambda e: e.client_id):
+        for entry in self._live_entries():
             if entry.cancel_due and not entry.done and entry.cancel_ts is None:
                 self._cancel_entry(entry, "swing broken, entry not filled", now)
         for pos in self._open_positions():
@@ -772,24 +774,40 @@ class BaselineV1(Strategy):
         return Plan(c, stop, sl_points, lots * lot, trigger, limit)
 
     def _best(self, kind: str) -> Plan | None:
-        plans = [p for c in self.d.candidates.values()
-                 if c.kind == kind and self._may_trade(c) and (p := self._plan(c)) is not None]
-        if not plans:
-            return None
-        cfg = self.cfg
-        return min(plans, key=lambda p: (
-            round(abs(p.sl_points - cfg.target_sl_points), 6),
-            0 if p.candidate.strike % cfg.round_strike == 0 else 1,
-            -p.candidate.price, p.candidate.symbol, p.candidate.bar_start))
+        """The best plan of an option type (class docstring, "Best strike"): the first of the
+        ranking whose symbol's last price is above its swing."""
+        for plan in self._ranked(kind):
+            if self._above_swing(plan.candidate):
+                return plan
+        return None
+
+    def _ranked(self, kind: str) -> list[Plan]:
+        """Plans of the candidates of ``kind`` that may be traded (but for the last price, which
+        moves every tick), best first. It depends only on the day, so it is kept until the day
+        changes: most evaluations find it unchanged."""
+        view = self._views.get(kind)
+        if view is None:
+            cfg = self.cfg
+            view = self._views[kind] = sorted(
+                (p for c in self.d.candidates.values()
+                 if c.kind == kind and self._may_trade(c) and (p := self._plan(c)) is not None),
+                key=lambda p: (
+                    round(abs(p.sl_points - cfg.target_sl_points), 6),
+                    0 if p.candidate.strike % cfg.round_strike == 0 else 1,
+                    -p.candidate.price, p.candidate.symbol, p.candidate.bar_start))
+        return view
 
     def _fresh(self, symbol: str, now: float) -> bool:
         """The symbol's last price came from a tick at most ``fresh_price_s`` ago."""
         return now - self._tick_ts.get(symbol, -math.inf) <= self.cfg.fresh_price_s + _EPS
 
     def _may_trade(self, c: Candidate) -> bool:
+        """The symbol is not held, traded today or blocked (with ``_above_swing``: a candidate)."""
         d = self.d
-        if c.symbol in d.traded or c.symbol in d.positions or c.symbol in d.blocked:
-            return False
+        return not (c.symbol in d.traded or c.symbol in d.positions or c.symbol in d.blocked)
+
+    def _above_swing(self, c: Candidate) -> bool:
+        """The symbol's last price (if any) is above the swing."""
         last = self._last.get(c.symbol)
         return last is None or last > c.price
 
@@ -936,7 +954,7 @@ class BaselineV1(Strategy):
         """Cancels and replacements that were never confirmed: send again, or give up."""
         d = self.d
         timeout = self.cfg.replace_timeout_s
-        for entry in sorted(d.entries.values(), key=lambda e: e.client_id):
+        for entry in self._live_entries():
             if entry.done:
                 continue
             if not entry.placed and now - entry.placed_ts > timeout:
@@ -1097,8 +1115,20 @@ class BaselineV1(Strategy):
             exit_reason=pos.last_exit_reason)
 
     def _open_positions(self) -> list[Position]:
-        return sorted((p for p in self.d.positions.values() if p.open_qty > 0),
-                      key=lambda p: p.symbol)
+        """Positions with quantity open, by symbol (kept until the day changes)."""
+        view = self._views.get("open")
+        if view is None:
+            view = self._views["open"] = sorted(
+                (p for p in self.d.positions.values() if p.open_qty > 0), key=lambda p: p.symbol)
+        return view
+
+    def _live_entries(self) -> list[Entry]:
+        """Entries not done, by client id (kept until the day changes)."""
+        view = self._views.get("live")
+        if view is None:
+            view = self._views["live"] = sorted(
+                (e for e in self.d.entries.values() if not e.done), key=lambda e: e.client_id)
+        return view
 
     def cumulative_r(self) -> float:
         """The day's R at the last prices, in ``[risk] r_unit`` as the risk latch measures it:
@@ -1176,10 +1206,11 @@ class BaselineV1(Strategy):
         return True
 
     def _touch(self) -> None:
-        """Something in ``self.d`` changes: the cached snapshot is dropped and the change
-        counted (``state_version``). Every change of the day's state calls it (the host
-        persists only a counted change)."""
+        """Something in ``self.d`` changes: the cached snapshot and views are dropped and the
+        change counted (``state_version``). Every change of the day's state calls it (the host
+        persists only a counted change; the evaluation's views must see every change)."""
         self._snap = None
+        self._views.clear()
         self.state_version += 1
 
 

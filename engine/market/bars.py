@@ -91,7 +91,7 @@ from typing import Any
 from loguru import logger
 
 from engine.broker import HistoryBar
-from engine.messages import Bar, BarGap, BarUpdate, Tick
+from engine.messages import Bar, BarGap, BarUpdate, Tick, bar_update_of
 from engine.runtime.clock import fmt_ist
 from engine.runtime.logs import Throttle
 from engine.settings import setting
@@ -351,7 +351,8 @@ class BarAggregator:
         self._accepted += 1
         if self._updates and (extreme or now - self._last_update_at >= self._update_interval):
             self._last_update_at = now
-            update = BarUpdate(self.symbol, start, minute.high, minute.low, minute.last, now)
+            update = bar_update_of((self.symbol, start, minute.high, minute.low,
+                                     minute.last, now))
             return [*events, update] if events else (update,)
         return events
 

@@ -25,7 +25,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from math import isfinite
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 from loguru import logger
 
 from engine.market.instruments import parse_option_symbol
+from engine.market.tick_columns import CachedTicks, CacheUnusable, ColumnWriter
 from engine.messages import Tick, tick_from_row
 from engine.runtime.clock import Clock, WallClock, fmt_ist
 from engine.settings import setting
@@ -353,18 +354,28 @@ def _is_number(value: object) -> bool:
 
 
 class SessionReader:
-    """Reads a session file: meta, symbols, count, time range and the ticks in arrival order."""
+    """Reads a session file: meta, symbols, count, time range and the ticks in arrival order.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``column_cache`` (the default) the ticks come from the file's column cache
+    (``engine.market.tick_columns``) while the file is unchanged, and a full read builds it.
+    """
+
+    def __init__(self, path: str | Path, *, column_cache: bool = True) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SessionFileError(self.path, "does not exist")
         if not self.path.is_file():
             raise SessionFileError(self.path, "is not a file")
         self._conn = _connect(self.path, read_only=True)
+        self._column_cache = column_cache
         try:
             self._meta = _validate(self.path, self._conn)
-            self.identity, self.scan = _scanned(self.path, self._conn)
+            self.identity = file_identity(self.path)
+            self._cached = CachedTicks.load(self.path, self.identity) if column_cache else None
+            recorded = _recorded_scan(self._cached)
+            if recorded is None:
+                self._cached = None
+            self.scan = _scanned(self.path, self._conn, self.identity, recorded)
         except SessionFileError:
             self._conn.close()
             raise
@@ -372,6 +383,8 @@ class SessionReader:
         # receive time is what the replay clock runs on: a file whose receive times go back is
         # played in receive-time order (the file is not changed)
         self._order = "recv_ts, seq" if self.out_of_order else "seq"
+        if self._cached is not None and self._cached.order != self._order:
+            self._cached = None
         if self.out_of_order:
             logger.warning("session file {}: {:,} of {:,} ticks are out of receive-time order; "
                            "they are played in receive-time order", self.path,
@@ -402,8 +415,18 @@ class SessionReader:
         """Ticks in arrival (seq) order with ``start <= recv_ts < end`` (either bound optional);
         in receive-time order (then seq) when the file's receive times go back somewhere.
 
-        Streams in chunks; the iterator holds a read snapshot of the file until exhausted.
+        Streams in chunks; from SQLite, the iterator holds a read snapshot of the file until
+        exhausted. The column cache gives the same ticks (equal values of the same types, in
+        the same order); a full SQLite read of an unchanged file builds it.
         """
+        cached = self._cached
+        if (cached is not None and _exact_bound(start) and _exact_bound(end)
+                and file_identity(self.path) == cached.identity):
+            return self._cached_stream(cached, start, end)
+        return self._stream(self._select(start, end),
+                            build=self._column_cache and start is None and end is None)
+
+    def _select(self, start: float | None, end: float | None, skip: int = 0) -> sqlite3.Cursor:
         where: list[str] = []
         params: list[float] = []
         if start is not None:
@@ -413,14 +436,17 @@ class SessionReader:
             where.append("recv_ts < ?")
             params.append(end)
         sql = (_SELECT_TICKS + (" WHERE " + " AND ".join(where) if where else "")
-               + f" ORDER BY {self._order}")
+               + f" ORDER BY {self._order}" + (" LIMIT -1 OFFSET ?" if skip else ""))
         try:
-            cursor = self._conn.execute(sql, params)
+            return self._conn.execute(sql, [*params, skip] if skip else params)
         except sqlite3.Error as exc:
             raise SessionFileError(self.path, f"cannot read ticks: {exc}") from exc
-        return self._stream(cursor)
 
-    def _stream(self, cursor: sqlite3.Cursor) -> Iterator[Tick]:
+    def _stream(self, cursor: sqlite3.Cursor, *, build: bool = False) -> Iterator[Tick]:
+        """The cursor's rows as ticks; with ``build``, the column cache is written on the way
+        (made here, not in ``ticks``, so an iterator never started leaves no temporary file)."""
+        writer = (ColumnWriter.for_read(self.path, self.identity, self.scan.ticks, self._order,
+                                        asdict(self.scan)) if build else None)
         try:
             while True:
                 try:
@@ -428,10 +454,35 @@ class SessionReader:
                 except sqlite3.Error as exc:
                     raise SessionFileError(self.path, f"cannot read ticks: {exc}") from exc
                 if not rows:
-                    return
+                    break
+                if writer is not None:
+                    writer.add(rows)
                 yield from map(tick_from_row, rows)
+            if writer is not None:
+                writer.finish(file_identity(self.path))
+                writer = None
+                self._cached = CachedTicks.load(self.path, self.identity)
         finally:
+            if writer is not None:
+                writer.abort()
             cursor.close()
+
+    def _cached_stream(self, cached: CachedTicks, start: float | None,
+                       end: float | None) -> Iterator[Tick]:
+        """The ticks from the column cache; one that turns out unusable part way (changed under
+        the reader) hands over to SQLite at the first tick not yet given."""
+        done = 0
+        try:
+            for count, ticks in cached.chunks(*cached.bounds(start, end)):
+                yield from ticks
+                done += count
+            return
+        except CacheUnusable as exc:
+            logger.info("session file {}: tick cache unusable, reading SQLite ({})",
+                        self.path, exc)
+        self._cached = None
+        yield from self._stream(self._select(start, end, done),
+                                build=not done and start is None and end is None)
 
     def close(self) -> None:
         self._conn.close()
@@ -448,6 +499,11 @@ class SessionReader:
             return self._conn.execute(sql).fetchall()
         except sqlite3.Error as exc:
             raise SessionFileError(self.path, f"cannot read: {exc}") from exc
+
+
+def _exact_bound(bound: float | None) -> bool:
+    """A bound the cache compares exactly as SQLite does: a number a float64 holds (no NaN)."""
+    return bound is None or (isinstance(bound, (int, float)) and float(bound) == bound)
 
 
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
@@ -552,18 +608,34 @@ def trust_scan(identity: FileIdentity, scan: TickScan) -> None:
     _SCANNED[identity] = scan
 
 
-def _scanned(path: Path, conn: sqlite3.Connection) -> tuple[FileIdentity | None, TickScan]:
-    """The file's identity and its ``TickScan``, scanned once per process for a file that has
-    not changed since (same inode, size and mtime, no ``-wal`` beside it). The identity is taken
-    before the scan, so a file changed while it is scanned is scanned again next time."""
-    identity = file_identity(path)
+def _recorded_scan(cached: CachedTicks | None) -> TickScan | None:
+    """The scan a column cache recorded, if it is a sound one of its rows."""
+    if cached is None:
+        return None
+    try:
+        scan = TickScan(**cached.scan)
+    except TypeError:
+        return None
+    numbers = all(isinstance(v, (int, float)) for v in (scan.first_recv, scan.last_recv))
+    return scan if (scan.ticks == cached.rows and type(scan.out_of_order) is int
+                    and numbers) else None
+
+
+def _scanned(path: Path, conn: sqlite3.Connection, identity: FileIdentity | None,
+             recorded: TickScan | None) -> TickScan:
+    """The file's ``TickScan``, scanned once per process for a file that has not changed since
+    (same ``identity``: inode, size and mtime, no ``-wal`` beside it), and not at all while its
+    column cache matches (``recorded``: the scan that built it). The identity is taken before
+    the scan, so a file changed while it is scanned is scanned again next time."""
     if identity is not None and identity in _SCANNED:
-        return identity, _SCANNED[identity]
-    ticks, first, last = _check_ticks(path, conn)
-    found = TickScan(ticks, _out_of_order(path, conn), first, last)
+        return _SCANNED[identity]
+    found = recorded
+    if found is None:
+        ticks, first, last = _check_ticks(path, conn)
+        found = TickScan(ticks, _out_of_order(path, conn), first, last)
     if identity is not None:
         _SCANNED[identity] = found
-    return identity, found
+    return found
 
 
 def _out_of_order(path: Path, conn: sqlite3.Connection) -> int:

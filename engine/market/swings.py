@@ -235,7 +235,7 @@ class SwingSnapshot:
 
 
 #: bars, or swing records, per piece of a split snapshot (``SwingStatePieces``)
-PIECE_SIZE = 16
+PIECE_SIZE = 4
 
 
 class SwingStatePieces:
@@ -244,10 +244,14 @@ class SwingStatePieces:
     counts, the bars and records after the last full piece, and the write each piece is of).
     ``changed`` hands out the head and only the pieces that changed since its last call: a
     bar piece once, when it fills; a record piece when it fills or one of its swings breaks.
-    So a bar costs a head of at most ``size`` bars and records, not the whole day (the whole
+    So a bar costs a head of fewer than ``size`` bars and records, not the whole day (the whole
     snapshot grows with the day: written after every bar it was most of a replay's store
     traffic). ``join`` is the inverse; it refuses pieces of another write than the head's, so
-    a head and pieces split across two store transactions never mix."""
+    a head and pieces split across two store transactions never mix.
+
+    The head lists each piece's write as two lists of ints, ``bar_pieces`` and
+    ``swing_pieces`` (piece ``k`` is ``bars.<k>`` / ``swings.<k>``); a head of the previous
+    layout names them in one ``pieces`` dict, which ``join`` still reads."""
 
     def __init__(self, size: int = PIECE_SIZE) -> None:
         if size < 1:
@@ -255,51 +259,53 @@ class SwingStatePieces:
         self.size = size
         self._write = 0
         self._columns: object = None  # the tracker's bar column the sent bar pieces are of
-        self._swings: dict[int, tuple[SnapshotSwing, ...]] = {}  # piece -> rows last sent
-        self._stamps: dict[str, int] = {}  # piece name -> the write it was last sent in
-        self._full = (0, 0)  # full bar and record pieces at the last write
+        self._rows: object = None  # the tracker's record rows the sent swing pieces are of
+        self._swings: list[tuple[SnapshotSwing, ...]] = []  # piece k -> rows last sent
+        self._bar_writes: list[int] = []  # piece k -> the write it was last sent in
+        self._swing_writes: list[int] = []
 
     def changed(self, tracker: SwingTracker
                 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
         """(head, [(piece name, piece), ...]) for the tracker's current state; the pieces are
         those that changed since the last call."""
         self._write += 1
-        write, size, stamps = self._write, self.size, self._stamps
+        write, size = self._write, self.size
+        bar_writes, swing_writes, sent = self._bar_writes, self._swing_writes, self._swings
         pieces: list[tuple[str, dict[str, Any]]] = []
         columns = (tracker._starts, tracker._highs, tracker._lows, tracker._closes,
                    tracker._vwaps)
         if columns[0] is not self._columns:  # a new day or a restore: new columns
             self._columns = columns[0]
-            for name in [name for name in stamps if name.startswith("bars.")]:
-                del stamps[name]
+            bar_writes.clear()
         n = len(columns[0])
         full_bars = n // size
-        for k in range(full_bars):  # bars only ever append: a full piece never changes
-            if f"bars.{k}" not in stamps:
-                stamps[f"bars.{k}"] = write
-                pieces.append((f"bars.{k}", {"write": write, "bars": _packed(
-                    columns, k * size, (k + 1) * size)}))
-        rows = tracker._snapshot_rows()
+        del bar_writes[full_bars:]  # a shorter day than the last write's
+        for k in range(len(bar_writes), full_bars):  # bars only ever append: sent once
+            bar_writes.append(write)
+            pieces.append((f"bars.{k}", {"write": write, "bars": _packed(
+                columns, k * size, (k + 1) * size)}))
+        rows = tracker._snapshot_rows()  # the same object until a record changes
         m = len(rows)
         full_swings = m // size
-        for k in range(full_swings):
-            part = rows[k * size:(k + 1) * size]
-            if self._swings.get(k) != part:  # filled, or one of its swings broke
-                self._swings[k] = part
-                stamps[f"swings.{k}"] = write
+        if rows is not self._rows:
+            self._rows = rows
+            del sent[full_swings:], swing_writes[full_swings:]
+            for k in range(full_swings):
+                part = rows[k * size:(k + 1) * size]
+                if k < len(sent) and sent[k] == part:
+                    continue
+                if k < len(sent):  # one of its swings broke (or another day's piece)
+                    sent[k], swing_writes[k] = part, write
+                else:  # filled
+                    sent.append(part)
+                    swing_writes.append(write)
                 pieces.append((f"swings.{k}", {"write": write,
                                                "swings": [list(r) for r in part]}))
-        if (full_bars, full_swings) < self._full or full_swings < self._full[1]:
-            for name in [name for name in stamps if int(name.rsplit(".", 1)[1]) >= (
-                    full_bars if name.startswith("bars.") else full_swings)]:
-                del stamps[name]  # a shorter day than the last write's
-            for k in [k for k in self._swings if k >= full_swings]:
-                del self._swings[k]
-        self._full = (full_bars, full_swings)
         head = {"symbol": tracker.symbol, "bars": n, "swings": m,
                 "low_watch": [list(p) for p in sorted(tracker._low_watch.items())],
                 "high_watch": [list(p) for p in sorted(tracker._high_watch.items())],
-                "pieces": dict(stamps), "tail_bars": _packed(columns, full_bars * size, n),
+                "bar_pieces": bar_writes[:], "swing_pieces": swing_writes[:],
+                "tail_bars": _packed(columns, full_bars * size, n),
                 "tail_swings": rows[full_swings * size:]}  # tuples: JSON arrays
         return head, pieces
 
@@ -308,15 +314,13 @@ class SwingStatePieces:
         """The snapshot a head and its pieces (by name) hold; ``SwingSnapshotError`` when one
         is missing, of another write, or anything is malformed."""
         try:
-            stamps = head["pieces"]
             columns: dict[str, array[float]] = {name: array("d") for name in _COLUMNS}
             swings: list[Any] = []
-            for kind in ("bars", "swings"):
-                k = 0
-                while f"{kind}.{k}" in stamps:
+            for kind, writes in _piece_writes(head):
+                for k, stamp in enumerate(writes):
                     name = f"{kind}.{k}"
                     piece = pieces.get(name)
-                    if piece is None or piece.get("write") != stamps[name]:
+                    if piece is None or piece.get("write") != stamp:
                         raise SwingSnapshotError(f"piece {name} is missing or of another "
                                                  "write than the head")
                     if kind == "bars":
@@ -324,7 +328,6 @@ class SwingStatePieces:
                             values.extend(_unpack(piece["bars"][column]))
                     else:
                         swings.extend(piece["swings"])
-                    k += 1
             for column, values in columns.items():
                 values.extend(_unpack(head["tail_bars"][column]))
             swings.extend(head["tail_swings"])
@@ -339,6 +342,20 @@ class SwingStatePieces:
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
             raise SwingSnapshotError(f"malformed split swing snapshot: {exc!r}") from None
         return SwingSnapshot.from_dict(data, tuple(columns.values()))
+
+
+def _piece_writes(head: Mapping[str, Any]) -> tuple[tuple[str, list[Any]], ...]:
+    """The write of each bar piece and each swing piece a head names, in piece order."""
+    if "pieces" not in head:
+        return ("bars", list(head["bar_pieces"])), ("swings", list(head["swing_pieces"]))
+    stamps = head["pieces"]  # the previous layout: {"bars.<k>": write, ...}
+    found: list[tuple[str, list[Any]]] = []
+    for kind in ("bars", "swings"):
+        writes: list[Any] = []
+        while f"{kind}.{len(writes)}" in stamps:
+            writes.append(stamps[f"{kind}.{len(writes)}"])
+        found.append((kind, writes))
+    return tuple(found)
 
 
 def _packed(columns: Sequence[array[float]], first: int, last: int) -> dict[str, str]:

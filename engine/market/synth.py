@@ -64,11 +64,11 @@ from engine.market.session_file import (
     trust_scan,
 )
 from engine.market.synth_settings import SynthSettings, parse_clock_time
+from engine.market.tick_columns import STABLE_AGE_NS, default_cache_dir, write_atomic
 from engine.messages import Tick
 from engine.runtime.clock import IST, Clock
 
 GENERATOR_VERSION = "1"
-CACHE_ENV = "NIFTY_ENGINE_CACHE"
 
 _YEAR_MS = 365.0 * 86_400_000.0
 _MIN_YEARS = 1e-7  # ~3 s: time to expiry never reaches zero (prices stay finite)
@@ -571,12 +571,6 @@ def settings_fingerprint(settings: SynthSettings, spec: InstrumentSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def default_cache_dir() -> Path:
-    """``$NIFTY_ENGINE_CACHE``, else ``~/.cache/nifty-engine``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "nifty-engine"
-
-
 def bundled_day_path(cache_dir: str | Path | None = None, *,
                      settings: SynthSettings | None = None,
                      spec: InstrumentSpec | None = None) -> Path:
@@ -640,12 +634,9 @@ def _is_current(path: Path) -> bool:
         return False
     # a file changed within the file system's timestamp granularity of this check could keep
     # its mtime: only a file last written well before the check is stamped
-    if identity is not None and checked_at - identity[4] > _STAMP_MIN_AGE_NS:
+    if identity is not None and checked_at - identity[4] > STABLE_AGE_NS:
         _write_stamp(stamp, identity, scan)
     return True
-
-
-_STAMP_MIN_AGE_NS = 2_000_000_000
 
 
 def _read_stamp(stamp: Path) -> tuple[tuple[Any, ...], TickScan] | None:
@@ -664,16 +655,6 @@ def _write_stamp(stamp: Path, identity: tuple[Any, ...], scan: TickScan) -> None
     text = json.dumps({"generator_version": GENERATOR_VERSION, "identity": list(identity),
                        "scan": asdict(scan)})
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{stamp.name}.", suffix=".tmp",
-                                        dir=stamp.parent)
+        write_atomic(stamp, text)
     except OSError as exc:
         logger.debug("cannot stamp the cached synthetic day {}: {}", stamp, exc)
-        return
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp_name, stamp)
-    except OSError as exc:
-        logger.debug("cannot stamp the cached synthetic day {}: {}", stamp, exc)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)

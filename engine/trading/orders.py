@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -166,18 +166,18 @@ def update_from_row(row: OrderRow, ts: float, source: str,
 
 
 def updates_from_rows(rows: Sequence[OrderRow], ts: float, source: str,
-                      wanted: Callable[[OrderRow], bool] | None = None,
+                      wanted: Container[str] | None = None,
                       ) -> list[tuple[OrderRow, BrokerOrderUpdate]]:
-    """An orderbook read as reports, each with its row (only the ``wanted`` rows, when given:
-    a poll reads the whole day's orderbook for the few orders still working). A row without a
-    filled quantity (Zerodha's, Angel's) may show the status of the row above it (OpenAlgo's
-    Zerodha transform carries the previous row's status over an in-between state), so its
-    status is certain only when it differs from the row above, or it is the first row
-    (docs/broker-personalities.md)."""
+    """An orderbook read as reports, each with its row (only the rows of the ``wanted`` broker
+    order ids, when given: a poll reads the whole day's orderbook for the few orders still
+    working). A row without a filled quantity (Zerodha's, Angel's) may show the status of the
+    row above it (OpenAlgo's Zerodha transform carries the previous row's status over an
+    in-between state), so its status is certain only when it differs from the row above, or it
+    is the first row (docs/broker-personalities.md)."""
     out: list[tuple[OrderRow, BrokerOrderUpdate]] = []
     above: OrderRow | None = None
     for row in rows:
-        if wanted is None or wanted(row):
+        if wanted is None or row.orderid in wanted:
             certain = (row.filled_quantity is not None or above is None
                        or row.status.strip().lower() != above.status.strip().lower())
             out.append((row, update_from_row(row, ts, source, certain)))
@@ -462,6 +462,9 @@ class OrderBook:
         self.instrument = instrument
         self._orders: dict[str, TrackedOrder] = {}
         self._by_broker: dict[str, TrackedOrder] = {}
+        # the broker-level orders not yet seen finished, oldest first: the few a poll is about
+        # (a finished order never works again, so it is dropped when found finished)
+        self._legs: dict[str, TrackedOrder] = {}
         # broker ids that belong to an order of ours (today's, including finished and restored
         # ones): an order with an unknown outcome never adopts one of these
         self._known_ids: set[str] = set()
@@ -490,7 +493,10 @@ class OrderBook:
 
     def working_legs(self) -> list[TrackedOrder]:
         """Broker-level orders not finished yet, oldest first."""
-        return [o for o in self._orders.values() if o.working and not o.is_parent]
+        legs = self._legs
+        for cid in [cid for cid, o in legs.items() if not o.working]:
+            del legs[cid]
+        return list(legs.values())
 
     def working_top(self) -> list[TrackedOrder]:
         """The strategies' orders not finished yet, oldest first."""
@@ -500,11 +506,16 @@ class OrderBook:
         """Every broker order id that is one of ours (today's, finished ones included)."""
         return frozenset(self._known_ids)
 
+    def working_ids(self) -> set[str]:
+        """The broker ids of the working legs: the orderbook rows a poll applies."""
+        return {oid for o in self.working_legs()
+                if (oid := o.broker_order_id) is not None and self._by_broker.get(oid) is o}
+
     def needs_poll(self) -> bool:
         """Whether any order could change at the broker (sent, or with an unknown outcome).
-        Asked every second, over the whole day's orders: newest first, stopping at the first."""
-        return any((o.broker_order_id is not None or o.status is S.UNKNOWN)
-                   and o.working and not o.is_parent for o in reversed(self._orders.values()))
+        Asked every second: over the working legs only, not the day's orders."""
+        return any(o.broker_order_id is not None or o.status is S.UNKNOWN
+                   for o in self.working_legs())
 
     def cancel_in_progress(self, order: TrackedOrder) -> bool:
         return any(leg.status is S.CANCEL_PENDING or leg.cancel_deferred
@@ -538,6 +549,8 @@ class OrderBook:
         """Track planned (or restored) orders; a child's parent must come first or be known."""
         for order in orders:
             self._orders[order.client_id] = order
+            if not order.is_parent:
+                self._legs[order.client_id] = order
             if order.broker_order_id is not None:
                 self._bind(order, order.broker_order_id)
 

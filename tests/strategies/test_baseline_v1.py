@@ -236,6 +236,23 @@ def test_dynamic_filter_follows_the_bar_in_progress() -> None:
     assert entry["quantity"] == 650  # sl 8 points: floor(100 / 8) = 12 -> capped at 10 lots
 
 
+def test_the_last_price_is_looked_at_every_evaluation_while_the_day_is_unchanged() -> None:
+    """The ranking of the candidates is kept until the strategy's day changes; whether the
+    symbol's last price is above the swing is not part of it: a tick that changes nothing of
+    the day still decides the next evaluation."""
+    strat, ctx = make()
+    swing_low(strat, CE, 200.0, hh=209.0)  # qualifies: sl 10 points
+    strat.on_bar_update(BarUpdate(CE, SWING_AT + 120, 200.0, 199.0, 200.0, EVAL_AT))
+    evaluate(strat, ctx, quote=False)
+    assert ctx.entries() == []  # at the swing: not a candidate now
+    version = strat.state_version
+    strat.on_bar_update(BarUpdate(CE, SWING_AT + 120, 201.0, 199.0, 201.0, EVAL_AT + 0.5))
+    assert strat.state_version == version  # no new high: the day did not change
+    evaluate(strat, ctx, EVAL_AT + 1, quote=False)
+    [entry] = ctx.entries()
+    assert (entry["symbol"], entry["trigger_price"]) == (CE, 199.95)
+
+
 @pytest.mark.parametrize(("hh", "qty"), [
     (209.0, 650),   # sl 10: 6500 / (10 x 65) = 10 lots exactly
     (211.0, 520),   # sl 12: 8.33 -> 8 lots

@@ -71,12 +71,12 @@ def test_a_replays_database_uses_the_replay_page_cache_and_sync_mode(
     assert cfg().store.cache_kib == 512  # paper and live: [store] as it is
 
 
-def test_a_replay_imports_neither_requests_nor_numpy() -> None:
+def test_a_replay_imports_no_http_client_no_generator_and_no_pandas() -> None:
     """Start-up: the configuration names every section's settings, but the HTTP client
-    (requests) and the synthetic-day generator (numpy) are imported only where used."""
+    (requests), the synthetic-day generator and pandas are imported only where used."""
     code = ("import sys, engine.app.cli, engine.app.replay, engine.app.tree, engine.app.facts; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'requests', 'urllib3', 'numpy', 'pandas'}))")
+            "print(sorted({m for m in sys.modules if m.split('.')[0] in "
+            "('requests', 'urllib3', 'pandas')} | {'engine.market.synth'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

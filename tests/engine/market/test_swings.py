@@ -602,3 +602,22 @@ def test_split_snapshot_refuses_a_piece_of_another_write() -> None:
     del stored["swings.0"]
     with pytest.raises(SwingSnapshotError):
         SwingStatePieces.join(stored["head"], stored)
+
+
+def test_a_head_of_the_previous_layout_still_joins() -> None:
+    """State version 2 named its pieces' writes in one ``pieces`` dict; such rows, written by
+    the previous release, restore as before."""
+    tracker, pieces, stored = make(), SwingStatePieces(size=4), {}
+    for b in _walk(30, seed=7):
+        tracker.on_bar(b)
+        head, changed = pieces.changed(tracker)
+        _apply(stored, head, changed)
+    head = dict(stored["head"])
+    bar_writes, swing_writes = head.pop("bar_pieces"), head.pop("swing_pieces")
+    assert len(bar_writes) == 30 // 4 and swing_writes
+    head["pieces"] = {**{f"bars.{k}": w for k, w in enumerate(bar_writes)},
+                      **{f"swings.{k}": w for k, w in enumerate(swing_writes)}}
+    assert SwingStatePieces.join(head, stored) == tracker.snapshot()
+    head["pieces"]["bars.2"] += 1  # still refuses a piece of another write
+    with pytest.raises(SwingSnapshotError, match=r"bars\.2 is missing or of another write"):
+        SwingStatePieces.join(head, stored)

@@ -29,7 +29,6 @@ from engine.market.instruments import (
 )
 from engine.market.session_file import SessionReader
 from engine.market.synth import (
-    CACHE_ENV,
     GENERATOR_VERSION,
     SyntheticDay,
     SynthSettings,
@@ -38,6 +37,7 @@ from engine.market.synth import (
     iter_day,
     small_session,
 )
+from engine.market.tick_columns import CACHE_ENV
 from engine.messages import Tick
 from engine.runtime.clock import ist_epoch
 

@@ -48,6 +48,7 @@ from engine.trading.orders import (
     uncovered_reason,
     update_from_frame,
     update_from_row,
+    updates_from_rows,
     validate_intent,
 )
 
@@ -588,6 +589,34 @@ def test_a_split_parent_with_no_stored_children_is_still_a_parent() -> None:
     assert parent is not None and parent.is_parent and parent.children == ()
     assert book.working_legs() == []  # never sent as one oversized order
     assert [c.intent.quantity for c in book.missing_children(parent)] == [1755, 65]
+
+
+def test_a_poll_is_about_the_working_legs_only() -> None:
+    """The book keeps its working broker-level orders aside (the poll asks every second, the
+    day has many finished orders): oldest first, split parents never, finished ones gone."""
+    book, done = placed_book(intent("A"), "B1")
+    planned = book.plan(intent("P", quantity=3900))
+    book.add(planned)
+    parent, first, second, third = planned
+    book.placed(first, "B2", T0)
+    [waiting] = book.plan(intent("W"))
+    book.add([waiting])
+    assert book.working_legs() == [done, first, second, third, waiting]
+    assert book.working_ids() == {"B1", "B2"} and book.needs_poll()
+    book.apply_report(report("B1", "complete", 65, 100.0))
+    assert book.working_legs() == [first, second, third, waiting]
+    # only the rows of working orders become reports
+    rows = [row("B1", status="complete"), row("B9"), row("B2", quantity=1755)]
+    assert [r.orderid for r, _ in updates_from_rows(rows, T0, "poll",
+                                                    book.working_ids())] == ["B2"]
+    book.transition(first, S.CANCELLED, T0 + 2, "test")
+    assert book.working_ids() == set() and not book.needs_poll()  # nothing sent is working
+    book.transition(waiting, S.UNKNOWN, T0 + 2, "outcome unknown")
+    assert book.needs_poll()  # an unknown outcome is looked for in the orderbook
+    for order in (second, third, waiting):
+        book.transition(order, S.REJECTED, T0 + 3, "test")
+    assert book.working_legs() == [] and not book.needs_poll()
+    assert parent.status is S.CANCELLED
 
 
 def test_at_broker_states() -> None:
