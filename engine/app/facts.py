@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -19,9 +20,10 @@ from engine.broker import BrokerError
 from engine.config import Config
 from engine.market.instruments import InstrumentFacts, InstrumentSpec, resolve_spec
 from engine.market.session_file import SessionReader
-from engine.openalgo.instruments import InstrumentProvider
-from engine.openalgo.rest import OpenAlgoClient
 from engine.store.database import Database
+
+if TYPE_CHECKING:  # only the modes that ask OpenAlgo need these (a replay does not)
+    from engine.openalgo.rest import OpenAlgoClient
 
 
 def instrument_spec(cfg: Config, facts: InstrumentFacts | None) -> InstrumentSpec:
@@ -35,6 +37,8 @@ def broker_facts(cfg: Config, client: OpenAlgoClient, day: date, *, db_path: Pat
                  account: str) -> tuple[InstrumentFacts | None, float | None]:
     """The day's facts from OpenAlgo and the underlying's price seen while reading them; when
     OpenAlgo cannot answer, today's stored facts (``source`` "stored"), else None."""
+    from engine.openalgo.instruments import InstrumentProvider
+
     provider = InstrumentProvider(client)
     try:
         facts = provider.facts(day)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import operator
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -69,6 +70,11 @@ class ReplaySettings:
                                      "NORMAL (no disk sync per commit; a replay can be run "
                                      "again) or FULL as [store] synchronous", choices=("FULL",
                                                                                        "NORMAL"))
+    store_cache_kib: int = setting(16_384, "SQLite page cache per connection of a replay's "
+                                   "database, KiB, instead of [store] cache_kib (each flush's "
+                                   "upserts of bars and states would reread their pages from "
+                                   "the file; the bundled day's database is about 10 MB)",
+                                   min=64, max=1_048_576)
 
 
 @dataclass
@@ -110,13 +116,22 @@ class ReplaySummary:
         ]
 
 
-def bars_digest(bars: list[Bar]) -> str:
+def bars_digest(bars: Iterable[Bar]) -> str:
     """A stable hash of bars (sorted by symbol and start; floats by repr)."""
+    return bar_rows_digest((b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume,
+                            b.ticks, b.vwap, b.source) for b in bars)
+
+
+def bar_rows_digest(rows: Iterable[tuple[Any, ...]]) -> str:
+    """``bars_digest`` of bars given as tuples of their fields in ``Bar``'s order (as
+    ``Database.day_bar_rows`` reads them)."""
     h = hashlib.sha256()
-    for b in sorted(bars, key=lambda b: (b.symbol, b.start)):
-        h.update(repr((b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume, b.ticks,
-                       b.vwap, b.source)).encode())
+    for row in sorted(rows, key=_by_symbol_and_start):
+        h.update(repr(row).encode())
     return h.hexdigest()[:16]
+
+
+_by_symbol_and_start = operator.itemgetter(0, 1)
 
 
 class ReplayDriver:
@@ -171,7 +186,8 @@ class ReplayDriver:
         parts, clock, broker = self._parts()
         store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
                                     batch_size=max(self.cfg.store.batch_size, 100_000),
-                                    synchronous=self.settings.store_synchronous)
+                                    synchronous=self.settings.store_synchronous,
+                                    cache_kib=self.settings.store_cache_kib)
         engine = Engine(self.cfg.replace(store=store), parts)
         summary = ReplaySummary(str(self.session), parts.trading_day, symbols=len(parts.symbols),
                                 db_path=str(self.db_path))
@@ -299,11 +315,10 @@ class ReplayDriver:
 
         db = Database(self.db_path, self.cfg.store)
         try:
-            bars: list[Bar] = []
-            gaps = 0
-            for info in self.reader.symbols():
-                bars.extend(db.bars(info.symbol, day))
-                gaps += len(db.bar_gaps(info.symbol, day))
+            # the whole day in two queries (not two per symbol), bars as plain tuples
+            symbols = {info.symbol for info in self.reader.symbols()}
+            bars = [row for row in db.day_bar_rows(day) if row[0] in symbols]
+            gaps = sum(n for symbol, n in db.day_gap_counts(day).items() if symbol in symbols)
             if self.strategies:
                 from engine.trading.trades import day_report
 
@@ -314,7 +329,7 @@ class ReplayDriver:
             db.close()
         summary.bars = len(bars)
         summary.gaps = gaps
-        summary.bars_hash = bars_digest(bars)
+        summary.bars_hash = bar_rows_digest(bars)
 
 
 class _Progress:

@@ -31,7 +31,7 @@ from engine.market.day_cycle import DaySettings
 from engine.market.instruments import InstrumentSettings, parse_hhmm
 from engine.market.session_file import SessionFileSettings
 from engine.market.swings import SwingSettings
-from engine.market.synth import SynthSettings
+from engine.market.synth_settings import SynthSettings
 from engine.market.universe import UniverseSettings
 from engine.openalgo.feed import FeedSettings
 from engine.openalgo.rest import RestSettings

@@ -46,11 +46,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
 from loguru import logger
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from engine.broker import (
     AuthError,
@@ -80,6 +78,9 @@ from engine.runtime import probes
 from engine.runtime.clock import Clock
 from engine.runtime.logs import Throttle
 from engine.settings import setting
+
+if TYPE_CHECKING:  # imported by the first client (``OpenAlgoClient``): a replay never needs it
+    import requests
 
 T = TypeVar("T")
 
@@ -161,6 +162,9 @@ class _Retryable(Exception):
 
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request surely never reached the server (no connection was made)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
     if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
@@ -173,6 +177,9 @@ def _never_sent(exc: requests.RequestException) -> bool:
 def _refused_certificate(exc: requests.RequestException) -> str | None:
     """Why the server's certificate was refused (untrusted, expired, for another host), or None
     for any other failure. A refused certificate ends the handshake: nothing was sent."""
+    import requests
+    from urllib3.exceptions import MaxRetryError
+
     if not isinstance(exc, requests.exceptions.SSLError) or not exc.args:
         return None
     cause = exc.args[0]
@@ -202,6 +209,8 @@ class OpenAlgoClient:
         self._sleep = sleep
         self._base = settings.host.rstrip("/") + "/api/v1/"
         self._access = access or ProxyAccess()
+        import requests  # here, not at the top: the settings are imported by every command
+
         self._session = requests.Session()
         self._session.headers.update(self._access.headers())
         self.last_request: LastRequest | None = None
@@ -371,6 +380,7 @@ class OpenAlgoClient:
         """One HTTP exchange: the success body, or a typed error (``_Retryable`` if retryable)."""
         creating = endpoint in ORDER_CREATING
         probe = probes.request_sending  # benchmarks only; None otherwise
+        import requests  # imported already by __init__: a lookup
         if probe is not None:
             probe(endpoint, fields, time.monotonic())
         try:

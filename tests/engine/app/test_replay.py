@@ -41,6 +41,47 @@ def test_two_replays_give_identical_bars_and_counts(session: Path, tmp_path: Pat
     assert a.stuck_steps == 0 and a.restarts == 0
 
 
+def test_the_summary_counts_and_hashes_every_bar_and_gap_of_the_sessions_symbols(
+        session: Path, tmp_path: Path) -> None:
+    from engine.app.replay import bars_digest
+    from engine.market.session_file import SessionReader
+
+    s = ReplayDriver(cfg(), session, db_path=tmp_path / "h.db", progress=False).run()
+    with Database(tmp_path / "h.db", cfg().store) as db:
+        symbols = [info.symbol for info in SessionReader(session).symbols()]
+        bars = [b for symbol in symbols for b in db.bars(symbol, DAY)]
+        gaps = sum(len(db.bar_gaps(symbol, DAY)) for symbol in symbols)
+    assert (s.bars, s.gaps, s.bars_hash) == (len(bars), gaps, bars_digest(bars))
+    assert s.bars > 0
+
+
+def test_a_replays_database_uses_the_replay_page_cache_and_sync_mode(
+        session: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def look(engine, _ts: float) -> None:
+        if not seen:
+            with engine.db._engine.connect() as conn:  # a connection of the writer's pool
+                seen.append((conn.exec_driver_sql("PRAGMA cache_size").scalar_one(),
+                             conn.exec_driver_sql("PRAGMA synchronous").scalar_one()))
+
+    ReplayDriver(cfg(**{"replay.store_cache_kib": "4096"}), session,
+                 db_path=tmp_path / "k.db", progress=False, on_step=look).run()
+    assert seen == [(-4096, 1)]  # KiB (a negative cache_size), NORMAL
+    assert cfg().store.cache_kib == 512  # paper and live: [store] as it is
+
+
+def test_a_replay_imports_no_http_client_no_generator_and_no_pandas() -> None:
+    """Start-up: the configuration names every section's settings, but the HTTP client
+    (requests), the synthetic-day generator and pandas are imported only where used."""
+    code = ("import sys, engine.app.cli, engine.app.replay, engine.app.tree, engine.app.facts; "
+            "print(sorted({m for m in sys.modules if m.split('.')[0] in "
+            "('requests', 'urllib3', 'pandas')} | {'engine.market.synth'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_step_size_does_not_change_the_bars(session: Path, tmp_path: Path) -> None:
     fine = ReplayDriver(cfg(**{"replay.step_s": "0.5"}), session, db_path=tmp_path / "f.db",
                         progress=False).run()

@@ -15,6 +15,7 @@ import engine.store.database as store
 from engine.messages import (
     Action,
     Bar,
+    BarGap,
     OrderEvent,
     OrderIntent,
     OrderStatus,
@@ -301,6 +302,23 @@ def test_write_rows_keeps_the_good_rows_of_a_batch_with_a_bad_one(db: Database) 
     refused = db.run_write(lambda tx: tx.write_rows(writes))
     assert [(w, "NOT NULL" in why) for w, why in refused] == [(poisoned, True)]
     assert [b.start for b in db.bars(SYMBOL, DAY)] == [T0, T0 + 60, T0 + 180, T0 + 240]
+
+
+def test_a_days_bars_and_gap_counts_read_at_once_equal_the_per_symbol_reads(
+        db: Database) -> None:
+    other = "NIFTY30JAN2524100PE"
+    bars = [Bar(sym, T0 + 60 * i, 100 + i, 101.5, 99, 100.25, 10 + i, 3, 100.2, source)
+            for sym, source in ((SYMBOL, "live"), (other, "history")) for i in range(3)]
+    bars.append(Bar(SYMBOL, T0 - 86_400, 1, 1, 1, 1, 1, 1, 1.0))  # the day before: not read
+    gaps = [BarGap(SYMBOL, T0 + 600), BarGap(SYMBOL, T0 + 660), BarGap(other, T0 + 600)]
+    db.run_write(lambda tx: [tx.write_rows([db.writes_for(m)[0]]) for m in (*bars, *gaps)])
+    rows = db.day_bar_rows(DAY)
+    assert rows == [tuple(getattr(b, c) for c in store.BAR_COLUMNS)
+                    for sym in sorted((SYMBOL, other)) for b in db.bars(sym, DAY)]
+    assert [type(v) for v in rows[0]] == [str, float, float, float, float, float, int, int,
+                                          float, str]
+    assert db.day_gap_counts(DAY) == {SYMBOL: 2, other: 1}
+    assert db.day_gap_counts(date(2025, 1, 29)) == {}
 
 
 def test_a_locked_database_is_retried_then_reported(db: Database) -> None:
