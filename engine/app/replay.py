@@ -62,10 +62,13 @@ class ReplaySettings:
     barrier_timeout_s: float = setting(60.0, "real seconds to wait for a step to settle before "
                                        "reporting a stuck actor", min=0.1, max=3600)
     progress: bool = setting(True, "show a progress bar on a terminal")
-    store_flush_s: float = setting(60.0, "engine seconds between the store's batched writes in "
-                                   "a replay (one transaction a minute instead of every "
-                                   "[store] flush_interval_s); orders and fills still commit "
-                                   "at once", min=0.05, max=60.0)
+    store_flush_s: float = setting(300.0, "engine seconds between the store's batched writes "
+                                   "in a replay at full speed (one transaction per five "
+                                   "market minutes instead of every [store] "
+                                   "flush_interval_s); a paced replay (--speed N) writes at "
+                                   "least every N x [store] flush_interval_s, as often in "
+                                   "real time as live does; orders and fills always commit "
+                                   "at once", min=0.05, max=3600.0)
     store_synchronous: str = setting("NORMAL", "SQLite synchronous mode of a replay's database: "
                                      "NORMAL (no disk sync per commit; a replay can be run "
                                      "again) or FULL as [store] synchronous", choices=("FULL",
@@ -182,9 +185,18 @@ class ReplayDriver:
             self.parts_hook(parts)
         return parts, clock, broker
 
+    def flush_interval_s(self) -> float:
+        """Engine seconds between the store's batched writes: ``store_flush_s``, or for a paced
+        replay at most ``speed`` times ``[store] flush_interval_s`` (a page watching the
+        database sees bars as often, in real time, as in live)."""
+        flush = self.settings.store_flush_s
+        if self.speed > 0:
+            flush = min(flush, self.speed * self.cfg.store.flush_interval_s)
+        return flush
+
     def run(self) -> ReplaySummary:
         parts, clock, broker = self._parts()
-        store = dataclasses.replace(self.cfg.store, flush_interval_s=self.settings.store_flush_s,
+        store = dataclasses.replace(self.cfg.store, flush_interval_s=self.flush_interval_s(),
                                     batch_size=max(self.cfg.store.batch_size, 100_000),
                                     synchronous=self.settings.store_synchronous,
                                     cache_kib=self.settings.store_cache_kib)

@@ -179,3 +179,24 @@ def test_every_minute_with_a_valid_tick_yields_a_bar(session: Path, tmp_path: Pa
             assert got == minutes, symbol
     finally:
         db.close()
+
+
+def test_a_replay_at_full_speed_writes_its_batches_every_five_market_minutes(
+        session: Path, tmp_path: Path) -> None:
+    """One transaction per ``[replay] store_flush_s`` (300 s) at full speed; a paced replay
+    writes at least every ``speed`` x ``[store] flush_interval_s`` (a watched page keeps the
+    rhythm it has in live)."""
+    seen: list[float] = []
+    ReplayDriver(cfg(), session, db_path=tmp_path / "f.db", progress=False,
+                 on_step=lambda engine, _ts: seen.append(engine.db.settings.flush_interval_s)
+                 ).run()
+    assert set(seen) == {300.0}
+    base = cfg().store.flush_interval_s
+
+    def interval(speed: float) -> float:
+        return ReplayDriver(cfg(), session, db_path=tmp_path / "p.db", speed=speed,
+                            progress=False).flush_interval_s()
+
+    assert interval(0.0) == 300.0
+    assert interval(60.0) == 60.0 * base < 300.0
+    assert interval(1000.0) == 300.0
