@@ -340,26 +340,30 @@ class SimulatedBroker:
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
         Replay calls this once per step: it has no use for a snapshot per tick. The loop is
-        written for speed (every replayed tick passes here): locals for what it looks up,
-        comparisons instead of ``max``/``min``, and the symbol's current minute bar kept on
-        its market state.
+        written for speed (every replayed tick passes here): the tick unpacked at once (a named
+        tuple), locals for what it looks up, comparisons instead of ``max``/``min``/``isfinite``,
+        the trading day's span kept while ticks stay in it (what ``trading_date`` does, without
+        a call per tick), and the symbol's current minute bar kept on its market state.
         """
         markets, working = self._markets, self._working
-        isfinite, floor = math.isfinite, math.floor
+        floor, inf = math.floor, math.inf
+        day_start = day_end = 0.0  # the IST day of the last valid tick: [day_start, day_end)
+        day: date | None = None
         with self._lock:
-            for tick in ticks:
-                key = (tick.symbol, tick.exchange)
+            for symbol, exchange, ltp, recv_ts, ts, volume, bid, ask, oi in ticks:
+                key = (symbol, exchange)
                 market = markets.get(key)
                 if market is None:
-                    market = markets[key] = _Market(*key)
-                ltp = tick.ltp
-                if not (ltp > 0 and isfinite(ltp)):
+                    market = markets[key] = _Market(symbol, exchange)
+                if not 0 < ltp < inf:  # zero, negative, infinite or NaN
                     continue
-                ts = tick.exchange_ts  # Tick.ts, inline
-                if ts is None:
-                    ts = tick.recv_ts
-                day = trading_date(ts)
-                if market.day != day:
+                if ts is None:  # Tick.ts, inline: exchange time, else receive time
+                    ts = recv_ts
+                if not day_start <= ts < day_end:
+                    day = trading_date(ts)
+                    day_start = datetime.combine(day, time(0), IST).timestamp()
+                    day_end = day_start + 86400.0  # IST has no daylight saving
+                if market.day is not day and market.day != day:  # most often the same object
                     if market.day is not None:
                         market.prev_close = market.ltp
                     elif market.prev_close <= 0:
@@ -374,27 +378,31 @@ class SimulatedBroker:
                 if ltp < market.low:
                     market.low = ltp
                 increment = 0
-                volume = tick.volume
                 if volume is not None:
                     # the first cumulative volume seen in a day is the base. Cumulative volume
                     # is monotone in true time, so a small drop is an earlier report arriving
                     # late (nothing traded; the high mark stands); only a large drop is a feed
-                    # restart, which re-bases without a negative increment
-                    if not market.volume_seen or volume < market.volume * RESET_FRACTION:
+                    # restart, which re-bases without a negative increment (an unchanged
+                    # volume changes nothing: no write)
+                    last = market.volume
+                    if not market.volume_seen:
                         market.volume = volume
-                    elif volume >= market.volume:
-                        increment = volume - market.volume
+                        market.volume_seen = True
+                    elif volume < last * RESET_FRACTION:
+                        market.volume = volume
+                    elif volume > last:
+                        increment = volume - last
                         market.volume = volume
                         market.turnover += increment * ltp
                         market.traded += increment
-                    market.volume_seen = True
                 market.last_quantity = increment
                 market.ltp = ltp
-                bid, ask = tick.bid, tick.ask
                 market.bid = bid if bid > 0 else 0.0
                 market.ask = ask if ask > 0 else 0.0
-                if tick.oi is not None:
-                    market.oi = tick.oi
+                if oi is None:
+                    oi = market.oi
+                else:
+                    market.oi = oi
                 market.ltt = ts
                 # the tick's one-minute bar: most ticks fall in the minute of the one before
                 start = floor(ts / 60.0) * 60.0  # minute_start, inline
@@ -406,8 +414,9 @@ class SimulatedBroker:
                 if ltp < bar.low:
                     bar.low = ltp
                 bar.close = ltp
-                bar.volume += increment
-                bar.oi = market.oi
+                if increment:
+                    bar.volume += increment
+                bar.oi = oi
                 if working.get(key):
                     self._run_book(market)
 
