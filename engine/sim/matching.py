@@ -233,6 +233,11 @@ class _Order:
     updated_ts: float = 0.0
     cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
     reject_on_activation: str = ""  # rejected by the exchange once the placement latency ends
+    # its last row and the fields that row shows (``SimulatedBroker._row``); a finished order's
+    # row never changes again
+    row: OrderRow | None = None
+    row_key: tuple[Any, ...] = ()
+    row_final: bool = False
 
     @property
     def average_price(self) -> float:
@@ -297,7 +302,6 @@ class SimulatedBroker:
         self._rng = rng or random.Random(self.settings.seed)
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
-        self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
         self._listed: tuple[list[OrderRow], list[OrderRow]] | None = None
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
@@ -658,7 +662,6 @@ class SimulatedBroker:
                 "trades": [_as_dict(t) for t in self.tradebook()],
                 "positions": [_as_dict(p) for p in self.positionbook()]}
             self._orders.clear()
-            self._rows.clear()
             self._working.clear()
             self._trades.clear()
             self._positions.clear()
@@ -685,9 +688,10 @@ class SimulatedBroker:
         with self._lock:
             rows = self.raw_orderbook()
             listed = self._listed
-            if listed is not None and len(rows) == len(listed[0]) and \
-                    all(a is b for a, b in zip(rows, listed[0], strict=True)):
-                return list(listed[1])  # no row changed: the same listing (rows are frozen)
+            # no row changed: the same listing (rows are frozen; the list comparison checks
+            # identity first, in C, and equal rows give an equal listing)
+            if listed is not None and rows == listed[0]:
+                return list(listed[1])
             out = self.personality.orderbook(rows)
             self._listed = (rows, out)
             return list(out)
@@ -695,7 +699,8 @@ class SimulatedBroker:
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
         with self._lock:
-            return [self._row(o) for o in self._orders.values()]
+            return [o.row if o.row_final else self._row(o)  # type: ignore[misc]
+                    for o in self._orders.values()]
 
     def tradebook(self) -> list[TradeRow]:
         with self._lock:
@@ -961,15 +966,18 @@ class SimulatedBroker:
         return f"{to_ist(now).strftime('%y%m%d')}{self._counter:09d}"
 
     def _row(self, o: _Order) -> OrderRow:
-        """The order's row, built again only when a field it shows changed (every orderbook
-        read lists the whole day's orders)."""
+        """The order's row, built again only when a field it shows changed, and kept for good
+        once the order is finished (every orderbook read lists the whole day's orders)."""
+        if o.row_final:
+            return o.row  # type: ignore[return-value]
         key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
                o.price, o.trigger_price, o.quantity, o.pricetype)
-        cached = self._rows.get(o.orderid)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        row = self._new_row(o)
-        self._rows[o.orderid] = (key, row)
+        if o.row is not None and o.row_key == key:
+            return o.row
+        row = o.row = self._new_row(o)
+        o.row_key = key
+        # nothing changes a finished order (no fill, modify or cancel reaches it)
+        o.row_final = o.status in TERMINAL_STATUSES
         return row
 
     def _new_row(self, o: _Order) -> OrderRow:
