@@ -234,10 +234,10 @@ class _Order:
     cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
     reject_on_activation: str = ""  # rejected by the exchange once the placement latency ends
     # its last row and the fields that row shows (``SimulatedBroker._row``); a finished order's
-    # row never changes again
+    # row never changes again: ``final_row``
     row: OrderRow | None = None
     row_key: tuple[Any, ...] = ()
-    row_final: bool = False
+    final_row: OrderRow | None = None
 
     @property
     def average_price(self) -> float:
@@ -699,8 +699,7 @@ class SimulatedBroker:
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
         with self._lock:
-            return [o.row if o.row_final else self._row(o)  # type: ignore[misc]
-                    for o in self._orders.values()]
+            return [o.final_row or self._row(o) for o in self._orders.values()]
 
     def tradebook(self) -> list[TradeRow]:
         with self._lock:
@@ -968,16 +967,16 @@ class SimulatedBroker:
     def _row(self, o: _Order) -> OrderRow:
         """The order's row, built again only when a field it shows changed, and kept for good
         once the order is finished (every orderbook read lists the whole day's orders)."""
-        if o.row_final:
-            return o.row  # type: ignore[return-value]
+        if o.final_row is not None:
+            return o.final_row
         key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
                o.price, o.trigger_price, o.quantity, o.pricetype)
         if o.row is not None and o.row_key == key:
             return o.row
         row = o.row = self._new_row(o)
         o.row_key = key
-        # nothing changes a finished order (no fill, modify or cancel reaches it)
-        o.row_final = o.status in TERMINAL_STATUSES
+        if o.status in TERMINAL_STATUSES:  # no fill, modify or cancel reaches it any more
+            o.final_row = row
         return row
 
     def _new_row(self, o: _Order) -> OrderRow:
