@@ -23,7 +23,7 @@ from engine.app.command_spec import (
     CommandSpec,
 )
 from engine.app.config_doc import render_config_toml
-from engine.app.control import ControlError, ControlSettings, render_status, send_command, summarize
+from engine.app.control_settings import ControlSettings
 from engine.app.research_cli import (
     CliHelpers,
     configure_backtest,
@@ -639,6 +639,8 @@ def _control_settings(cfg: Config) -> ControlSettings:
 
 
 def run_status(args: argparse.Namespace, cfg: Config) -> int:
+    from engine.app.control import ControlError, render_status, send_command
+
     settings = _control_settings(cfg)
     try:
         status = send_command(args.socket or settings.socket_path, "status",
@@ -660,6 +662,8 @@ def _print_out(text: str) -> int:
 
 
 def run_operator_command(args: argparse.Namespace, cfg: Config) -> int:
+    from engine.app.control import ControlError, send_command, summarize
+
     settings = _control_settings(cfg)
     command_args = {"strategy": args.strategy} if args.strategy else {}
     try:

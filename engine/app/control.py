@@ -66,14 +66,13 @@ import stat
 import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 from loguru import logger
 
+from engine.app.control_settings import ControlSettings
 from engine.runtime.clock import fmt_ist
-from engine.settings import setting
 
 ACTION_COMMANDS = ("pause", "resume", "kill", "flatten", "unhalt")
 CONTROL_COMMANDS = ("status", *ACTION_COMMANDS)
@@ -81,24 +80,6 @@ CHAOS_COMMAND = "chaos"  # fault injection; only with chaos_enabled (see the mod
 MAX_UNIX_PATH_BYTES = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 _UCRED = struct.Struct("iII")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
-
-
-@dataclass(frozen=True, slots=True)
-class ControlSettings:
-    """Section ``[control]``: the operator control socket (the stop-signal policy is
-    ``[engine] on_signal``)."""
-
-    enabled: bool = setting(True, "listen for operator commands (run.py status, pause, ...)")
-    socket_path: str = setting("var/control/engine.sock", "the control socket, relative to the "
-                               "working directory; its directory is kept private (mode 0700)")
-    max_request_bytes: int = setting(65536, "longest request line the engine accepts",
-                                     min=1024, max=1 << 20)
-    idle_timeout_s: float = setting(10.0, "the engine drops a connection idle this long",
-                                    min=0.1, max=600)
-    client_timeout_s: float = setting(60.0, "how long run.py waits for the engine's answer "
-                                      "(a flatten can take a while)", min=1, max=3600)
-    chaos_enabled: bool = setting(False, "accept the chaos command (crash a named actor: fault "
-                                  "injection for tests and drills); never on in production")
 
 
 # ---------------------------------------------------------------------------------------------

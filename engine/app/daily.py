@@ -39,7 +39,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.dashboard.server import dashboard_channel
+from engine.app.dashboard.channel import dashboard_channel
 from engine.app.day_calendar import DayCalendar
 from engine.app.facts import instrument_spec
 from engine.app.live import day_engine, venue_broker

@@ -30,7 +30,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.dashboard.server import dashboard_channel
+from engine.app.dashboard.channel import dashboard_channel
 from engine.app.facts import broker_facts, instrument_spec
 from engine.app.modes import entries_at_safe_stop, feed_connector, past_eod
 from engine.app.operator import control_channel, graceful_stop

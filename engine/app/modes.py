@@ -35,7 +35,7 @@ from loguru import logger
 
 from actors.feed import FeedCallbacks
 from engine.app.accounts import env_basic_auth, proxy_access
-from engine.app.dashboard.server import dashboard_channel
+from engine.app.dashboard.channel import dashboard_channel
 from engine.app.facts import broker_facts, instrument_spec, session_facts
 from engine.app.operator import control_channel, graceful_stop
 from engine.app.session_end import (

@@ -35,7 +35,7 @@ from typing import Any
 
 from loguru import logger
 
-from engine.app.dashboard.server import dashboard_channel
+from engine.app.dashboard.channel import dashboard_channel
 from engine.app.facts import instrument_spec, session_facts
 from engine.app.tree import Engine, EngineParts, last_close_at
 from engine.config import Config

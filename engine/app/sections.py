@@ -20,8 +20,8 @@ from actors.position_monitor import PositionSettings
 from actors.reconciler import ReconcileSettings
 from actors.recorder import RecorderSettings
 from engine.app.accounts import AccountsSettings
-from engine.app.control import ControlSettings
-from engine.app.dashboard.server import DashboardSettings
+from engine.app.control_settings import ControlSettings
+from engine.app.dashboard.settings import DashboardSettings
 from engine.app.replay import ReplaySettings
 from engine.config import Config, ConfigError, EngineSettings, Problem, Sections
 from engine.config import describe_defaults as _describe

@@ -22,24 +22,34 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from itertools import repeat
 from pathlib import Path
 from time import time_ns
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
 from loguru import logger
 
 from engine.messages import Tick, tick_from_row
 
+if TYPE_CHECKING:  # numpy is imported where records are read or written: a command that
+    import numpy as np  # lists the settings (run.py status, ...) does not pay for it
+
 CACHE_ENV = "NIFTY_ENGINE_CACHE"
 FORMAT_VERSION = 1
 
-# One tick: the eight-byte fields first, then the string codes and the null flags, padded to 64
-# bytes so every record (and every field in it) stays aligned.
-ROW = np.dtype([("ltp", "<f8"), ("recv_ts", "<f8"), ("exchange_ts", "<f8"), ("volume", "<i8"),
-                ("bid", "<f8"), ("ask", "<f8"), ("oi", "<i8"), ("symbol", "<u4"),
-                ("exchange", "<u2"), ("nulls", "u1"), ("_pad", "u1")])
+
+
+@cache
+def record_dtype() -> np.dtype[Any]:
+    """One tick: the eight-byte fields first, then the string codes and the null flags, padded
+    to 64 bytes so every record (and every field in it) stays aligned."""
+    import numpy as np
+
+    return np.dtype([("ltp", "<f8"), ("recv_ts", "<f8"), ("exchange_ts", "<f8"),
+                     ("volume", "<i8"), ("bid", "<f8"), ("ask", "<f8"), ("oi", "<i8"),
+                     ("symbol", "<u4"), ("exchange", "<u2"), ("nulls", "u1"), ("_pad", "u1")])
+
 # Bits of ``nulls``: these fields are None in the tick (their stored value is 0)
 _NULLABLE = (("exchange_ts", 1), ("volume", 2), ("oi", 4))
 _CHUNK = 8192
@@ -115,8 +125,11 @@ class CachedTicks:
         order and play order never lets receive time go back."""
         if start is None and end is None:
             return 0, self.rows
+        import numpy as np
+
         with self._open() as (fh, offset):
-            recv = np.memmap(fh, dtype=ROW, mode="r", offset=offset, shape=(self.rows,))["recv_ts"]
+            recv = np.memmap(fh, dtype=record_dtype(), mode="r", offset=offset,
+                             shape=(self.rows,))["recv_ts"]
             # bisect over the memory map touches a few pages; numpy's searchsorted would first
             # copy the whole strided column
             lo = 0 if start is None else bisect.bisect_left(recv, start)
@@ -127,19 +140,22 @@ class CachedTicks:
     def chunks(self, lo: int, hi: int) -> Iterator[tuple[int, Iterator[Tick]]]:
         """Records ``lo`` to ``hi`` as (count, ticks) per chunk; ``CacheUnusable`` if the data
         file turns out shorter or holds a code that points nowhere."""
+        import numpy as np
+
+        row = record_dtype()
         # every tick of a symbol shares one interned string (SQLite builds one per row)
         symbols = np.array([sys.intern(s) for s in self.symbols], dtype=object)
         exchanges = np.array([sys.intern(s) for s in self.exchanges], dtype=object)
-        raw = np.empty(_CHUNK * ROW.itemsize, dtype=np.uint8)
+        raw = np.empty(_CHUNK * row.itemsize, dtype=np.uint8)
         with self._open() as (fh, offset):
-            fh.seek(offset + lo * ROW.itemsize)
+            fh.seek(offset + lo * row.itemsize)
             at = lo
             while at < hi:
                 n = min(_CHUNK, hi - at)
-                size = n * ROW.itemsize
+                size = n * row.itemsize
                 if fh.readinto(raw[:size]) != size:
                     raise CacheUnusable(f"{self.data_path} is shorter than recorded")
-                rec = raw[:size].view(ROW)
+                rec = raw[:size].view(row)
                 try:
                     sym = symbols[rec["symbol"]].tolist()
                     exch = exchanges[rec["exchange"]].tolist()
@@ -157,7 +173,10 @@ class CachedTicks:
     @contextmanager
     def _open(self) -> Iterator[tuple[BinaryIO, int]]:
         """The data file opened and checked (the same inode, size and mtime as recorded, a
-        ``.npy`` header of exactly ``rows`` ``ROW`` records): (file, offset of the records)."""
+        ``.npy`` header of exactly ``rows`` ``record_dtype`` records): (file, offset of the
+        records)."""
+        import numpy as np
+
         try:
             fh = open(self.data_path, "rb")  # noqa: SIM115 (entered just below)
         except OSError as exc:
@@ -172,13 +191,15 @@ class CachedTicks:
             except Exception as exc:  # numpy's parser raises ValueError, SyntaxError,
                 # TokenError... on a garbled header: each means "not this cache"
                 raise CacheUnusable(f"{self.data_path}: {exc!r}") from exc
-            if dtype != ROW or fortran or shape != (self.rows,):
+            if dtype != record_dtype() or fortran or shape != (self.rows,):
                 raise CacheUnusable(f"{self.data_path} does not hold {self.rows} tick records")
             yield fh, fh.tell()
 
 
 def _nullable(column: np.ndarray, nulls: np.ndarray, n: int) -> list[Any]:
     """The column's values as a list, None where flagged."""
+    import numpy as np
+
     flagged = int(np.count_nonzero(nulls))
     if not flagged:
         return column.tolist()
@@ -219,8 +240,11 @@ class ColumnWriter:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{self.data.name}.", suffix=".tmp",
                                              dir=self.data.parent)
             self._fh = os.fdopen(fd, "wb")
+            import numpy as np
+
             np.lib.format.write_array_header_1_0(
-                self._fh, {"descr": np.lib.format.dtype_to_descr(ROW), "fortran_order": False,
+                self._fh, {"descr": np.lib.format.dtype_to_descr(record_dtype()),
+                           "fortran_order": False,
                            "shape": (rows,)})
         except (OSError, ValueError) as exc:
             self._failed(exc)
@@ -247,8 +271,10 @@ class ColumnWriter:
         if self._written + n > self.rows:
             self._failed(ValueError("more ticks than the scan counted"))
             return
+        import numpy as np
+
         sym, exch, ltp, recv, ex_ts, vol, bid, ask, oi = zip(*rows, strict=True)
-        rec = np.zeros(n, dtype=ROW)
+        rec = np.zeros(n, dtype=record_dtype())
         rec["symbol"] = list(map(self._symbols.__getitem__, sym))
         rec["exchange"] = list(map(self._exchanges.__getitem__, exch))
         rec["ltp"], rec["recv_ts"], rec["bid"], rec["ask"] = ltp, recv, bid, ask

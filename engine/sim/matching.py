@@ -233,6 +233,11 @@ class _Order:
     updated_ts: float = 0.0
     cancelling: bool = False  # a cancel awaits the exchange (shown as ``cancel pending``)
     reject_on_activation: str = ""  # rejected by the exchange once the placement latency ends
+    # its last row and the fields that row shows (``SimulatedBroker._row``); a finished order's
+    # row never changes again: ``final_row``
+    row: OrderRow | None = None
+    row_key: tuple[Any, ...] = ()
+    final_row: OrderRow | None = None
 
     @property
     def average_price(self) -> float:
@@ -297,7 +302,6 @@ class SimulatedBroker:
         self._rng = rng or random.Random(self.settings.seed)
         self.personality: Personality = personality(self.settings.broker)
         self._lock = threading.RLock()
-        self._rows: dict[str, tuple[tuple[Any, ...], OrderRow]] = {}
         self._listed: tuple[list[OrderRow], list[OrderRow]] | None = None
         self._markets: dict[tuple[str, str], _Market] = {}
         self._bars: dict[tuple[str, str], dict[float, _Bar]] = {}
@@ -340,26 +344,30 @@ class SimulatedBroker:
 
         A tick whose LTP is zero, negative or not finite changes nothing (not even bid/ask).
         Replay calls this once per step: it has no use for a snapshot per tick. The loop is
-        written for speed (every replayed tick passes here): locals for what it looks up,
-        comparisons instead of ``max``/``min``, and the symbol's current minute bar kept on
-        its market state.
+        written for speed (every replayed tick passes here): the tick unpacked at once (a named
+        tuple), locals for what it looks up, comparisons instead of ``max``/``min``/``isfinite``,
+        the trading day's span kept while ticks stay in it (what ``trading_date`` does, without
+        a call per tick), and the symbol's current minute bar kept on its market state.
         """
         markets, working = self._markets, self._working
-        isfinite, floor = math.isfinite, math.floor
+        floor, inf = math.floor, math.inf
+        day_start = day_end = 0.0  # the IST day of the last valid tick: [day_start, day_end)
+        day: date | None = None
         with self._lock:
-            for tick in ticks:
-                key = (tick.symbol, tick.exchange)
+            for symbol, exchange, ltp, recv_ts, ts, volume, bid, ask, oi in ticks:
+                key = (symbol, exchange)
                 market = markets.get(key)
                 if market is None:
-                    market = markets[key] = _Market(*key)
-                ltp = tick.ltp
-                if not (ltp > 0 and isfinite(ltp)):
+                    market = markets[key] = _Market(symbol, exchange)
+                if not 0 < ltp < inf:  # zero, negative, infinite or NaN
                     continue
-                ts = tick.exchange_ts  # Tick.ts, inline
-                if ts is None:
-                    ts = tick.recv_ts
-                day = trading_date(ts)
-                if market.day != day:
+                if ts is None:  # Tick.ts, inline: exchange time, else receive time
+                    ts = recv_ts
+                if not day_start <= ts < day_end:
+                    day = trading_date(ts)
+                    day_start = datetime.combine(day, time(0), IST).timestamp()
+                    day_end = day_start + 86400.0  # IST has no daylight saving
+                if market.day is not day and market.day != day:  # most often the same object
                     if market.day is not None:
                         market.prev_close = market.ltp
                     elif market.prev_close <= 0:
@@ -374,27 +382,31 @@ class SimulatedBroker:
                 if ltp < market.low:
                     market.low = ltp
                 increment = 0
-                volume = tick.volume
                 if volume is not None:
                     # the first cumulative volume seen in a day is the base. Cumulative volume
                     # is monotone in true time, so a small drop is an earlier report arriving
                     # late (nothing traded; the high mark stands); only a large drop is a feed
-                    # restart, which re-bases without a negative increment
-                    if not market.volume_seen or volume < market.volume * RESET_FRACTION:
+                    # restart, which re-bases without a negative increment (an unchanged
+                    # volume changes nothing: no write)
+                    last = market.volume
+                    if not market.volume_seen:
                         market.volume = volume
-                    elif volume >= market.volume:
-                        increment = volume - market.volume
+                        market.volume_seen = True
+                    elif volume < last * RESET_FRACTION:
+                        market.volume = volume
+                    elif volume > last:
+                        increment = volume - last
                         market.volume = volume
                         market.turnover += increment * ltp
                         market.traded += increment
-                    market.volume_seen = True
                 market.last_quantity = increment
                 market.ltp = ltp
-                bid, ask = tick.bid, tick.ask
                 market.bid = bid if bid > 0 else 0.0
                 market.ask = ask if ask > 0 else 0.0
-                if tick.oi is not None:
-                    market.oi = tick.oi
+                if oi is None:
+                    oi = market.oi
+                else:
+                    market.oi = oi
                 market.ltt = ts
                 # the tick's one-minute bar: most ticks fall in the minute of the one before
                 start = floor(ts / 60.0) * 60.0  # minute_start, inline
@@ -406,8 +418,9 @@ class SimulatedBroker:
                 if ltp < bar.low:
                     bar.low = ltp
                 bar.close = ltp
-                bar.volume += increment
-                bar.oi = market.oi
+                if increment:
+                    bar.volume += increment
+                bar.oi = oi
                 if working.get(key):
                     self._run_book(market)
 
@@ -649,7 +662,6 @@ class SimulatedBroker:
                 "trades": [_as_dict(t) for t in self.tradebook()],
                 "positions": [_as_dict(p) for p in self.positionbook()]}
             self._orders.clear()
-            self._rows.clear()
             self._working.clear()
             self._trades.clear()
             self._positions.clear()
@@ -676,9 +688,10 @@ class SimulatedBroker:
         with self._lock:
             rows = self.raw_orderbook()
             listed = self._listed
-            if listed is not None and len(rows) == len(listed[0]) and \
-                    all(a is b for a, b in zip(rows, listed[0], strict=True)):
-                return list(listed[1])  # no row changed: the same listing (rows are frozen)
+            # no row changed: the same listing (rows are frozen; the list comparison checks
+            # identity first, in C, and equal rows give an equal listing)
+            if listed is not None and rows == listed[0]:
+                return list(listed[1])
             out = self.personality.orderbook(rows)
             self._listed = (rows, out)
             return list(out)
@@ -686,7 +699,7 @@ class SimulatedBroker:
     def raw_orderbook(self) -> list[OrderRow]:
         """Every order as the simulated exchange knows it (all fields, in-between states)."""
         with self._lock:
-            return [self._row(o) for o in self._orders.values()]
+            return [o.final_row or self._row(o) for o in self._orders.values()]
 
     def tradebook(self) -> list[TradeRow]:
         with self._lock:
@@ -952,15 +965,18 @@ class SimulatedBroker:
         return f"{to_ist(now).strftime('%y%m%d')}{self._counter:09d}"
 
     def _row(self, o: _Order) -> OrderRow:
-        """The order's row, built again only when a field it shows changed (every orderbook
-        read lists the whole day's orders)."""
+        """The order's row, built again only when a field it shows changed, and kept for good
+        once the order is finished (every orderbook read lists the whole day's orders)."""
+        if o.final_row is not None:
+            return o.final_row
         key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
                o.price, o.trigger_price, o.quantity, o.pricetype)
-        cached = self._rows.get(o.orderid)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        row = self._new_row(o)
-        self._rows[o.orderid] = (key, row)
+        if o.row is not None and o.row_key == key:
+            return o.row
+        row = o.row = self._new_row(o)
+        o.row_key = key
+        if o.status in TERMINAL_STATUSES:  # no fill, modify or cancel reaches it any more
+            o.final_row = row
         return row
 
     def _new_row(self, o: _Order) -> OrderRow:

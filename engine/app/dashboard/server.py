@@ -1,9 +1,9 @@
 """The dashboard's web server: a read-only Starlette app on 127.0.0.1, behind a token, served by
 uvicorn on a thread of its own.
 
-Owns ``DashboardSettings`` (section ``[dashboard]``), ``DashboardServer`` and
-``dashboard_channel`` (the server for a trading engine while it runs). What the pages show is
-``engine.app.dashboard.view``'s; the rules are in docs/operations/dashboard.md:
+Owns ``DashboardServer``; its settings (section ``[dashboard]``) are in ``settings`` and
+``dashboard_channel`` (the server for a trading engine while it runs) in ``channel``. What the
+pages show is ``engine.app.dashboard.view``'s; the rules are in docs/operations/dashboard.md:
 
 - it listens on 127.0.0.1 only, and every route but the static scripts needs the token (the
   ``token`` query parameter, or ``Authorization: Bearer``), compared in constant time; a wrong or
@@ -21,43 +21,23 @@ Owns ``DashboardSettings`` (section ``[dashboard]``), ``DashboardServer`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
+from engine.app.dashboard.settings import DashboardSettings
 from engine.app.dashboard.view import DashboardView
-from engine.app.operator import EngineOperator
-from engine.settings import setting
 
 HOST = "127.0.0.1"
 URL_FILE = "dashboard.url"
 _START_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class DashboardSettings:
-    """Section ``[dashboard]``: the live web page of a running engine."""
-
-    enabled: bool = setting(True, "serve the dashboard while paper or live trading runs, on "
-                            "127.0.0.1 with a token (the link goes to <state_dir>/dashboard.url)")
-    replay: bool = setting(False, "serve it during a replay too")
-    port: int = setting(8780, "the port on 127.0.0.1 (0: any free port; 8765 is OpenAlgo's "
-                        "WebSocket); one in use is logged "
-                        "and the engine trades on without a dashboard", min=0, max=65535)
-    push_interval_s: float = setting(1.0, "how often the page's figures are refreshed (a "
-                                     "snapshot is sent only when something changed)",
-                                     min=0.2, max=60.0)
 
 
 class DashboardError(Exception):
@@ -228,44 +208,3 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 def _static(name: str) -> str:
     return files("engine.app.dashboard").joinpath("static", name).read_text(encoding="utf-8")
-
-
-@contextlib.contextmanager
-def dashboard_channel(engine: Any, *, openalgo_url: str, replay: bool = False
-                      ) -> Iterator[DashboardServer | None]:
-    """The dashboard of a running ``engine`` (``engine.app.tree.Engine``) while the block runs:
-    None when ``[dashboard]`` is off (or it is a replay not asked to serve one) or the port
-    cannot be used (one ERROR line; the engine trades on). A replay's page reads the database
-    only (its actors are stepped by the replay driver, not asked from outside)."""
-    settings: DashboardSettings = engine.cfg.section("dashboard")
-    if not settings.enabled or (replay and not settings.replay):
-        yield None
-        return
-    server: DashboardServer | None = None
-    url_file: Path | None = None
-    try:
-        parts = engine.parts
-        operator = EngineOperator(engine, openalgo_url=openalgo_url)
-        view = DashboardView(Path(parts.db_path), day=parts.trading_day,
-                             status=None if replay else operator.status,
-                             source=parts.mode, symbols=[s for s, _ in parts.symbols],
-                             now=engine.clock.time)
-        server = DashboardServer(view, settings)
-        server.start()
-        url_file = server.write_url_file(Path(engine.cfg.engine.state_dir))
-        logger.info("dashboard: http://{}:{}/?token={} (the full link is in {})", HOST,
-                    server.port, redact(server.token), url_file)
-    except Exception as exc:  # never a dead engine for a page
-        logger.error("dashboard not available: {}", exc)
-        if server is not None:
-            server.close()
-        server = None
-    try:
-        yield server
-    finally:
-        if server is not None:
-            server.close()
-            if url_file is not None:
-                with contextlib.suppress(OSError):
-                    if url_file.read_text().strip() == server.url:
-                        url_file.unlink()

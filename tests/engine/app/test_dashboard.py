@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from engine.app.dashboard.server import URL_FILE, DashboardSettings, dashboard_channel
+from engine.app.dashboard.channel import dashboard_channel
+from engine.app.dashboard.server import URL_FILE, DashboardSettings
 from engine.app.modes import run_paper
 from engine.app.sections import load_config
 from engine.market.synth import small_session

@@ -73,10 +73,14 @@ def test_a_replays_database_uses_the_replay_page_cache_and_sync_mode(
 
 def test_a_replay_imports_no_http_client_no_generator_and_no_pandas() -> None:
     """Start-up: the configuration names every section's settings, but the HTTP client
-    (requests), the synthetic-day generator and pandas are imported only where used."""
+    (requests), the synthetic-day generator, pandas, the dashboard's server and page and the
+    control socket are imported only where used."""
+    unused = {"engine.market.synth", "engine.app.dashboard.server", "engine.app.dashboard.view",
+              "engine.app.operator", "engine.app.control"}
     code = ("import sys, engine.app.cli, engine.app.replay, engine.app.tree, engine.app.facts; "
             "print(sorted({m for m in sys.modules if m.split('.')[0] in "
-            "('requests', 'urllib3', 'pandas')} | {'engine.market.synth'} & set(sys.modules)))")
+            "('requests', 'urllib3', 'pandas', 'starlette', 'uvicorn')} | "
+            f"({unused!r} & set(sys.modules))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

@@ -8,6 +8,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,11 @@ import pytest
 
 from engine.market import session_file, tick_columns
 from engine.market.session_file import SessionReader, SessionWriter
-from engine.market.tick_columns import CACHE_ENV, ROW, entry_paths
+from engine.market.tick_columns import CACHE_ENV, entry_paths, record_dtype
 from engine.messages import Tick
 from engine.runtime.clock import ist_epoch
 
+ROOT = Path(__file__).resolve().parents[3]
 T0 = ist_epoch(2025, 9, 3, 9, 15)
 OLD = 60  # seconds: files are aged past the cache's "written well before" rule
 
@@ -174,14 +177,14 @@ def test_a_damaged_cache_falls_back_to_sqlite_and_is_rebuilt(cache_dir: Path, tm
     with SessionReader(path) as reader:
         list(reader.ticks())
     data, manifest = entry_paths(path, cache_dir)
-    header = data.stat().st_size - len(ticks) * ROW.itemsize
+    header = data.stat().st_size - len(ticks) * record_dtype().itemsize
     if damage == "truncated":
         with data.open("r+b") as fh:
             fh.truncate(data.stat().st_size - 100)
     elif damage == "header":
         _corrupt(data, 10, b"{'descr': 'garbage'")
     elif damage == "code mid-way":  # a symbol code that points nowhere, in the third chunk
-        at = header + 17_000 * ROW.itemsize + ROW.fields["symbol"][1]
+        at = header + 17_000 * record_dtype().itemsize + record_dtype().fields["symbol"][1]
         _corrupt(data, at, np.uint32(999_999).tobytes())
     elif damage == "manifest":
         manifest.write_text("{not json")
@@ -259,3 +262,12 @@ def test_entries_of_deleted_files_and_old_temporary_files_are_pruned(cache_dir: 
         list(reader.ticks())
     assert not gone_data.exists() and not gone_manifest.exists() and not orphan.exists()
     assert fresh.exists() and all(p.exists() for p in entry_paths(kept, cache_dir))
+
+
+def test_the_cli_imports_numpy_only_to_read_or_write_records() -> None:
+    # start-up of every command (run.py status, ...): the sections are listed, the session
+    # file's reader is imported, numpy is not
+    code = "import sys, engine.app.cli; print('numpy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    assert done.stdout.strip() == "False"

@@ -525,6 +525,38 @@ def test_a_new_day_rolls_the_session(clock: VirtualClock, broker: SimulatedBroke
     assert (q.prev_close, q.open, q.high, q.low, q.volume) == (100.0, 90.0, 90.0, 90.0, 65)
 
 
+def test_one_batch_across_midnight_rolls_the_session_once(broker: SimulatedBroker) -> None:
+    # apply_ticks keeps the day of the ticks it has seen: a batch that crosses midnight IST
+    # (both symbols, back and forth) still rolls each symbol's session on its first tick of a day
+    midnight = ist_epoch(2025, 1, 31)
+    broker.apply_ticks([tick(101.0, midnight - 1.0, volume=1065),
+                        tick(50.0, midnight - 0.5, symbol=PE, volume=10),
+                        tick(90.0, midnight, volume=65),
+                        tick(91.0, midnight + 1.0, volume=130),
+                        tick(49.0, midnight + 2.0, symbol=PE, volume=20)])
+    q = broker.quotes(symbol=SYM, exchange="NFO")
+    assert (q.prev_close, q.open, q.high, q.low, q.ltp, q.volume) == (101.0, 90.0, 91.0, 90.0,
+                                                                       91.0, 130)
+    p = broker.quotes(symbol=PE, exchange="NFO")
+    assert (p.prev_close, p.open, p.high, p.low, p.volume) == (50.0, 49.0, 49.0, 49.0, 20)
+
+
+def test_the_orderbook_keeps_finished_rows_and_rebuilds_working_ones(
+        clock: VirtualClock, broker: SimulatedBroker) -> None:
+    filled = place(broker)
+    cancelled = place(broker, "BUY", pricetype="LIMIT", price=90.0)
+    broker.cancel_order(strategy="s1", orderid=cancelled)
+    stop = place(broker, "SELL", pricetype="SL", price=94.0, trigger=95.0)
+    first = {r.orderid: r for r in broker.raw_orderbook()}
+    at(clock, broker, 1, 94.5)  # the stop triggers and fills at the LTP
+    again = {r.orderid: r for r in broker.raw_orderbook()}
+    assert again[filled] is first[filled] and again[cancelled] is first[cancelled]
+    assert (first[stop].status, again[stop].status) == ("trigger pending", "complete")
+    assert again[stop].average_price == 94.5
+    # every kept row is what the order shows now
+    assert broker.raw_orderbook() == [broker._new_row(o) for o in broker._orders.values()]
+
+
 # -- listeners and threads -----------------------------------------------------------------------
 
 
