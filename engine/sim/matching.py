@@ -969,8 +969,8 @@ class SimulatedBroker:
         once the order is finished (every orderbook read lists the whole day's orders)."""
         if o.final_row is not None:
             return o.final_row
-        key = (o.status, o.cancelling, o.filled_quantity, o.fill_value, o.rejection_reason,
-               o.price, o.trigger_price, o.quantity, o.pricetype)
+        key = (o.status, o.active, o.cancelling, o.filled_quantity, o.fill_value,
+               o.rejection_reason, o.price, o.trigger_price, o.quantity, o.pricetype)
         if o.row is not None and o.row_key == key:
             return o.row
         row = o.row = self._new_row(o)

@@ -604,3 +604,16 @@ def test_concurrent_orders_and_ticks_stay_consistent(clock: VirtualClock,
     assert len({o.orderid for o in broker.orderbook()}) == 150
     assert broker.open_position(strategy="s1", symbol=SYM, exchange="NFO",
                                 product="MIS") == 50 * LOT
+
+
+def test_a_resting_order_shows_open_once_its_placement_lands(clock: VirtualClock) -> None:
+    """Zerodha shows ``open pending`` while a placement travels; once the order is active and
+    rests unfilled its raw row says ``open``, however often the book was read before (the
+    row a read builds is reused only while nothing it shows has changed)."""
+    b = make_broker(clock, broker="zerodha", latency_s=1.0)
+    b.on_tick(tick(100.0, bid=99.9, ask=100.1))
+    oid = place(b, pricetype="LIMIT", price=90.0)
+    assert b.raw_orderbook()[0].status == "open pending"
+    clock.advance_to(T0 + 2)  # the placement lands; the limit rests below the market
+    (row,) = b.raw_orderbook()
+    assert (row.orderid, row.status, row.filled_quantity) == (oid, "open", 0)
