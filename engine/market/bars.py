@@ -235,9 +235,10 @@ class _Minute:
         self.stamped = True  # every tick has an exchange time and a volume
 
     def in_true_order(self) -> list[Tick]:
-        """The ticks sorted by ``_true_order`` (in place; called once, on a minute already popped). When every tick is stamped the
-        key is ``(exchange_ts, volume)``, read in C by ``itemgetter`` instead of a Python call a
-        tick (a busy minute's ticks mostly arrive out of exchange-time order)."""
+        """The ticks sorted by ``_true_order``, in place (once, on a minute already closed).
+        When every tick is stamped the key is ``(exchange_ts, volume)``, read in C by
+        ``itemgetter`` instead of a Python call a tick (a busy minute's ticks mostly arrive out
+        of exchange-time order)."""
         if not self.ordered:
             self.ticks.sort(key=_STAMPED_ORDER if self.stamped else _true_order)
         return self.ticks
@@ -323,13 +324,14 @@ class BarAggregator:
         if now > self._now:
             self._now = now
         events = self._close_due(now) if due else _NOTHING
-        self._pristine = False
         start = ts - ts % _MINUTE
         if start <= self._closed_through:
+            self._pristine = False
             self._note_dropped(tick, start)
             return events
         minute = self._pending.get(start)
-        if minute is None:
+        if minute is None:  # a valid tick is no longer pristine: it dropped or opened a minute
+            self._pristine = False
             minute = self._pending[start] = _Minute(start, start <= self._partial_through)
         minute.ticks.append(tick)
         if volume is None:
