@@ -190,9 +190,8 @@ class BarBuilder(EngineActor):
     def _persist(self) -> None:
         if not self.store or self.load_snapshot is None:
             return
-        snap = self.agg.snapshot()
         self.tell(self.store, record(StoredStrategyState(
-            name=builder_name(self.symbol), version=1, state=snap.as_dict(),
+            name=builder_name(self.symbol), version=1, state=self.agg.snapshot_state(),
             updated_ts=self._now()), durable=False))
 
     @handles(StatusRequest)

@@ -322,6 +322,12 @@ BAD_TICKS = [
     (InvalidReason.MALFORMED, tick(100.0, "09:20:01", recv=at(9, 20, 1))),  # type: ignore[arg-type]
     (InvalidReason.MALFORMED, tick(100.0, at(9, 20, 1), recv=math.nan)),
     (InvalidReason.MALFORMED, tick(100.0, at(9, 20, 1), recv=math.inf)),
+    # several faults: the first check in the module doc's order names it (a wrong type anywhere
+    # is malformed, whatever else is wrong)
+    (InvalidReason.MALFORMED, tick("100", at(9, 20, 1), recv=math.nan)),  # type: ignore[arg-type]
+    (InvalidReason.WRONG_SYMBOL, tick(-5.0, at(16, 0), volume=-1, symbol="OTHER")),
+    (InvalidReason.PRICE_NOT_FINITE, tick(math.nan, at(16, 0), volume=-1)),
+    (InvalidReason.OUTSIDE_SESSION, tick(100.0, at(16, 0), volume=-1)),
 ]
 
 
@@ -516,6 +522,7 @@ def test_snapshot_round_trips_as_plain_data() -> None:
     agg.on_time(at(9, 18, 2))
     snap = agg.snapshot()
     assert BarSnapshot(**asdict(snap)) == snap
+    assert agg.snapshot_state() == asdict(snap) == snap.as_dict()  # what the builder persists
     assert snap.closed_through == at(9, 17) and snap.started and snap.volume_base == 1180
 
 
@@ -750,3 +757,27 @@ def test_an_index_has_no_traded_volume_so_its_quiet_minutes_stay_bars() -> None:
     assert not only_bars(feed(option, [tick(100.0, at(9, 15, 5), volume=0),
                                        tick(100.0, at(9, 16, 5), volume=0)])
                          + list(option.on_time(at(9, 17, 3))))
+
+
+def test_out_of_order_minute_with_an_unstamped_tick_is_built_in_true_order() -> None:
+    """A minute whose ticks arrived out of exchange-time order is sorted before its bar is
+    built; a tick without exchange time (bucketed by its receive time) or without volume sorts
+    among the others by that time, the stamped ones by (exchange time, volume)."""
+    agg = make(no_trade_minutes="bar")
+    feed(agg, [tick(100.0, at(9, 20, 1), volume=1000),   # sets the base
+               tick(104.0, at(9, 21, 40), volume=1400),
+               tick(101.0, at(9, 21, 10), volume=1100),  # late within the minute
+               tick(103.0, None, volume=1300, recv=at(9, 21, 30)),
+               tick(102.0, at(9, 21, 20))])                # no volume
+    [bar21] = [b for b in only_bars(agg.on_time(at(9, 22, 3))) if b.start == at(9, 21)]
+    assert (bar21.open, bar21.high, bar21.low, bar21.close) == (101.0, 104.0, 101.0, 104.0)
+    # deltas in exchange-time order: 100 at 101, 200 at 103, 100 at 104
+    assert (bar21.volume, bar21.ticks) == (400, 4)
+    # the day's first tick only set the base
+    assert bar21.vwap == pytest.approx((101.0 * 100 + 103.0 * 200 + 104.0 * 100) / 400)
+    # every tick with a volume, one without exchange time
+    feed(agg, [tick(106.0, at(9, 22, 40), volume=1600),
+               tick(105.0, None, volume=1500, recv=at(9, 22, 30)),
+               tick(107.0, at(9, 22, 10), volume=1450)])
+    [bar22] = only_bars(agg.on_time(at(9, 23, 3)))
+    assert (bar22.open, bar22.close, bar22.volume) == (107.0, 106.0, 200)
