@@ -597,7 +597,7 @@ class SwingTracker:
         """The records as snapshot rows (cached until a record changes)."""
         rows = self._rows
         if rows is None:
-            rows = self._rows = tuple(r.row() for r in self._records)
+            rows = self._rows = tuple([r.row() for r in self._records])
         return rows
 
     def restore(self, snap: SwingSnapshot) -> None:
@@ -714,9 +714,11 @@ class SwingTracker:
         self._records.append(record)
         self._unbroken.append(record)
         self._reach()
-        logger.debug("{}: swing {}{} {} at {} (bar {}, vwap {:.2f})", self.symbol,
-                     swing.kind.value, " updated" if swing.updated else "", swing.price,
-                     fmt_ist(swing.bar_start), swing.index, swing.vwap)
+        # lazy: the text (two clock formats) is built only when debug is logged
+        logger.opt(lazy=True).debug("{}", lambda: (
+            f"{self.symbol}: swing {swing.kind.value}{' updated' if swing.updated else ''} "
+            f"{swing.price} at {fmt_ist(swing.bar_start)} (bar {swing.index}, "
+            f"vwap {swing.vwap:.2f})"))
         return record
 
     def _reach(self) -> None:
@@ -761,8 +763,9 @@ class SwingTracker:
         self._reach()
         self._broken += 1
         swing = record.swing
-        logger.debug("{}: swing {} {} from {} broken by {} at {}", self.symbol, swing.kind.value,
-                     swing.price, fmt_ist(swing.bar_start), by, fmt_ist(ts))
+        logger.opt(lazy=True).debug("{}", lambda: (  # lazy: as in _add
+            f"{self.symbol}: swing {swing.kind.value} {swing.price} from "
+            f"{fmt_ist(swing.bar_start)} broken by {by} at {fmt_ist(ts)}"))
         return SwingBroken(self.symbol, swing.kind, swing.price, swing.bar_start, ts, by)
 
 
