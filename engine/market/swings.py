@@ -714,7 +714,7 @@ class SwingTracker:
         self._records.append(record)
         self._unbroken.append(record)
         self._reach()
-        # lazy: the text (two clock formats) is built only when debug is logged
+        # lazy: the text (a clock format) is built only when debug is logged
         logger.opt(lazy=True).debug("{}", lambda: (
             f"{self.symbol}: swing {swing.kind.value}{' updated' if swing.updated else ''} "
             f"{swing.price} at {fmt_ist(swing.bar_start)} (bar {swing.index}, "
