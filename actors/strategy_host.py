@@ -190,7 +190,8 @@ class StrategyHost(EngineActor):
         self._last_snapshot: dict[str, Any] | None = None
         self._unsaved = False  # the strategy or the host changed since the stored row
         self._persist_due = False  # a PERSIST message is on its way to this actor
-        self._saved_minute = -1  # engine minute of the last write
+        # start of the engine minute of the last write (minute -1: none yet), in seconds
+        self._saved_from = -60.0
         self._timer_now: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -630,8 +631,7 @@ class StrategyHost(EngineActor):
         if self._changed() or self._dirty:
             self._unsaved = True
         # the cheap tests first: this runs after every one of the day's million BarUpdates
-        if self._unsaved and not self._persist_due \
-                and (self._dirty or self._minute() != self._saved_minute):
+        if self._unsaved and not self._persist_due and (self._dirty or self._new_minute()):
             # built and encoded later, not now: an intent this hook told the order manager
             # leaves while this thread is idle, not while it encodes the state (and competes
             # for the GIL with the order manager)
@@ -643,7 +643,7 @@ class StrategyHost(EngineActor):
                 self.tell(self.name, TimerFired(PERSIST, self.now()))
 
     def _save(self) -> None:
-        if self._unsaved and (self._dirty or self._minute() != self._saved_minute):
+        if self._unsaved and (self._dirty or self._new_minute()):
             self._persist(durable=self._dirty)
             self._dirty = False
 
@@ -651,8 +651,12 @@ class StrategyHost(EngineActor):
         if self._unsaved:
             self._persist(durable=False)
 
-    def _minute(self) -> int:
-        return int(self.now() // 60)
+    def _new_minute(self) -> bool:
+        """Whether engine time is outside the minute of the last write. A compare with that
+        minute's bounds, not ``int(now // 60)``: this runs after most of the day's million
+        BarUpdates (the bounds are whole multiples of 60, exact as floats: the same answer)."""
+        now = self.now()
+        return not self._saved_from <= now < self._saved_from + 60.0
 
     def _changed(self) -> bool:
         """Whether the strategy's state changed since it was last seen: its ``state_version``
@@ -718,7 +722,7 @@ class StrategyHost(EngineActor):
             name=self.state_name, version=STATE_VERSION, state=state, updated_ts=now),
             durable=durable, soon=durable))
         self._unsaved = False
-        self._saved_minute = self._minute()
+        self._saved_from = (self.now() // 60) * 60.0
 
     def _order_row(self, cid: str, intent: OrderIntent) -> dict[str, Any]:
         """An order as stored in the state, built again only when its view changed (the

@@ -83,6 +83,7 @@ import binascii
 import math
 import sys
 from array import array
+from binascii import b2a_base64 as _b64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time
@@ -358,17 +359,30 @@ def _piece_writes(head: Mapping[str, Any]) -> tuple[tuple[str, list[Any]], ...]:
     return tuple(found)
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def _packed(columns: Sequence[array[float]], first: int, last: int) -> dict[str, str]:
     """Bars ``first..last-1`` of the columns, each column packed (``_pack``)."""
-    return {name: _pack(values[first:last]) for name, values in zip(_COLUMNS, columns,
-                                                                   strict=True)}
+    if not _LITTLE_ENDIAN:
+        return {name: _pack(values[first:last]) for name, values in zip(_COLUMNS, columns,
+                                                                       strict=True)}
+    # Written out column by column, the array slices encoded as they are: a head is packed
+    # after every bar of every symbol, and a loop with tobytes() cost twice as much.
+    start, high, low, close, vwap = columns
+    return {"start": _b64(start[first:last], newline=False).decode("ascii"),
+            "high": _b64(high[first:last], newline=False).decode("ascii"),
+            "low": _b64(low[first:last], newline=False).decode("ascii"),
+            "close": _b64(close[first:last], newline=False).decode("ascii"),
+            "vwap": _b64(vwap[first:last], newline=False).decode("ascii")}
 
 
 def _pack(column: array[float]) -> str:
-    if sys.byteorder != "little":
+    """A column as base64 of its little-endian doubles."""
+    if not _LITTLE_ENDIAN:
         column = array("d", column)
         column.byteswap()
-    return base64.b64encode(column.tobytes()).decode("ascii")
+    return _b64(column, newline=False).decode("ascii")
 
 
 def _unpack(text: Any) -> array[float]:
@@ -504,15 +518,16 @@ class SwingTracker:
         if start <= self._last_start:
             self._stale += 1
             return _NOTHING
-        seen = self._pending.get(start)
+        pending = self._pending
+        seen = pending.get(start)
         if seen is None:
-            self._pending[start] = [high, low, update.ts]
+            pending[start] = [high, low, ts]
         else:
             if high > seen[0]:
                 seen[0] = high
             if low < seen[1]:
                 seen[1] = low
-            seen[2] = update.ts
+            seen[2] = ts
         # nothing to break unless the update reaches the highest unbroken Low or the lowest
         # unbroken High (the common case: one comparison each instead of a loop per update)
         if (low > self._low_reach and high < self._high_reach) or start >= self._day_end:
@@ -582,7 +597,7 @@ class SwingTracker:
         """The records as snapshot rows (cached until a record changes)."""
         rows = self._rows
         if rows is None:
-            rows = self._rows = tuple(r.row() for r in self._records)
+            rows = self._rows = tuple([r.row() for r in self._records])
         return rows
 
     def restore(self, snap: SwingSnapshot) -> None:
@@ -699,9 +714,11 @@ class SwingTracker:
         self._records.append(record)
         self._unbroken.append(record)
         self._reach()
-        logger.debug("{}: swing {}{} {} at {} (bar {}, vwap {:.2f})", self.symbol,
-                     swing.kind.value, " updated" if swing.updated else "", swing.price,
-                     fmt_ist(swing.bar_start), swing.index, swing.vwap)
+        # lazy: the text (a clock format) is built only when debug is logged
+        logger.opt(lazy=True).debug("{}", lambda: (
+            f"{self.symbol}: swing {swing.kind.value}{' updated' if swing.updated else ''} "
+            f"{swing.price} at {fmt_ist(swing.bar_start)} (bar {swing.index}, "
+            f"vwap {swing.vwap:.2f})"))
         return record
 
     def _reach(self) -> None:
@@ -746,8 +763,9 @@ class SwingTracker:
         self._reach()
         self._broken += 1
         swing = record.swing
-        logger.debug("{}: swing {} {} from {} broken by {} at {}", self.symbol, swing.kind.value,
-                     swing.price, fmt_ist(swing.bar_start), by, fmt_ist(ts))
+        logger.opt(lazy=True).debug("{}", lambda: (  # lazy: as in _add
+            f"{self.symbol}: swing {swing.kind.value} {swing.price} from "
+            f"{fmt_ist(swing.bar_start)} broken by {by} at {fmt_ist(ts)}"))
         return SwingBroken(self.symbol, swing.kind, swing.price, swing.bar_start, ts, by)
 
 
@@ -774,7 +792,7 @@ def _bar_problem(bar: Bar) -> str:
     try:
         if not math.isfinite(bar.start):
             return "start is not finite"
-        if not all(0.0 < p < _INF for p in (bar.high, bar.low, bar.close)):
+        if not (0.0 < bar.high < _INF and 0.0 < bar.low < _INF and 0.0 < bar.close < _INF):
             return "price not positive and finite"
         if not bar.low <= bar.close <= bar.high:
             return "close outside low..high"

@@ -621,3 +621,22 @@ def test_a_head_of_the_previous_layout_still_joins() -> None:
     head["pieces"]["bars.2"] += 1  # still refuses a piece of another write
     with pytest.raises(SwingSnapshotError, match=r"bars\.2 is missing or of another write"):
         SwingStatePieces.join(head, stored)
+
+
+def test_debug_lines_of_a_swing_and_its_break() -> None:
+    """The creation and break lines (built lazily, only when debug is logged) read as before."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG",
+                      filter="engine.market.swings")
+    try:
+        tracker = make()
+        run(tracker, FIRST_LOW)
+        tracker.on_bar_update(update(3, 9.0, 7.0, ts=minute(3) + 5))
+    finally:
+        logger.remove(sink)
+    assert lines == [
+        f"{SYM}: swing LOW 7.0 at 09:16:00 IST (bar 1, vwap 101.00)",
+        f"{SYM}: swing LOW 7.0 from 09:16:00 IST broken by tick at 09:18:05 IST",
+    ]
