@@ -712,13 +712,18 @@ def _valid_history(start: float, open_: float, high: float, low: float, close: f
 def quality_table(counts: Mapping[str, Mapping[str, int]], limit: int = 10) -> list[str]:
     """The data-quality table of a run: one row per symbol (the ``limit`` with the most
     rejected ticks, then one row for the rest), one column per reason, and a total row.
-    ``counts``: symbol -> reason -> ticks. Empty when nothing was rejected."""
+    ``counts``: symbol -> reason -> ticks. A row named in parentheses, such as ``(feed)`` (ticks
+    the feed client refused before they were ticks), is not a symbol: it is always shown,
+    first, whatever the symbols' counts. Empty when nothing was rejected."""
     rows = {sym: {r: n for r, n in by.items() if n} for sym, by in counts.items()}
     rows = {sym: by for sym, by in rows.items() if by}
     if not rows:
         return []
     reasons = sorted({r for by in rows.values() for r in by})
-    ranked = sorted(rows, key=lambda sym: (-sum(rows[sym].values()), sym))
+    sources = sorted(sym for sym in rows if sym.startswith("("))
+    ranked = sources + sorted((sym for sym in rows if not sym.startswith("(")),
+                              key=lambda sym: (-sum(rows[sym].values()), sym))
+    limit += len(sources)
     width = max(len("symbol"), *(len(sym) for sym in ranked[:limit]), len("total"))
     cols = [max(len(r), 6) for r in reasons]
 

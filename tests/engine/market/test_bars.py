@@ -781,3 +781,18 @@ def test_out_of_order_minute_with_an_unstamped_tick_is_built_in_true_order() -> 
                tick(107.0, at(9, 22, 10), volume=1450)])
     [bar22] = only_bars(agg.on_time(at(9, 23, 3)))
     assert (bar22.open, bar22.close, bar22.volume) == (107.0, 106.0, 200)
+
+
+def test_the_quality_table_always_shows_the_feeds_own_row() -> None:
+    """``(feed)`` is not a symbol: it stays on its own line, first, even when more symbols
+    than the table lists rejected more ticks (a loaded paper run books many late ones)."""
+    from engine.market.bars import quality_table
+
+    counts = {f"SYM{i:02d}": {"late": 100 + i} for i in range(12)}
+    counts["(feed)"] = {"non_positive_price": 7}
+    table = quality_table(counts, limit=10)
+    rows = [line.split()[0] for line in table[2:]]
+    assert rows[0] == "(feed)" and table[2].split()[1:] == ["0", "7"]
+    assert rows[1:11] == [f"SYM{i:02d}" for i in range(11, 1, -1)]
+    assert rows[11:] == ["(2", "total"]  # "(2 more)": SYM00 and SYM01
+    assert table[-1].split()[1:] == [f"{sum(100 + i for i in range(12)):,}", "7"]
