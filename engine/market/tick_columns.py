@@ -79,8 +79,9 @@ def entry_paths(source: Path, cache_dir: Path | None = None) -> tuple[Path, Path
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
-def _stat_key(st: os.stat_result) -> list[int]:
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    """What identifies a written data file: inode, size, mtime."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ class CachedTicks:
             entry = cls(data, identity, str(info["order"]), int(info["rows"]), dict(info["scan"]),
                         tuple(map(str, info["symbols"])), tuple(map(str, info["exchanges"])),
                         tuple(info["data"]))
-            if _stat_key(data.stat()) != list(entry.data_stat):
+            if _stat_key(data.stat()) != entry.data_stat:
                 return None
         except FileNotFoundError:
             return None
@@ -182,7 +183,7 @@ class CachedTicks:
         except OSError as exc:
             raise CacheUnusable(f"{self.data_path}: {exc}") from exc
         with fh:
-            if _stat_key(os.fstat(fh.fileno())) != list(self.data_stat):
+            if _stat_key(os.fstat(fh.fileno())) != self.data_stat:
                 raise CacheUnusable(f"{self.data_path} changed since it was written")
             try:
                 if np.lib.format.read_magic(fh) != (1, 0):
@@ -257,10 +258,6 @@ class ColumnWriter:
         if identity is None or time_ns() - identity[4] <= STABLE_AGE_NS:
             return None
         return cls(source, identity, rows, order, scan, cache_dir)
-
-    @property
-    def active(self) -> bool:
-        return self._fh is not None
 
     def add(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Append one chunk of rows (symbol, exchange, ltp, recv_ts, exchange_ts, volume, bid,
